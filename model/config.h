@@ -4,6 +4,8 @@
 #include <string>
 #include <string_view>
 
+#include "kernels/cpu/ops.h"
+
 namespace flint {
 
 class GgufFile;
@@ -14,7 +16,7 @@ enum class Arch { Llama, Qwen2, Qwen3 };
 //  Interleaved: (0,1), (2,3), ... adjacent pairs (llama in GGUF: llama.cpp's
 //               converter permuted the Q/K rows so that this is right).
 //  Halves:      (i, i + head_dim/2) (HF llama, every qwen; "NeoX style").
-enum class RopeStyle { Interleaved, Halves };
+using RopeStyle = cpu::RopeStyle;  // defined beside the rope kernel
 
 // Llama-3.1/3.2 frequency scaling ("rope_type": "llama3"); factor 0 means none.
 struct RopeScaling {
