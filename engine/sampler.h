@@ -1,0 +1,54 @@
+// Sampler: picks the next token from a row of logits under a request's
+// sampling parameters, with its own seeded generator (same seed, same tokens).
+#pragma once
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+namespace flint {
+
+struct SamplingParams {
+  float temperature = 1.0f;         // 0: greedy
+  int32_t top_k = 0;                // 0: off
+  float top_p = 1.0f;               // (0, 1]; 1: off
+  float min_p = 0.0f;               // [0, 1]; 0: off
+  float repetition_penalty = 1.0f;  // > 0; 1: off (divides positive logits, multiplies negative)
+  float presence_penalty = 0.0f;    // subtracted once from tokens already generated
+  float frequency_penalty = 0.0f;   // subtracted per occurrence in the generated tokens
+  uint64_t seed = 0;
+  int32_t num_logprobs = 0;         // top-N alternatives to report; 0: none
+
+  // Throws flint::Error naming the first parameter out of range.
+  void validate() const;
+};
+
+struct TokenLogprob {
+  int32_t token_id = 0;
+  float logprob = 0.0f;
+};
+
+struct SampleResult {
+  int32_t token_id = 0;
+  float logprob = 0.0f;  // of the chosen token under the final (penalised, tempered) distribution
+  std::vector<TokenLogprob> top;  // num_logprobs best, highest first
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params);
+
+  // logits (vocab) are modified in place. `context` holds the tokens the
+  // repetition penalty looks at (prompt and output); `generated` those the
+  // presence and frequency penalties count (output only).
+  SampleResult sample(std::span<float> logits, std::span<const int32_t> context,
+                      std::span<const int32_t> generated);
+
+ private:
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  std::vector<int32_t> order_;
+  std::vector<float> probs_;
+};
+
+}  // namespace flint
