@@ -1,0 +1,337 @@
+// fp16/bf16 conversions, and dequantize_row / dot_row for the plain types and the
+// 32-value quants (Q8_0, Q4_0, Q4_1), scalar and AVX2. K-quants: quant_k.cpp.
+#include "kernels/cpu/quant.h"
+
+#include <bit>
+#include <cstring>
+
+#ifdef FLINT_QUANT_AVX2
+#include <immintrin.h>
+#endif
+
+namespace flint::cpu {
+
+// ---- conversions ----------------------------------------------------------
+
+float f16_to_f32(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1Fu;
+  const uint32_t mant = h & 0x3FFu;
+  if (exp == 0x1F) return std::bit_cast<float>(sign | 0x7F800000u | (mant << 13));  // inf, nan
+  if (exp != 0) return std::bit_cast<float>(sign | ((exp + 112) << 23) | (mant << 13));
+  // zero or subnormal: mant * 2^-24, exact in fp32
+  const float v = float(mant) * 0x1p-24f;
+  return std::bit_cast<float>(sign | std::bit_cast<uint32_t>(v));
+}
+
+uint16_t f32_to_f16(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t ax = x & 0x7FFFFFFFu;
+  if (ax > 0x7F800000u) return uint16_t(sign | 0x7E00u | ((ax >> 13) & 0x3FFu));  // quiet nan
+  if (ax >= 0x477FF000u) return uint16_t(sign | 0x7C00u);  // >= 65520 rounds to inf
+  if (ax >= 0x38800000u) {                                  // normal half (>= 2^-14)
+    uint32_t m = ax - 0x38000000u;                          // rebias exponent 127 -> 15
+    m += 0xFFFu + ((m >> 13) & 1u);                         // round to nearest even
+    return uint16_t(sign | (m >> 13));
+  }
+  // Subnormal half: adding 0.5f (ulp 2^-24) rounds |f| to a multiple of 2^-24
+  // in hardware (to nearest even); the mantissa then holds that multiple.
+  const float r = std::bit_cast<float>(ax) + 0.5f;
+  return uint16_t(sign | (std::bit_cast<uint32_t>(r) - std::bit_cast<uint32_t>(0.5f)));
+}
+
+float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(uint32_t(h) << 16); }
+
+uint16_t f32_to_bf16(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return uint16_t((x >> 16) | 0x40u);  // quiet nan
+  return uint16_t((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);
+}
+
+namespace {
+
+#ifdef FLINT_QUANT_AVX2
+inline float half(uint16_t h) { return _cvtsh_ss(h); }
+#else
+inline float half(uint16_t h) { return f16_to_f32(h); }
+#endif
+
+// ---- one block -> floats --------------------------------------------------
+
+inline void deq_block(const BlockQ8_0& b, float* y) {
+  const float d = half(b.d);
+  for (int i = 0; i < 32; ++i) y[i] = d * float(b.qs[i]);
+}
+
+inline void deq_block(const BlockQ4_0& b, float* y) {
+  const float d = half(b.d);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * float((b.qs[j] & 0x0F) - 8);
+    y[j + 16] = d * float((b.qs[j] >> 4) - 8);
+  }
+}
+
+inline void deq_block(const BlockQ4_1& b, float* y) {
+  const float d = half(b.d), m = half(b.m);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * float(b.qs[j] & 0x0F) + m;
+    y[j + 16] = d * float(b.qs[j] >> 4) + m;
+  }
+}
+
+template <class Block>
+void deq_blocks(const void* row, float* out, int64_t nb) {
+  const auto* b = static_cast<const Block*>(row);
+  for (int64_t i = 0; i < nb; ++i) deq_block(b[i], out + i * 32);
+}
+
+// Scalar dot over 32-value blocks: dequantize a block, then 8-lane accumulate.
+template <class Block>
+float dot_blocks_scalar(const void* row, const float* x, int64_t nb) {
+  const auto* b = static_cast<const Block*>(row);
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float tmp[32];
+  for (int64_t i = 0; i < nb; ++i) {
+    deq_block(b[i], tmp);
+    detail::accumulate8(acc, tmp, x + i * 32, 32);
+  }
+  return detail::reduce8(acc);
+}
+
+// Plain 16-bit types: convert in chunks (a multiple of 8, so lanes stay aligned).
+template <float (*Convert)(uint16_t)>
+float dot_u16_scalar(const uint16_t* w, const float* x, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float tmp[256];
+  for (int64_t i = 0; i < n; i += 256) {
+    const int64_t len = n - i < 256 ? n - i : 256;
+    for (int64_t j = 0; j < len; ++j) tmp[j] = Convert(w[i + j]);
+    detail::accumulate8(acc, tmp, x + i, len);
+  }
+  return detail::reduce8(acc);
+}
+
+#ifdef FLINT_QUANT_AVX2
+// ---- AVX2 -----------------------------------------------------------------
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline __m256 load_f16x8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256 load_bf16x8(const uint16_t* p) {
+  __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+inline __m256 load_f32x8(const float* p) { return _mm256_loadu_ps(p); }
+// 8 bytes -> 8 int32 lanes (zero- or sign-extended)
+inline __m256i load_u8x8(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256i load_i8x8(const int8_t* p) {
+  return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
+// sum w[i] * x[i]: four 8-lane accumulators, then a scalar tail.
+template <__m256 (*Load)(const float*)>
+float dot_plain_avx2(const float* w, const float* x, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_fmadd_ps(Load(w + i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(Load(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    a2 = _mm256_fmadd_ps(Load(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+    a3 = _mm256_fmadd_ps(Load(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(Load(w + i), _mm256_loadu_ps(x + i), a0);
+  float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < n; ++i) s += w[i] * x[i];
+  return s;
+}
+
+template <__m256 (*Load)(const uint16_t*), float (*Convert)(uint16_t)>
+float dot_u16_avx2(const uint16_t* w, const float* x, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_fmadd_ps(Load(w + i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(Load(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    a2 = _mm256_fmadd_ps(Load(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+    a3 = _mm256_fmadd_ps(Load(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(Load(w + i), _mm256_loadu_ps(x + i), a0);
+  float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < n; ++i) s += Convert(w[i]) * x[i];
+  return s;
+}
+
+// Q8_0: sum_b d_b * sum_i q_i x_i. Two blocks per step, one accumulator each.
+inline __m256 q8_0_partial(const BlockQ8_0& b, const float* x) {
+  __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(load_i8x8(b.qs)), _mm256_loadu_ps(x));
+  s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(load_i8x8(b.qs + 8)), _mm256_loadu_ps(x + 8), s);
+  s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(load_i8x8(b.qs + 16)), _mm256_loadu_ps(x + 16), s);
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(load_i8x8(b.qs + 24)), _mm256_loadu_ps(x + 24), s);
+}
+
+float dot_q8_0_avx2(const BlockQ8_0* b, const float* x, int64_t nb) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d)), q8_0_partial(b[i], x + i * 32), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i + 1].d)), q8_0_partial(b[i + 1], x + i * 32 + 32),
+                           acc1);
+  }
+  if (i < nb) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d)), q8_0_partial(b[i], x + i * 32), acc0);
+  return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+// Q4_0 / Q4_1: w = d*q + m (Q4_0: m = -8d), so a block adds d*sum(q x) + m*sum(x).
+// Widening bytes 0-7 gives values 0-7 (low nibbles) and 16-23 (high nibbles);
+// bytes 8-15 give 8-15 and 24-31.
+struct Nibble4Sums {
+  __m256 qx;  // lane-wise sum of q * x over the block
+  __m256 xs;  // lane-wise sum of x over the block
+};
+
+inline Nibble4Sums nibble_block_sums(const uint8_t* qs, const float* x) {
+  const __m256i low = _mm256_set1_epi32(0x0F);
+  const __m256i v0 = load_u8x8(qs), v1 = load_u8x8(qs + 8);
+  const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
+  const __m256 x2 = _mm256_loadu_ps(x + 16), x3 = _mm256_loadu_ps(x + 24);
+  __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v0, low)), x0);
+  s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v1, low)), x1, s);
+  s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4)), x2, s);
+  s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4)), x3, s);
+  return {s, _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3))};
+}
+
+float dot_q4_1_avx2(const BlockQ4_1* b, const float* x, int64_t nb) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, accm0 = acc0, accm1 = acc0;
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const Nibble4Sums s0 = nibble_block_sums(b[i].qs, x + i * 32);
+    const Nibble4Sums s1 = nibble_block_sums(b[i + 1].qs, x + i * 32 + 32);
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d)), s0.qx, acc0);
+    accm0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].m)), s0.xs, accm0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i + 1].d)), s1.qx, acc1);
+    accm1 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i + 1].m)), s1.xs, accm1);
+  }
+  if (i < nb) {
+    const Nibble4Sums s0 = nibble_block_sums(b[i].qs, x + i * 32);
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d)), s0.qx, acc0);
+    accm0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].m)), s0.xs, accm0);
+  }
+  return hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(accm0, accm1)));
+}
+
+float dot_q4_0_avx2(const BlockQ4_0* b, const float* x, int64_t nb) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, accm0 = acc0, accm1 = acc0;
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const Nibble4Sums s0 = nibble_block_sums(b[i].qs, x + i * 32);
+    const Nibble4Sums s1 = nibble_block_sums(b[i + 1].qs, x + i * 32 + 32);
+    const float d0 = half(b[i].d), d1 = half(b[i + 1].d);
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), s0.qx, acc0);
+    accm0 = _mm256_fmadd_ps(_mm256_set1_ps(-8.0f * d0), s0.xs, accm0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), s1.qx, acc1);
+    accm1 = _mm256_fmadd_ps(_mm256_set1_ps(-8.0f * d1), s1.xs, accm1);
+  }
+  if (i < nb) {
+    const Nibble4Sums s0 = nibble_block_sums(b[i].qs, x + i * 32);
+    const float d0 = half(b[i].d);
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), s0.qx, acc0);
+    accm0 = _mm256_fmadd_ps(_mm256_set1_ps(-8.0f * d0), s0.xs, accm0);
+  }
+  return hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(accm0, accm1)));
+}
+#endif  // FLINT_QUANT_AVX2
+
+int64_t num_blocks(DType t, int64_t n) { return n / dtype_info(t).block_size; }
+
+}  // namespace
+
+// ---- public entry points --------------------------------------------------
+
+void dequantize_row(DType t, const void* row, float* out, int64_t n) {
+  const int64_t nb = num_blocks(t, n);
+  const auto* u16 = static_cast<const uint16_t*>(row);
+  switch (t) {
+    case DType::F32: std::memcpy(out, row, size_t(n) * sizeof(float)); return;
+    case DType::F16: {
+      int64_t i = 0;
+#ifdef FLINT_QUANT_AVX2
+      for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load_f16x8(u16 + i));
+#endif
+      for (; i < n; ++i) out[i] = f16_to_f32(u16[i]);
+      return;
+    }
+    case DType::BF16:
+      for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(u16[i]);
+      return;
+    case DType::Q8_0: deq_blocks<BlockQ8_0>(row, out, nb); return;
+    case DType::Q4_0: deq_blocks<BlockQ4_0>(row, out, nb); return;
+    case DType::Q4_1: deq_blocks<BlockQ4_1>(row, out, nb); return;
+    case DType::Q4_K: detail::dequantize_q4_k(static_cast<const BlockQ4_K*>(row), out, nb); return;
+    case DType::Q6_K: detail::dequantize_q6_k(static_cast<const BlockQ6_K*>(row), out, nb); return;
+  }
+}
+
+namespace detail {
+
+float dot_row_scalar(DType t, const void* row, const float* x, int64_t n) {
+  const int64_t nb = num_blocks(t, n);
+  switch (t) {
+    case DType::F32: {
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      accumulate8(acc, static_cast<const float*>(row), x, n);
+      return reduce8(acc);
+    }
+    case DType::F16: return dot_u16_scalar<f16_to_f32>(static_cast<const uint16_t*>(row), x, n);
+    case DType::BF16: return dot_u16_scalar<bf16_to_f32>(static_cast<const uint16_t*>(row), x, n);
+    case DType::Q8_0: return dot_blocks_scalar<BlockQ8_0>(row, x, nb);
+    case DType::Q4_0: return dot_blocks_scalar<BlockQ4_0>(row, x, nb);
+    case DType::Q4_1: return dot_blocks_scalar<BlockQ4_1>(row, x, nb);
+    case DType::Q4_K: return dot_q4_k_scalar(static_cast<const BlockQ4_K*>(row), x, nb);
+    case DType::Q6_K: return dot_q6_k_scalar(static_cast<const BlockQ6_K*>(row), x, nb);
+  }
+  return 0.0f;
+}
+
+bool dot_row_is_simd() {
+#ifdef FLINT_QUANT_AVX2
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace detail
+
+float dot_row(DType t, const void* row, const float* x, int64_t n) {
+#ifdef FLINT_QUANT_AVX2
+  const int64_t nb = num_blocks(t, n);
+  switch (t) {
+    case DType::F32: return dot_plain_avx2<load_f32x8>(static_cast<const float*>(row), x, n);
+    case DType::F16:
+      return dot_u16_avx2<load_f16x8, f16_to_f32>(static_cast<const uint16_t*>(row), x, n);
+    case DType::BF16:
+      return dot_u16_avx2<load_bf16x8, bf16_to_f32>(static_cast<const uint16_t*>(row), x, n);
+    case DType::Q8_0: return dot_q8_0_avx2(static_cast<const BlockQ8_0*>(row), x, nb);
+    case DType::Q4_0: return dot_q4_0_avx2(static_cast<const BlockQ4_0*>(row), x, nb);
+    case DType::Q4_1: return dot_q4_1_avx2(static_cast<const BlockQ4_1*>(row), x, nb);
+    case DType::Q4_K: return detail::dot_q4_k_simd(static_cast<const BlockQ4_K*>(row), x, nb);
+    case DType::Q6_K: return detail::dot_q6_k_simd(static_cast<const BlockQ6_K*>(row), x, nb);
+  }
+  return 0.0f;
+#else
+  return detail::dot_row_scalar(t, row, x, n);
+#endif
+}
+
+}  // namespace flint::cpu

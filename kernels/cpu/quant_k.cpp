@@ -1,0 +1,179 @@
+// The K-quants (Q4_K, Q6_K: 256-value super-blocks): dequantization and dot
+// products, scalar and AVX2. Layouts are documented on the structs in quant.h.
+#include "kernels/cpu/quant.h"
+
+#ifdef FLINT_QUANT_AVX2
+#include <immintrin.h>
+#endif
+
+namespace flint::cpu::detail {
+namespace {
+
+#ifdef FLINT_QUANT_AVX2
+inline float half(uint16_t h) { return _cvtsh_ss(h); }
+#else
+inline float half(uint16_t h) { return f16_to_f32(h); }
+#endif
+
+// Per sub-block factors of a Q4_K block: x = dsc[s] * q - dmn[s].
+struct Q4KFactors {
+  float dsc[8];
+  float dmn[8];
+};
+
+inline Q4KFactors q4_k_factors(const BlockQ4_K& b) {
+  const float d = half(b.d), dmin = half(b.dmin);
+  Q4KFactors f;
+  for (int s = 0; s < 8; ++s) {
+    uint8_t sc, mn;
+    q4_k_scale_min(b.scales, s, &sc, &mn);
+    f.dsc[s] = d * float(sc);
+    f.dmn[s] = dmin * float(mn);
+  }
+  return f;
+}
+
+inline void deq_block(const BlockQ4_K& b, float* y) {
+  const Q4KFactors f = q4_k_factors(b);
+  for (int c = 0; c < 4; ++c) {
+    const uint8_t* q = b.qs + 32 * c;
+    float* yc = y + 64 * c;
+    for (int l = 0; l < 32; ++l) {
+      yc[l] = f.dsc[2 * c] * float(q[l] & 0x0F) - f.dmn[2 * c];
+      yc[l + 32] = f.dsc[2 * c + 1] * float(q[l] >> 4) - f.dmn[2 * c + 1];
+    }
+  }
+}
+
+// d * scales[s] for each of the 16 sub-blocks of a Q6_K block.
+inline void q6_k_factors(const BlockQ6_K& b, float* ds) {
+  const float d = half(b.d);
+  for (int s = 0; s < 16; ++s) ds[s] = d * float(b.scales[s]);
+}
+
+inline void deq_block(const BlockQ6_K& b, float* y) {
+  float ds[16];
+  q6_k_factors(b, ds);
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* L = b.ql + 64 * h;
+    const uint8_t* H = b.qh + 32 * h;
+    const float* S = ds + 8 * h;
+    float* yh = y + 128 * h;
+    for (int l = 0; l < 32; ++l) {
+      const int is = l / 16;
+      const int q1 = ((L[l] & 0x0F) | ((H[l] & 3) << 4)) - 32;
+      const int q2 = ((L[l + 32] & 0x0F) | (((H[l] >> 2) & 3) << 4)) - 32;
+      const int q3 = ((L[l] >> 4) | (((H[l] >> 4) & 3) << 4)) - 32;
+      const int q4 = ((L[l + 32] >> 4) | (((H[l] >> 6) & 3) << 4)) - 32;
+      yh[l] = S[is] * float(q1);
+      yh[l + 32] = S[is + 2] * float(q2);
+      yh[l + 64] = S[is + 4] * float(q3);
+      yh[l + 96] = S[is + 6] * float(q4);
+    }
+  }
+}
+
+template <class Block>
+float dot_blocks_scalar(const Block* b, const float* x, int64_t nb) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float tmp[256];
+  for (int64_t i = 0; i < nb; ++i) {
+    deq_block(b[i], tmp);
+    accumulate8(acc, tmp, x + i * 256, 256);
+  }
+  return reduce8(acc);
+}
+
+#ifdef FLINT_QUANT_AVX2
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline __m256i load_u8x8(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+#endif
+
+}  // namespace
+
+void dequantize_q4_k(const BlockQ4_K* b, float* out, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) deq_block(b[i], out + i * 256);
+}
+
+void dequantize_q6_k(const BlockQ6_K* b, float* out, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) deq_block(b[i], out + i * 256);
+}
+
+float dot_q4_k_scalar(const BlockQ4_K* b, const float* x, int64_t nb) { return dot_blocks_scalar(b, x, nb); }
+float dot_q6_k_scalar(const BlockQ6_K* b, const float* x, int64_t nb) { return dot_blocks_scalar(b, x, nb); }
+
+#ifdef FLINT_QUANT_AVX2
+// Q4_K: per sub-block s, dsc[s] * sum(q x) - dmn[s] * sum(x).
+float dot_q4_k_simd(const BlockQ4_K* b, const float* x, int64_t nb) {
+  const __m256i low = _mm256_set1_epi32(0x0F);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, accm0 = acc0, accm1 = acc0;
+  for (int64_t i = 0; i < nb; ++i) {
+    const Q4KFactors f = q4_k_factors(b[i]);
+    for (int c = 0; c < 4; ++c) {
+      const uint8_t* q = b[i].qs + 32 * c;
+      const float* xl = x + i * 256 + 64 * c;  // sub-block 2c (low nibbles)
+      const float* xh = xl + 32;                // sub-block 2c+1 (high nibbles)
+      __m256 sl = _mm256_setzero_ps(), sh = sl, xsl = sl, xsh = sl;
+      for (int k = 0; k < 32; k += 8) {
+        const __m256i v = load_u8x8(q + k);
+        const __m256 a = _mm256_loadu_ps(xl + k), h = _mm256_loadu_ps(xh + k);
+        sl = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, low)), a, sl);
+        sh = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)), h, sh);
+        xsl = _mm256_add_ps(xsl, a);
+        xsh = _mm256_add_ps(xsh, h);
+      }
+      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f.dsc[2 * c]), sl, acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f.dsc[2 * c + 1]), sh, acc1);
+      accm0 = _mm256_fmadd_ps(_mm256_set1_ps(f.dmn[2 * c]), xsl, accm0);
+      accm1 = _mm256_fmadd_ps(_mm256_set1_ps(f.dmn[2 * c + 1]), xsh, accm1);
+    }
+  }
+  return hsum(_mm256_sub_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(accm0, accm1)));
+}
+
+// Q6_K: 8 values at a time from each of the four 32-value quarters of a half;
+// the 2 high bits come from one qh byte per value, shifted into bits 4-5.
+float dot_q6_k_simd(const BlockQ6_K* b, const float* x, int64_t nb) {
+  const __m256i low = _mm256_set1_epi32(0x0F), high = _mm256_set1_epi32(0x30);
+  const __m256i bias = _mm256_set1_epi32(32);
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t i = 0; i < nb; ++i) {
+    float ds[16];
+    q6_k_factors(b[i], ds);
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* L = b[i].ql + 64 * h;
+      const uint8_t* H = b[i].qh + 32 * h;
+      const float* xh = x + i * 256 + 128 * h;
+      for (int g = 0; g < 2; ++g) {  // l in [16g, 16g + 16): scale index g (+2, +4, +6)
+        __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                       _mm256_setzero_ps()};
+        for (int l = 16 * g; l < 16 * g + 16; l += 8) {
+          const __m256i a = load_u8x8(L + l), c = load_u8x8(L + l + 32), hb = load_u8x8(H + l);
+          __m256i q[4];
+          q[0] = _mm256_or_si256(_mm256_and_si256(a, low), _mm256_and_si256(_mm256_slli_epi32(hb, 4), high));
+          q[1] = _mm256_or_si256(_mm256_and_si256(c, low), _mm256_and_si256(_mm256_slli_epi32(hb, 2), high));
+          q[2] = _mm256_or_si256(_mm256_srli_epi32(a, 4), _mm256_and_si256(hb, high));
+          q[3] = _mm256_or_si256(_mm256_srli_epi32(c, 4), _mm256_and_si256(_mm256_srli_epi32(hb, 2), high));
+          for (int k = 0; k < 4; ++k) {
+            const __m256 qf = _mm256_cvtepi32_ps(_mm256_sub_epi32(q[k], bias));
+            s[k] = _mm256_fmadd_ps(qf, _mm256_loadu_ps(xh + l + 32 * k), s[k]);
+          }
+        }
+        for (int k = 0; k < 4; ++k)
+          acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(ds[8 * h + g + 2 * k]), s[k], acc[k]);
+      }
+    }
+  }
+  return hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+}
+#endif  // FLINT_QUANT_AVX2
+
+}  // namespace flint::cpu::detail
