@@ -31,6 +31,15 @@ struct GgufValue {
       value;
 };
 
+// Names of metadata value types ("uint32", "string", ...) for messages.
+std::string_view gguf_type_name(GgufType t);
+
+// ggml's tensor type ids as GGUF stores them. Flint reads F32=0, F16=1, Q4_0=2,
+// Q4_1=3, Q8_0=8, Q4_K=12, Q6_K=14, BF16=30.
+std::optional<DType> dtype_from_ggml_type(uint32_t id);  // nullopt for any other id
+uint32_t ggml_type_of(DType t);
+std::string_view ggml_type_name(uint32_t id);  // "Q5_K"; "" for an id ggml never had
+
 class GgufFile : public WeightSource {
  public:
   // Opens and validates `path`; throws flint::Error naming the key or tensor
@@ -52,7 +61,7 @@ class GgufFile : public WeightSource {
   std::vector<std::string> get_string_array(std::string_view key) const;
   std::vector<int64_t> get_int_array(std::string_view key) const;
   std::vector<double> get_float_array(std::string_view key) const;
-  // As above but throw flint::Error("key ...: missing") when absent.
+  // As above but throw flint::Error("key ...: missing from <path>") when absent.
   int64_t require_int(std::string_view key) const;
   std::string require_string(std::string_view key) const;
 
@@ -61,6 +70,8 @@ class GgufFile : public WeightSource {
   const std::string& path() const { return file_.path(); }
 
  private:
+  void parse();
+
   MappedFile file_;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
