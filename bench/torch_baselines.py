@@ -15,6 +15,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+import transformers
 
 # Head and weight shapes of the models Flint serves (the real models' dims and layer counts).
 MODELS = {
@@ -169,7 +170,6 @@ def measure_decode(device, clock, quick, models, batches, contexts, copy_gbps, m
 
 # ---- generate(): random-initialised models of the real shapes, greedy, a fixed number of new tokens.
 def build_model(m, device):
-    import transformers
     common = dict(hidden_size=m["hidden"], intermediate_size=m["ffn"], num_hidden_layers=m["layers"],
                   num_attention_heads=m["heads"], num_key_value_heads=m["kv_heads"], vocab_size=m["vocab"],
                   tie_word_embeddings=m["tied"], max_position_embeddings=4096, pad_token_id=0, bos_token_id=1,
@@ -195,7 +195,7 @@ def weight_bytes(model, tied):
     return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in skip)
 
 
-class StepMarks:
+class StepMarks(transformers.LogitsProcessor):
     """A logits processor that marks the time of every generated token: the gaps are the decode steps."""
 
     def __init__(self, clock):
@@ -207,7 +207,6 @@ class StepMarks:
 
 
 def measure_generate(device, clock, quick, models, batches, new_tokens, prompt_len, copy_gbps, seed):
-    from transformers import LogitsProcessorList
     rows = []
     for name, m in models.items():
         torch.manual_seed(seed)
@@ -238,7 +237,7 @@ def measure_generate(device, clock, quick, models, batches, new_tokens, prompt_l
                     clock.sync()
                     start = clock.mark()
                     out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                         logits_processor=LogitsProcessorList([marks]), **base, **extra)
+                                         logits_processor=transformers.LogitsProcessorList([marks]), **base, **extra)
                     end = clock.mark()
                     clock.sync()
                     steps = [clock.between(a, b) for a, b in zip(marks.marks, marks.marks[1:])]
@@ -287,7 +286,6 @@ def main():
     clock = Clock(device)
     tiny = device.type == "cpu"
     models = {k: ({**v, **TINY} if tiny else v) for k, v in MODELS.items()}
-    import transformers
     info = dict(torch=torch.__version__, transformers=transformers.__version__, device=args.device, quick=args.quick,
                 seed=args.seed)
     if device.type == "cuda":
