@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# gpu-check.sh: the one-call GPU check, run on the GPU machine from the repo root with the build folder carried
+# from the build machine. Every step runs even if an earlier one failed; full logs and JSON go to $OUT (else
+# ./gpu-check-out/); a short summary and the step table are printed last (only the end of the output comes back).
+#
+#   scripts/gpu-check.sh [--quick] [--only STEP[,STEP...]] [--list]
+#   env: FLINT_BUILD_DIR (default build-gpu), PYTHON (default python3), OUT,
+#        FLINT_TORCH_ARGS (extra torch_baselines.py arguments, e.g. "--device cpu" for a dry run)
+#
+# To add a step: write it as a command (run_step NAME TIMEOUT_S CMD...) in main_steps below; a step that writes
+# JSON writes $WORK/NAME.json and it is merged into results.json under NAME; a step whose log has a line starting
+# "## summary" has everything from that line on repeated in the final summary. $OUT brings back at most 8 files:
+# this script writes three (gpu-check.log, results.json, summary.txt), whatever the number of steps.
+set -u
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 2
+BUILD=${FLINT_BUILD_DIR:-build-gpu}
+PY=${PYTHON:-python3}
+OUT_DIR=${OUT:-$ROOT/gpu-check-out}
+QUICK=""
+ONLY=""
+LIST=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK="--quick" ;;
+    --only) ONLY=",${2:?--only needs STEP[,STEP...]},"; shift ;;
+    --list) LIST=1 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+mkdir -p "$OUT_DIR"
+WORK=$(mktemp -d /tmp/gpu-check.XXXXXX)
+LOG="$OUT_DIR/gpu-check.log"
+RESULTS="$OUT_DIR/results.json"
+SUMMARY="$OUT_DIR/summary.txt"
+: > "$LOG"
+echo '{}' > "$RESULTS"
+T0=$(date +%s)
+STEP_NAMES=()
+STEP_STATUS=()
+STEP_SECONDS=()
+STEP_NOTES=()
+
+wanted() { [ -z "$ONLY" ] || [[ "$ONLY" == *",$1,"* ]]; }
+
+# record NAME RC SECONDS NOTE: one row of the final table.
+record() {
+  local status=PASS
+  [ "$2" -eq 0 ] || status=FAIL
+  [ "$2" -eq 124 ] && status=TIMEOUT
+  [ "$2" -eq 137 ] && status=KILLED
+  STEP_NAMES+=("$1")
+  STEP_STATUS+=("$status")
+  STEP_SECONDS+=("$3")
+  STEP_NOTES+=("$4")
+  echo "   $status in $3 s${4:+  ($4)}"
+  if [ "$status" != PASS ]; then
+    echo "   --- last lines of $1's log:"
+    tail -n 15 "$WORK/$1.log" | sed 's/^/   | /'
+  fi
+}
+
+merge_json() {  # merge $WORK/NAME.json into results.json under NAME
+  [ -s "$WORK/$1.json" ] || return 0
+  "$PY" - "$RESULTS" "$1" "$WORK/$1.json" <<'EOF' || cp "$WORK/$1.json" "$OUT_DIR/$1.json"
+import json, sys
+path, name, part = sys.argv[1:]
+with open(path) as f:
+    results = json.load(f)
+with open(part) as f:
+    results[name] = json.load(f)
+with open(path, "w") as f:
+    json.dump(results, f, indent=1)
+EOF
+}
+
+# run_step NAME TIMEOUT_S CMD...: an external command under timeout, its output to the logs.
+run_step() {
+  local name=$1 limit=$2
+  shift 2
+  wanted "$name" || return 0
+  if [ "$LIST" -eq 1 ]; then echo "$name (timeout ${limit}s): $*"; return 0; fi
+  echo "== $name (timeout ${limit}s): $*"
+  echo "===== $name: $*" >> "$LOG"
+  local t
+  t=$(date +%s)
+  timeout -k 10 "$limit" "$@" 2>&1 | tee "$WORK/$name.log" >> "$LOG"
+  local rc=${PIPESTATUS[0]}
+  merge_json "$name"
+  record "$name" "$rc" $(( $(date +%s) - t )) "${NOTE:-}"
+  NOTE=""
+}
+
+# run_inline NAME FUNCTION: a shell function in this shell (it may set variables for later steps).
+run_inline() {
+  local name=$1 fn=$2
+  wanted "$name" || return 0
+  if [ "$LIST" -eq 1 ]; then echo "$name: $fn"; return 0; fi
+  echo "== $name"
+  echo "===== $name" >> "$LOG"
+  local t
+  t=$(date +%s)
+  "$fn" > "$WORK/$name.log" 2>&1
+  local rc=$?
+  cat "$WORK/$name.log" >> "$LOG"
+  record "$name" "$rc" $(( $(date +%s) - t )) "${NOTE:-}"
+  NOTE=""
+}
+
+# ---- Steps.
+NOTE=""
+GPU_BASELINES="$BUILD/bench/gpu_baselines"
+
+missing_libs() {  # prints what ldd cannot resolve for $1: "libfoo.so.1" or "GLIBC_2.36 (required by ...)"
+  ldd "$1" 2>&1 | grep "not found" | sed -E 's/^\s*//; s/ => not found//; s/.*version .([A-Za-z_0-9.]+). not found.*/\1 (version)/'
+}
+
+cuda_lib_dirs() {  # where CUDA 13's libraries may live on the GPU machine, for LD_LIBRARY_PATH
+  local d
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib; do
+    [ -d "$d" ] && echo "$d"
+  done
+  "$PY" - 2>/dev/null <<'EOF'
+import glob, os
+try:
+    import nvidia
+    for base in nvidia.__path__:
+        for d in sorted(glob.glob(os.path.join(base, "*", "lib"))):
+            print(d)
+except Exception:
+    pass
+EOF
+}
+
+# Every executable ELF file in the build folder must load; a missing library is named, and the CUDA library
+# folders are added to LD_LIBRARY_PATH once if that resolves it. gpu_baselines is rebuilt here with nvcc if it
+# cannot load at all (say, a newer glibc on the build machine).
+check_loads() {
+  local bins=() f bad=0 extra
+  if [ ! -d "$BUILD" ]; then
+    echo "build folder $BUILD not found: carry it (or set FLINT_BUILD_DIR)"
+    bad=1
+  else
+    while IFS= read -r f; do
+      LC_ALL=C head -c 4 "$f" 2>/dev/null | grep -q ELF && bins+=("$f")
+    done < <(find "$BUILD" -type f -perm -u+x -not -path '*/CMakeFiles/*' | sort)
+    echo "${#bins[@]} binaries in $BUILD"
+    for f in "${bins[@]}"; do
+      if [ -n "$(missing_libs "$f")" ] && [ -z "${FLINT_LD_ADDED:-}" ]; then
+        extra=$(cuda_lib_dirs | paste -sd: -)
+        export LD_LIBRARY_PATH="$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        FLINT_LD_ADDED=1
+        echo "added to LD_LIBRARY_PATH: $extra"
+        NOTE="${NOTE:+$NOTE; }LD_LIBRARY_PATH extended"
+      fi
+      local miss
+      miss=$(missing_libs "$f" | paste -sd, -)
+      if [ -n "$miss" ]; then
+        echo "CANNOT LOAD $f: missing $miss"
+        NOTE="${NOTE:+$NOTE; }$(basename "$f") needs $miss"
+        bad=1
+      else
+        echo "loads: $f"
+      fi
+    done
+  fi
+  if [ -f "$GPU_BASELINES" ] && [ ! -x "$GPU_BASELINES" ]; then
+    chmod +x "$GPU_BASELINES" && echo "made $GPU_BASELINES executable (the copy lost its mode)"
+  fi
+  if [ ! -x "$GPU_BASELINES" ] || [ -n "$(missing_libs "$GPU_BASELINES")" ]; then
+    if command -v nvcc >/dev/null; then
+      echo "rebuilding gpu_baselines here with $(command -v nvcc)"
+      if nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a bench/gpu_baselines.cu -o "$WORK/gpu_baselines" \
+          -lcublasLt; then
+        GPU_BASELINES="$WORK/gpu_baselines"
+        NOTE="${NOTE:+$NOTE; }gpu_baselines rebuilt here"
+      fi
+    fi
+  fi
+  return $bad
+}
+
+card_info() {
+  nvidia-smi -L
+  nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw,power.limit,ecc.mode.current,persistence_mode \
+    --format=csv
+  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader
+}
+
+main_steps() {
+  run_inline loads check_loads
+  run_inline card card_info
+  # gpu_baselines: ~30 s on an H100 (121 cuBLASLt shapes, copy and matmul ceilings).
+  run_step gpu_baselines 240 "$GPU_BASELINES" --json "$WORK/gpu_baselines.json" $QUICK
+  # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at three batch sizes).
+  # shellcheck disable=SC2086  # FLINT_TORCH_ARGS is a list of arguments
+  run_step torch_baselines 330 env PYTHONUNBUFFERED=1 "$PY" bench/torch_baselines.py \
+    --json "$WORK/torch_baselines.json" $QUICK ${FLINT_TORCH_ARGS:-}
+}
+
+main_steps
+if [ "$LIST" -eq 1 ]; then rm -rf "$WORK"; exit 0; fi
+
+# ---- The end: each step's summary block, then the step table (also in summary.txt).
+failed=0
+{
+  echo
+  echo "################ gpu-check summary ################"
+  echo "card: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+  for name in "${STEP_NAMES[@]}"; do
+    if grep -q '^## summary' "$WORK/$name.log" 2>/dev/null; then
+      awk '/^## summary/{buf=""; on=1} on{buf=buf $0 "\n"} END{printf "%s", buf}' "$WORK/$name.log"
+    fi
+  done
+  echo
+  printf '%-20s %-8s %6s  %s\n' step status seconds note
+  for i in "${!STEP_NAMES[@]}"; do
+    printf '%-20s %-8s %6s  %s\n' "${STEP_NAMES[$i]}" "${STEP_STATUS[$i]}" "${STEP_SECONDS[$i]}" "${STEP_NOTES[$i]}"
+    [ "${STEP_STATUS[$i]}" = PASS ] || failed=$((failed + 1))
+  done
+  echo "gpu-check: ${#STEP_NAMES[@]} steps, $failed failed, $(( $(date +%s) - T0 )) s; logs and JSON in $OUT_DIR"
+} > "$SUMMARY"
+cat "$SUMMARY"
+rm -rf "$WORK"
+[ "$failed" -eq 0 ]
