@@ -1,0 +1,36 @@
+// load_model: a model from a path (a .gguf file, or a HF directory of config.json,
+// safetensors and tokenizer files) as config, weights, tokenizer and chat template.
+#pragma once
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "model/config.h"
+#include "model/model_weights.h"
+#include "model/tokenizer.h"
+#include "model/weights.h"
+
+namespace flint {
+
+struct LoadedModel {
+  std::string path;
+  ModelConfig config;  // validated; config.arch picks the chat template family
+  // Heap-owned so that `weights`' pointers stay valid when LoadedModel moves.
+  std::unique_ptr<WeightSource> source;
+  ModelWeights weights;
+  // Absent for a directory without tokenizer.json (the tiny test models); a GGUF
+  // always has one unless it carries no tokenizer.ggml.* metadata.
+  std::optional<Tokenizer> tokenizer;
+  // The model's own Jinja chat template (GGUF tokenizer.chat_template, or HF
+  // chat_template.jinja / tokenizer_config.json "chat_template"); empty when none.
+  // Pass it with config.arch to ChatTemplate::detect.
+  std::string chat_template_source;
+};
+
+// `path` is a .gguf file or a directory holding config.json and model.safetensors
+// (or model.safetensors.index.json and its shards), optionally tokenizer.json,
+// tokenizer_config.json and chat_template.jinja. Throws flint::Error naming the
+// file and what is wrong.
+LoadedModel load_model(const std::string& path);
+
+}  // namespace flint
