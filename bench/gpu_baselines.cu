@@ -582,7 +582,8 @@ class Json {
   Json& num(const char* key, double v) {
     sep(key);
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%.10g", v);
+    const bool integral = std::fabs(v) < 9007199254740992.0 && v == std::floor(v);  // exact below 2^53
+    std::snprintf(buf, sizeof buf, integral ? "%.0f" : "%.10g", v);
     out_ += std::isfinite(v) ? buf : "null";
     return *this;
   }

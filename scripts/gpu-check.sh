@@ -58,9 +58,10 @@ record() {
   STEP_SECONDS+=("$3")
   STEP_NOTES+=("$4")
   echo "   $status in $3 s${4:+  ($4)}"
-  if [ "$status" != PASS ]; then
-    echo "   --- last lines of $1's log:"
-    tail -n 15 "$WORK/$1.log" | sed 's/^/   | /'
+  if [ "$status" != PASS ]; then  # the first failure lines, then the end of the log
+    echo "   --- $1's log: lines naming a failure, then its last lines"
+    grep -m 8 -E 'FAIL|[Ee]rror|Traceback|not found|CANNOT' "$WORK/$1.log" | cut -c1-200 | sed 's/^/   ! /'
+    tail -n 8 "$WORK/$1.log" | cut -c1-200 | sed 's/^/   | /'
   fi
 }
 
@@ -95,9 +96,10 @@ run_step() {
   NOTE=""
 }
 
-# run_inline NAME FUNCTION: a shell function in this shell (it may set variables for later steps).
+# run_inline NAME FUNCTION [show]: a shell function in this shell (it may set variables for later steps);
+# with "show", its (short) output is printed too.
 run_inline() {
-  local name=$1 fn=$2
+  local name=$1 fn=$2 show=${3:-}
   wanted "$name" || return 0
   if [ "$LIST" -eq 1 ]; then echo "$name: $fn"; return 0; fi
   echo "== $name"
@@ -107,6 +109,7 @@ run_inline() {
   "$fn" > "$WORK/$name.log" 2>&1
   local rc=$?
   cat "$WORK/$name.log" >> "$LOG"
+  [ -n "$show" ] && cut -c1-200 "$WORK/$name.log" | sed 's/^/   /'
   record "$name" "$rc" $(( $(date +%s) - t )) "${NOTE:-}"
   NOTE=""
 }
@@ -193,7 +196,7 @@ card_info() {
 
 main_steps() {
   run_inline loads check_loads
-  run_inline card card_info
+  run_inline card card_info show
   # gpu_baselines: ~30 s on an H100 (121 cuBLASLt shapes, copy and matmul ceilings).
   run_step gpu_baselines 240 "$GPU_BASELINES" --json "$WORK/gpu_baselines.json" $QUICK
   # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at three batch sizes).
