@@ -30,10 +30,13 @@ class Tokenizer {
   // optionally tokenizer_config.json's text for bos/eos and add_bos.
   static Tokenizer from_hf_json(std::string_view tokenizer_json, std::string_view tokenizer_config_json = {});
 
-  // parse_special: special and added tokens written in the text become their ids.
+  // parse_special: special (control) tokens written in the text become their ids;
+  // added tokens that are not special (e.g. <think> in some vocabularies) always do.
   // Adds BOS first when the model asks for it and add_bos is true.
+  // Throws flint::Error when `text` is not valid UTF-8.
   std::vector<int32_t> encode(std::string_view text, bool parse_special = true, bool add_bos = true) const;
   // The bytes of `ids` concatenated; skip_special drops control tokens.
+  // Throws flint::Error on an id out of range.
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
   // The raw bytes one token stands for (byte-level mapping undone).
   const std::string& token_bytes(int32_t id) const;
@@ -44,6 +47,11 @@ class Tokenizer {
   int32_t vocab_size() const;
   std::optional<int32_t> bos_id() const;
   std::optional<int32_t> eos_id() const;
+  bool add_bos() const;  // whether encode(..., add_bos=true) puts bos_id() first
+  // End-of-generation ids, sorted: eos, GGUF eot/eom, and the special tokens
+  // that end a turn (<|im_end|>, <|eot_id|>, <|endoftext|>, ...). Stop on any.
+  std::span<const int32_t> eog_ids() const;
+  bool is_eog(int32_t id) const;
   bool is_special(int32_t id) const;  // control / added-special tokens
   PreTokenizer pre_tokenizer() const;
 
