@@ -80,12 +80,6 @@ inline void deq_block(const BlockQ4_1& b, float* y) {
   }
 }
 
-template <class Block>
-void deq_blocks(const void* row, float* out, int64_t nb) {
-  const auto* b = static_cast<const Block*>(row);
-  for (int64_t i = 0; i < nb; ++i) deq_block(b[i], out + i * 32);
-}
-
 // Scalar dot over 32-value blocks: dequantize a block, then 8-lane accumulate.
 template <class Block>
 float dot_blocks_scalar(const void* row, const float* x, int64_t nb) {
@@ -191,66 +185,96 @@ float dot_q8_0_avx2(const BlockQ8_0* b, const float* x, int64_t nb) {
   return hsum(_mm256_add_ps(acc0, acc1));
 }
 
-// Q4_0 / Q4_1: w = d*q + m (Q4_0: m = -8d), so a block adds d*sum(q x) + m*sum(x).
-// Widening bytes 0-7 gives values 0-7 (low nibbles) and 16-23 (high nibbles);
-// bytes 8-15 give 8-15 and 24-31.
-struct Nibble4Sums {
-  __m256 qx;  // lane-wise sum of q * x over the block
-  __m256 xs;  // lane-wise sum of x over the block
+// Q4_0 / Q4_1: each weight is rebuilt as w = d*q + m (Q4_0: m = -8d) with one FMA
+// and dotted into four accumulators, so x is loaded once. Widening bytes 0-7
+// gives values 0-7 (low nibbles) and 16-23 (high nibbles); bytes 8-15 give 8-15
+// and 24-31.
+struct Accum4 {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  float sum() const { return hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))); }
 };
 
-inline Nibble4Sums nibble_block_sums(const uint8_t* qs, const float* x) {
+inline void nibble_block_dot(const uint8_t* qs, __m256 d, __m256 m, const float* x, Accum4& acc) {
   const __m256i low = _mm256_set1_epi32(0x0F);
   const __m256i v0 = load_u8x8(qs), v1 = load_u8x8(qs + 8);
-  const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
-  const __m256 x2 = _mm256_loadu_ps(x + 16), x3 = _mm256_loadu_ps(x + 24);
-  __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v0, low)), x0);
-  s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v1, low)), x1, s);
-  s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4)), x2, s);
-  s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4)), x3, s);
-  return {s, _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3))};
+  const __m256 w0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v0, low)), d, m);
+  const __m256 w1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v1, low)), d, m);
+  const __m256 w2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4)), d, m);
+  const __m256 w3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4)), d, m);
+  acc.a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), acc.a0);
+  acc.a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), acc.a1);
+  acc.a2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + 16), acc.a2);
+  acc.a3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + 24), acc.a3);
 }
 
 float dot_q4_1_avx2(const BlockQ4_1* b, const float* x, int64_t nb) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, accm0 = acc0, accm1 = acc0;
-  int64_t i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    const Nibble4Sums s0 = nibble_block_sums(b[i].qs, x + i * 32);
-    const Nibble4Sums s1 = nibble_block_sums(b[i + 1].qs, x + i * 32 + 32);
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d)), s0.qx, acc0);
-    accm0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].m)), s0.xs, accm0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i + 1].d)), s1.qx, acc1);
-    accm1 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i + 1].m)), s1.xs, accm1);
+  Accum4 acc;
+  for (int64_t i = 0; i < nb; ++i) {
+    // d and m are adjacent: convert both with one instruction.
+    uint32_t dm;
+    std::memcpy(&dm, &b[i], 4);
+    const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128(int(dm)));
+    nibble_block_dot(b[i].qs, _mm256_broadcastss_ps(f), _mm256_broadcastss_ps(_mm_movehdup_ps(f)), x + i * 32, acc);
   }
-  if (i < nb) {
-    const Nibble4Sums s0 = nibble_block_sums(b[i].qs, x + i * 32);
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d)), s0.qx, acc0);
-    accm0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].m)), s0.xs, accm0);
-  }
-  return hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(accm0, accm1)));
+  return acc.sum();
 }
 
 float dot_q4_0_avx2(const BlockQ4_0* b, const float* x, int64_t nb) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, accm0 = acc0, accm1 = acc0;
-  int64_t i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    const Nibble4Sums s0 = nibble_block_sums(b[i].qs, x + i * 32);
-    const Nibble4Sums s1 = nibble_block_sums(b[i + 1].qs, x + i * 32 + 32);
-    const float d0 = half(b[i].d), d1 = half(b[i + 1].d);
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), s0.qx, acc0);
-    accm0 = _mm256_fmadd_ps(_mm256_set1_ps(-8.0f * d0), s0.xs, accm0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), s1.qx, acc1);
-    accm1 = _mm256_fmadd_ps(_mm256_set1_ps(-8.0f * d1), s1.xs, accm1);
+  Accum4 acc;
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = half(b[i].d);
+    nibble_block_dot(b[i].qs, _mm256_set1_ps(d), _mm256_set1_ps(-8.0f * d), x + i * 32, acc);
   }
-  if (i < nb) {
-    const Nibble4Sums s0 = nibble_block_sums(b[i].qs, x + i * 32);
-    const float d0 = half(b[i].d);
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), s0.qx, acc0);
-    accm0 = _mm256_fmadd_ps(_mm256_set1_ps(-8.0f * d0), s0.xs, accm0);
+  return acc.sum();
+}
+
+// Dequantization. Each weight is one rounding of an exact product (d*q fits in
+// fp32), as in deq_block, so both paths give the same bits.
+void deq_q8_0_avx2(const BlockQ8_0* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const __m256 d = _mm256_set1_ps(half(b[i].d));
+    for (int k = 0; k < 32; k += 8) _mm256_storeu_ps(y + k, _mm256_mul_ps(_mm256_cvtepi32_ps(load_i8x8(b[i].qs + k)), d));
   }
-  return hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(accm0, accm1)));
+}
+
+inline void deq_nibbles_avx2(const uint8_t* qs, __m256 d, __m256 m, float* y) {  // y = d*q + m
+  const __m256i low = _mm256_set1_epi32(0x0F);
+  const __m256i v0 = load_u8x8(qs), v1 = load_u8x8(qs + 8);
+  _mm256_storeu_ps(y, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v0, low)), d), m));
+  _mm256_storeu_ps(y + 8, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v1, low)), d), m));
+  _mm256_storeu_ps(y + 16, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4)), d), m));
+  _mm256_storeu_ps(y + 24, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4)), d), m));
 }
 #endif  // FLINT_QUANT_AVX2
+
+void dequantize_q8_0(const BlockQ8_0* b, float* y, int64_t nb) {
+#ifdef FLINT_QUANT_AVX2
+  deq_q8_0_avx2(b, y, nb);
+#else
+  for (int64_t i = 0; i < nb; ++i) deq_block(b[i], y + i * 32);
+#endif
+}
+
+void dequantize_q4_0(const BlockQ4_0* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+#ifdef FLINT_QUANT_AVX2
+    const float d = half(b[i].d);
+    deq_nibbles_avx2(b[i].qs, _mm256_set1_ps(d), _mm256_set1_ps(-8.0f * d), y + i * 32);
+#else
+    deq_block(b[i], y + i * 32);
+#endif
+  }
+}
+
+void dequantize_q4_1(const BlockQ4_1* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+#ifdef FLINT_QUANT_AVX2
+    deq_nibbles_avx2(b[i].qs, _mm256_set1_ps(half(b[i].d)), _mm256_set1_ps(half(b[i].m)), y + i * 32);
+#else
+    deq_block(b[i], y + i * 32);
+#endif
+  }
+}
 
 int64_t num_blocks(DType t, int64_t n) { return n / dtype_info(t).block_size; }
 
@@ -274,9 +298,9 @@ void dequantize_row(DType t, const void* row, float* out, int64_t n) {
     case DType::BF16:
       for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(u16[i]);
       return;
-    case DType::Q8_0: deq_blocks<BlockQ8_0>(row, out, nb); return;
-    case DType::Q4_0: deq_blocks<BlockQ4_0>(row, out, nb); return;
-    case DType::Q4_1: deq_blocks<BlockQ4_1>(row, out, nb); return;
+    case DType::Q8_0: dequantize_q8_0(static_cast<const BlockQ8_0*>(row), out, nb); return;
+    case DType::Q4_0: dequantize_q4_0(static_cast<const BlockQ4_0*>(row), out, nb); return;
+    case DType::Q4_1: dequantize_q4_1(static_cast<const BlockQ4_1*>(row), out, nb); return;
     case DType::Q4_K: detail::dequantize_q4_k(static_cast<const BlockQ4_K*>(row), out, nb); return;
     case DType::Q6_K: detail::dequantize_q6_k(static_cast<const BlockQ6_K*>(row), out, nb); return;
   }

@@ -267,6 +267,61 @@ std::vector<float> random_x(int64_t n, std::mt19937& rng) {
   return x;
 }
 
+// Every weight is one correctly rounded operation on exact products, so the
+// reference computed in double and rounded once must match bit for bit.
+std::vector<float> reference_dequant(DType t, const std::vector<uint8_t>& row, int64_t n) {
+  std::vector<float> y(static_cast<size_t>(n));
+  const uint8_t* p = row.data();
+  auto h = [](const uint8_t* q) {
+    uint16_t v;
+    std::memcpy(&v, q, 2);
+    return double(f16_to_f32(v));
+  };
+  const int bs = dtype_info(t).block_size, bb = dtype_info(t).block_bytes;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* blk = p + (i / bs) * bb;
+    const int j = int(i % bs);
+    double v = 0;
+    switch (t) {
+      case DType::Q8_0: v = h(blk) * double(int8_t(blk[2 + j])); break;
+      case DType::Q4_0: v = h(blk) * double(((blk[2 + j % 16] >> (4 * (j / 16))) & 15) - 8); break;
+      case DType::Q4_1: v = h(blk) * double((blk[4 + j % 16] >> (4 * (j / 16))) & 15) + h(blk + 2); break;
+      case DType::Q4_K: {
+        const int s = j / 32, c = j / 64, l = j % 32;
+        uint8_t sc, mn;
+        q4_k_scale_min(blk + 4, s, &sc, &mn);
+        const int q = (blk[16 + 32 * c + l] >> (4 * (s % 2))) & 15;
+        v = double(float(h(blk) * sc)) * q - double(float(h(blk + 2) * mn));
+        break;
+      }
+      case DType::Q6_K: {
+        const int hh = j / 128, k = (j % 128) / 32, l = j % 32;
+        const int lo = (blk[64 * hh + 32 * (k % 2) + l] >> (4 * (k / 2))) & 15;
+        const int hi = (blk[128 + 32 * hh + l] >> (2 * k)) & 3;
+        const double ds = double(float(h(blk + 208) * double(int8_t(blk[192 + 8 * hh + 2 * k + l / 16]))));
+        v = ds * double((lo | (hi << 4)) - 32);
+        break;
+      }
+      default: break;
+    }
+    y[size_t(i)] = float(v);
+  }
+  return y;
+}
+
+TEST(QuantDequant, RandomBlocksMatchTheFormulasBitForBit) {
+  std::mt19937 rng(77);
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K}) {
+    const int64_t n = 8LL * dtype_info(t).block_size;
+    const std::vector<uint8_t> row = random_row(t, n, rng);
+    const std::vector<float> got = dequant(t, row.data(), n);
+    const std::vector<float> want = reference_dequant(t, row, n);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(std::bit_cast<uint32_t>(got[size_t(i)]), std::bit_cast<uint32_t>(want[size_t(i)]))
+          << dtype_info(t).name << " value " << i << ": " << got[size_t(i)] << " vs " << want[size_t(i)];
+  }
+}
+
 struct Reference {
   double dot;      // sum w_i x_i in double over the dequantized row
   double abs_sum;  // sum |w_i x_i|: the error scale of an fp32 accumulation
