@@ -45,9 +45,14 @@ def main():
         ids = tok(prompt, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0, -1].float().numpy()
-            gen = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                 do_sample=False, max_new_tokens=32, min_new_tokens=32, pad_token_id=0)
-        greedy = gen[0, len(ids):].tolist()
+            # Plain argmax decoding, EOS not suppressed (generate()'s
+            # min_new_tokens would mask it and change the reference).
+            seq = list(ids)
+            greedy = []
+            for _ in range(32):
+                nxt = int(model(torch.tensor([seq])).logits[0, -1].argmax())
+                greedy.append(nxt)
+                seq.append(nxt)
         fname = f"smollm2_{i}.f32"
         logits.astype("<f4").tofile(OUT / fname)
         top20 = np.argsort(-logits, kind="stable")[:20].tolist()
