@@ -133,18 +133,18 @@ TEST(Golden, PromptDecodedAloneAndInABatchOfEightGivesBitIdenticalLogits) {
     prompts.push_back(p);
   }
   auto blocks_for = [](int first, int n) {
-    std::vector<int32_t> b(size_t(n));
+    std::vector<int32_t> b(static_cast<size_t>(n));
     std::iota(b.begin(), b.end(), first);
     return b;
   };
   // Alone: prefill then one decode step.
   StepPlan alone;
   alone.add_sequence(prompts[3], int32_t(prompts[3].size()), blocks_for(0, 4), true);
-  std::vector<float> alone_logits(size_t(vocab));
+  std::vector<float> alone_logits(static_cast<size_t>(vocab));
   backend.forward(alone, alone_logits.data());
   StepPlan alone_step;
   alone_step.add_sequence({42}, int32_t(prompts[3].size()) + 1, blocks_for(0, 4), true);
-  std::vector<float> alone_step_logits(size_t(vocab));
+  std::vector<float> alone_step_logits(static_cast<size_t>(vocab));
   backend.forward(alone_step, alone_step_logits.data());
 
   // In a batch of eight (each sequence in its own blocks 4 + 4s ...).
@@ -154,7 +154,7 @@ TEST(Golden, PromptDecodedAloneAndInABatchOfEightGivesBitIdenticalLogits) {
     batch.add_sequence(prompts[size_t(s)], int32_t(prompts[size_t(s)].size()), blocks, true);
     batch_step.add_sequence({int32_t(42 + s * 0)}, int32_t(prompts[size_t(s)].size()) + 1, blocks, true);
   }
-  std::vector<float> batch_logits(size_t(8 * vocab)), batch_step_logits(size_t(8 * vocab));
+  std::vector<float> batch_logits(static_cast<size_t>(8 * vocab)), batch_step_logits(static_cast<size_t>(8 * vocab));
   backend.forward(batch, batch_logits.data());
   backend.forward(batch_step, batch_step_logits.data());
   for (int32_t i = 0; i < vocab; ++i) {

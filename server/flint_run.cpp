@@ -1,0 +1,179 @@
+// flint-run: the model in-process, no server. Streams a completion of one
+// prompt to stdout as it is made; prompt and generation speed go to stderr.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "engine/offline_runner.h"
+#include "engine/sampler.h"
+#include "model/chat_template.h"
+#include "model/cpu_backend.h"
+#include "model/model_loader.h"
+#include "model/tokenizer.h"
+
+namespace {
+
+struct Options {
+  std::string model, prompt, template_name, system;
+  bool chat = false, think = true, show_prompt = false;
+  int max_tokens = 256, threads = 0, context = 4096;
+  flint::SamplingParams sampling;
+};
+
+const char* kUsage =
+    "usage: flint-run -m MODEL -p PROMPT [options]\n"
+    "  -m, --model PATH        GGUF file, or a directory with config.json + safetensors + tokenizer.json\n"
+    "  -p, --prompt TEXT       the prompt\n"
+    "  --chat                  apply the model's chat template (the prompt is one user message)\n"
+    "  --system TEXT           system message with --chat (default: the template's own)\n"
+    "  --template NAME         chatml | qwen3 | llama3 | deepseek-r1 (default: from the model)\n"
+    "  --no-think              render the template with thinking off (Qwen3)\n"
+    "  -n, --max-tokens N      tokens to generate (default 256)\n"
+    "  --temperature T         0 is greedy (default 0.7)\n"
+    "  --top-k K  --top-p P  --min-p P  --repetition-penalty R\n"
+    "  --presence-penalty P  --frequency-penalty P\n"
+    "  --seed S                same seed, same tokens (default 0)\n"
+    "  -t, --threads N         CPU threads (default: all)\n"
+    "  -c, --context N         KV cache capacity in tokens (default 4096)\n"
+    "  --show-prompt           print the rendered prompt to stderr\n";
+
+[[noreturn]] void usage_error(const std::string& msg) {
+  std::cerr << "flint-run: " << msg << "\n" << kUsage;
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  o.sampling.temperature = 0.7f;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage_error(a + " needs a value");
+      return argv[++i];
+    };
+    auto number = [&]() -> double {
+      std::string v = value();
+      char* end = nullptr;
+      double d = std::strtod(v.c_str(), &end);
+      if (end == v.c_str() || *end != '\0') usage_error(a + ": not a number: " + v);
+      return d;
+    };
+    if (a == "-m" || a == "--model") o.model = value();
+    else if (a == "-p" || a == "--prompt") o.prompt = value();
+    else if (a == "--chat") o.chat = true;
+    else if (a == "--system") o.system = value();
+    else if (a == "--template") o.template_name = value();
+    else if (a == "--no-think") o.think = false;
+    else if (a == "-n" || a == "--max-tokens") o.max_tokens = int(number());
+    else if (a == "--temperature") o.sampling.temperature = float(number());
+    else if (a == "--top-k") o.sampling.top_k = int(number());
+    else if (a == "--top-p") o.sampling.top_p = float(number());
+    else if (a == "--min-p") o.sampling.min_p = float(number());
+    else if (a == "--repetition-penalty") o.sampling.repetition_penalty = float(number());
+    else if (a == "--presence-penalty") o.sampling.presence_penalty = float(number());
+    else if (a == "--frequency-penalty") o.sampling.frequency_penalty = float(number());
+    else if (a == "--seed") o.sampling.seed = uint64_t(number());
+    else if (a == "-t" || a == "--threads") o.threads = int(number());
+    else if (a == "-c" || a == "--context") o.context = int(number());
+    else if (a == "--show-prompt") o.show_prompt = true;
+    else if (a == "-h" || a == "--help") { std::cout << kUsage; std::exit(0); }
+    else usage_error("unknown option " + a);
+  }
+  if (o.model.empty()) usage_error("-m MODEL is required");
+  if (o.prompt.empty()) usage_error("-p PROMPT is required");
+  if (o.max_tokens < 1) usage_error("--max-tokens must be at least 1");
+  if (o.context < 16) usage_error("--context must be at least 16");
+  return o;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int run(const Options& o) {
+  flint::LoadedModel model = flint::load_model(o.model);
+  if (!model.tokenizer) flint::fail(o.model, ": no tokenizer found (tokenizer.json or GGUF vocabulary)");
+  const flint::Tokenizer& tok = *model.tokenizer;
+  o.sampling.validate();
+
+  std::string text = o.prompt;
+  std::set<int32_t> stop_ids;
+  if (auto eos = tok.eos_id()) stop_ids.insert(*eos);
+  if (o.chat) {
+    flint::ChatTemplate tmpl = o.template_name.empty()
+                                   ? flint::ChatTemplate::detect(model.chat_template_source, model.config.arch)
+                                   : flint::ChatTemplate::by_name(o.template_name);
+    std::vector<flint::ChatMessage> messages;
+    if (!o.system.empty()) messages.push_back({"system", o.system});
+    messages.push_back({"user", o.prompt});
+    flint::ChatOptions copts;
+    copts.enable_thinking = o.think;
+    text = tmpl.render(messages, copts);
+    for (const std::string& s : tmpl.stop_tokens())
+      if (auto id = tok.find_token(s)) stop_ids.insert(*id);
+  }
+  if (o.show_prompt) std::cerr << text << "\n---\n";
+  // A chat template writes its own BOS where the model wants one.
+  std::vector<int32_t> prompt_ids = tok.encode(text, /*parse_special=*/true, /*add_bos=*/!o.chat);
+  if (int(prompt_ids.size()) + o.max_tokens > o.context)
+    flint::fail("prompt of ", prompt_ids.size(), " tokens plus ", o.max_tokens, " new tokens exceeds the context of ", o.context,
+                " tokens (raise --context or lower --max-tokens)");
+
+  flint::CpuBackendOptions bopts;
+  bopts.num_threads = o.threads;
+  bopts.num_kv_blocks = (o.context + bopts.block_size - 1) / bopts.block_size;
+  flint::CpuBackend backend(model.config, model.weights, bopts);
+  flint::OfflineRunner runner(backend);
+  flint::Sampler sampler(o.sampling);
+  flint::IncrementalDetokenizer detok(tok, /*skip_special=*/true);
+
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<float> logits = runner.feed(prompt_ids);
+  const double prefill_s = seconds_since(t0);
+  std::vector<int32_t> context = prompt_ids, generated;
+  auto t1 = std::chrono::steady_clock::now();
+  std::string finish = "length";
+  while (int(generated.size()) < o.max_tokens) {
+    int32_t next = sampler.sample(logits, context, generated).token_id;
+    if (stop_ids.count(next)) {
+      finish = "stop";
+      break;
+    }
+    generated.push_back(next);
+    context.push_back(next);
+    std::string piece = detok.push(next);
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+    if (int(generated.size()) == o.max_tokens) break;
+    int32_t one[1] = {next};
+    logits = runner.feed(one);
+  }
+  std::string rest = detok.flush();
+  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  std::fputc('\n', stdout);
+  const double decode_s = seconds_since(t1);
+  std::fprintf(stderr, "\n[flint-run] %s | %d threads | finish: %s\n", model.config.describe().c_str(),
+               backend.num_threads(), finish.c_str());
+  std::fprintf(stderr, "[flint-run] prompt: %zu tokens in %.3f s (%.1f tok/s) | generation: %zu tokens in %.3f s (%.1f tok/s)\n",
+               prompt_ids.size(), prefill_s, double(prompt_ids.size()) / prefill_s, generated.size(), decode_s,
+               generated.empty() ? 0.0 : double(generated.size()) / decode_s);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  try {
+    return run(o);
+  } catch (const flint::Error& e) {
+    std::cerr << "flint-run: error: " << e.what() << "\n";
+    return 1;
+  }
+}
