@@ -85,6 +85,7 @@ Tokenizer::Impl::Impl(VocabSpec spec)
       regex(spec.pre),
       tokens(std::move(spec.tokens)),
       ignore_merges(spec.ignore_merges),
+      fuse_unk(spec.fuse_unk),
       bos(spec.bos),
       eos(spec.eos),
       unk(spec.unk),

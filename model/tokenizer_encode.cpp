@@ -43,12 +43,16 @@ void bpe(const Tokenizer::Impl& t, std::string_view piece, Scratch& s, std::vect
   }
   auto& sym = s.symbols;
   sym.clear();
+  bool last_unknown = false;
   for (char c : piece) {
     int32_t id = t.byte_token[uint8_t(c)];
-    if (id < 0) {
+    const bool unknown = id < 0;
+    if (unknown) {
       if (!t.unk) continue;  // no token for this byte and no unknown token: dropped (as HF and llama.cpp)
+      if (t.fuse_unk && last_unknown) continue;
       id = *t.unk;
     }
+    last_unknown = unknown;
     const auto i = int32_t(sym.size());
     sym.push_back({id, i - 1, -1});
     if (i > 0) sym[i - 1].next = i;

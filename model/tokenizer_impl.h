@@ -40,6 +40,7 @@ struct VocabSpec {
   bool ignore_merges = false;  // a piece that is a whole vocabulary token skips BPE
   std::optional<int32_t> bos, eos;
   std::optional<int32_t> unk;  // stands for a byte with no token; none: such bytes are dropped
+  bool fuse_unk = false;       // consecutive unknown bytes become one unk (HF fuse_unk)
   bool add_bos = false;
   std::vector<int32_t> extra_eog;  // end-of-generation ids besides eos (GGUF eot/eom)
 };
@@ -75,6 +76,7 @@ struct Tokenizer::Impl {
   std::vector<TrieNode> trie;                  // trie[0] is the root
   std::array<bool, 256> trie_first{};          // bytes that start an added token
   bool ignore_merges;
+  bool fuse_unk;
   std::optional<int32_t> bos, eos, unk;
   bool add_bos;
   std::vector<int32_t> eog;  // sorted, unique

@@ -276,6 +276,7 @@ VocabSpec hf_vocab_spec(std::string_view tokenizer_json, std::string_view tokeni
     const std::string unk = string_at(model.at("unk_token"), "tokenizer.json: model.unk_token");
     if (!vocab.contains(unk)) fail("tokenizer.json: model.unk_token \"", unk, "\" is not in the vocabulary");
     spec.unk = vocab.at(unk).get<int32_t>();
+    spec.fuse_unk = bool_or(model, "fuse_unk", false, "tokenizer.json: model");
   }
 
   const json null_node;

@@ -277,6 +277,19 @@ TEST(TokenizerSpecial, LstripAndRstripSwallowWhiteSpace) {
   EXPECT_EQ(tok.encode("x  <m> \u3000x"), (std::vector<int32_t>{1, 2, 1}));
 }
 
+TEST(TokenizerSpecial, BytesWithoutATokenBecomeUnkWhenTheModelNamesOne) {
+  // Expected ids from HF tokenizers on the same JSON.
+  json spec = json::parse(R"({
+      "model": {"type": "BPE", "vocab": {"a": 0, "<unk>": 1}, "merges": [], "unk_token": "<unk>"},
+      "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false}})");
+  EXPECT_EQ(Tokenizer::from_hf_json(spec.dump()).encode("abba"), (std::vector<int32_t>{0, 1, 1, 0}));
+  spec["model"]["fuse_unk"] = true;
+  EXPECT_EQ(Tokenizer::from_hf_json(spec.dump()).encode("abba"), (std::vector<int32_t>{0, 1, 0}));
+  EXPECT_EQ(Tokenizer::from_hf_json(spec.dump()).encode("ab a"), (std::vector<int32_t>{0, 1, 1, 0}));
+  spec["model"].erase("unk_token");
+  EXPECT_EQ(Tokenizer::from_hf_json(spec.dump()).encode("abba"), (std::vector<int32_t>{0, 0}));  // dropped
+}
+
 // ---- incremental detokenizer
 TEST(TokenizerIncremental, HoldsASplitEmojiUntilItIsWhole) {
   const Tokenizer tok = load_hf("llama3");
