@@ -5,8 +5,8 @@
 #include <bit>
 #include <cstdio>
 #include <cstring>
-#include <ostream>
 #include <limits>
+#include <ostream>
 
 #include "common/checked.h"
 #include "common/error.h"

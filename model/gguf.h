@@ -21,7 +21,9 @@ enum class GgufType : uint32_t {
 };
 
 // One metadata value. Scalars of integer types are held widened (int64 or
-// uint64 as their sign says), floats as double; arrays keep their element type.
+// uint64 as their sign says), floats as double; arrays keep their element type
+// in array_type and hold vector<int64_t> / vector<uint64_t> / vector<double> /
+// vector<bool> / vector<string> the same way. Strings are bytes as stored.
 struct GgufValue {
   GgufType type = GgufType::UINT8;
   GgufType array_type = GgufType::UINT8;  // element type when type == ARRAY
@@ -43,7 +45,10 @@ std::string_view ggml_type_name(uint32_t id);  // "Q5_K"; "" for an id ggml neve
 class GgufFile : public WeightSource {
  public:
   // Opens and validates `path`; throws flint::Error naming the key or tensor
-  // and what is wrong when the file is corrupt or truncated.
+  // and what is wrong when the file is corrupt or truncated, e.g.
+  // "<path>: tensor blk.3.attn_q.weight: data [123, 456) past end of file (size 400)".
+  // Every tensor's data lies inside the file and is a whole number of blocks
+  // per row (ne0 % block_size == 0); its offset is a multiple of alignment().
   explicit GgufFile(const std::string& path);
 
   uint32_t version() const { return version_; }

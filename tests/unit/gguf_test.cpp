@@ -172,7 +172,7 @@ TEST_P(GgufVersion, ReadsMetadataAndTensors) {
   EXPECT_THROW(g.get("missing"), Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(V2AndV3, GgufVersion, ::testing::Values(2u, 3u));
+INSTANTIATE_TEST_SUITE_P(GgufV2AndV3, GgufVersion, ::testing::Values(2u, 3u));
 
 TEST(GgufRead, HonoursCustomAlignment) {
   for (uint32_t align : {1u, 8u, 64u, 4096u}) {
