@@ -67,6 +67,15 @@ void CpuBackend::matmul(const Tensor& w, const float* x, int64_t m, float* y) {
   cpu::matmul(w.dtype, w.data, w.row_bytes(), w.rows(), w.cols(), x, m, y, &pool_);
 }
 
+void CpuBackend::matmul3(const Tensor* w0, float* y0, const Tensor* w1, float* y1, const Tensor* w2, float* y2,
+                         int64_t m) {
+  cpu::MatmulOutput outs[3];
+  int count = 0;
+  for (auto [w, y] : {std::pair{w0, y0}, std::pair{w1, y1}, std::pair{w2, y2}})
+    if (w != nullptr) outs[count++] = {w->dtype, w->data, w->row_bytes(), w->rows(), y};
+  cpu::matmul_multi(outs, count, w0->cols(), h_.data(), m, &pool_);
+}
+
 void CpuBackend::observe(const char* name, int layer, const float* data, int64_t rows, int64_t cols) {
   if (!observer_) return;
   observer_(layer < 0 ? std::string(name) : "layer." + std::to_string(layer) + "." + name, data, rows, cols);
@@ -109,9 +118,7 @@ void CpuBackend::forward(const StepPlan& plan, float* logits) {
     const LayerVectors& lv = layer_vectors_[size_t(l)];
     // Attention block: h = norm(x); x += Wo · attn(rope(Wq h), rope(Wk h), Wv h)
     cpu::rms_norm(x_.data(), lv.attn_norm.data(), h_.data(), n, hidden, config_.rms_eps, &pool_);
-    matmul(*lw.wq, h_.data(), n, q_.data());
-    matmul(*lw.wk, h_.data(), n, k_.data());
-    matmul(*lw.wv, h_.data(), n, v_.data());
+    matmul3(lw.wq, q_.data(), lw.wk, k_.data(), lw.wv, v_.data(), n);  // QKV in one pass
     if (!lv.bq.empty()) cpu::add_bias(q_.data(), lv.bq.data(), n, nq * hd);
     if (!lv.bk.empty()) cpu::add_bias(k_.data(), lv.bk.data(), n, nkv * hd);
     if (!lv.bv.empty()) cpu::add_bias(v_.data(), lv.bv.data(), n, nkv * hd);
@@ -134,8 +141,7 @@ void CpuBackend::forward(const StepPlan& plan, float* logits) {
 
     // MLP block: x += W_down · (silu(W_gate h) * W_up h), h = norm(x)
     cpu::rms_norm(x_.data(), lv.ffn_norm.data(), h_.data(), n, hidden, config_.rms_eps, &pool_);
-    matmul(*lw.w_gate, h_.data(), n, gate_.data());
-    matmul(*lw.w_up, h_.data(), n, up_.data());
+    matmul3(lw.w_gate, gate_.data(), lw.w_up, up_.data(), nullptr, nullptr, n);  // gate and up in one pass
     cpu::silu_mul(gate_.data(), up_.data(), gate_.data(), n, ffn);
     matmul(*lw.w_down, gate_.data(), n, proj_.data());
     cpu::add_inplace(x_.data(), proj_.data(), n, hidden);

@@ -42,6 +42,8 @@ class CpuBackend : public Backend {
     std::vector<float> attn_norm, ffn_norm, bq, bk, bv, q_norm, k_norm;
   };
   void matmul(const Tensor& w, const float* x, int64_t m, float* y);
+  // Up to three weights over the same input h_ in one parallel pass (w2 may be null).
+  void matmul3(const Tensor* w0, float* y0, const Tensor* w1, float* y1, const Tensor* w2, float* y2, int64_t m);
   void observe(const char* name, int layer, const float* data, int64_t rows, int64_t cols);
 
   ModelConfig config_;

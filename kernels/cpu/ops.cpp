@@ -77,25 +77,6 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n, int64_t
   }
 }
 
-void matmul(DType t, const void* w, uint64_t row_bytes, int64_t N, int64_t K, const float* x,
-            int64_t M, float* y, ThreadPool* pool) {
-  const auto* base = static_cast<const uint8_t*>(w);
-  parallel_for(pool, N, 16, [&](int64_t b, int64_t e) {
-    // One weight row at a time: dequantize it once, dot it with every x row.
-    std::vector<float> row(t == DType::F32 ? 0 : size_t(K));
-    for (int64_t r = b; r < e; ++r) {
-      const float* wr;
-      if (t == DType::F32) {
-        wr = reinterpret_cast<const float*>(base + uint64_t(r) * row_bytes);
-      } else {
-        dequantize_row(t, base + uint64_t(r) * row_bytes, row.data(), K);
-        wr = row.data();
-      }
-      for (int64_t m = 0; m < M; ++m) y[m * N + r] = dot_f32(wr, x + m * K, K);
-    }
-  });
-}
-
 void rope_inv_freq(const RopeParams& p, float* inv_freq) {
   const int32_t half = p.head_dim / 2;
   for (int32_t i = 0; i < half; ++i) {

@@ -30,10 +30,22 @@ void add_bias(float* x, const float* bias, int64_t n, int64_t d);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n, int64_t d);
 
 // W (N, K) in dtype `t` (rows row_bytes apart) @ x (M, K) -> y (M, N):
-// y[m][n] = dot(dequant(W[n]), x[m]). Each element is computed the same way
-// whatever M is (batch invariance), parallel over N on `pool`.
+// y[m][n] = sum_k W[n][k] x[m][k]. Each element is computed with the same
+// arithmetic whatever M is (batch invariance), parallel over N on `pool`.
 void matmul(DType t, const void* w, uint64_t row_bytes, int64_t N, int64_t K, const float* x,
             int64_t M, float* y, ThreadPool* pool = nullptr);
+
+// Several weights sharing one input (QKV; gate and up) in one parallel pass:
+// y_i (M, N_i) = W_i (N_i, K) @ x (M, K), each exactly as matmul() computes it.
+struct MatmulOutput {
+  DType dtype;
+  const void* w;
+  uint64_t row_bytes;
+  int64_t N;
+  float* y;
+};
+void matmul_multi(const MatmulOutput* outputs, int num_outputs, int64_t K, const float* x, int64_t M,
+                  ThreadPool* pool = nullptr);
 
 enum class RopeStyle { Interleaved, Halves };
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -97,6 +98,79 @@ TEST(CpuOps, MatmulRowDoesNotDependOnBatchSize) {
   matmul(DType::F32, w.data(), uint64_t(K) * 4, N, K, x.data() + 3 * K, 1, alone.data(), &pool);
   matmul(DType::F32, w.data(), uint64_t(K) * 4, N, K, x.data(), 8, batched.data(), &pool);
   for (int64_t n = 0; n < N; ++n) EXPECT_EQ(alone[size_t(n)], batched[size_t(3 * N + n)]);
+}
+
+// Random quantized rows: fp16 scales, random nibbles / int8s, built through
+// dequantize_row's own layout so the reference needs no quantizer.
+std::vector<uint8_t> random_quant_rows(DType t, int64_t N, int64_t K, uint32_t seed) {
+  const auto info = dtype_info(t);
+  std::vector<uint8_t> bytes(size_t(N * K / info.block_size * info.block_bytes));
+  std::mt19937 rng(seed);
+  for (auto& b : bytes) b = uint8_t(rng());
+  // Overwrite every fp16 scale with a sane value (random bits may be NaN/Inf).
+  std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
+  for (size_t off = 0; off < bytes.size(); off += size_t(info.block_bytes)) {
+    int num_halves = t == DType::Q4_1 ? 2 : 1;
+    for (int h = 0; h < num_halves; ++h) {
+      uint16_t v = f32_to_f16(scale(rng));
+      std::memcpy(&bytes[off + size_t(2 * h)], &v, 2);
+    }
+  }
+  return bytes;
+}
+
+TEST(CpuOps, QuantizedMatmulMatchesDequantizedReferenceAndIsBatchInvariant) {
+  const int64_t N = 29, K = 576;
+  ThreadPool pool(2);
+  for (DType t : {DType::Q4_1, DType::Q4_0, DType::Q8_0, DType::F16}) {
+    std::vector<uint8_t> w;
+    if (t == DType::F16) {
+      auto f = random_vec(size_t(N * K), 60);
+      w.resize(f.size() * 2);
+      for (size_t i = 0; i < f.size(); ++i) {
+        uint16_t h = f32_to_f16(f[i]);
+        std::memcpy(&w[2 * i], &h, 2);
+      }
+    } else {
+      w = random_quant_rows(t, N, K, 61);
+    }
+    const uint64_t row_bytes = w.size() / size_t(N);
+    const int64_t M = 7;
+    auto x = random_vec(size_t(M * K), 62);
+    std::vector<float> y(size_t(M * N), NAN);
+    matmul(t, w.data(), row_bytes, N, K, x.data(), M, y.data(), &pool);
+    std::vector<double> want(y.size());
+    std::vector<float> row(static_cast<size_t>(K));
+    for (int64_t n = 0; n < N; ++n) {
+      dequantize_row(t, w.data() + uint64_t(n) * row_bytes, row.data(), K);
+      for (int64_t m = 0; m < M; ++m) {
+        double s = 0;
+        for (int64_t k = 0; k < K; ++k) s += double(row[size_t(k)]) * x[size_t(m * K + k)];
+        want[size_t(m * N + n)] = s;
+      }
+    }
+    expect_close(y, want, 1e-4, 1e-4);
+    // Every M from 1 to 7 gives each row the same bits.
+    for (int64_t mm = 1; mm < M; ++mm) {
+      std::vector<float> part(size_t(mm * N), NAN);
+      matmul(t, w.data(), row_bytes, N, K, x.data() + (M - mm) * K, mm, part.data(), &pool);
+      for (int64_t i = 0; i < mm * N; ++i) ASSERT_EQ(part[size_t(i)], y[size_t((M - mm) * N + i)]) << dtype_info(t).name << " M=" << mm;
+    }
+  }
+}
+
+TEST(CpuOps, MatmulMultiEqualsSeparateMatmuls) {
+  const int64_t K = 64, M = 4;
+  auto w0 = random_vec(size_t(10 * K), 70), w1 = random_vec(size_t(3 * K), 71), x = random_vec(size_t(M * K), 72);
+  ThreadPool pool(2);
+  std::vector<float> y0(size_t(M * 10)), y1(size_t(M * 3)), s0(y0.size()), s1(y1.size());
+  MatmulOutput outs[2] = {{DType::F32, w0.data(), uint64_t(K) * 4, 10, y0.data()},
+                          {DType::F32, w1.data(), uint64_t(K) * 4, 3, y1.data()}};
+  matmul_multi(outs, 2, K, x.data(), M, &pool);
+  matmul(DType::F32, w0.data(), uint64_t(K) * 4, 10, K, x.data(), M, s0.data());
+  matmul(DType::F32, w1.data(), uint64_t(K) * 4, 3, K, x.data(), M, s1.data());
+  EXPECT_EQ(y0, s0);
+  EXPECT_EQ(y1, s1);
 }
 
 TEST(CpuOps, RopeHalvesRotatesPairsByPositionTimesFrequency) {
