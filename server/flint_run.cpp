@@ -103,8 +103,8 @@ int run(const Options& o) {
   o.sampling.validate();
 
   std::string text = o.prompt;
-  std::set<int32_t> stop_ids;
-  if (auto eos = tok.eos_id()) stop_ids.insert(*eos);
+  // End-of-generation tokens (eos, end of turn) stop, as do the template's stop tokens.
+  std::set<int32_t> stop_ids(tok.eog_ids().begin(), tok.eog_ids().end());
   if (o.chat) {
     flint::ChatTemplate tmpl = o.template_name.empty()
                                    ? flint::ChatTemplate::detect(model.chat_template_source, model.config.arch)
