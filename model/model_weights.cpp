@@ -12,14 +12,6 @@ namespace flint {
 
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::ostringstream os;
-  os << '[';
-  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  os << ']';
-  return os.str();
-}
-
 // The names of one layer's tensors in one naming scheme.
 struct LayerNames {
   std::string attn_norm, wq, wk, wv, bq, bk, bv, bo, q_norm, k_norm, wo, ffn_norm, w_gate, w_up, w_down;
@@ -52,7 +44,7 @@ class Binder {
   // The tensor `name`, which must have exactly `shape`.
   const Tensor* require(const std::string& name, std::vector<int64_t> shape) const {
     const Tensor& t = source_.get(name);
-    if (t.shape != shape) fail("tensor ", name, ": shape ", shape_str(t.shape), ", expected ", shape_str(shape));
+    if (t.shape != shape) fail("tensor ", name, ": shape ", shape_string(t.shape), ", expected ", shape_string(shape));
     return &t;
   }
   // A tensor the config does not use must not be there.

@@ -37,14 +37,6 @@ uint64_t read_le64(const uint8_t* p) {
   return v;
 }
 
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::ostringstream os;
-  os << '[';
-  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  os << ']';
-  return os.str();
-}
-
 // One header entry {"dtype": ..., "shape": [...], "data_offsets": [b, e]} -> Tensor,
 // with data_offsets checked against the data section [base, base + data_size).
 Tensor parse_entry(const std::string& name, const json& info, const uint8_t* base, uint64_t data_size,
@@ -75,7 +67,7 @@ Tensor parse_entry(const std::string& name, const json& info, const uint8_t* bas
     t.shape.push_back(static_cast<int64_t>(dim));
   }
   std::optional<uint64_t> nbytes = dtype_bytes(t.dtype, numel);
-  if (!nbytes) fail(where(), ": shape ", shape_str(t.shape), " of ", dtype_name, " overflows a byte count");
+  if (!nbytes) fail(where(), ": shape ", shape_string(t.shape), " of ", dtype_name, " overflows a byte count");
 
   auto off = info.find("data_offsets");
   if (off == info.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
@@ -87,7 +79,7 @@ Tensor parse_entry(const std::string& name, const json& info, const uint8_t* bas
     fail(where(), ": data_offsets [", begin, ", ", end, "] run past the end of the data (", data_size, " bytes)");
   if (end - begin != *nbytes)
     fail(where(), ": data_offsets [", begin, ", ", end, "] hold ", end - begin, " bytes but shape ",
-         shape_str(t.shape), " of ", dtype_name, " needs ", *nbytes);
+         shape_string(t.shape), " of ", dtype_name, " needs ", *nbytes);
   t.data = base + begin;
   t.nbytes = *nbytes;
   begin_out = begin;

@@ -1,8 +1,18 @@
 #include "model/weights.h"
 
+#include <sstream>
+
 #include "common/error.h"
 
 namespace flint {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << '[';
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << ']';
+  return os.str();
+}
 
 int64_t Tensor::numel() const {
   int64_t n = 1;

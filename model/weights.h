@@ -26,6 +26,9 @@ struct Tensor {
   uint64_t row_bytes() const { return nbytes / static_cast<uint64_t>(rows()); }
 };
 
+// "[4096, 576]": a shape for error messages.
+std::string shape_string(const std::vector<int64_t>& shape);
+
 class WeightSource {
  public:
   virtual ~WeightSource() = default;

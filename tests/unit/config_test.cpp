@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "test_util.h"
 #include "common/error.h"
 #include "gguf_writer.h"
 #include "kernels/cpu/ops.h"
@@ -25,15 +26,7 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no flint::Error thrown";
-  } catch (const Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
+using test::expect_error;
 
 // A Llama-3.2-1B-like config.json in the older layout (rope_theta and
 // rope_scaling at the top level).

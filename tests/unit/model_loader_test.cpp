@@ -10,6 +10,7 @@
 #include <string>
 #include <utility>
 
+#include "test_util.h"
 #include "common/error.h"
 
 namespace flint {
@@ -17,15 +18,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no flint::Error thrown";
-  } catch (const Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
+using test::expect_error;
 
 TEST(ModelLoaderTest, LoadsTinyLlamaDirectoryWithTokenizerAndTemplate) {
   LoadedModel m = load_model(FLINT_TEST_DATA_DIR "/tiny-llama");

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "test_util.h"
 #include "common/error.h"
 #include "model/gguf.h"
 #include "model/safetensors.h"
@@ -95,15 +96,7 @@ ShapeSource full_model(const ModelConfig& c, WeightNaming naming) {
   return s;
 }
 
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no flint::Error thrown";
-  } catch (const Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
+using test::expect_error;
 
 TEST(ModelWeightsTest, BindsEveryRoleByGgufNames) {
   const ModelConfig c = small_config(Arch::Llama);

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "test_util.h"
 #include "common/error.h"
 
 namespace flint {
@@ -97,16 +98,7 @@ Bytes f32_bytes(const std::vector<float>& v) {
   return b;
 }
 
-// Runs f, which must throw flint::Error whose message holds every one of `parts`.
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no flint::Error thrown";
-  } catch (const Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
+using test::expect_error;
 
 void expect_parse_error(const Bytes& file, std::initializer_list<std::string> parts) {
   expect_error([&] { parse_safetensors(file.data(), file.size(), "test.safetensors"); }, parts);
