@@ -12,13 +12,19 @@
 namespace flint {
 
 namespace {
-// About 50-100 µs of pause instructions before a thread goes to sleep.
-constexpr int kSpinIterations = 20000;
+// A decode step issues a few hundred parallel sections, microseconds apart:
+// idle workers poll briefly (pausing, then yielding the core to whoever needs
+// it) before sleeping on the condition variable.
+constexpr int kPauseIterations = 256;
+constexpr int kYieldIterations = 64;
+constexpr int kChunksPerThread = 4;
+
+uint32_t generation_of(uint64_t claim) { return uint32_t(claim >> 32); }
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
   if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -26,60 +32,71 @@ ThreadPool::~ThreadPool() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_.store(true);
   }
-  start_cv_.notify_all();
+  wake_cv_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::run_chunks(int index) {
-  // Thread `index` takes chunk `index`, `index + T`, ...: a fixed assignment.
-  const int64_t T = num_threads();
-  for (int64_t c = index; c * chunk_ < n_; c += T) {
-    int64_t b = c * chunk_, e = std::min(n_, b + chunk_);
-    (*fn_)(b, e);
+void ThreadPool::run_chunks(uint32_t gen) {
+  for (;;) {
+    uint64_t claim = claim_.load(std::memory_order_acquire);
+    if (generation_of(claim) != gen) return;
+    const int64_t index = int64_t(claim & 0xffffffffu);
+    if (index >= num_chunks_.load(std::memory_order_relaxed)) return;
+    if (!claim_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel)) continue;
+    // Chunk `index` of generation `gen` is ours: the call cannot finish, nor its
+    // fields change, before done_ counts it.
+    const int64_t chunk = chunk_.load(std::memory_order_relaxed), n = n_.load(std::memory_order_relaxed);
+    const int64_t b = index * chunk, e = std::min(n, b + chunk);
+    (*fn_.load(std::memory_order_relaxed))(b, e);
+    done_.fetch_add(1, std::memory_order_release);
   }
 }
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   const int64_t T = num_threads();
-  int64_t chunk = std::max<int64_t>(std::max<int64_t>(grain, 1), (n + T - 1) / T);
-  if (workers_.empty() || chunk >= n) {
+  const int64_t chunk = std::max<int64_t>(std::max<int64_t>(grain, 1), (n + T * kChunksPerThread - 1) / (T * kChunksPerThread));
+  const int64_t num_chunks = (n + chunk - 1) / chunk;
+  if (workers_.empty() || num_chunks == 1) {
     fn(0, n);
     return;
   }
-  {
+  fn_.store(&fn, std::memory_order_relaxed);
+  n_.store(n, std::memory_order_relaxed);
+  chunk_.store(chunk, std::memory_order_relaxed);
+  num_chunks_.store(num_chunks, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  const uint32_t gen = generation_of(claim_.load(std::memory_order_relaxed)) + 1;
+  claim_.store(uint64_t(gen) << 32, std::memory_order_seq_cst);  // publishes the fields above
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard<std::mutex> lock(mu_);
-    fn_ = &fn;
-    n_ = n;
-    chunk_ = chunk;
-    pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+    wake_cv_.notify_all();
   }
-  start_cv_.notify_all();
-  run_chunks(0);
-  for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++i) FLINT_PAUSE();
-  if (pending_.load(std::memory_order_acquire) != 0) {
-    std::unique_lock<std::mutex> lock(mu_);
-    done_cv_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+  run_chunks(gen);
+  // Only chunks a worker has claimed and is running are left: wait for them.
+  for (int i = 0; done_.load(std::memory_order_acquire) != num_chunks; ++i) {
+    if (i < kPauseIterations) FLINT_PAUSE();
+    else std::this_thread::yield();
   }
 }
 
-void ThreadPool::worker_loop(int index) {
-  uint64_t seen = 0;
+void ThreadPool::worker_loop() {
+  uint32_t seen = 0;
   for (;;) {
-    for (int i = 0; i < kSpinIterations && generation_.load(std::memory_order_acquire) == seen && !stop_.load(); ++i)
-      FLINT_PAUSE();
-    if (generation_.load(std::memory_order_acquire) == seen) {
+    auto current = [&] { return generation_of(claim_.load(std::memory_order_acquire)); };
+    for (int i = 0; i < kPauseIterations + kYieldIterations && current() == seen && !stop_.load(); ++i) {
+      if (i < kPauseIterations) FLINT_PAUSE();
+      else std::this_thread::yield();
+    }
+    if (current() == seen && !stop_.load()) {
       std::unique_lock<std::mutex> lock(mu_);
-      start_cv_.wait(lock, [&] { return stop_.load() || generation_.load(std::memory_order_acquire) != seen; });
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      wake_cv_.wait(lock, [&] { return stop_.load() || current() != seen; });
+      sleepers_.fetch_sub(1, std::memory_order_seq_cst);
     }
     if (stop_.load()) return;
-    seen = generation_.load(std::memory_order_acquire);
-    run_chunks(index);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_cv_.notify_one();
-    }
+    seen = current();
+    run_chunks(seen);
   }
 }
 

@@ -23,27 +23,30 @@ class ThreadPool {
   int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Splits [0, n) into contiguous chunks of at least `grain` items and calls
-  // fn(begin, end) on them from all threads; returns when every chunk is done.
-  // The split depends only on n, grain and num_threads, never on timing.
+  // fn(begin, end) once per chunk from any of the threads; returns when every
+  // chunk is done. Chunk bounds depend only on n, grain and num_threads; which
+  // thread runs a chunk does not matter to a caller that writes disjoint outputs.
   // fn must not throw. Not reentrant: one parallel_for at a time.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
  private:
-  void worker_loop(int index);
-  void run_chunks(int index);
+  void worker_loop();
+  // Claims and runs chunks of generation `gen` until none are left.
+  void run_chunks(uint32_t gen);
 
   std::vector<std::thread> workers_;
-  // A forward pass issues hundreds of parallel_for calls per token: workers
-  // spin briefly on `generation_` before sleeping on the condition variable,
-  // and the caller spins on `pending_` before sleeping, so that a call costs
-  // microseconds, not a futex wake-up each way.
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  // Chunks are claimed with a compare-and-swap on (generation << 32 | next
+  // chunk), so the caller never waits for a worker that has not started (a
+  // descheduled worker simply claims nothing) and a late worker cannot claim a
+  // chunk of a finished call. The caller spins until `done_` counts every chunk.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int64_t> done_{0};
+  std::atomic<int64_t> n_{0}, chunk_{0}, num_chunks_{0};
+  std::atomic<const std::function<void(int64_t, int64_t)>*> fn_{nullptr};
+  std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
   std::mutex mu_;
-  std::condition_variable start_cv_, done_cv_;
-  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
-  int64_t n_ = 0, chunk_ = 0;
+  std::condition_variable wake_cv_;
 };
 
 // Runs fn over [0, n) on `pool` when given, else inline on this thread.
