@@ -1,0 +1,80 @@
+// Scheduler: the waiting and running queues and the per-step choice of work:
+// decodes first, then prefill chunks up to a token budget (chunked prefill),
+// preemption by recompute when KV blocks run out. Owns the sequences and the
+// block manager; single-threaded (the engine loop's thread).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/block_manager.h"
+#include "engine/sequence.h"
+#include "model/step_plan.h"
+
+namespace flint {
+
+struct SchedulerConfig {
+  int32_t max_num_seqs = 256;             // sequences in one step
+  int32_t max_num_batched_tokens = 2048;  // tokens in one step (decodes count one each)
+};
+
+// One step's work: the plan a Backend runs and whose rows belong to whom.
+struct ScheduledStep {
+  StepPlan plan;
+  std::vector<SeqId> seq_ids;        // (plan.num_seqs()) sequence s of the plan
+  std::vector<SeqId> logit_seq_ids;  // (plan.logit_rows.size()) the sequence each logits row samples for
+  int32_t num_preempted = 0;         // running sequences sent back to waiting by this step
+  bool empty() const { return seq_ids.empty(); }
+};
+
+class Scheduler {
+ public:
+  // Throws flint::Error on a budget below 1 or bad block manager options.
+  Scheduler(const SchedulerConfig& config, const BlockManagerOptions& blocks);
+
+  // Queues a new sequence; returns its id. Throws flint::Error when the prompt is
+  // empty or could never fit in the KV cache.
+  SeqId add(std::vector<int32_t> prompt_token_ids, int32_t priority = 0);
+  // Takes a sequence out (finished or cancelled), its blocks returned at once;
+  // the caller gets it back (status Finished) to read its output. Nullptr when unknown.
+  std::unique_ptr<Sequence> remove(SeqId id);
+
+  // Chooses the next step: one token for each running decode (highest priority
+  // first; the lowest-priority, latest-arrived running sequence is preempted when
+  // a decode needs a block and none is free), then prefill chunks of running
+  // sequences, then new admissions from waiting, within the token budget. A
+  // preempting step admits nothing new. Throws flint::Error when the first waiting
+  // sequence has outgrown the whole cache (the engine must stop it first).
+  ScheduledStep schedule();
+  // After the backend ran `step`: records the computed tokens, appends
+  // sampled_token_ids[i] to step.logit_seq_ids[i] and offers the newly full
+  // blocks to the prefix cache. Sequences removed since schedule() are skipped.
+  void postprocess(const ScheduledStep& step, std::span<const int32_t> sampled_token_ids);
+
+  Sequence* find(SeqId id);
+  const Sequence* find(SeqId id) const;
+  bool has_unfinished() const { return !waiting_.empty() || !running_.empty(); }
+  int32_t num_waiting() const { return int32_t(waiting_.size()); }
+  int32_t num_running() const { return int32_t(running_.size()); }
+  const BlockManager& block_manager() const { return block_manager_; }
+  // The longest sequence (prompt + output) the cache can hold.
+  int32_t max_num_tokens_per_seq() const { return block_manager_.num_blocks() * block_manager_.block_size(); }
+  const SchedulerConfig& config() const { return config_; }
+
+ private:
+  void preempt_last_running();
+  static void insert_ordered(std::vector<std::unique_ptr<Sequence>>& queue, std::unique_ptr<Sequence> seq);
+  static void add_to_plan(ScheduledStep& step, Sequence& seq, int32_t num_new_tokens);
+
+  SchedulerConfig config_;
+  BlockManager block_manager_;  // declared before the sequences: outlives their block tables
+  // Both in run order: priority descending, then arrival ascending.
+  std::vector<std::unique_ptr<Sequence>> waiting_, running_;
+  std::unordered_map<SeqId, Sequence*> by_id_;
+  SeqId next_id_ = 1;
+  uint64_t next_arrival_ = 0;
+};
+
+}  // namespace flint

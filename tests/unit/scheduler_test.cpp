@@ -1,0 +1,271 @@
+// Scheduler tests: step composition (decodes first, chunked prefill, budgets),
+// priority, preemption by recompute, removal, and an end-to-end run on the tiny
+// model proving that batching, chunking, preemption and prefix reuse are exact.
+#include "engine/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "engine/offline_runner.h"
+#include "model/cpu_backend.h"
+#include "model/model_loader.h"
+#include "test_util.h"
+
+namespace flint {
+namespace {
+
+std::vector<int32_t> iota_tokens(int32_t first, int32_t n) {
+  std::vector<int32_t> v;
+  for (int32_t i = 0; i < n; ++i) v.push_back(first + i);
+  return v;
+}
+
+int32_t num_new_tokens(const ScheduledStep& step, size_t s) {
+  return step.plan.cu_seqlens[s + 1] - step.plan.cu_seqlens[s];
+}
+
+// Runs the step with a fake model: sequence id * 1000 + its output count as the sample.
+void fake_forward(Scheduler& sched, const ScheduledStep& step) {
+  std::vector<int32_t> sampled;
+  for (SeqId id : step.logit_seq_ids) sampled.push_back(int32_t(id) * 1000 + sched.find(id)->num_output_tokens());
+  sched.postprocess(step, sampled);
+}
+
+TEST(Scheduler, ChunkedPrefillSplitsALongPromptAcrossStepsWithinTheTokenBudget) {
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 8}, {.num_blocks = 16, .block_size = 4});
+  const std::vector<int32_t> prompt = iota_tokens(10, 20);
+  const SeqId id = sched.add(prompt);
+  std::vector<int32_t> fed;
+  for (int32_t expect : {8, 8, 4}) {
+    ScheduledStep step = sched.schedule();
+    step.plan.validate(4, 16);
+    ASSERT_EQ(step.seq_ids, std::vector<SeqId>{id});
+    ASSERT_EQ(step.plan.num_tokens(), expect);
+    EXPECT_EQ(step.plan.positions.front(), int32_t(fed.size()));
+    fed.insert(fed.end(), step.plan.token_ids.begin(), step.plan.token_ids.end());
+    EXPECT_EQ(step.plan.kv_lens[0], int32_t(fed.size()));
+    // Logits only once the last prompt token is in the step.
+    EXPECT_EQ(step.logit_seq_ids.size(), fed.size() == prompt.size() ? 1u : 0u);
+    fake_forward(sched, step);
+  }
+  EXPECT_EQ(fed, prompt);
+  EXPECT_EQ(sched.find(id)->num_output_tokens(), 1);
+  ScheduledStep decode = sched.schedule();
+  ASSERT_EQ(decode.plan.num_tokens(), 1);
+  EXPECT_EQ(decode.plan.token_ids[0], int32_t(id) * 1000);
+  EXPECT_EQ(decode.plan.positions[0], 20);
+  EXPECT_EQ(decode.plan.logit_rows, std::vector<int32_t>{0});
+}
+
+TEST(Scheduler, DecodesAreScheduledBeforeNewPrefills) {
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 6}, {.num_blocks = 16, .block_size = 4});
+  const SeqId a = sched.add(iota_tokens(0, 4));
+  fake_forward(sched, sched.schedule());
+  const SeqId b = sched.add(iota_tokens(50, 10));
+  const SeqId c = sched.add(iota_tokens(70, 3));
+  ScheduledStep step = sched.schedule();
+  ASSERT_EQ(step.seq_ids, (std::vector<SeqId>{a, b}));  // c waits: the budget is spent
+  EXPECT_EQ(num_new_tokens(step, 0), 1);
+  EXPECT_EQ(num_new_tokens(step, 1), 5);
+  EXPECT_EQ(step.logit_seq_ids, std::vector<SeqId>{a});
+  fake_forward(sched, step);
+  step = sched.schedule();  // a's decode, then b's running prefill, then c
+  ASSERT_EQ(step.seq_ids, (std::vector<SeqId>{a, b}));
+  EXPECT_EQ(num_new_tokens(step, 1), 5);
+  EXPECT_EQ(sched.find(c)->status(), SequenceStatus::Waiting);
+}
+
+TEST(Scheduler, HigherPriorityAdmittedFirst) {
+  // Room for one sequence's blocks at a time.
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 64}, {.num_blocks = 2, .block_size = 4});
+  const SeqId low = sched.add(iota_tokens(0, 6), /*priority=*/0);
+  const SeqId early = sched.add(iota_tokens(10, 6), /*priority=*/5);
+  const SeqId late = sched.add(iota_tokens(20, 6), /*priority=*/5);
+  std::vector<SeqId> order;
+  while (sched.has_unfinished()) {
+    ScheduledStep step = sched.schedule();
+    ASSERT_EQ(step.seq_ids.size(), 1u);
+    order.push_back(step.seq_ids[0]);
+    fake_forward(sched, step);
+    sched.remove(step.seq_ids[0]);
+  }
+  EXPECT_EQ(order, (std::vector<SeqId>{early, late, low}));
+}
+
+TEST(Scheduler, PreemptedSequenceResumesAndItsPlanRecomputesPromptPlusGeneratedTokens) {
+  // Six blocks of 4: two prompts of 9 tokens take three each; the first decode
+  // that needs a fourth block preempts the later arrival.
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 64}, {.num_blocks = 6, .block_size = 4});
+  const SeqId a = sched.add(iota_tokens(0, 9));
+  const SeqId b = sched.add(iota_tokens(100, 9));
+  int32_t preempted = 0;
+  while (preempted == 0) {
+    ScheduledStep step = sched.schedule();
+    preempted += step.num_preempted;
+    if (preempted) {
+      EXPECT_EQ(step.seq_ids, std::vector<SeqId>{a});
+    }
+    fake_forward(sched, step);
+  }
+  const Sequence& victim = *sched.find(b);
+  EXPECT_EQ(victim.status(), SequenceStatus::Waiting);
+  EXPECT_EQ(victim.num_preemptions(), 1);
+  EXPECT_TRUE(victim.block_table().empty());
+  const std::vector<int32_t> kept(victim.token_ids().begin(), victim.token_ids().end());
+  // 9 + 3 tokens filled its three blocks; the fourth sample needed a new one.
+  ASSERT_EQ(victim.num_output_tokens(), 4);
+  EXPECT_EQ(kept.back(), int32_t(b) * 1000 + 3);
+
+  sched.remove(a);  // frees the room
+  ScheduledStep step = sched.schedule();
+  ASSERT_EQ(step.seq_ids, std::vector<SeqId>{b});
+  // Whatever its own freed blocks still hold in the prefix cache is skipped;
+  // the rest of prompt + output is fed again, and its last token samples.
+  const int32_t cached = victim.num_cached_tokens();
+  EXPECT_EQ(cached % 4, 0);
+  EXPECT_EQ(step.plan.token_ids, std::vector<int32_t>(kept.begin() + cached, kept.end()));
+  EXPECT_EQ(step.plan.positions.front(), cached);
+  EXPECT_EQ(step.plan.kv_lens[0], 13);
+  EXPECT_EQ(step.logit_seq_ids, std::vector<SeqId>{b});
+  fake_forward(sched, step);
+  EXPECT_EQ(sched.find(b)->num_output_tokens(), 5);
+}
+
+TEST(Scheduler, PreemptionTakesTheLowestPriorityThenLatestArrived) {
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 64}, {.num_blocks = 4, .block_size = 4});
+  const SeqId high = sched.add(iota_tokens(0, 4), 9);
+  const SeqId low_early = sched.add(iota_tokens(10, 4), 1);
+  const SeqId low_late = sched.add(iota_tokens(20, 4), 1);
+  const SeqId mid = sched.add(iota_tokens(30, 4), 5);
+  fake_forward(sched, sched.schedule());  // all four prefilled, one block each, cache full
+  ScheduledStep step = sched.schedule();  // every decode needs a fifth token's block
+  EXPECT_EQ(sched.find(low_late)->status(), SequenceStatus::Waiting);
+  EXPECT_EQ(sched.find(low_early)->status(), SequenceStatus::Waiting);
+  EXPECT_EQ(step.seq_ids, (std::vector<SeqId>{high, mid}));
+  EXPECT_EQ(step.num_preempted, 2);
+}
+
+TEST(Scheduler, RemovedSequenceFreesItsBlocksAtOnce) {
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 64}, {.num_blocks = 8, .block_size = 4});
+  const SeqId a = sched.add(iota_tokens(0, 10));
+  const SeqId b = sched.add(iota_tokens(50, 3));
+  fake_forward(sched, sched.schedule());
+  EXPECT_EQ(sched.block_manager().num_free_blocks(), 4);
+  std::unique_ptr<Sequence> done = sched.remove(a);
+  ASSERT_NE(done, nullptr);
+  EXPECT_EQ(done->status(), SequenceStatus::Finished);
+  EXPECT_EQ(done->num_output_tokens(), 1);
+  EXPECT_EQ(sched.block_manager().num_free_blocks(), 7);
+  EXPECT_EQ(sched.find(a), nullptr);
+  EXPECT_EQ(sched.remove(a), nullptr);
+  sched.remove(b);
+  EXPECT_EQ(sched.block_manager().num_free_blocks(), 8);
+  EXPECT_FALSE(sched.has_unfinished());
+  sched.block_manager().check_invariants();
+}
+
+TEST(Scheduler, SecondRequestWithACachedPrefixFeedsOnlyTheRest) {
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 64}, {.num_blocks = 16, .block_size = 4});
+  std::vector<int32_t> system = iota_tokens(0, 9);
+  std::vector<int32_t> second = system;
+  second.insert(second.end(), {77, 78});
+  sched.add(system);
+  fake_forward(sched, sched.schedule());
+  const SeqId b = sched.add(second);
+  ScheduledStep step = sched.schedule();
+  ASSERT_EQ(step.seq_ids.size(), 2u);
+  EXPECT_EQ(step.seq_ids[1], b);
+  EXPECT_EQ(sched.find(b)->num_cached_tokens(), 8);
+  EXPECT_EQ(num_new_tokens(step, 1), 3);
+  EXPECT_EQ(step.plan.positions[1], 8);
+}
+
+TEST(Scheduler, RefusesWhatCanNeverFit) {
+  test::expect_error([] { Scheduler s({.max_num_seqs = 0}, {.num_blocks = 4, .block_size = 4}); }, {"max_num_seqs"});
+  Scheduler sched({}, {.num_blocks = 2, .block_size = 4});
+  test::expect_error([&] { sched.add(iota_tokens(0, 9)); }, {"prompt of 9 tokens", "(8 tokens)"});
+  test::expect_error([&] { sched.add({}); }, {"empty prompt"});
+  EXPECT_FALSE(sched.has_unfinished());
+}
+
+int32_t argmax(const float* row, int32_t n) { return int32_t(std::max_element(row, row + n) - row); }
+
+TEST(Scheduler, BatchedGreedyTokensEqualEachSequenceRunAloneDespiteChunkingAndPreemption) {
+  LoadedModel model = load_model(FLINT_TEST_DATA_DIR "/tiny-llama");
+  const int32_t vocab = model.config.vocab_size;
+  constexpr int32_t kNumOutput = 16, kBlockSize = 16, kBlocks = 8, kBudget = 24;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int32_t len : {5, 20, 37, 50, 70}) {
+    std::vector<int32_t> p;
+    for (int32_t i = 0; i < len; ++i) p.push_back((len * 131 + i * 17) % vocab);
+    prompts.push_back(p);
+  }
+  // The last two share a 32-token prefix with the third: full blocks to reuse.
+  for (size_t s : {3u, 4u}) std::copy(prompts[2].begin(), prompts[2].begin() + 32, prompts[s].begin());
+
+  // Alone, one at a time.
+  std::vector<std::vector<int32_t>> want;
+  {
+    CpuBackend alone(model.config, model.weights, {.num_kv_blocks = 8, .block_size = kBlockSize, .num_threads = 2});
+    OfflineRunner runner(alone);
+    for (const auto& p : prompts) {
+      runner.reset();
+      std::vector<float> logits = runner.feed(p);
+      std::vector<int32_t> out;
+      for (int32_t i = 0; i < kNumOutput; ++i) {
+        out.push_back(argmax(logits.data(), vocab));
+        if (i + 1 < kNumOutput) logits = runner.feed(std::vector<int32_t>{out.back()});
+      }
+      want.push_back(out);
+    }
+  }
+
+  // Together: 8 blocks hold 128 tokens of the 262 the five finish with.
+  CpuBackend backend(model.config, model.weights, {.num_kv_blocks = kBlocks, .block_size = kBlockSize, .num_threads = 2});
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = kBudget}, {.num_blocks = kBlocks, .block_size = kBlockSize});
+  std::map<SeqId, size_t> index;
+  for (size_t s = 0; s < prompts.size(); ++s) index[sched.add(prompts[s])] = s;
+  std::vector<std::vector<int32_t>> got(prompts.size());
+  std::vector<float> logits;
+  int32_t num_steps = 0, num_preempted = 0, max_seqs = 0;
+  std::set<SeqId> resumed_with_output;
+  while (sched.has_unfinished()) {
+    ASSERT_LT(++num_steps, 1000);
+    ScheduledStep step = sched.schedule();
+    ASSERT_FALSE(step.empty());
+    ASSERT_LE(step.plan.num_tokens(), kBudget);
+    step.plan.validate(kBlockSize, kBlocks);
+    num_preempted += step.num_preempted;
+    for (const auto& [id, s] : index) {  // preempted after sampling: its output must be recomputed
+      const Sequence* seq = sched.find(id);
+      if (seq && seq->status() == SequenceStatus::Waiting && seq->num_output_tokens() > 0) resumed_with_output.insert(id);
+    }
+    max_seqs = std::max(max_seqs, step.plan.num_seqs());
+    logits.assign(step.logit_seq_ids.size() * size_t(vocab), 0.0f);
+    backend.forward(step.plan, logits.data());
+    std::vector<int32_t> sampled;
+    for (size_t r = 0; r < step.logit_seq_ids.size(); ++r) sampled.push_back(argmax(logits.data() + r * size_t(vocab), vocab));
+    sched.postprocess(step, sampled);
+    for (SeqId id : step.logit_seq_ids) {
+      const Sequence& seq = *sched.find(id);
+      if (seq.num_output_tokens() < kNumOutput) continue;
+      got[index[id]].assign(seq.output_token_ids().begin(), seq.output_token_ids().end());
+      sched.remove(id);
+    }
+    sched.block_manager().check_invariants();
+  }
+  for (size_t s = 0; s < prompts.size(); ++s) EXPECT_EQ(got[s], want[s]) << "prompt " << s << " of " << prompts[s].size() << " tokens";
+  EXPECT_GT(num_preempted, 0);
+  EXPECT_FALSE(resumed_with_output.empty());
+  EXPECT_GT(max_seqs, 1);
+  EXPECT_GT(sched.block_manager().stats().num_prefix_hit_tokens, 0);
+  EXPECT_EQ(sched.block_manager().num_free_blocks(), kBlocks);
+  std::cout << "  " << num_steps << " steps, " << num_preempted << " preemptions, prefix hit rate "
+            << sched.block_manager().stats().prefix_hit_rate() << "\n";
+}
+
+}  // namespace
+}  // namespace flint
