@@ -1,6 +1,5 @@
-// BlockManager: paged KV cache bookkeeping (no KV data): fixed-size blocks, a free
-// list, reference counts, and a prefix cache of full blocks keyed by a hash chain.
-// BlockTable: one sequence's blocks, returned to the manager by its destructor.
+// BlockManager: paged KV bookkeeping (free list, ref counts, prefix cache of full blocks
+// keyed by a hash chain) and BlockTable, one sequence's blocks, returned on destruction.
 #pragma once
 #include <cstdint>
 #include <list>

@@ -1,7 +1,5 @@
-// Scheduler: the waiting and running queues and the per-step choice of work:
-// decodes first, then prefill chunks up to a token budget (chunked prefill),
-// preemption by recompute when KV blocks run out. Owns the sequences and the
-// block manager; single-threaded (the engine loop's thread).
+// Scheduler: owns the sequences (waiting, running) and the block manager, and picks
+// each step's work: decodes, then prefill chunks in a token budget; preempts by recompute.
 #pragma once
 #include <cstdint>
 #include <memory>

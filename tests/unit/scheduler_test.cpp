@@ -191,6 +191,18 @@ TEST(Scheduler, RefusesWhatCanNeverFit) {
   EXPECT_FALSE(sched.has_unfinished());
 }
 
+TEST(Scheduler, SequenceThatOutgrowsTheWholeCacheIsReportedNotStarved) {
+  Scheduler sched({}, {.num_blocks = 2, .block_size = 4});
+  const SeqId id = sched.add(iota_tokens(0, 7));
+  fake_forward(sched, sched.schedule());  // 8 tokens
+  fake_forward(sched, sched.schedule());  // 9 tokens: the next decode needs a third block
+  ScheduledStep step = sched.schedule();
+  EXPECT_TRUE(step.empty());
+  EXPECT_EQ(step.num_preempted, 1);
+  EXPECT_EQ(sched.find(id)->status(), SequenceStatus::Waiting);
+  test::expect_error([&] { sched.schedule(); }, {"9 tokens exceed the KV cache (8 tokens)"});
+}
+
 int32_t argmax(const float* row, int32_t n) { return int32_t(std::max_element(row, row + n) - row); }
 
 TEST(Scheduler, BatchedGreedyTokensEqualEachSequenceRunAloneDespiteChunkingAndPreemption) {
