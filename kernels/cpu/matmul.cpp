@@ -9,10 +9,7 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant.h"
 
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include <immintrin.h>
-#define FLINT_MATMUL_AVX2 1
-#endif
+#include "kernels/cpu/simd.h"
 
 namespace flint::cpu {
 
@@ -22,19 +19,10 @@ namespace {
 // in the 16 ymm registers for 3 rows.
 constexpr int kTile = 3;
 
-#if FLINT_MATMUL_AVX2
+#ifdef FLINT_QUANT_AVX2
 
 // Per (n, m): four 8-lane accumulators; value k of a 32-value group goes to
-// accumulator (k / 8) % 4, lane k % 8. Reduced as (a0 + a1) + (a2 + a3), then
-// a fixed horizontal sum.
-inline float hsum(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
-  __m256 acc = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
+// accumulator (k / 8) % 4, lane k % 8; reduced by simd::hsum4.
 inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
 
 // Dequantizes one 32-value group into w[0..3] (values 0-7, 8-15, 16-23, 24-31).
@@ -56,8 +44,7 @@ inline void load_group(const uint8_t* row, int64_t g, __m256 w[4]) {
       m = _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
     }
     // Widened bytes 0-7 hold values 0-7 (low nibbles) and 16-23 (high); bytes 8-15 hold 8-15 and 24-31.
-    const __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->qs)));
-    const __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->qs + 8)));
+    const __m256i v0 = simd::load_u8x8(b->qs), v1 = simd::load_u8x8(b->qs + 8);
     const __m256i low = _mm256_set1_epi32(0x0F);
     w[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v0, low)), d, m);
     w[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v1, low)), d, m);
@@ -67,21 +54,17 @@ inline void load_group(const uint8_t* row, int64_t g, __m256 w[4]) {
     const BlockQ8_0* b = reinterpret_cast<const BlockQ8_0*>(row) + g;
     const __m256 d = _mm256_set1_ps(half_to_float(b->d));
     for (int j = 0; j < 4; ++j) {
-      const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->qs + 8 * j)));
-      w[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
+      w[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(simd::load_i8x8(b->qs + 8 * j)), d);
     }
   } else if constexpr (T == DType::F32) {
     const float* p = reinterpret_cast<const float*>(row) + g * 32;
     for (int j = 0; j < 4; ++j) w[j] = _mm256_loadu_ps(p + 8 * j);
   } else if constexpr (T == DType::F16) {
     const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + g * 32;
-    for (int j = 0; j < 4; ++j) w[j] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8 * j)));
+    for (int j = 0; j < 4; ++j) w[j] = simd::load_f16x8(p + 8 * j);
   } else if constexpr (T == DType::BF16) {
     const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + g * 32;
-    for (int j = 0; j < 4; ++j) {
-      __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8 * j)));
-      w[j] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-    }
+    for (int j = 0; j < 4; ++j) w[j] = simd::load_bf16x8(p + 8 * j);
   }
 }
 
@@ -103,7 +86,7 @@ void row_tile(const uint8_t* row, int64_t K, const float* x, int64_t m0, float* 
         acc[r][j] = _mm256_fmadd_ps(w[j], _mm256_loadu_ps(x0 + r * K + g * 32 + 8 * j), acc[r][j]);
   }
   for (int r = 0; r < R; ++r) {
-    float s = hsum(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+    float s = simd::hsum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
     const float* xr = x0 + r * K;
     for (int64_t k = groups * 32; k < K; ++k) {
       float wv;
@@ -128,7 +111,7 @@ void rows_kernel(const uint8_t* w, uint64_t row_bytes, int64_t n0, int64_t n1, i
   }
 }
 
-#endif  // FLINT_MATMUL_AVX2
+#endif  // FLINT_QUANT_AVX2
 
 // Any dtype: dequantize the whole row once, then dot it with each x row.
 void rows_generic(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n0, int64_t n1, int64_t K, const float* x,
@@ -142,7 +125,7 @@ void rows_generic(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n0, int
 
 void rows(const MatmulOutput& o, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t M) {
   const auto* w = static_cast<const uint8_t*>(o.w);
-#if FLINT_MATMUL_AVX2
+#ifdef FLINT_QUANT_AVX2
   switch (o.dtype) {
     case DType::Q4_1: return rows_kernel<DType::Q4_1>(w, o.row_bytes, n0, n1, K, x, M, o.y, o.N);
     case DType::Q4_0: return rows_kernel<DType::Q4_0>(w, o.row_bytes, n0, n1, K, x, M, o.y, o.N);

@@ -7,39 +7,27 @@
 
 #include "kernels/cpu/quant.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/simd.h"
 
 namespace flint::cpu {
 
 float dot_f32(const float* a, const float* b, int64_t n) {
-  int64_t i = 0;
-  float tail = 0.0f;
-#if defined(__AVX2__) && defined(__FMA__)
-  // Four independent 8-lane accumulators, reduced in a fixed order.
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
-  for (; i + 32 <= n; i += 32) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-    acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), acc2);
-    acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), acc3);
-  }
-  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  __m256 acc = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  tail = _mm_cvtss_f32(s);
+#ifdef FLINT_QUANT_AVX2
+  return simd::dot<float, simd::load_f32x8, simd::identity>(a, b, n);
 #else
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  // The same order as the SIMD path: 8 lanes, four accumulators, then the tail.
+  float acc[32] = {};
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int l = 0; l < 32; ++l) acc[l] += a[i + l] * b[i + l];
   for (; i + 8 <= n; i += 8)
     for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
-  tail = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+  float lanes[8];
+  for (int l = 0; l < 8; ++l) lanes[l] = (acc[l] + acc[8 + l]) + (acc[16 + l] + acc[24 + l]);
+  float s = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
 #endif
-  for (; i < n; ++i) tail += a[i] * b[i];
-  return tail;
 }
 
 void embedding(DType t, const void* table, uint64_t row_bytes, const int32_t* ids, int64_t n,

@@ -5,9 +5,7 @@
 #include <bit>
 #include <cstring>
 
-#ifdef FLINT_QUANT_AVX2
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/simd.h"
 
 namespace flint::cpu {
 
@@ -109,61 +107,11 @@ float dot_u16_scalar(const uint16_t* w, const float* x, int64_t n) {
 #ifdef FLINT_QUANT_AVX2
 // ---- AVX2 -----------------------------------------------------------------
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline __m256 load_f16x8(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-inline __m256 load_bf16x8(const uint16_t* p) {
-  __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-}
-inline __m256 load_f32x8(const float* p) { return _mm256_loadu_ps(p); }
-// 8 bytes -> 8 int32 lanes (zero- or sign-extended)
-inline __m256i load_u8x8(const uint8_t* p) {
-  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-}
-inline __m256i load_i8x8(const int8_t* p) {
-  return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-}
-
-// sum w[i] * x[i]: four 8-lane accumulators, then a scalar tail.
-template <__m256 (*Load)(const float*)>
-float dot_plain_avx2(const float* w, const float* x, int64_t n) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    a0 = _mm256_fmadd_ps(Load(w + i), _mm256_loadu_ps(x + i), a0);
-    a1 = _mm256_fmadd_ps(Load(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-    a2 = _mm256_fmadd_ps(Load(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
-    a3 = _mm256_fmadd_ps(Load(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
-  }
-  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(Load(w + i), _mm256_loadu_ps(x + i), a0);
-  float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-  for (; i < n; ++i) s += w[i] * x[i];
-  return s;
-}
-
-template <__m256 (*Load)(const uint16_t*), float (*Convert)(uint16_t)>
-float dot_u16_avx2(const uint16_t* w, const float* x, int64_t n) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    a0 = _mm256_fmadd_ps(Load(w + i), _mm256_loadu_ps(x + i), a0);
-    a1 = _mm256_fmadd_ps(Load(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-    a2 = _mm256_fmadd_ps(Load(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
-    a3 = _mm256_fmadd_ps(Load(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
-  }
-  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(Load(w + i), _mm256_loadu_ps(x + i), a0);
-  float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-  for (; i < n; ++i) s += Convert(w[i]) * x[i];
-  return s;
-}
+using simd::hsum;
+using simd::load_bf16x8;
+using simd::load_f16x8;
+using simd::load_i8x8;
+using simd::load_u8x8;
 
 // Q8_0: sum_b d_b * sum_i q_i x_i. Two blocks per step, one accumulator each.
 inline __m256 q8_0_partial(const BlockQ8_0& b, const float* x) {
@@ -341,11 +289,11 @@ float dot_row(DType t, const void* row, const float* x, int64_t n) {
 #ifdef FLINT_QUANT_AVX2
   const int64_t nb = num_blocks(t, n);
   switch (t) {
-    case DType::F32: return dot_plain_avx2<load_f32x8>(static_cast<const float*>(row), x, n);
+    case DType::F32: return simd::dot<float, simd::load_f32x8, simd::identity>(static_cast<const float*>(row), x, n);
     case DType::F16:
-      return dot_u16_avx2<load_f16x8, f16_to_f32>(static_cast<const uint16_t*>(row), x, n);
+      return simd::dot<uint16_t, load_f16x8, f16_to_f32>(static_cast<const uint16_t*>(row), x, n);
     case DType::BF16:
-      return dot_u16_avx2<load_bf16x8, bf16_to_f32>(static_cast<const uint16_t*>(row), x, n);
+      return simd::dot<uint16_t, load_bf16x8, bf16_to_f32>(static_cast<const uint16_t*>(row), x, n);
     case DType::Q8_0: return dot_q8_0_avx2(static_cast<const BlockQ8_0*>(row), x, nb);
     case DType::Q4_0: return dot_q4_0_avx2(static_cast<const BlockQ4_0*>(row), x, nb);
     case DType::Q4_1: return dot_q4_1_avx2(static_cast<const BlockQ4_1*>(row), x, nb);

@@ -2,9 +2,7 @@
 // products, scalar and AVX2. Layouts are documented on the structs in quant.h.
 #include "kernels/cpu/quant.h"
 
-#ifdef FLINT_QUANT_AVX2
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/simd.h"
 
 namespace flint::cpu::detail {
 namespace {
@@ -85,16 +83,8 @@ float dot_blocks_scalar(const Block* b, const float* x, int64_t nb) {
 }
 
 #ifdef FLINT_QUANT_AVX2
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline __m256i load_u8x8(const uint8_t* p) {
-  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-}
+using simd::hsum;
+using simd::load_u8x8;
 
 // Q6_K, 8 values at a time from each of the four 32-value quarters of a half
 // (L = ql + 64h, H = qh + 32h): values l..l+7 of quarter k go to q[k], minus 32.
