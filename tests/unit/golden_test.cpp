@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <numeric>
 #include <nlohmann/json.hpp>
@@ -174,6 +175,34 @@ TEST(Golden, ChunkedPrefillGivesBitIdenticalLogits) {
   std::vector<float> a = whole.feed(prompt);
   std::vector<float> b = chunked.feed(prompt);
   EXPECT_EQ(a, b);
+}
+
+}  // namespace
+}  // namespace flint
+
+namespace flint {
+namespace {
+
+TEST(CpuBackendObserver, SeesEveryNamedIntermediateWithItsShape) {
+  LoadedModel model = load_model(std::string(FLINT_TEST_DATA_DIR) + "/tiny-qwen3");
+  CpuBackend backend(model.config, model.weights, {.num_kv_blocks = 4, .block_size = 16, .num_threads = 1});
+  std::map<std::string, std::pair<int64_t, int64_t>> seen;
+  backend.set_observer([&](const std::string& name, const float* data, int64_t rows, int64_t cols) {
+    for (int64_t i = 0; i < rows * cols; ++i) ASSERT_TRUE(std::isfinite(data[i])) << name;
+    seen[name] = {rows, cols};
+  });
+  OfflineRunner runner(backend);
+  runner.feed(std::vector<int32_t>{1, 2, 3, 4, 5});
+  const ModelConfig& c = model.config;
+  // Per layer: q, k, v, attn, attn_residual, out.
+  EXPECT_EQ(seen.size(), size_t(2 + 6 * c.num_layers));
+  EXPECT_EQ(seen["embedding"], std::make_pair(int64_t(5), int64_t(c.hidden_size)));
+  EXPECT_EQ(seen["final_norm"], std::make_pair(int64_t(1), int64_t(c.hidden_size)));
+  const std::string last = "layer." + std::to_string(c.num_layers - 1) + ".";
+  EXPECT_EQ(seen[last + "q"], std::make_pair(int64_t(5), int64_t(c.num_qo_heads * c.head_dim)));
+  EXPECT_EQ(seen[last + "k"], std::make_pair(int64_t(5), int64_t(c.num_kv_heads * c.head_dim)));
+  EXPECT_EQ(seen[last + "attn"], std::make_pair(int64_t(5), int64_t(c.num_qo_heads * c.head_dim)));
+  EXPECT_EQ(seen[last + "out"], std::make_pair(int64_t(5), int64_t(c.hidden_size)));
 }
 
 }  // namespace
