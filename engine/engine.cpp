@@ -1,0 +1,297 @@
+// The engine loop: drain submissions and cancellations, expire deadlines, then
+// schedule → forward → sample → postprocess → stop checks → deltas, one step at a time.
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <exception>
+
+namespace flint {
+
+namespace {
+
+int32_t capacity_of(const Backend& backend) {
+  int32_t n = backend.num_kv_blocks() * backend.block_size();
+  if (backend.config().max_context > 0) n = std::min(n, backend.config().max_context);
+  return n;
+}
+
+}  // namespace
+
+Engine::Engine(Backend& backend, const Tokenizer* tokenizer, const EngineConfig& config)
+    : backend_(backend),
+      tokenizer_(tokenizer),
+      config_(config),
+      max_num_tokens_(capacity_of(backend)),
+      scheduler_(config.scheduler, {.num_blocks = backend.num_kv_blocks(), .block_size = backend.block_size()}) {
+  publish_stats();
+  last_step_ns_ = Clock::now().time_since_epoch().count();
+  running_ = true;
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() { shutdown(); }
+
+SubmitResult Engine::submit(EngineRequest request) {
+  Status status = validate(request, backend_.config().vocab_size, max_num_tokens_);
+  if (!status.ok()) return {std::move(status), nullptr};
+  std::shared_ptr<RequestStream> stream;
+  {
+    std::lock_guard lock(mu_);
+    if (stop_requested_) return {{StatusCode::Unavailable, "the engine is shutting down"}, nullptr};
+    if (int64_t(submissions_.size()) + num_waiting_.load() >= config_.max_num_waiting)
+      return {{StatusCode::ResourceExhausted,
+               "the waiting queue is full (" + std::to_string(config_.max_num_waiting) + " requests)"},
+              nullptr};
+    const uint64_t id = next_request_id_++;
+    stream = std::make_shared<RequestStream>(id);
+    submissions_.push_back({id, std::move(request), stream, Clock::now()});
+  }
+  cv_.notify_one();
+  return {{}, std::move(stream)};
+}
+
+void Engine::cancel(uint64_t request_id) {
+  {
+    std::lock_guard lock(mu_);
+    cancels_.push_back(request_id);
+  }
+  cv_.notify_one();
+}
+
+void Engine::shutdown() {
+  {
+    std::lock_guard lock(mu_);
+    stop_requested_ = true;
+  }
+  stopping_ = true;
+  cv_.notify_all();
+  std::lock_guard join_lock(join_mu_);
+  if (thread_.joinable()) thread_.join();
+}
+
+EngineStats Engine::stats() const {
+  return {.num_waiting = num_waiting_.load(),
+          .num_running = num_running_.load(),
+          .num_free_blocks = num_free_blocks_.load(),
+          .num_blocks = scheduler_.block_manager().num_blocks(),  // fixed at construction
+          .num_steps = num_steps_published_.load(),
+          .num_preempted = num_preempted_published_.load()};
+}
+
+void Engine::publish_stats() {
+  num_waiting_ = scheduler_.num_waiting();
+  num_running_ = scheduler_.num_running();
+  num_free_blocks_ = scheduler_.block_manager().num_free_blocks();
+  num_steps_published_ = num_steps_;
+  num_preempted_published_ = num_preempted_;
+}
+
+void Engine::loop() {
+  std::vector<Submission> submissions;
+  std::vector<uint64_t> cancels;
+  while (true) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] {
+        return stop_requested_ || !submissions_.empty() || !cancels_.empty() || scheduler_.has_unfinished();
+      });
+      submissions.swap(submissions_);
+      cancels.swap(cancels_);
+      if (stop_requested_) break;
+    }
+    try {
+      step(submissions, cancels);
+    } catch (const std::exception& e) {
+      fail_all(StatusCode::Internal, std::string("engine step failed: ") + e.what());
+    }
+    submissions.clear();
+    cancels.clear();
+    last_step_ns_ = Clock::now().time_since_epoch().count();
+  }
+  // Shutting down: requests never admitted, then every admitted one, end with Unavailable.
+  const Status unavailable{StatusCode::Unavailable, "the engine shut down"};
+  for (Submission& s : submissions) {
+    StreamFinal final;
+    final.reason = FinishReason::Error;
+    final.status = unavailable;
+    final.usage.prompt_tokens = int32_t(s.request.prompt_token_ids.size());
+    final.timings.queued = final.timings.total = Clock::now() - s.submit_time;
+    s.stream->push(std::move(final));
+  }
+  fail_all(unavailable.code, unavailable.message);
+  running_ = false;
+}
+
+void Engine::step(std::vector<Submission>& submissions, std::vector<uint64_t>& cancels) {
+  for (Submission& s : submissions) {
+    std::shared_ptr<RequestStream> stream = s.stream;
+    try {
+      admit(std::move(s));
+    } catch (const std::exception& e) {  // validated on submit, so not expected: still answered
+      StreamFinal final;
+      final.reason = FinishReason::Error;
+      final.status = {StatusCode::Internal, e.what()};
+      stream->push(std::move(final));
+    }
+  }
+  for (uint64_t request_id : cancels) {
+    auto it = seq_of_request_.find(request_id);
+    if (it == seq_of_request_.end()) continue;
+    Active& active = active_.at(it->second);
+    if (!active.finishing) finish(it->second, active, FinishReason::Cancelled, {StatusCode::Cancelled, "cancelled"});
+  }
+  const Clock::time_point now = Clock::now();
+  for (auto& [seq_id, active] : active_)
+    if (!active.finishing && active.request.deadline && *active.request.deadline <= now)
+      finish(seq_id, active, FinishReason::Deadline, {StatusCode::DeadlineExceeded, "deadline exceeded"});
+  retire();  // cancelled and expired sequences leave before scheduling
+  if (scheduler_.has_unfinished()) run_step();
+  retire();
+}
+
+void Engine::admit(Submission&& submission) {
+  EngineRequest& request = submission.request;
+  const SeqId seq_id = scheduler_.add(request.prompt_token_ids, request.priority);  // fits: validated
+  Sampler sampler(request.sampling);
+  size_t max_stop_len = 0;
+  for (const std::string& s : request.stopping.stop) max_stop_len = std::max(max_stop_len, s.size());
+  Active& active = active_.emplace(seq_id, Active(std::move(sampler))).first->second;
+  active.request_id = submission.id;
+  active.request = std::move(request);
+  active.stream = std::move(submission.stream);
+  active.max_stop_len = max_stop_len;
+  active.submit_time = submission.submit_time;
+  // skip_special: control tokens carry no text for the client.
+  if (tokenizer_) active.detokenizer.emplace(*tokenizer_, /*skip_special=*/true);
+  seq_of_request_[submission.id] = seq_id;
+}
+
+void Engine::run_step() {
+  ScheduledStep step = scheduler_.schedule();
+  ++num_steps_;
+  num_preempted_ += step.num_preempted;
+  const Clock::time_point now = Clock::now();
+  for (SeqId id : step.seq_ids) {
+    Active& active = active_.at(id);
+    if (active.first_scheduled) continue;
+    active.first_scheduled = now;
+    active.cached_prompt_tokens = scheduler_.find(id)->num_cached_tokens();
+  }
+  publish_stats();  // before forward: submit() sees the waiting count of this step
+  if (step.empty()) return;
+
+  const int32_t vocab = backend_.config().vocab_size;
+  logits_.resize(step.logit_seq_ids.size() * size_t(vocab));
+  backend_.forward(step.plan, logits_.data());
+  // Each row with its own request's sampler; penalties see prompt + output so far.
+  std::vector<SampleResult> samples;
+  std::vector<int32_t> sampled;
+  for (size_t r = 0; r < step.logit_seq_ids.size(); ++r) {
+    const SeqId id = step.logit_seq_ids[r];
+    const Sequence& seq = *scheduler_.find(id);
+    samples.push_back(active_.at(id).sampler.sample(std::span(logits_.data() + r * size_t(vocab), size_t(vocab)),
+                                                    seq.token_ids(), seq.output_token_ids()));
+    sampled.push_back(samples.back().token_id);
+  }
+  scheduler_.postprocess(step, sampled);
+  for (size_t r = 0; r < step.logit_seq_ids.size(); ++r) {
+    const SeqId id = step.logit_seq_ids[r];
+    Active& active = active_.at(id);
+    StreamDelta delta;
+    on_token(id, active, *scheduler_.find(id), samples[r], delta);
+    if (!delta.text.empty() || !delta.token_ids.empty()) active.stream->push(std::move(delta));
+  }
+}
+
+bool Engine::is_stop_token(const Active& active, int32_t token_id) const {
+  const auto& stop_ids = active.request.stopping.stop_token_ids;
+  if (std::ranges::find(stop_ids, token_id) != stop_ids.end()) return true;
+  return !active.request.stopping.ignore_eos && tokenizer_ && tokenizer_->is_eog(token_id);
+}
+
+void Engine::on_token(SeqId seq_id, Active& active, const Sequence& seq, const SampleResult& sample, StreamDelta& delta) {
+  const int32_t token_id = sample.token_id;
+  if (!active.first_token) active.first_token = Clock::now();
+  std::optional<std::string> matched;
+  if (is_stop_token(active, token_id)) {  // not emitted: neither its id nor its text
+    take_text(active, /*flush=*/true, delta.text, matched);
+    finish(seq_id, active, FinishReason::Stop, {}, std::move(matched));
+    return;
+  }
+  delta.token_ids.push_back(token_id);
+  if (active.request.sampling.num_logprobs > 0) delta.logprobs.push_back({token_id, sample.logprob, sample.top});
+  if (active.detokenizer) active.held_text += active.detokenizer->push(token_id);
+  const bool at_length = seq.num_output_tokens() >= active.request.stopping.max_tokens;
+  if (take_text(active, at_length, delta.text, matched))
+    finish(seq_id, active, FinishReason::Stop, {}, std::move(matched));
+  else if (at_length)
+    finish(seq_id, active, FinishReason::Length);
+}
+
+bool Engine::take_text(Active& active, bool flush, std::string& out, std::optional<std::string>& matched) {
+  std::string& held = active.held_text;
+  if (flush && active.detokenizer) held += active.detokenizer->flush();
+  // The earliest stop string wins; it and everything after it are dropped.
+  size_t best = std::string::npos;
+  for (const std::string& s : active.request.stopping.stop) {
+    const size_t pos = held.find(s);
+    if (pos < best) best = pos, matched = s;
+  }
+  if (best != std::string::npos) {
+    out += held.substr(0, best);
+    held.clear();
+    return true;
+  }
+  // Hold back the longest suffix that begins some stop string (a match can only
+  // start there); it is valid UTF-8's tail since stop strings start on a character.
+  size_t keep = 0;
+  if (!flush && active.max_stop_len > 1)
+    for (size_t k = std::min(held.size(), active.max_stop_len - 1); k > 0 && keep == 0; --k) {
+      const std::string_view tail = std::string_view(held).substr(held.size() - k);
+      for (const std::string& s : active.request.stopping.stop)
+        if (std::string_view(s).starts_with(tail)) keep = k;
+    }
+  out += held.substr(0, held.size() - keep);
+  held.erase(0, held.size() - keep);
+  return false;
+}
+
+void Engine::finish(SeqId seq_id, Active& active, FinishReason reason, Status status, std::optional<std::string> matched_stop) {
+  active.finishing = true;
+  finishing_.push_back({seq_id, reason, std::move(status), std::move(matched_stop)});
+}
+
+void Engine::retire() {
+  std::vector<std::pair<std::shared_ptr<RequestStream>, StreamFinal>> finals;
+  const Clock::time_point now = Clock::now();
+  for (Finish& f : finishing_) {
+    auto it = active_.find(f.seq_id);
+    if (it == active_.end()) continue;
+    Active& active = it->second;
+    const std::unique_ptr<Sequence> seq = scheduler_.remove(f.seq_id);  // its blocks go back here
+    StreamFinal final;
+    final.reason = f.reason;
+    final.status = std::move(f.status);
+    final.matched_stop = std::move(f.matched_stop);
+    final.usage = {.prompt_tokens = int32_t(active.request.prompt_token_ids.size()),
+                   .completion_tokens = seq ? seq->num_output_tokens() : 0,
+                   .cached_prompt_tokens = active.cached_prompt_tokens.value_or(0)};
+    final.timings.queued = active.first_scheduled.value_or(now) - active.submit_time;
+    if (active.first_token) final.timings.time_to_first_token = *active.first_token - active.submit_time;
+    final.timings.total = now - active.submit_time;
+    finals.emplace_back(std::move(active.stream), std::move(final));
+    seq_of_request_.erase(active.request_id);
+    active_.erase(it);
+  }
+  finishing_.clear();
+  publish_stats();  // blocks are free before the client hears the request ended
+  for (auto& [stream, final] : finals) stream->push(std::move(final));
+}
+
+void Engine::fail_all(StatusCode code, const std::string& message) {
+  finishing_.clear();  // a failed step may have left some half-recorded
+  for (auto& [seq_id, active] : active_) finish(seq_id, active, FinishReason::Error, {code, message});
+  retire();
+}
+
+}  // namespace flint

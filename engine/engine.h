@@ -1,0 +1,147 @@
+// Engine: the serving loop. One thread owns the scheduler, the sequences and each
+// request's sampler, detokenizer and stop state; others reach it by submit/cancel.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/request.h"
+#include "engine/sampler.h"
+#include "engine/scheduler.h"
+#include "model/backend.h"
+#include "model/tokenizer.h"
+
+namespace flint {
+
+struct EngineConfig {
+  SchedulerConfig scheduler;
+  int32_t max_num_waiting = 1024;  // requests submitted and not yet running; more are refused
+};
+
+// What submit gives back: an Ok status and the stream, or an error and no stream.
+struct SubmitResult {
+  Status status;
+  std::shared_ptr<RequestStream> stream;
+};
+
+// Published by the engine thread after each step (before that step's final events).
+struct EngineStats {
+  int32_t num_waiting = 0;
+  int32_t num_running = 0;
+  int32_t num_free_blocks = 0;
+  int32_t num_blocks = 0;
+  int64_t num_steps = 0;
+  int64_t num_preempted = 0;  // preemptions since start
+};
+
+class Engine {
+ public:
+  // The KV cache geometry comes from `backend`. `tokenizer` (may be null: no text,
+  // ids only) gives text deltas, stop strings and end-of-generation ids. Both must
+  // outlive the engine. Starts the engine thread.
+  Engine(Backend& backend, const Tokenizer* tokenizer, const EngineConfig& config = {});
+  ~Engine();  // shutdown()
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Thread-safe. InvalidArgument (see validate()), ResourceExhausted when the
+  // waiting queue is full, Unavailable after shutdown; nothing changes on an error.
+  SubmitResult submit(EngineRequest request);
+  // Thread-safe. Ends the request with Cancelled at the top of the next step;
+  // unknown or finished ids are ignored.
+  void cancel(uint64_t request_id);
+  // Stops the thread once its current step ends; every outstanding request ends
+  // with Unavailable. Idempotent.
+  void shutdown();
+
+  // Longest prompt + max_tokens a request may ask for.
+  int32_t max_num_tokens_per_seq() const { return max_num_tokens_; }
+  EngineStats stats() const;
+  // For a health check: the thread runs and is not shutting down, and when it
+  // last finished a step (or woke up idle).
+  bool alive() const { return running_.load() && !stopping_.load(); }
+  Clock::time_point last_step_time() const { return Clock::time_point(Clock::duration(last_step_ns_.load())); }
+
+ private:
+  struct Submission {
+    uint64_t id;
+    EngineRequest request;
+    std::shared_ptr<RequestStream> stream;
+    Clock::time_point submit_time;
+  };
+  // Per-request state, owned by the engine thread, keyed by sequence id.
+  struct Active {
+    explicit Active(Sampler s) : sampler(std::move(s)) {}
+    uint64_t request_id = 0;
+    EngineRequest request;
+    std::shared_ptr<RequestStream> stream;
+    Sampler sampler;
+    std::optional<IncrementalDetokenizer> detokenizer;
+    std::string held_text;  // detokenized, not yet emitted (may start a stop string)
+    size_t max_stop_len = 0;
+    Clock::time_point submit_time;
+    std::optional<Clock::time_point> first_scheduled, first_token;
+    std::optional<int32_t> cached_prompt_tokens;  // at first admission
+    bool finishing = false;
+  };
+  struct Finish {
+    SeqId seq_id;
+    FinishReason reason;
+    Status status;
+    std::optional<std::string> matched_stop;
+  };
+
+  void loop();
+  void step(std::vector<Submission>& submissions, std::vector<uint64_t>& cancels);
+  void admit(Submission&& submission);
+  void run_step();
+  // Appends the sampled token's effects (stop checks, text) to `delta`.
+  void on_token(SeqId seq_id, Active& active, const Sequence& seq, const SampleResult& sample, StreamDelta& delta);
+  void finish(SeqId seq_id, Active& active, FinishReason reason, Status status = {},
+              std::optional<std::string> matched_stop = std::nullopt);
+  // Text ready to emit from held_text, holding back a suffix that may start a stop string;
+  // returns true (and sets `matched`) when a stop string was found.
+  bool take_text(Active& active, bool flush, std::string& out, std::optional<std::string>& matched);
+  // Removes finished sequences, publishes stats, then pushes their final events.
+  void retire();
+  void fail_all(StatusCode code, const std::string& message);
+  void publish_stats();
+  bool is_stop_token(const Active& active, int32_t token_id) const;
+
+  Backend& backend_;
+  const Tokenizer* tokenizer_;
+  EngineConfig config_;
+  int32_t max_num_tokens_;
+
+  // Engine thread only.
+  Scheduler scheduler_;
+  std::unordered_map<SeqId, Active> active_;
+  std::unordered_map<uint64_t, SeqId> seq_of_request_;
+  std::vector<Finish> finishing_;
+  std::vector<float> logits_;
+  int64_t num_steps_ = 0, num_preempted_ = 0;
+
+  // The submission queue: the only lock the engine thread takes in a step.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Submission> submissions_;
+  std::vector<uint64_t> cancels_;
+  uint64_t next_request_id_ = 1;
+  bool stop_requested_ = false;
+
+  std::atomic<bool> running_{false}, stopping_{false};
+  std::atomic<int64_t> last_step_ns_{0};
+  std::atomic<int32_t> num_waiting_{0}, num_running_{0}, num_free_blocks_{0};
+  std::atomic<int64_t> num_steps_published_{0}, num_preempted_published_{0};
+  std::mutex join_mu_;  // shutdown() from several threads joins once
+  std::thread thread_;
+};
+
+}  // namespace flint

@@ -1,0 +1,124 @@
+// The engine's request types: what a frontend submits (EngineRequest), the status
+// codes it gets back, and RequestStream, the channel of deltas and one final event.
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "engine/sampler.h"
+
+namespace flint {
+
+using Clock = std::chrono::steady_clock;
+
+// The engine's status codes; the server maps them onto gRPC and HTTP codes.
+enum class StatusCode {
+  Ok,
+  InvalidArgument,    // bad parameters, prompt over the context
+  ResourceExhausted,  // the waiting queue is full
+  DeadlineExceeded,
+  Cancelled,
+  Unavailable,        // shutting down
+  Internal,
+};
+
+const char* to_string(StatusCode code);
+
+struct Status {
+  StatusCode code = StatusCode::Ok;
+  std::string message;
+  bool ok() const { return code == StatusCode::Ok; }
+};
+
+struct StoppingCriteria {
+  int32_t max_tokens = 16;               // output tokens, >= 1
+  std::vector<std::string> stop;         // on the detokenized text; the match is not emitted
+  std::vector<int32_t> stop_token_ids;   // ends with reason Stop; the token is not emitted
+  bool ignore_eos = false;               // when set, end-of-generation ids do not stop
+};
+
+// One generation request as the engine sees it: token ids in, limits and sampling.
+// The number of logprobs to report is sampling.num_logprobs.
+struct EngineRequest {
+  std::vector<int32_t> prompt_token_ids;
+  SamplingParams sampling;  // sampling.seed seeds this request's own Sampler
+  StoppingCriteria stopping;
+  int32_t priority = 0;     // higher runs first
+  std::optional<Clock::time_point> deadline;  // when reached: DeadlineExceeded
+};
+
+// InvalidArgument naming the first bad field, or Ok. `max_num_tokens` bounds
+// prompt + max_tokens (the KV cache per sequence and the model context).
+Status validate(const EngineRequest& request, int32_t vocab_size, int32_t max_num_tokens);
+
+// One sampled token's logprob and, when asked for, the best alternatives.
+struct TokenLogprobs {
+  int32_t token_id = 0;
+  float logprob = 0.0f;
+  std::vector<TokenLogprob> top;
+};
+
+// New output since the last event. Text may lag the token ids: bytes of an
+// unfinished UTF-8 character and a possible start of a stop string are held back.
+struct StreamDelta {
+  std::string text;
+  std::vector<int32_t> token_ids;
+  std::vector<TokenLogprobs> logprobs;  // one per token id when sampling.num_logprobs > 0
+};
+
+enum class FinishReason { Stop, Length, Cancelled, Deadline, Error };
+
+const char* to_string(FinishReason reason);
+
+struct Usage {
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;     // every sampled token, a stopping one included
+  int32_t cached_prompt_tokens = 0;  // prompt tokens found in the prefix cache at admission
+};
+
+struct Timings {
+  Clock::duration queued{};               // submit to first scheduled
+  std::optional<Clock::duration> time_to_first_token;  // submit to first token; absent when none
+  Clock::duration total{};                // submit to the final event
+};
+
+// The last event of every accepted request: status is Ok for Stop and Length,
+// and names the reason otherwise (Cancelled, DeadlineExceeded, Unavailable, Internal).
+struct StreamFinal {
+  FinishReason reason = FinishReason::Stop;
+  Status status;
+  std::optional<std::string> matched_stop;  // the stop string that ended it, if one did
+  Usage usage;
+  Timings timings;
+};
+
+using StreamEvent = std::variant<StreamDelta, StreamFinal>;
+
+// Engine thread → one waiting consumer. Thread-safe; deltas then exactly one final
+// event (pushes after it are ignored). Unbounded: a bound per stream is later work.
+class RequestStream {
+ public:
+  explicit RequestStream(uint64_t id) : id_(id) {}
+  uint64_t id() const { return id_; }  // what Engine::cancel takes
+
+  void push(StreamEvent event);
+  // The next event, or nullopt when none arrives within `timeout`.
+  std::optional<StreamEvent> pop(Clock::duration timeout);
+  // Whether the final event has been pushed (it may not have been popped yet).
+  bool finished() const;
+
+ private:
+  const uint64_t id_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<StreamEvent> events_;
+  bool finished_ = false;
+};
+
+}  // namespace flint

@@ -1,0 +1,332 @@
+// Engine tests on the tiny model with the CPU backend: streamed tokens equal the
+// solo run (also under chunking and preemption), seeds, stop rules, cancel,
+// deadlines, rejections, shutdown and text deltas.
+#include "engine/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "engine/offline_runner.h"
+#include "model/cpu_backend.h"
+#include "model/model_loader.h"
+
+namespace flint {
+namespace {
+
+using namespace std::chrono_literals;
+
+const LoadedModel& tiny() {
+  static const LoadedModel model = load_model(FLINT_TEST_DATA_DIR "/tiny-llama");
+  return model;
+}
+const Tokenizer* tiny_tokenizer() { return &*tiny().tokenizer; }
+
+CpuBackend make_backend(int32_t num_kv_blocks) {
+  return CpuBackend(tiny().config, tiny().weights, {.num_kv_blocks = num_kv_blocks, .block_size = 16, .num_threads = 2});
+}
+
+// Ids below the special tokens (507..511 in the tiny vocabulary).
+std::vector<int32_t> prompt_of(int32_t len, int32_t salt = 0) {
+  std::vector<int32_t> p;
+  for (int32_t i = 0; i < len; ++i) p.push_back((len * 131 + i * 17 + salt * 7) % 500);
+  return p;
+}
+
+std::vector<int32_t> solo_greedy(const std::vector<int32_t>& prompt, int32_t num_tokens) {
+  CpuBackend backend = make_backend(32);
+  OfflineRunner runner(backend);
+  std::vector<float> logits = runner.feed(prompt);
+  std::vector<int32_t> out;
+  for (int32_t i = 0; i < num_tokens; ++i) {
+    out.push_back(int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    if (i + 1 < num_tokens) logits = runner.feed(std::vector<int32_t>{out.back()});
+  }
+  return out;
+}
+
+EngineRequest greedy_request(std::vector<int32_t> prompt, int32_t max_tokens) {
+  EngineRequest r;
+  r.prompt_token_ids = std::move(prompt);
+  r.sampling.temperature = 0.0f;
+  r.stopping.max_tokens = max_tokens;
+  r.stopping.ignore_eos = true;
+  return r;
+}
+
+struct Collected {
+  std::vector<int32_t> token_ids;
+  std::string text;
+  int32_t num_deltas = 0;
+  std::optional<StreamFinal> final;
+};
+
+// Pops until the final event; a generous timeout, never a fixed sleep.
+Collected collect(RequestStream& stream) {
+  Collected c;
+  while (!c.final) {
+    std::optional<StreamEvent> event = stream.pop(60s);
+    if (!event) {
+      ADD_FAILURE() << "no event from request " << stream.id() << " within 60 s";
+      return c;
+    }
+    if (auto* delta = std::get_if<StreamDelta>(&*event)) {
+      ++c.num_deltas;
+      c.token_ids.insert(c.token_ids.end(), delta->token_ids.begin(), delta->token_ids.end());
+      c.text += delta->text;
+    } else {
+      c.final = std::get<StreamFinal>(std::move(*event));
+    }
+  }
+  return c;
+}
+
+std::shared_ptr<RequestStream> submit_ok(Engine& engine, EngineRequest request) {
+  SubmitResult result = engine.submit(std::move(request));
+  EXPECT_TRUE(result.status.ok()) << result.status.message;
+  return result.stream;
+}
+
+// Holds every forward until opened, and counts the calls that arrived.
+class GatedBackend : public Backend {
+ public:
+  explicit GatedBackend(Backend& inner) : inner_(inner) {}
+  void forward(const StepPlan& plan, float* logits) override {
+    {
+      std::unique_lock lock(mu_);
+      ++num_entered_;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return open_; });
+    }
+    inner_.forward(plan, logits);
+  }
+  const ModelConfig& config() const override { return inner_.config(); }
+  int32_t block_size() const override { return inner_.block_size(); }
+  int32_t num_kv_blocks() const override { return inner_.num_kv_blocks(); }
+
+  void set_open(bool open) {
+    {
+      std::lock_guard lock(mu_);
+      open_ = open;
+    }
+    cv_.notify_all();
+  }
+  bool wait_entered(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 60s, [&] { return num_entered_ >= n; });
+  }
+
+ private:
+  Backend& inner_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = true;
+  int num_entered_ = 0;
+};
+
+TEST(Engine, ARequestStreamsTheSameGreedyTokensAsOfflineRunnerAlone) {
+  const std::vector<int32_t> prompt = prompt_of(12);
+  CpuBackend backend = make_backend(32);
+  Engine engine(backend, tiny_tokenizer());
+  Collected got = collect(*submit_ok(engine, greedy_request(prompt, 10)));
+  EXPECT_EQ(got.token_ids, solo_greedy(prompt, 10));
+  ASSERT_TRUE(got.final);
+  EXPECT_EQ(got.final->reason, FinishReason::Length);
+  EXPECT_EQ(got.num_deltas, 10);
+}
+
+TEST(Engine, EightConcurrentRequestsEachGetExactlyTheirSoloTokens) {
+  // 8 blocks of 16 hold 128 tokens of the 377 the eight finish with; 24 tokens a step.
+  CpuBackend backend = make_backend(8);
+  Engine engine(backend, tiny_tokenizer(), {.scheduler = {.max_num_seqs = 8, .max_num_batched_tokens = 24}});
+  const std::vector<int32_t> lens = {5, 20, 37, 50, 70, 9, 30, 44}, budgets = {16, 12, 20, 8, 16, 10, 24, 6};
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (size_t i = 0; i < lens.size(); ++i)
+    streams.push_back(submit_ok(engine, greedy_request(prompt_of(lens[i], int32_t(i)), budgets[i])));
+  for (size_t i = 0; i < lens.size(); ++i) {
+    Collected got = collect(*streams[i]);
+    EXPECT_EQ(got.token_ids, solo_greedy(prompt_of(lens[i], int32_t(i)), budgets[i])) << "request " << i;
+    ASSERT_TRUE(got.final);
+    EXPECT_EQ(got.final->reason, FinishReason::Length);
+  }
+  const EngineStats stats = engine.stats();
+  EXPECT_GT(stats.num_preempted, 0);
+  EXPECT_EQ(stats.num_free_blocks, stats.num_blocks);
+}
+
+TEST(Engine, SameSeedSameTokensWithTemperatureSampling) {
+  CpuBackend backend = make_backend(32);
+  Engine engine(backend, tiny_tokenizer());
+  auto sampled = [](uint64_t seed, int32_t salt) {
+    EngineRequest r = greedy_request(prompt_of(10, salt), 16);
+    r.sampling = {.temperature = 0.9f, .top_p = 0.95f, .repetition_penalty = 1.1f, .seed = seed};
+    return r;
+  };
+  auto a = submit_ok(engine, sampled(42, 0));
+  auto other = submit_ok(engine, sampled(7, 3));
+  auto b = submit_ok(engine, sampled(42, 0));
+  const Collected got_a = collect(*a), got_b = collect(*b);
+  collect(*other);
+  EXPECT_EQ(got_a.token_ids.size(), 16u);
+  EXPECT_EQ(got_a.token_ids, got_b.token_ids);
+}
+
+TEST(Engine, MaxTokensEndsWithFinishReasonLengthAndUsageCounts) {
+  CpuBackend backend = make_backend(32);
+  Engine engine(backend, tiny_tokenizer());
+  Collected got = collect(*submit_ok(engine, greedy_request(prompt_of(9), 5)));
+  ASSERT_TRUE(got.final);
+  EXPECT_EQ(got.final->reason, FinishReason::Length);
+  EXPECT_TRUE(got.final->status.ok());
+  EXPECT_EQ(got.token_ids.size(), 5u);
+  EXPECT_EQ(got.final->usage.prompt_tokens, 9);
+  EXPECT_EQ(got.final->usage.completion_tokens, 5);
+  EXPECT_EQ(got.final->usage.cached_prompt_tokens, 0);
+  ASSERT_TRUE(got.final->timings.time_to_first_token);
+  EXPECT_LE(got.final->timings.queued, *got.final->timings.time_to_first_token);
+  EXPECT_LE(*got.final->timings.time_to_first_token, got.final->timings.total);
+}
+
+TEST(Engine, StopTokenIdEndsWithStop) {
+  const std::vector<int32_t> prompt = prompt_of(11);
+  const std::vector<int32_t> solo = solo_greedy(prompt, 8);
+  const size_t first = size_t(std::find(solo.begin(), solo.end(), solo[3]) - solo.begin());
+  CpuBackend backend = make_backend(32);
+  Engine engine(backend, tiny_tokenizer());
+  EngineRequest r = greedy_request(prompt, 8);
+  r.stopping.stop_token_ids = {solo[3]};
+  Collected got = collect(*submit_ok(engine, std::move(r)));
+  ASSERT_TRUE(got.final);
+  EXPECT_EQ(got.final->reason, FinishReason::Stop);
+  EXPECT_EQ(got.token_ids, std::vector<int32_t>(solo.begin(), solo.begin() + long(first)));  // the stop token is not emitted
+  EXPECT_EQ(got.final->usage.completion_tokens, int32_t(first) + 1);
+}
+
+TEST(Engine, StopStringIsNotEmittedAndTextBeforeItIs) {
+  CpuBackend backend = make_backend(32);
+  Engine engine(backend, tiny_tokenizer());
+  const std::vector<int32_t> prompt = prompt_of(13);
+  const std::string full = collect(*submit_ok(engine, greedy_request(prompt, 16))).text;
+  ASSERT_GE(full.size(), 6u) << "the tiny model's greedy text is too short to pick a stop string from";
+  // Three bytes from the middle, starting and ending on UTF-8 character boundaries.
+  size_t begin = full.size() / 2, end = begin + 3;
+  while (begin > 0 && (full[begin] & 0xC0) == 0x80) --begin;
+  while (end < full.size() && (full[end] & 0xC0) == 0x80) ++end;
+  const std::string stop = full.substr(begin, end - begin);
+  EngineRequest r = greedy_request(prompt, 16);
+  r.stopping.stop = {"never in this text \x01", stop};
+  Collected got = collect(*submit_ok(engine, std::move(r)));
+  ASSERT_TRUE(got.final);
+  EXPECT_EQ(got.final->reason, FinishReason::Stop);
+  EXPECT_EQ(got.final->matched_stop, stop);
+  EXPECT_EQ(got.text, full.substr(0, full.find(stop)));
+}
+
+TEST(Engine, CancelledRequestEndsWithCancelledAndFreesItsBlocks) {
+  CpuBackend backend = make_backend(32);
+  GatedBackend gated(backend);
+  Engine engine(gated, tiny_tokenizer());
+  auto stream = submit_ok(engine, greedy_request(prompt_of(40), 400));
+  ASSERT_TRUE(stream->pop(60s).has_value());  // its first token: it holds blocks now
+  gated.set_open(false);  // holds it mid-generation until the cancel is queued
+  engine.cancel(stream->id());
+  gated.set_open(true);
+  Collected got = collect(*stream);
+  ASSERT_TRUE(got.final);
+  EXPECT_EQ(got.final->reason, FinishReason::Cancelled);
+  EXPECT_EQ(got.final->status.code, StatusCode::Cancelled);
+  EXPECT_LT(got.final->usage.completion_tokens, 400);
+  const EngineStats stats = engine.stats();
+  EXPECT_EQ(stats.num_free_blocks, stats.num_blocks);
+  EXPECT_EQ(stats.num_running + stats.num_waiting, 0);
+}
+
+TEST(Engine, DeadlineInThePastEndsWithDeadlineExceeded) {
+  CpuBackend backend = make_backend(32);
+  Engine engine(backend, tiny_tokenizer());
+  EngineRequest r = greedy_request(prompt_of(8), 8);
+  r.deadline = Clock::now() - 1s;
+  Collected got = collect(*submit_ok(engine, std::move(r)));
+  ASSERT_TRUE(got.final);
+  EXPECT_EQ(got.final->reason, FinishReason::Deadline);
+  EXPECT_EQ(got.final->status.code, StatusCode::DeadlineExceeded);
+  EXPECT_EQ(got.num_deltas, 0);
+  EXPECT_EQ(engine.stats().num_free_blocks, engine.stats().num_blocks);
+}
+
+TEST(Engine, PromptOverCapacityIsRejectedWithInvalidArgumentAndNothingElseIsAffected) {
+  CpuBackend backend = make_backend(8);  // 128 tokens a sequence
+  Engine engine(backend, tiny_tokenizer());
+  EXPECT_EQ(engine.max_num_tokens_per_seq(), 128);
+  SubmitResult over = engine.submit(greedy_request(prompt_of(120), 16));
+  EXPECT_EQ(over.status.code, StatusCode::InvalidArgument);
+  EXPECT_NE(over.status.message.find("capacity of 128 tokens"), std::string::npos) << over.status.message;
+  EXPECT_EQ(over.stream, nullptr);
+  EXPECT_EQ(engine.submit(greedy_request({}, 4)).status.code, StatusCode::InvalidArgument);
+  EngineRequest bad = greedy_request(prompt_of(4), 4);
+  bad.sampling.top_p = 0.0f;
+  SubmitResult bad_result = engine.submit(bad);
+  EXPECT_EQ(bad_result.status.code, StatusCode::InvalidArgument);
+  EXPECT_NE(bad_result.status.message.find("top_p"), std::string::npos);
+  EXPECT_EQ(engine.stats().num_steps, 0);
+  const std::vector<int32_t> prompt = prompt_of(120);
+  EXPECT_EQ(collect(*submit_ok(engine, greedy_request(prompt, 8))).token_ids, solo_greedy(prompt, 8));
+}
+
+TEST(Engine, FullQueueRejectsWithResourceExhausted) {
+  CpuBackend backend = make_backend(32);
+  GatedBackend gated(backend);
+  gated.set_open(false);
+  EngineConfig config;
+  config.max_num_waiting = 2;
+  Engine engine(gated, tiny_tokenizer(), config);
+  auto running = submit_ok(engine, greedy_request(prompt_of(6), 3));
+  ASSERT_TRUE(gated.wait_entered(1));  // the engine thread is inside its step; the next two wait
+  auto second = submit_ok(engine, greedy_request(prompt_of(7), 3));
+  auto third = submit_ok(engine, greedy_request(prompt_of(8), 3));
+  SubmitResult refused = engine.submit(greedy_request(prompt_of(9), 3));
+  EXPECT_EQ(refused.status.code, StatusCode::ResourceExhausted);
+  EXPECT_EQ(refused.stream, nullptr);
+  gated.set_open(true);
+  for (auto* stream : {&running, &second, &third}) {
+    Collected got = collect(**stream);
+    ASSERT_TRUE(got.final);
+    EXPECT_EQ(got.final->reason, FinishReason::Length);
+  }
+}
+
+TEST(Engine, ShutdownEndsOutstandingRequestsWithUnavailable) {
+  CpuBackend backend = make_backend(32);
+  GatedBackend gated(backend);
+  gated.set_open(false);
+  Engine engine(gated, tiny_tokenizer());
+  auto running = submit_ok(engine, greedy_request(prompt_of(6), 50));
+  ASSERT_TRUE(gated.wait_entered(1));
+  auto queued = submit_ok(engine, greedy_request(prompt_of(7), 50));
+  std::thread stopper([&] { engine.shutdown(); });
+  while (engine.alive()) std::this_thread::yield();  // the stop is requested: let the step end
+  gated.set_open(true);
+  stopper.join();
+  for (auto* stream : {&running, &queued}) {
+    Collected got = collect(**stream);
+    ASSERT_TRUE(got.final);
+    EXPECT_EQ(got.final->reason, FinishReason::Error);
+    EXPECT_EQ(got.final->status.code, StatusCode::Unavailable);
+  }
+  EXPECT_EQ(engine.submit(greedy_request(prompt_of(6), 4)).status.code, StatusCode::Unavailable);
+}
+
+TEST(Engine, ConcatenatedTextDeltasEqualDecodingAllOutputTokens) {
+  CpuBackend backend = make_backend(32);
+  Engine engine(backend, tiny_tokenizer());
+  EngineRequest r = greedy_request(prompt_of(10), 40);
+  r.sampling = {.temperature = 1.0f, .seed = 7};
+  Collected got = collect(*submit_ok(engine, std::move(r)));
+  ASSERT_EQ(got.token_ids.size(), 40u);
+  EXPECT_EQ(got.text, tiny_tokenizer()->decode(got.token_ids, /*skip_special=*/true));
+  EXPECT_FALSE(got.text.empty());
+}
+
+}  // namespace
+}  // namespace flint
