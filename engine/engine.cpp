@@ -33,6 +33,8 @@ Engine::~Engine() { shutdown(); }
 
 SubmitResult Engine::submit(EngineRequest request) {
   Status status = validate(request, backend_.config().vocab_size, max_num_tokens_);
+  if (status.ok() && !tokenizer_ && !request.stopping.stop.empty())
+    status = {StatusCode::InvalidArgument, "stop strings need a tokenizer, and this engine has none"};
   if (!status.ok()) return {std::move(status), nullptr};
   std::shared_ptr<RequestStream> stream;
   {
@@ -151,8 +153,8 @@ void Engine::step(std::vector<Submission>& submissions, std::vector<uint64_t>& c
 
 void Engine::admit(Submission&& submission) {
   EngineRequest& request = submission.request;
+  Sampler sampler(request.sampling);  // before add(): a throw leaves the scheduler untouched
   const SeqId seq_id = scheduler_.add(request.prompt_token_ids, request.priority);  // fits: validated
-  Sampler sampler(request.sampling);
   size_t max_stop_len = 0;
   for (const std::string& s : request.stopping.stop) max_stop_len = std::max(max_stop_len, s.size());
   Active& active = active_.emplace(seq_id, Active(std::move(sampler))).first->second;

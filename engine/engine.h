@@ -51,8 +51,9 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Thread-safe. InvalidArgument (see validate()), ResourceExhausted when the
-  // waiting queue is full, Unavailable after shutdown; nothing changes on an error.
+  // Thread-safe. InvalidArgument (see validate(); also stop strings without a
+  // tokenizer), ResourceExhausted when the waiting queue is full, Unavailable
+  // after shutdown; nothing changes on an error.
   SubmitResult submit(EngineRequest request);
   // Thread-safe. Ends the request with Cancelled at the top of the next step;
   // unknown or finished ids are ignored.
@@ -65,7 +66,7 @@ class Engine {
   int32_t max_num_tokens_per_seq() const { return max_num_tokens_; }
   EngineStats stats() const;
   // For a health check: the thread runs and is not shutting down, and when it
-  // last finished a step (or woke up idle).
+  // last finished a step (it does not advance while idle: nothing waiting or running).
   bool alive() const { return running_.load() && !stopping_.load(); }
   Clock::time_point last_step_time() const { return Clock::time_point(Clock::duration(last_step_ns_.load())); }
 

@@ -317,6 +317,18 @@ TEST(Engine, ShutdownEndsOutstandingRequestsWithUnavailable) {
   EXPECT_EQ(engine.submit(greedy_request(prompt_of(6), 4)).status.code, StatusCode::Unavailable);
 }
 
+TEST(Engine, WithoutATokenizerIdsStreamWithNoTextAndStopStringsAreRejected) {
+  CpuBackend backend = make_backend(32);
+  Engine engine(backend, /*tokenizer=*/nullptr);
+  const std::vector<int32_t> prompt = prompt_of(10);
+  EngineRequest with_stop = greedy_request(prompt, 4);
+  with_stop.stopping.stop = {"x"};
+  EXPECT_EQ(engine.submit(with_stop).status.code, StatusCode::InvalidArgument);
+  Collected got = collect(*submit_ok(engine, greedy_request(prompt, 6)));
+  EXPECT_EQ(got.token_ids, solo_greedy(prompt, 6));
+  EXPECT_TRUE(got.text.empty());
+}
+
 TEST(Engine, ConcatenatedTextDeltasEqualDecodingAllOutputTokens) {
   CpuBackend backend = make_backend(32);
   Engine engine(backend, tiny_tokenizer());
