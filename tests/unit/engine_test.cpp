@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "common/error.h"
 #include "engine/offline_runner.h"
 #include "model/cpu_backend.h"
 #include "model/model_loader.h"
@@ -315,6 +316,40 @@ TEST(Engine, ShutdownEndsOutstandingRequestsWithUnavailable) {
     EXPECT_EQ(got.final->status.code, StatusCode::Unavailable);
   }
   EXPECT_EQ(engine.submit(greedy_request(prompt_of(6), 4)).status.code, StatusCode::Unavailable);
+}
+
+// Throws from its first forward, then runs normally.
+class FailOnceBackend : public Backend {
+ public:
+  explicit FailOnceBackend(Backend& inner) : inner_(inner) {}
+  void forward(const StepPlan& plan, float* logits) override {
+    if (!failed_) {
+      failed_ = true;
+      throw Error("device lost");
+    }
+    inner_.forward(plan, logits);
+  }
+  const ModelConfig& config() const override { return inner_.config(); }
+  int32_t block_size() const override { return inner_.block_size(); }
+  int32_t num_kv_blocks() const override { return inner_.num_kv_blocks(); }
+
+ private:
+  Backend& inner_;
+  bool failed_ = false;  // engine thread only
+};
+
+TEST(Engine, AFailedStepEndsItsRequestsWithInternalAndTheEngineServesOn) {
+  CpuBackend backend = make_backend(32);
+  FailOnceBackend failing(backend);
+  Engine engine(failing, tiny_tokenizer());
+  Collected failed = collect(*submit_ok(engine, greedy_request(prompt_of(8), 4)));
+  ASSERT_TRUE(failed.final);
+  EXPECT_EQ(failed.final->reason, FinishReason::Error);
+  EXPECT_EQ(failed.final->status.code, StatusCode::Internal);
+  EXPECT_NE(failed.final->status.message.find("device lost"), std::string::npos);
+  EXPECT_EQ(engine.stats().num_free_blocks, engine.stats().num_blocks);
+  const std::vector<int32_t> prompt = prompt_of(9);
+  EXPECT_EQ(collect(*submit_ok(engine, greedy_request(prompt, 4))).token_ids, solo_greedy(prompt, 4));
 }
 
 TEST(Engine, WithoutATokenizerIdsStreamWithNoTextAndStopStringsAreRejected) {
