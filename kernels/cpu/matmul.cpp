@@ -23,8 +23,6 @@ constexpr int kTile = 3;
 
 // Per (n, m): four 8-lane accumulators; value k of a 32-value group goes to
 // accumulator (k / 8) % 4, lane k % 8; reduced by simd::hsum4.
-inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
-
 // Dequantizes one 32-value group into w[0..3] (values 0-7, 8-15, 16-23, 24-31).
 template <DType T>
 inline void load_group(const uint8_t* row, int64_t g, __m256 w[4]) {

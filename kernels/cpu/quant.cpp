@@ -49,11 +49,7 @@ uint16_t f32_to_bf16(float f) {
 
 namespace {
 
-#ifdef FLINT_QUANT_AVX2
-inline float half(uint16_t h) { return _cvtsh_ss(h); }
-#else
-inline float half(uint16_t h) { return f16_to_f32(h); }
-#endif
+inline float half(uint16_t h) { return half_to_float(h); }
 
 // ---- one block -> floats --------------------------------------------------
 

@@ -7,11 +7,7 @@
 namespace flint::cpu::detail {
 namespace {
 
-#ifdef FLINT_QUANT_AVX2
-inline float half(uint16_t h) { return _cvtsh_ss(h); }
-#else
-inline float half(uint16_t h) { return f16_to_f32(h); }
-#endif
+inline float half(uint16_t h) { return half_to_float(h); }
 
 // Per sub-block factors of a Q4_K block: x = dsc[s] * q - dmn[s].
 struct Q4KFactors {

@@ -4,11 +4,26 @@
 #pragma once
 #include "kernels/cpu/quant.h"  // FLINT_QUANT_AVX2
 
-#ifdef FLINT_QUANT_AVX2
-#include <immintrin.h>
-
 #include <cstdint>
 
+#ifdef FLINT_QUANT_AVX2
+#include <immintrin.h>
+#endif
+
+namespace flint::cpu {
+
+// fp16 bits -> float: one F16C instruction where the build has it.
+inline float half_to_float(uint16_t h) {
+#ifdef FLINT_QUANT_AVX2
+  return _cvtsh_ss(h);
+#else
+  return f16_to_f32(h);
+#endif
+}
+
+}  // namespace flint::cpu
+
+#ifdef FLINT_QUANT_AVX2
 namespace flint::cpu::simd {
 
 // Sum of the 8 lanes in a fixed order.

@@ -13,11 +13,7 @@
 namespace flint {
 namespace {
 
-std::vector<int32_t> iota_tokens(int32_t first, int32_t n) {
-  std::vector<int32_t> v;
-  for (int32_t i = 0; i < n; ++i) v.push_back(first + i);
-  return v;
-}
+using test::iota_tokens;
 
 std::vector<int32_t> concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
   a.insert(a.end(), b.begin(), b.end());

@@ -17,11 +17,7 @@
 namespace flint {
 namespace {
 
-std::vector<int32_t> iota_tokens(int32_t first, int32_t n) {
-  std::vector<int32_t> v;
-  for (int32_t i = 0; i < n; ++i) v.push_back(first + i);
-  return v;
-}
+using test::iota_tokens;
 
 int32_t num_new_tokens(const ScheduledStep& step, size_t s) {
   return step.plan.cu_seqlens[s + 1] - step.plan.cu_seqlens[s];
