@@ -55,14 +55,54 @@ Status validate(const EngineRequest& request, int32_t vocab_size, int32_t max_nu
   return {};
 }
 
+const char* to_string(Channel channel) {
+  return channel == Channel::Reasoning ? "reasoning" : "content";
+}
+
+namespace {
+
+void merge_into(StreamDelta& into, StreamDelta&& from) {
+  into.text += from.text;
+  into.token_ids.insert(into.token_ids.end(), from.token_ids.begin(), from.token_ids.end());
+  for (TokenLogprobs& l : from.logprobs) into.logprobs.push_back(std::move(l));
+}
+
+}  // namespace
+
 void RequestStream::push(StreamEvent event) {
+  std::shared_ptr<std::function<void()>> listener;
   {
     std::lock_guard lock(mu_);
     if (finished_) return;
     finished_ = std::holds_alternative<StreamFinal>(event);
-    events_.push_back(std::move(event));
+    StreamDelta* last = events_.empty() ? nullptr : std::get_if<StreamDelta>(&events_.back());
+    StreamDelta* next = std::get_if<StreamDelta>(&event);
+    if (next && last && events_.size() >= max_pending_ && last->channel == next->channel)
+      merge_into(*last, std::move(*next));
+    else
+      events_.push_back(std::move(event));
+    listener = listener_;
   }
   cv_.notify_all();
+  if (listener && *listener) (*listener)();
+}
+
+std::optional<StreamEvent> RequestStream::try_pop() {
+  std::lock_guard lock(mu_);
+  if (events_.empty()) return std::nullopt;
+  StreamEvent event = std::move(events_.front());
+  events_.pop_front();
+  return event;
+}
+
+void RequestStream::set_listener(std::function<void()> listener) {
+  std::lock_guard lock(mu_);
+  listener_ = std::make_shared<std::function<void()>>(std::move(listener));
+}
+
+size_t RequestStream::num_pending() const {
+  std::lock_guard lock(mu_);
+  return events_.size();
 }
 
 std::optional<StreamEvent> RequestStream::pop(Clock::duration timeout) {

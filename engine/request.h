@@ -5,6 +5,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -43,12 +45,28 @@ struct StoppingCriteria {
   bool ignore_eos = false;               // when set, end-of-generation ids do not stop
 };
 
+// Which part of a reasoning model's answer a delta belongs to.
+enum class Channel { Content, Reasoning };
+
+const char* to_string(Channel channel);
+
+// How a request's output splits into reasoning and content. With empty markers
+// (a model that does not think, or a split the client turned off) all is content.
+struct ReasoningOptions {
+  std::string think_start, think_end;     // the model's markers as text ("<think>", "</think>")
+  bool starts_in_reasoning = false;       // the prompt left a think block open (DeepSeek-R1)
+  // Reasoning tokens allowed. When thinking reaches it, the engine appends the
+  // tokens of think_end itself and the model goes on to its answer. nullopt: no limit.
+  std::optional<int32_t> budget_tokens;
+};
+
 // One generation request as the engine sees it: token ids in, limits and sampling.
 // The number of logprobs to report is sampling.num_logprobs.
 struct EngineRequest {
   std::vector<int32_t> prompt_token_ids;
   SamplingParams sampling;  // sampling.seed seeds this request's own Sampler
   StoppingCriteria stopping;
+  ReasoningOptions reasoning;
   int32_t priority = 0;     // higher runs first
   std::optional<Clock::time_point> deadline;  // when reached: DeadlineExceeded
 };
@@ -67,6 +85,7 @@ struct TokenLogprobs {
 // New output since the last event. Text may lag the token ids: bytes of an
 // unfinished UTF-8 character and a possible start of a stop string are held back.
 struct StreamDelta {
+  Channel channel = Channel::Content;  // of `text`; marker text is in neither channel
   std::string text;
   std::vector<int32_t> token_ids;
   std::vector<TokenLogprobs> logprobs;  // one per token id when sampling.num_logprobs > 0
@@ -79,6 +98,7 @@ const char* to_string(FinishReason reason);
 struct Usage {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;     // every sampled token, a stopping one included
+  int32_t reasoning_tokens = 0;      // of completion_tokens, those inside the think block
   int32_t cached_prompt_tokens = 0;  // prompt tokens found in the prefix cache at admission
 };
 
@@ -100,22 +120,33 @@ struct StreamFinal {
 
 using StreamEvent = std::variant<StreamDelta, StreamFinal>;
 
-// Engine thread → one waiting consumer. Thread-safe; deltas then exactly one final
-// event (pushes after it are ignored). Unbounded: a bound per stream is later work.
+// Engine thread → one consumer. Thread-safe; deltas then exactly one final event
+// (pushes after it are ignored). Bounded: once `max_pending` deltas wait unread, a
+// new delta is merged into the last one when their channels match (text, ids and
+// logprobs appended), so a slow reader holds at most max_pending + 2 events whose
+// total size is that of the request's output, never more.
 class RequestStream {
  public:
-  explicit RequestStream(uint64_t id) : id_(id) {}
+  explicit RequestStream(uint64_t id, size_t max_pending = 64) : id_(id), max_pending_(max_pending) {}
   uint64_t id() const { return id_; }  // what Engine::cancel takes
 
   void push(StreamEvent event);
   // The next event, or nullopt when none arrives within `timeout`.
   std::optional<StreamEvent> pop(Clock::duration timeout);
+  // The next event if one is waiting.
+  std::optional<StreamEvent> try_pop();
+  // Called after every push that queued or merged an event, on the pushing thread
+  // and without the stream's lock held; it must not block. Replaces any earlier one.
+  void set_listener(std::function<void()> listener);
+  size_t num_pending() const;
   // Whether the final event has been pushed (it may not have been popped yet).
   bool finished() const;
 
  private:
   const uint64_t id_;
+  const size_t max_pending_;
   mutable std::mutex mu_;
+  std::shared_ptr<std::function<void()>> listener_;
   std::condition_variable cv_;
   std::deque<StreamEvent> events_;
   bool finished_ = false;
