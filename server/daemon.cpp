@@ -1,0 +1,191 @@
+// Daemon: start-up in stages, each logged; a watchdog that keeps health SERVING
+// only while the engine loop lives and makes progress; the drain.
+#include "server/daemon.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "common/error.h"
+#include "model/cpu_backend.h"
+
+namespace flint::server {
+
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+// Work pending and no step finished for this long: the loop is stuck, health
+// goes NOT_SERVING until it moves again.
+constexpr auto kStallTimeout = std::chrono::seconds(15);
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+int64_t count_parameters(const WeightSource& source) {
+  int64_t n = 0;
+  for (const Tensor& t : source.tensors()) n += t.numel();
+  return n;
+}
+
+}  // namespace
+
+Daemon::Daemon(const FlintdOptions& options) : options_(options) {
+  std::fprintf(stderr, "flintd %s starting with\n%s", kVersion, describe(options_).c_str());
+  if (options_.device == "cuda")
+    fail("--device cuda: this flintd has no CUDA backend yet; run with --device cpu (or auto)");
+
+  auto t0 = Clock::now();
+  std::fprintf(stderr, "flintd: [1/3] loading %s\n", options_.model.c_str());
+  model_ = load_model(options_.model);
+  if (!model_.tokenizer) fail(options_.model, ": no tokenizer (tokenizer.json or GGUF vocabulary) to serve text with");
+  std::fprintf(stderr, "flintd: [1/3] %s, %.0fM parameters, loaded in %.2f s\n", model_.config.describe().c_str(),
+               double(count_parameters(*model_.source)) / 1e6, seconds_since(t0));
+
+  chat_template_ = options_.chat_template.empty()
+                       ? ChatTemplate::detect(model_.chat_template_source, model_.config.arch)
+                       : ChatTemplate::by_name(options_.chat_template);
+  std::fprintf(stderr, "flintd: [2/3] tokenizer: %d tokens; chat template: %s\n", model_.tokenizer->vocab_size(),
+               std::string(chat_template_->name()).c_str());
+
+  // The KV cache: fp32 K and V for every layer, in blocks of block_size tokens.
+  ModelConfig config = model_.config;
+  if (options_.max_context > 0) config.max_context = config.max_context > 0 ? std::min(config.max_context, options_.max_context) : options_.max_context;
+  const uint64_t bytes_per_token = 2ull * uint64_t(config.num_layers) * uint64_t(config.num_kv_heads) *
+                                   uint64_t(config.head_dim) * sizeof(float);
+  const uint64_t bytes_per_block = bytes_per_token * uint64_t(options_.block_size);
+  const uint64_t num_blocks = options_.kv_cache_memory / bytes_per_block;
+  if (num_blocks < 1)
+    fail("--kv-cache-memory ", format_size(options_.kv_cache_memory), " holds less than one KV block (",
+         format_size(bytes_per_block), " for ", options_.block_size, " tokens)");
+  if (num_blocks > (1u << 30)) fail("--kv-cache-memory is too large");
+  t0 = Clock::now();
+  CpuBackendOptions backend_options;
+  backend_options.num_kv_blocks = int32_t(num_blocks);
+  backend_options.block_size = options_.block_size;
+  backend_options.num_threads = options_.threads;
+  auto backend = std::make_unique<CpuBackend>(config, model_.weights, backend_options);
+  std::fprintf(stderr, "flintd: [3/3] device cpu, %d threads; KV cache %llu blocks x %d tokens = %llu tokens (%s), in %.2f s\n",
+               backend->num_threads(), static_cast<unsigned long long>(num_blocks), options_.block_size,
+               static_cast<unsigned long long>(num_blocks * uint64_t(options_.block_size)),
+               format_size(num_blocks * bytes_per_block).c_str(), seconds_since(t0));
+  backend_ = std::move(backend);
+
+  EngineConfig engine_config;
+  engine_config.scheduler.max_num_seqs = options_.max_running_seqs;
+  engine_config.scheduler.max_num_batched_tokens = options_.max_batched_tokens;
+  engine_config.max_num_waiting = options_.max_queue;
+  engine_ = std::make_unique<Engine>(*backend_, &*model_.tokenizer, engine_config);
+
+  ServedModel served{.tokenizer = &*model_.tokenizer,
+                     .chat_template = &*chat_template_,
+                     .vocab_size = model_.config.vocab_size,
+                     .max_sequence_tokens = engine_->max_num_tokens_per_seq()};
+  v1::ModelInfo info;
+  info.set_name(std::filesystem::path(options_.model).stem().string());
+  info.set_architecture(std::string(arch_name(model_.config.arch)));
+  info.set_vocab_size(model_.config.vocab_size);
+  info.set_context_length(model_.config.max_context);
+  info.set_max_sequence_tokens(engine_->max_num_tokens_per_seq());
+  info.set_chat_template(std::string(chat_template_->name()));
+  info.set_think_start(chat_template_->think_start());
+  info.set_think_end(chat_template_->think_end());
+  for (int32_t id : model_.tokenizer->eog_ids()) info.add_eos_token_ids(id);
+  info.set_weight_type(std::string(dtype_info(model_.weights.layers.at(0).wq->dtype).name));
+  info.set_num_parameters(count_parameters(*model_.source));
+  info.set_device("cpu");
+  info.set_max_running_seqs(options_.max_running_seqs);
+  info.set_max_batched_tokens(options_.max_batched_tokens);
+  info.set_kv_block_size(options_.block_size);
+  info.set_num_kv_blocks(int32_t(num_blocks));
+  info.set_max_queue(options_.max_queue);
+  info.set_server_version(kVersion);
+  service_ = std::make_unique<InferenceService>(*engine_, served, std::move(info), options_.log_requests);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address = (options_.host.find(':') != std::string::npos ? "[" + options_.host + "]" : options_.host) +
+                              ":" + std::to_string(options_.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (!server_ || port_ == 0) fail("cannot listen on ", address, " (in use, or not an address of this machine?)");
+  server_->GetHealthCheckService()->SetServingStatus(true);
+  health_thread_ = std::thread([this] { watch_health(); });
+  std::fprintf(stderr, "flintd: serving on %s:%d\n", options_.host.c_str(), port_);
+}
+
+Daemon::~Daemon() {
+  request_stop();
+  {
+    std::unique_lock lock(mu_);
+    if (!stopped_) {
+      lock.unlock();
+      run_until_stopped();
+    }
+  }
+  if (health_thread_.joinable()) health_thread_.join();
+}
+
+void Daemon::request_stop() {
+  {
+    std::lock_guard lock(mu_);
+    ++stop_requests_;
+  }
+  cv_.notify_all();
+}
+
+void Daemon::watch_health() {
+  bool serving = true;
+  std::optional<Clock::time_point> busy_since;  // when work was first seen pending
+  std::unique_lock lock(mu_);
+  while (stop_requests_ == 0) {
+    const EngineStats stats = engine_->stats();
+    const Clock::time_point now = Clock::now();
+    const bool idle = stats.num_waiting == 0 && stats.num_running == 0;
+    if (idle) busy_since.reset();
+    else if (!busy_since) busy_since = now;
+    // The loop's last step does not advance while idle: progress counts from when work arrived.
+    const Clock::time_point progress = idle ? now : std::max(engine_->last_step_time(), *busy_since);
+    const bool now_serving = engine_->alive() && now - progress < kStallTimeout;
+    if (now_serving != serving) {
+      serving = now_serving;
+      server_->GetHealthCheckService()->SetServingStatus(serving);
+      std::fprintf(stderr, "flintd: health %s\n", serving ? "SERVING" : "NOT_SERVING (the engine loop is not making progress)");
+    }
+    cv_.wait_for(lock, std::chrono::milliseconds(200));
+  }
+}
+
+void Daemon::run_until_stopped() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return stop_requests_ > 0; });
+  if (stopped_) return;
+  lock.unlock();
+  if (health_thread_.joinable()) health_thread_.join();
+
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  service_->start_draining();
+  const auto t0 = Clock::now();
+  const auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.drain_timeout_s));
+  std::fprintf(stderr, "flintd: draining: %lld streams running, up to %.1f s\n",
+               static_cast<long long>(service_->num_active_streams()), options_.drain_timeout_s);
+  lock.lock();
+  cv_.wait_until(lock, deadline, [&] { return stop_requests_ > 1 || service_->num_active_streams() == 0; });
+  // Poll: streams end on the engine's and gRPC's threads, which do not notify us.
+  while (stop_requests_ < 2 && service_->num_active_streams() > 0 && Clock::now() < deadline)
+    cv_.wait_for(lock, std::chrono::milliseconds(20));
+  lock.unlock();
+  const int64_t left = service_->num_active_streams();
+  engine_->shutdown();  // streams still running end with UNAVAILABLE
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server_->Wait();
+  std::fprintf(stderr, "flintd: stopped after %.2f s of draining (%lld streams cut short)\n", seconds_since(t0),
+               static_cast<long long>(left));
+  lock.lock();
+  stopped_ = true;
+}
+
+}  // namespace flint::server

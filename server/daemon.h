@@ -1,0 +1,56 @@
+// Daemon: flintd's parts wired together: the model loaded, a backend, the engine,
+// the gRPC server (Inference, health, reflection) and the health watchdog; and
+// the drain that ends it.
+#pragma once
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "engine/engine.h"
+#include "model/chat_template.h"
+#include "model/model_loader.h"
+#include "server/flintd_options.h"
+#include "server/inference_service.h"
+
+namespace flint::server {
+
+class Daemon {
+ public:
+  // Loads the model and starts serving, printing progress and the effective
+  // configuration to stderr. Throws flint::Error on a bad model, device or
+  // option, or an address it cannot listen on.
+  explicit Daemon(const FlintdOptions& options);
+  ~Daemon();
+
+  int port() const { return port_; }  // the one bound (--port 0 picks one)
+
+  // Blocks until request_stop(), then drains: health NOT_SERVING, new calls get
+  // UNAVAILABLE, running streams get up to --drain-timeout to finish, the rest
+  // end with UNAVAILABLE. Returns once the server and engine are down.
+  void run_until_stopped();
+  // Thread-safe. The first call starts the drain; a second one cuts it short.
+  void request_stop();
+
+ private:
+  void watch_health();
+
+  FlintdOptions options_;
+  LoadedModel model_;
+  std::optional<ChatTemplate> chat_template_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int stop_requests_ = 0;
+  bool stopped_ = false;
+  std::thread health_thread_;
+};
+
+}  // namespace flint::server

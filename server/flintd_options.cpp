@@ -1,0 +1,157 @@
+// flintd's flags.
+#include "server/flintd_options.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
+
+namespace flint::server {
+
+std::string flintd_usage() {
+  const FlintdOptions d;
+  std::ostringstream s;
+  s << "usage: flintd [options]\n"
+    << "  --model PATH              GGUF file or HF directory (default " << d.model << ")\n"
+    << "  --host ADDR               address to listen on (default " << d.host << ")\n"
+    << "  --port N                  port, 0 picks a free one (default " << d.port << ")\n"
+    << "  --device auto|cpu|cuda    where the model runs (default " << d.device << ": cuda when built and present, else cpu)\n"
+    << "  --max-running-seqs N      sequences batched in one step (default " << d.max_running_seqs << ")\n"
+    << "  --max-batched-tokens N    tokens in one step; longer prompts prefill in chunks (default " << d.max_batched_tokens << ")\n"
+    << "  --kv-cache-memory SIZE    KV cache size, e.g. 512MiB, 2GiB (default " << format_size(d.kv_cache_memory) << ")\n"
+    << "  --block-size N            tokens per KV cache block (default " << d.block_size << ")\n"
+    << "  --max-queue N             waiting requests; more get RESOURCE_EXHAUSTED (default " << d.max_queue << ")\n"
+    << "  --drain-timeout SECONDS   on SIGTERM/SIGINT, time running streams get to finish (default " << d.drain_timeout_s << ")\n"
+    << "  --threads N               CPU threads, 0 for all (default " << d.threads << ")\n"
+    << "  --max-context N           tokens per sequence, 0 for the model's context length (default " << d.max_context << ")\n"
+    << "  --chat-template NAME      chatml | qwen3 | llama3 | deepseek-r1 (default: from the model)\n"
+    << "  --quiet                   no log line per request\n";
+  return s.str();
+}
+
+std::optional<uint64_t> parse_size(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  if (i == 0) return std::nullopt;
+  char* end = nullptr;
+  const double value = std::strtod(text.substr(0, i).c_str(), &end);
+  if (!end || *end != '\0' || !std::isfinite(value) || value < 0) return std::nullopt;
+  const std::string unit = text.substr(i);
+  double scale = 0;
+  if (unit.empty() || unit == "B") scale = 1;
+  else if (unit == "K" || unit == "KiB" || unit == "k") scale = 1024.0;
+  else if (unit == "M" || unit == "MiB") scale = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GiB") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "KB") scale = 1e3;
+  else if (unit == "MB") scale = 1e6;
+  else if (unit == "GB") scale = 1e9;
+  else return std::nullopt;
+  const double bytes = value * scale;
+  if (bytes > 1e18) return std::nullopt;
+  return static_cast<uint64_t>(bytes);
+}
+
+std::string format_size(uint64_t bytes) {
+  char buf[32];
+  if (bytes >= (1ull << 30) && bytes % (1ull << 30) == 0) std::snprintf(buf, sizeof buf, "%lluGiB", static_cast<unsigned long long>(bytes >> 30));
+  else if (bytes >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.0fMiB", double(bytes) / (1 << 20));
+  else std::snprintf(buf, sizeof buf, "%lluB", static_cast<unsigned long long>(bytes));
+  return buf;
+}
+
+std::optional<std::string> parse_flintd_args(const std::vector<std::string>& args, FlintdOptions& o, bool& help) {
+  help = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string flag = args[i], value;
+    const size_t eq = flag.find('=');
+    const bool has_inline = flag.starts_with("--") && eq != std::string::npos;
+    if (has_inline) value = flag.substr(eq + 1), flag = flag.substr(0, eq);
+    auto take = [&]() -> std::optional<std::string> {
+      if (has_inline) return value;
+      if (i + 1 >= args.size()) return std::nullopt;
+      return args[++i];
+    };
+    auto integer = [&](int64_t lo, int64_t hi, auto& field) -> std::optional<std::string> {
+      auto v = take();
+      if (!v) return flag + " needs a value";
+      char* end = nullptr;
+      errno = 0;
+      const long long n = std::strtoll(v->c_str(), &end, 10);
+      if (v->empty() || *end != '\0' || errno != 0 || n < lo || n > hi)
+        return flag + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], not \"" + *v + "\"";
+      field = static_cast<std::remove_reference_t<decltype(field)>>(n);
+      return std::nullopt;
+    };
+    std::optional<std::string> error;
+    if (flag == "-h" || flag == "--help") {
+      help = true;
+      return std::nullopt;
+    } else if (flag == "--model" || flag == "-m") {
+      auto v = take();
+      if (!v || v->empty()) return "--model needs a path";
+      o.model = *v;
+    } else if (flag == "--host") {
+      auto v = take();
+      if (!v || v->empty()) return "--host needs an address";
+      o.host = *v;
+    } else if (flag == "--port") {
+      error = integer(0, 65535, o.port);
+    } else if (flag == "--device") {
+      auto v = take();
+      if (!v || (*v != "auto" && *v != "cpu" && *v != "cuda")) return "--device must be auto, cpu or cuda";
+      o.device = *v;
+    } else if (flag == "--max-running-seqs") {
+      error = integer(1, 4096, o.max_running_seqs);
+    } else if (flag == "--max-batched-tokens") {
+      error = integer(1, 1 << 20, o.max_batched_tokens);
+    } else if (flag == "--kv-cache-memory") {
+      auto v = take();
+      auto bytes = v ? parse_size(*v) : std::nullopt;
+      if (!bytes || *bytes == 0) return "--kv-cache-memory must be a size such as 512MiB or 2GiB";
+      o.kv_cache_memory = *bytes;
+    } else if (flag == "--block-size") {
+      error = integer(1, 1024, o.block_size);
+    } else if (flag == "--max-queue") {
+      error = integer(1, 1 << 20, o.max_queue);
+    } else if (flag == "--drain-timeout") {
+      auto v = take();
+      char* end = nullptr;
+      const double s = v ? std::strtod(v->c_str(), &end) : -1;
+      if (!v || v->empty() || *end != '\0' || !(s >= 0 && s <= 86400)) return "--drain-timeout must be seconds in [0, 86400]";
+      o.drain_timeout_s = s;
+    } else if (flag == "--threads" || flag == "-t") {
+      error = integer(0, 1024, o.threads);
+    } else if (flag == "--max-context") {
+      error = integer(0, 1 << 24, o.max_context);
+    } else if (flag == "--chat-template") {
+      auto v = take();
+      if (!v) return "--chat-template needs a name";
+      o.chat_template = *v;
+    } else if (flag == "--quiet") {
+      o.log_requests = false;
+    } else {
+      return "unknown option " + flag;
+    }
+    if (error) return error;
+  }
+  return std::nullopt;
+}
+
+std::string describe(const FlintdOptions& o) {
+  std::ostringstream s;
+  s << "  model:              " << o.model << "\n"
+    << "  listen:             " << o.host << ":" << o.port << "\n"
+    << "  device:             " << o.device << "\n"
+    << "  max running seqs:   " << o.max_running_seqs << "\n"
+    << "  max batched tokens: " << o.max_batched_tokens << "\n"
+    << "  kv cache memory:    " << format_size(o.kv_cache_memory) << "\n"
+    << "  block size:         " << o.block_size << "\n"
+    << "  max queue:          " << o.max_queue << "\n"
+    << "  drain timeout:      " << o.drain_timeout_s << " s\n"
+    << "  threads:            " << (o.threads == 0 ? std::string("all") : std::to_string(o.threads)) << "\n"
+    << "  max context:        " << (o.max_context == 0 ? std::string("the model's") : std::to_string(o.max_context)) << "\n"
+    << "  chat template:      " << (o.chat_template.empty() ? std::string("from the model") : o.chat_template) << "\n";
+  return s.str();
+}
+
+}  // namespace flint::server

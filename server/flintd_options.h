@@ -1,0 +1,42 @@
+// flintd's command line: every flag with its documented default, parsed into
+// FlintdOptions; the effective configuration printed at start.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace flint::server {
+
+struct FlintdOptions {
+  std::string model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  std::string host = "127.0.0.1";
+  int port = 50051;                      // 0: any free port (printed when serving)
+  std::string device = "auto";           // auto | cpu | cuda
+  int32_t max_running_seqs = 64;         // sequences in one step
+  int32_t max_batched_tokens = 2048;     // tokens in one step (chunked prefill budget)
+  uint64_t kv_cache_memory = 1ull << 30; // bytes of KV cache
+  int32_t block_size = 16;               // tokens per KV block
+  int32_t max_queue = 256;               // waiting requests; more get RESOURCE_EXHAUSTED
+  double drain_timeout_s = 30.0;         // on SIGTERM: how long running streams may finish
+  int32_t threads = 0;                   // CPU threads, 0: all
+  int32_t max_context = 0;               // tokens per sequence, 0: the model's context length
+  std::string chat_template;             // "" : detected from the model
+  bool log_requests = true;
+};
+
+// The usage text, with the defaults above.
+std::string flintd_usage();
+
+// Parses argv (without argv[0]); on a bad flag or value returns the message, and
+// sets `help` for -h/--help.
+std::optional<std::string> parse_flintd_args(const std::vector<std::string>& args, FlintdOptions& out, bool& help);
+
+// "64MiB", "1GiB", "512M", "2G", "1048576": bytes; nullopt when not a size.
+std::optional<uint64_t> parse_size(const std::string& text);
+std::string format_size(uint64_t bytes);
+
+// One "key: value" line per setting, for the start-up log.
+std::string describe(const FlintdOptions& options);
+
+}  // namespace flint::server

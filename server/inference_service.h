@@ -1,0 +1,64 @@
+// InferenceService: flint.v1.Inference over gRPC's callback API. Every method is
+// registered raw (bytes in, bytes out) so that a request that does not parse (a
+// string that is not UTF-8, say) gets INVALID_ARGUMENT naming the field, not
+// gRPC's generic INTERNAL. Streams are fed by the engine through RequestStream's
+// listener: no thread per call.
+#pragma once
+#include <atomic>
+#include <cstdint>
+
+#include <grpcpp/grpcpp.h>
+
+#include "engine/engine.h"
+#include "flint/v1/inference.grpc.pb.h"
+#include "server/request_prep.h"
+
+namespace flint::server {
+
+// The engine's status codes as gRPC's.
+grpc::StatusCode to_grpc(StatusCode code);
+
+class InferenceService final
+    : public v1::Inference::WithRawCallbackMethod_Generate<v1::Inference::WithRawCallbackMethod_Chat<
+          v1::Inference::WithRawCallbackMethod_Tokenize<v1::Inference::WithRawCallbackMethod_Detokenize<
+              v1::Inference::WithRawCallbackMethod_GetModelInfo<
+                  v1::Inference::WithRawCallbackMethod_GetServerStats<v1::Inference::Service>>>>>> {
+ public:
+  // `engine` and what `model` points to must outlive the service. `log_requests`:
+  // one line per finished stream on stderr.
+  InferenceService(Engine& engine, const ServedModel& model, v1::ModelInfo info, bool log_requests);
+
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Chat(grpc::CallbackServerContext* context,
+                                                   const grpc::ByteBuffer* request) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetServerStats(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
+
+  // From now on new calls get UNAVAILABLE; calls already streaming go on.
+  void start_draining() { draining_ = true; }
+  bool draining() const { return draining_.load(); }
+  // Generate and Chat calls not yet done.
+  int64_t num_active_streams() const { return active_streams_.load(); }
+
+ private:
+  class StreamReactor;
+  template <class Request>
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* stream(grpc::CallbackServerContext* context,
+                                                     const grpc::ByteBuffer* request, const char* method);
+
+  Engine& engine_;
+  ServedModel model_;
+  v1::ModelInfo info_;
+  bool log_requests_;
+  std::atomic<bool> draining_{false};
+  std::atomic<int64_t> active_streams_{0};
+};
+
+}  // namespace flint::server
