@@ -149,7 +149,7 @@ Result run_one(v1::Inference::Stub& stub, const GlobalOptions& g, const Options&
   return r;
 }
 
-nlohmann::json summary_json(const Summary& s) {
+Json summary_json(const Summary& s) {
   return {{"count", s.count}, {"mean", s.mean}, {"p50", s.p50}, {"p90", s.p90}, {"p99", s.p99}, {"max", s.max}};
 }
 
@@ -230,7 +230,7 @@ int run_bench(GlobalOptions g, const Args& args) {
                total_tps = double(prompt_tokens + completion_tokens) / wall_s;
 
   if (o.json) {
-    nlohmann::json j = {{"server", g.server},
+    Json j = {{"server", g.server},
                         {"model", info.name()},
                         {"api", o.chat ? "chat" : "generate"},
                         {"streams", o.streams},

@@ -20,20 +20,20 @@ const char* channel_name(v1::Channel channel) {
 
 namespace {
 
-nlohmann::json logprob_json(const v1::TokenLogprob& lp) {
+Json logprob_json(const v1::TokenLogprob& lp) {
   return {{"token_id", lp.token_id()}, {"logprob", lp.logprob()}, {"token", lp.token()}};
 }
 
 }  // namespace
 
-nlohmann::json delta_json(const v1::Delta& delta) {
-  nlohmann::json d = {{"text", delta.text()},
+Json delta_json(const v1::Delta& delta) {
+  Json d = {{"text", delta.text()},
                       {"channel", channel_name(delta.channel())},
                       {"token_ids", std::vector<int32_t>(delta.token_ids().begin(), delta.token_ids().end())}};
   if (delta.logprobs_size() > 0) {
-    nlohmann::json lps = nlohmann::json::array();
+    Json lps = Json::array();
     for (const v1::TokenLogprobs& tl : delta.logprobs()) {
-      nlohmann::json top = nlohmann::json::array();
+      Json top = Json::array();
       for (const v1::TokenLogprob& t : tl.top()) top.push_back(logprob_json(t));
       lps.push_back({{"chosen", logprob_json(tl.chosen())}, {"top", top}});
     }
@@ -42,7 +42,7 @@ nlohmann::json delta_json(const v1::Delta& delta) {
   return {{"delta", d}};
 }
 
-nlohmann::json finished_json(const v1::Finished& f) {
+Json finished_json(const v1::Finished& f) {
   const v1::Usage& u = f.usage();
   const v1::Timings& t = f.timings();
   return {{"finished",
@@ -61,7 +61,7 @@ nlohmann::json finished_json(const v1::Finished& f) {
             {"request_id", f.request_id()}}}};
 }
 
-nlohmann::json model_info_json(const v1::ModelInfo& m) {
+Json model_info_json(const v1::ModelInfo& m) {
   return {{"name", m.name()},
           {"architecture", m.architecture()},
           {"vocab_size", m.vocab_size()},
@@ -82,8 +82,8 @@ nlohmann::json model_info_json(const v1::ModelInfo& m) {
           {"server_version", m.server_version()}};
 }
 
-std::string json_line(const nlohmann::json& j) {
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+std::string json_line(const Json& j) {
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 void print_model_info(std::ostream& os, const v1::ModelInfo& m) {

@@ -12,17 +12,19 @@
 
 namespace flint::client {
 
+using Json = nlohmann::ordered_json;  // keys in the order written
+
 const char* finish_reason_name(v1::FinishReason reason);  // "stop", "length"
 const char* channel_name(v1::Channel channel);            // "content", "reasoning"
 
 // {"delta": {"text", "channel", "token_ids"[, "logprobs"]}}
-nlohmann::json delta_json(const v1::Delta& delta);
+Json delta_json(const v1::Delta& delta);
 // {"finished": {"reason", "matched_stop", "usage", "timings", "seed", "request_id"}}
-nlohmann::json finished_json(const v1::Finished& finished);
-nlohmann::json model_info_json(const v1::ModelInfo& info);
+Json finished_json(const v1::Finished& finished);
+Json model_info_json(const v1::ModelInfo& info);
 
 // One line of compact JSON; bytes that are not UTF-8 become U+FFFD.
-std::string json_line(const nlohmann::json& j);
+std::string json_line(const Json& j);
 
 // "name: value" lines.
 void print_model_info(std::ostream& os, const v1::ModelInfo& info);

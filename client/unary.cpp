@@ -76,7 +76,7 @@ int run_tokenize(GlobalOptions g, const Args& args) {
   if (!status.ok()) return report_error(status);
 
   if (json) {
-    nlohmann::json j = {{"token_ids", std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end())},
+    Json j = {{"token_ids", std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end())},
                         {"tokens", std::vector<std::string>(resp.tokens().begin(), resp.tokens().end())},
                         {"text", resp.text()}};
     std::cout << json_line(j) << "\n";
