@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <utility>
 
 namespace flint {
 
@@ -35,6 +36,8 @@ SubmitResult Engine::submit(EngineRequest request) {
   Status status = validate(request, backend_.config().vocab_size, max_num_tokens_);
   if (status.ok() && !tokenizer_ && !request.stopping.stop.empty())
     status = {StatusCode::InvalidArgument, "stop strings need a tokenizer, and this engine has none"};
+  if (status.ok() && !tokenizer_ && !request.reasoning.think_end.empty())
+    status = {StatusCode::InvalidArgument, "reasoning markers need a tokenizer, and this engine has none"};
   if (!status.ok()) return {std::move(status), nullptr};
   std::shared_ptr<RequestStream> stream;
   {
@@ -153,11 +156,16 @@ void Engine::step(std::vector<Submission>& submissions, std::vector<uint64_t>& c
 
 void Engine::admit(Submission&& submission) {
   EngineRequest& request = submission.request;
-  Sampler sampler(request.sampling);  // before add(): a throw leaves the scheduler untouched
+  // Before add(): a throw leaves the scheduler untouched.
+  Sampler sampler(request.sampling);
+  std::vector<int32_t> think_end_ids;
+  if (request.reasoning.budget_tokens && tokenizer_)
+    think_end_ids = tokenizer_->encode(request.reasoning.think_end, /*parse_special=*/true, /*add_bos=*/false);
   const SeqId seq_id = scheduler_.add(request.prompt_token_ids, request.priority);  // fits: validated
   size_t max_stop_len = 0;
   for (const std::string& s : request.stopping.stop) max_stop_len = std::max(max_stop_len, s.size());
-  Active& active = active_.emplace(seq_id, Active(std::move(sampler))).first->second;
+  Active& active = active_.emplace(seq_id, Active(std::move(sampler), request.reasoning)).first->second;
+  active.think_end_ids = std::move(think_end_ids);
   active.request_id = submission.id;
   active.request = std::move(request);
   active.stream = std::move(submission.stream);
@@ -166,6 +174,9 @@ void Engine::admit(Submission&& submission) {
   // skip_special: control tokens carry no text for the client.
   if (tokenizer_) active.detokenizer.emplace(*tokenizer_, /*skip_special=*/true);
   seq_of_request_[submission.id] = seq_id;
+  // A budget of 0 on a block the prompt opened: the marker goes in before the first sample.
+  const std::optional<int32_t> budget = active.request.reasoning.budget_tokens;
+  if (budget && *budget <= 0 && active.splitter.state() == ReasoningState::Reasoning) close_reasoning(seq_id, active);
 }
 
 void Engine::run_step() {
@@ -196,13 +207,7 @@ void Engine::run_step() {
     sampled.push_back(samples.back().token_id);
   }
   scheduler_.postprocess(step, sampled);
-  for (size_t r = 0; r < step.logit_seq_ids.size(); ++r) {
-    const SeqId id = step.logit_seq_ids[r];
-    Active& active = active_.at(id);
-    StreamDelta delta;
-    on_token(id, active, *scheduler_.find(id), samples[r], delta);
-    if (!delta.text.empty() || !delta.token_ids.empty()) active.stream->push(std::move(delta));
-  }
+  for (size_t r = 0; r < step.logit_seq_ids.size(); ++r) on_token(step.logit_seq_ids[r], active_.at(step.logit_seq_ids[r]), samples[r]);
 }
 
 bool Engine::is_stop_token(const Active& active, int32_t token_id) const {
@@ -211,28 +216,102 @@ bool Engine::is_stop_token(const Active& active, int32_t token_id) const {
   return !active.request.stopping.ignore_eos && tokenizer_ && tokenizer_->is_eog(token_id);
 }
 
-void Engine::on_token(SeqId seq_id, Active& active, const Sequence& seq, const SampleResult& sample, StreamDelta& delta) {
+void Engine::on_token(SeqId seq_id, Active& active, const SampleResult& sample) {
+  const Sequence& seq = *scheduler_.find(seq_id);
   const int32_t token_id = sample.token_id;
   if (!active.first_token) active.first_token = Clock::now();
-  std::optional<std::string> matched;
-  if (is_stop_token(active, token_id)) {  // not emitted: neither its id nor its text
-    take_text(active, /*flush=*/true, delta.text, matched);
-    finish(seq_id, active, FinishReason::Stop, {}, std::move(matched));
-    return;
+  ReasoningSplitter& splitter = active.splitter;
+  const ReasoningState before = splitter.state();
+  const bool stop_token = is_stop_token(active, token_id);
+  const bool ending = stop_token || seq.num_output_tokens() >= active.request.stopping.max_tokens;
+  std::vector<ReasoningPiece> pieces;
+  if (stop_token) {  // not emitted: neither its id nor its text; inside the block it counts as reasoning
+    if (before == ReasoningState::Reasoning) ++active.num_reasoning_tokens;
+  } else {
+    splitter.push(token_text(active, token_id), pieces);
+    active.undecided.token_ids.push_back(token_id);
+    if (active.request.sampling.num_logprobs > 0) active.undecided.logprobs.push_back({token_id, sample.logprob, sample.top});
   }
-  delta.token_ids.push_back(token_id);
-  if (active.request.sampling.num_logprobs > 0) delta.logprobs.push_back({token_id, sample.logprob, sample.top});
-  if (active.detokenizer) active.held_text += active.detokenizer->push(token_id);
-  const bool at_length = seq.num_output_tokens() >= active.request.stopping.max_tokens;
-  if (take_text(active, at_length, delta.text, matched))
+  // The ids' channel: reasoning inside the block and for tokens that open or close
+  // it; none yet while the start is undecided (they wait in active.undecided).
+  std::optional<Channel> channel;
+  if (before == ReasoningState::Reasoning ||
+      (before == ReasoningState::Undecided && splitter.state() != ReasoningState::Undecided && splitter.opened()))
+    channel = Channel::Reasoning;
+  else if (splitter.state() != ReasoningState::Undecided)
+    channel = Channel::Content;
+  if (ending) {
+    if (active.detokenizer) splitter.push(active.detokenizer->flush(), pieces);
+    splitter.flush(pieces);
+    if (!channel) channel = Channel::Content;  // the output ended undecided: it was all content
+  }
+  StreamDelta ids;
+  if (channel) {
+    ids = std::exchange(active.undecided, StreamDelta{});
+    if (*channel == Channel::Reasoning) active.num_reasoning_tokens += int32_t(ids.token_ids.size());
+  }
+  std::optional<std::string> matched;
+  const bool stop_string = emit(active, pieces, std::move(ids), channel.value_or(Channel::Content), ending, matched);
+  const std::optional<int32_t> budget = active.request.reasoning.budget_tokens;
+  if (stop_token || stop_string)
     finish(seq_id, active, FinishReason::Stop, {}, std::move(matched));
-  else if (at_length)
+  else if (ending)
     finish(seq_id, active, FinishReason::Length);
+  else if (budget && splitter.state() == ReasoningState::Reasoning && active.num_reasoning_tokens >= *budget)
+    close_reasoning(seq_id, active);
+}
+
+std::string Engine::token_text(Active& active, int32_t token_id) {
+  if (!active.detokenizer) return {};
+  // The detokenizer skips special tokens; a marker that is one still has to reach the splitter.
+  const ReasoningOptions& reasoning = active.request.reasoning;
+  if (!reasoning.think_end.empty() && tokenizer_->is_special(token_id)) {
+    const std::string& bytes = tokenizer_->token_bytes(token_id);
+    if (bytes == reasoning.think_start || bytes == reasoning.think_end) return active.detokenizer->flush() + bytes;
+  }
+  return active.detokenizer->push(token_id);
+}
+
+bool Engine::emit(Active& active, std::vector<ReasoningPiece>& pieces, StreamDelta ids, Channel ids_channel, bool flush,
+                  std::optional<std::string>& matched) {
+  StreamDelta reasoning, content;
+  reasoning.channel = Channel::Reasoning;
+  content.channel = Channel::Content;
+  for (ReasoningPiece& piece : pieces) (piece.channel == Channel::Reasoning ? reasoning.text : active.held_text) += piece.text;
+  const bool stopped = take_text(active, flush, content.text, matched);
+  StreamDelta& owner = ids_channel == Channel::Reasoning ? reasoning : content;
+  owner.token_ids = std::move(ids.token_ids);
+  owner.logprobs = std::move(ids.logprobs);
+  for (StreamDelta* delta : {&reasoning, &content})
+    if (!delta->text.empty() || !delta->token_ids.empty()) active.stream->push(std::move(*delta));
+  return stopped;
+}
+
+void Engine::close_reasoning(SeqId seq_id, Active& active) {
+  Sequence& seq = *scheduler_.find(seq_id);
+  std::vector<ReasoningPiece> pieces;
+  if (active.detokenizer) active.splitter.push(active.detokenizer->flush(), pieces);
+  active.splitter.close(pieces);
+  const int32_t max_tokens = active.request.stopping.max_tokens;
+  const std::vector<int32_t>& marker = active.think_end_ids;
+  const bool fits = int64_t(seq.num_output_tokens()) + int64_t(marker.size()) <= max_tokens;
+  StreamDelta ids;
+  if (fits) {  // the next step feeds them as a chunk and samples after the last
+    for (int32_t id : marker) {
+      seq.append_token(id);
+      ids.token_ids.push_back(id);
+      if (active.request.sampling.num_logprobs > 0) ids.logprobs.push_back({id, 0.0f, {}});  // forced: probability 1
+    }
+    active.num_reasoning_tokens += int32_t(marker.size());
+  }
+  const bool ending = !fits || seq.num_output_tokens() >= max_tokens;
+  std::optional<std::string> matched;
+  emit(active, pieces, std::move(ids), Channel::Reasoning, ending, matched);
+  if (ending) finish(seq_id, active, FinishReason::Length);
 }
 
 bool Engine::take_text(Active& active, bool flush, std::string& out, std::optional<std::string>& matched) {
   std::string& held = active.held_text;
-  if (flush && active.detokenizer) held += active.detokenizer->flush();
   // The earliest stop string wins; it and everything after it are dropped.
   size_t best = std::string::npos;
   for (const std::string& s : active.request.stopping.stop) {
@@ -277,6 +356,7 @@ void Engine::retire() {
     final.matched_stop = std::move(f.matched_stop);
     final.usage = {.prompt_tokens = int32_t(active.request.prompt_token_ids.size()),
                    .completion_tokens = seq ? seq->num_output_tokens() : 0,
+                   .reasoning_tokens = active.num_reasoning_tokens,
                    .cached_prompt_tokens = active.cached_prompt_tokens.value_or(0)};
     final.timings.queued = active.first_scheduled.value_or(now) - active.submit_time;
     if (active.first_token) final.timings.time_to_first_token = *active.first_token - active.submit_time;

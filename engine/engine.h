@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/reasoning.h"
 #include "engine/request.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
@@ -79,13 +80,17 @@ class Engine {
   };
   // Per-request state, owned by the engine thread, keyed by sequence id.
   struct Active {
-    explicit Active(Sampler s) : sampler(std::move(s)) {}
+    Active(Sampler s, const ReasoningOptions& reasoning) : sampler(std::move(s)), splitter(reasoning) {}
     uint64_t request_id = 0;
     EngineRequest request;
     std::shared_ptr<RequestStream> stream;
     Sampler sampler;
     std::optional<IncrementalDetokenizer> detokenizer;
-    std::string held_text;  // detokenized, not yet emitted (may start a stop string)
+    ReasoningSplitter splitter;
+    StreamDelta undecided;  // ids (and logprobs) sampled while the splitter is Undecided
+    int32_t num_reasoning_tokens = 0;
+    std::vector<int32_t> think_end_ids;  // what the budget appends (empty without a budget)
+    std::string held_text;  // content text not yet emitted (may start a stop string)
     size_t max_stop_len = 0;
     Clock::time_point submit_time;
     std::optional<Clock::time_point> first_scheduled, first_token;
@@ -103,12 +108,22 @@ class Engine {
   void step(std::vector<Submission>& submissions, std::vector<uint64_t>& cancels);
   void admit(Submission&& submission);
   void run_step();
-  // Appends the sampled token's effects (stop checks, text) to `delta`.
-  void on_token(SeqId seq_id, Active& active, const Sequence& seq, const SampleResult& sample, StreamDelta& delta);
+  // The sampled token's effects: stop checks, the reasoning split, the budget, its deltas.
+  void on_token(SeqId seq_id, Active& active, const SampleResult& sample);
+  // The token's text for the splitter; a special token spelling a marker keeps its text.
+  std::string token_text(Active& active, int32_t token_id);
+  // Routes split pieces (content through the stop strings) and pushes the deltas:
+  // `ids` goes with the delta of `ids_channel`, reasoning text before content.
+  // Returns true (and sets `matched`) when a stop string matched.
+  bool emit(Active& active, std::vector<ReasoningPiece>& pieces, StreamDelta ids, Channel ids_channel, bool flush,
+            std::optional<std::string>& matched);
+  // The reasoning budget is spent: appends think_end's ids to the sequence (or ends
+  // it with Length when they do not fit in max_tokens).
+  void close_reasoning(SeqId seq_id, Active& active);
   void finish(SeqId seq_id, Active& active, FinishReason reason, Status status = {},
               std::optional<std::string> matched_stop = std::nullopt);
-  // Text ready to emit from held_text, holding back a suffix that may start a stop string;
-  // returns true (and sets `matched`) when a stop string was found.
+  // Content text ready to emit from held_text, holding back a suffix that may start
+  // a stop string; returns true (and sets `matched`) when a stop string was found.
   bool take_text(Active& active, bool flush, std::string& out, std::optional<std::string>& matched);
   // Removes finished sequences, publishes stats, then pushes their final events.
   void retire();

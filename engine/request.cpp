@@ -2,6 +2,7 @@
 #include "engine/request.h"
 
 #include "common/error.h"
+#include "model/utf8.h"
 
 namespace flint {
 
@@ -47,6 +48,14 @@ Status validate(const EngineRequest& request, int32_t vocab_size, int32_t max_nu
     if (s.empty()) return invalid("empty stop string");
   for (int32_t id : stopping.stop_token_ids)
     if (id < 0 || id >= vocab_size) return invalid("stop token id " + std::to_string(id) + " outside the vocabulary");
+  const ReasoningOptions& reasoning = request.reasoning;
+  if (reasoning.think_end.empty() && (!reasoning.think_start.empty() || reasoning.starts_in_reasoning ||
+                                      reasoning.budget_tokens))
+    return invalid("reasoning.think_end is empty but think_start, starts_in_reasoning or budget_tokens is set");
+  if (reasoning.budget_tokens && *reasoning.budget_tokens < 0)
+    return invalid("reasoning budget_tokens " + std::to_string(*reasoning.budget_tokens) + " must be >= 0");
+  for (const std::string* marker : {&reasoning.think_start, &reasoning.think_end})
+    if (utf8::first_invalid(*marker)) return invalid("reasoning marker is not valid UTF-8");
   try {
     request.sampling.validate();
   } catch (const Error& e) {

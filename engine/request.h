@@ -40,7 +40,7 @@ struct Status {
 
 struct StoppingCriteria {
   int32_t max_tokens = 16;               // output tokens, >= 1
-  std::vector<std::string> stop;         // on the detokenized text; the match is not emitted
+  std::vector<std::string> stop;         // on the content text only (not reasoning); the match is not emitted
   std::vector<int32_t> stop_token_ids;   // ends with reason Stop; the token is not emitted
   bool ignore_eos = false;               // when set, end-of-generation ids do not stop
 };
@@ -50,13 +50,22 @@ enum class Channel { Content, Reasoning };
 
 const char* to_string(Channel channel);
 
-// How a request's output splits into reasoning and content. With empty markers
+// How a request's output splits into reasoning and content. With an empty think_end
 // (a model that does not think, or a split the client turned off) all is content.
+// The split works on the detokenized text (engine/reasoning.h): output that starts
+// with think_start (after optional whitespace) opens the block, as does
+// starts_in_reasoning; text up to think_end is reasoning, text after it content;
+// the markers' text is in neither channel. Markers need a tokenizer; think_start,
+// starts_in_reasoning and budget_tokens need think_end (else InvalidArgument).
 struct ReasoningOptions {
   std::string think_start, think_end;     // the model's markers as text ("<think>", "</think>")
   bool starts_in_reasoning = false;       // the prompt left a think block open (DeepSeek-R1)
-  // Reasoning tokens allowed. When thinking reaches it, the engine appends the
-  // tokens of think_end itself and the model goes on to its answer. nullopt: no limit.
+  // Reasoning tokens allowed (>= 0). When reasoning_tokens reaches it inside an open
+  // block, the engine appends the ids of think_end (encoded, no BOS, specials
+  // parsed) itself and the model goes on to its answer. They count as output and
+  // reasoning tokens; when they do not fit in max_tokens the request ends with
+  // Length instead. 0 with starts_in_reasoning closes the block before the first
+  // sample; with a model-written think_start, right after it. nullopt: no limit.
   std::optional<int32_t> budget_tokens;
 };
 
@@ -83,9 +92,19 @@ struct TokenLogprobs {
 };
 
 // New output since the last event. Text may lag the token ids: bytes of an
-// unfinished UTF-8 character and a possible start of a stop string are held back.
+// unfinished UTF-8 character, a possible start of a stop string (content) and a
+// possible start of a marker are held back.
+// Channels: a delta holds one channel's text and the ids of tokens of that channel.
+// A token is reasoning when generated inside the block or when it opens or closes
+// it (marker ids are reported, their text never); so a delta may carry ids and no
+// text. Deltas of one request go Reasoning first, then Content, never back. When
+// one token's text crosses think_end, two deltas follow each other: the reasoning
+// one with the token's id, then the content one with no ids. While the start of
+// the output is still undecided (whitespace, part of think_start) its ids wait and
+// go out with the first delta that decides it. Ids the budget forced come in a
+// reasoning delta of their own, with logprob 0 and no alternatives.
 struct StreamDelta {
-  Channel channel = Channel::Content;  // of `text`; marker text is in neither channel
+  Channel channel = Channel::Content;  // of `text` and `token_ids`
   std::string text;
   std::vector<int32_t> token_ids;
   std::vector<TokenLogprobs> logprobs;  // one per token id when sampling.num_logprobs > 0
@@ -97,8 +116,10 @@ const char* to_string(FinishReason reason);
 
 struct Usage {
   int32_t prompt_tokens = 0;
-  int32_t completion_tokens = 0;     // every sampled token, a stopping one included
-  int32_t reasoning_tokens = 0;      // of completion_tokens, those inside the think block
+  int32_t completion_tokens = 0;     // every output token, a stopping one and forced ones included
+  // Of completion_tokens, those inside the think block, its markers (and whitespace
+  // before a model-written think_start) and forced think_end ids included.
+  int32_t reasoning_tokens = 0;
   int32_t cached_prompt_tokens = 0;  // prompt tokens found in the prefix cache at admission
 };
 
@@ -124,7 +145,8 @@ using StreamEvent = std::variant<StreamDelta, StreamFinal>;
 // (pushes after it are ignored). Bounded: once `max_pending` deltas wait unread, a
 // new delta is merged into the last one when their channels match (text, ids and
 // logprobs appended), so a slow reader holds at most max_pending + 2 events whose
-// total size is that of the request's output, never more.
+// total size is that of the request's output, never more (the engine changes a
+// request's channel at most once; each change may add one delta past the bound).
 class RequestStream {
  public:
   explicit RequestStream(uint64_t id, size_t max_pending = 64) : id_(id), max_pending_(max_pending) {}

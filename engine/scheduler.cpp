@@ -73,56 +73,73 @@ void Scheduler::add_to_plan(ScheduledStep& step, Sequence& seq, int32_t num_new_
   if (samples) step.logit_seq_ids.push_back(seq.id());
 }
 
+bool Scheduler::admit_front() {
+  Sequence& seq = *waiting_.front();
+  if (seq.num_tokens() > max_num_tokens_per_seq())
+    fail("sequence ", seq.id(), ": ", seq.num_tokens(), " tokens exceed the KV cache (", max_num_tokens_per_seq(), " tokens)");
+  std::optional<int32_t> num_cached = block_manager_.allocate(seq.block_table(), seq.token_ids());
+  if (!num_cached) return false;
+  seq.set_num_computed_tokens(*num_cached);
+  seq.set_num_cached_tokens(*num_cached);
+  seq.set_status(SequenceStatus::Running);
+  std::unique_ptr<Sequence> admitted = std::move(waiting_.front());
+  waiting_.erase(waiting_.begin());
+  insert_ordered(running_, std::move(admitted));
+  return true;
+}
+
 ScheduledStep Scheduler::schedule() {
   ScheduledStep step;
   int32_t token_budget = config_.max_num_batched_tokens;
   auto has_room = [&] { return token_budget > 0 && int32_t(step.seq_ids.size()) < config_.max_num_seqs; };
 
-  // 1. Decodes: one token each, in run order. A decode whose new token needs a
-  // block and finds none preempts from the back of the run order, itself last.
+  // 1. Growing sequences, in run order: a decode (the one sampled token), or after
+  // tokens appended by the engine, those too, as one chunk. A sequence whose new
+  // tokens need blocks and find none free preempts from the back of the run order,
+  // itself last.
+  int32_t num_growth_preempted = 0;
+  std::vector<bool> in_step(running_.size(), false);
   for (size_t i = 0; i < running_.size() && has_room(); ++i) {
     Sequence& seq = *running_[i];
-    if (seq.num_uncomputed_tokens() != 1) continue;
     BlockTable& table = seq.block_table();
+    if (table.num_slots() >= seq.num_tokens()) continue;  // a prefill: slots came at admission
     bool preempted_self = false;
-    while (table.num_slots() < seq.num_tokens() && !block_manager_.can_append_slot(table)) {
+    while (table.num_slots() < seq.num_tokens()) {
+      if (block_manager_.can_append_slot(table)) {
+        block_manager_.append_slot(table);
+        continue;
+      }
       preempted_self = running_.size() - 1 == i;
       preempt_last_running();
-      ++step.num_preempted;
+      ++num_growth_preempted;
       if (preempted_self) break;
     }
     if (preempted_self) break;
-    while (table.num_slots() < seq.num_tokens()) block_manager_.append_slot(table);
-    add_to_plan(step, seq, 1);
-    --token_budget;
+    const int32_t n = std::min(seq.num_uncomputed_tokens(), token_budget);
+    add_to_plan(step, seq, n);
+    in_step[i] = true;
+    token_budget -= n;
   }
+  step.num_preempted += num_growth_preempted;
 
   // 2. Prefill chunks of admitted sequences (their slots were allocated at admission).
   for (size_t i = 0; i < running_.size() && has_room(); ++i) {
     Sequence& seq = *running_[i];
-    if (seq.num_uncomputed_tokens() <= 1) continue;
+    if (in_step[i] || seq.num_uncomputed_tokens() == 0) continue;
     const int32_t n = std::min(seq.num_uncomputed_tokens(), token_budget);
     add_to_plan(step, seq, n);
     token_budget -= n;
   }
 
   // 3. Admissions in run order, each with slots for all its tokens (prompt and,
-  // after a preemption, its output) and its cached prefix skipped.
-  while (step.num_preempted == 0 && !waiting_.empty() && has_room()) {
-    Sequence& seq = *waiting_.front();
-    if (seq.num_tokens() > max_num_tokens_per_seq())
-      fail("sequence ", seq.id(), ": ", seq.num_tokens(), " tokens exceed the KV cache (", max_num_tokens_per_seq(), " tokens)");
-    std::optional<int32_t> num_cached = block_manager_.allocate(seq.block_table(), seq.token_ids());
-    if (!num_cached) break;  // strict order: nothing behind it jumps the queue
-    seq.set_num_computed_tokens(*num_cached);
-    seq.set_num_cached_tokens(*num_cached);
-    seq.set_status(SequenceStatus::Running);
-    const int32_t n = std::min(seq.num_uncomputed_tokens(), token_budget);
-    add_to_plan(step, seq, n);
+  // after a preemption, its output) and its cached prefix skipped. A step whose
+  // growth preempted admits nothing: the cache is short.
+  while (num_growth_preempted == 0 && !waiting_.empty() && has_room()) {
+    Sequence* seq = waiting_.front().get();
+    if (!admit_front()) break;  // strict order: nothing behind it jumps the queue
+    const int32_t n = std::min(seq->num_uncomputed_tokens(), token_budget);
+    add_to_plan(step, *seq, n);
     token_budget -= n;
-    std::unique_ptr<Sequence> admitted = std::move(waiting_.front());
-    waiting_.erase(waiting_.begin());
-    insert_ordered(running_, std::move(admitted));
   }
   return step;
 }

@@ -39,16 +39,22 @@ class Scheduler {
   // the caller gets it back (status Finished) to read its output. Nullptr when unknown.
   std::unique_ptr<Sequence> remove(SeqId id);
 
-  // Chooses the next step: one token for each running decode (highest priority
-  // first; the lowest-priority, latest-arrived running sequence is preempted when
-  // a decode needs a block and none is free), then prefill chunks of running
-  // sequences, then new admissions from waiting, within the token budget. A
-  // preempting step admits nothing new. Throws flint::Error when the first waiting
-  // sequence has outgrown the whole cache (the engine must stop it first).
+  // Chooses the next step, in three phases:
+  //  1. growth: each running sequence with tokens beyond its slots (the sampled
+  //     token; more when the engine appended some, e.g. a forced think_end) gets
+  //     slots for all of them and feeds them as one chunk, within the token budget,
+  //     in run order; when no block is free the lowest-priority, latest-arrived
+  //     running sequence is preempted (possibly itself);
+  //  2. prefill chunks of running sequences;
+  //  3. new admissions from waiting, in order, unless phase 1 preempted.
+  // Throws flint::Error when the first waiting sequence has outgrown the whole
+  // cache (the engine must stop it first).
   ScheduledStep schedule();
   // After the backend ran `step`: records the computed tokens, appends
   // sampled_token_ids[i] to step.logit_seq_ids[i] and offers the newly full
   // blocks to the prefix cache. Sequences removed since schedule() are skipped.
+  // Between steps the caller may append more tokens to a sequence (find() then
+  // Sequence::append_token); the next schedule() feeds them and samples after the last.
   void postprocess(const ScheduledStep& step, std::span<const int32_t> sampled_token_ids);
 
   Sequence* find(SeqId id);
@@ -63,6 +69,9 @@ class Scheduler {
 
  private:
   void preempt_last_running();
+  // Moves the first waiting sequence to running with blocks for all its tokens;
+  // false (nothing changed) when they do not fit.
+  bool admit_front();
   static void insert_ordered(std::vector<std::unique_ptr<Sequence>>& queue, std::unique_ptr<Sequence> seq);
   static void add_to_plan(ScheduledStep& step, Sequence& seq, int32_t num_new_tokens);
 
