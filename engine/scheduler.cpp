@@ -88,10 +88,39 @@ bool Scheduler::admit_front() {
   return true;
 }
 
+int32_t Scheduler::preempt_for_priority() {
+  int32_t num_preempted = 0;
+  const int32_t block_size = block_manager_.block_size();
+  while (!waiting_.empty() && !running_.empty()) {
+    const Sequence& next = *waiting_.front();
+    if (running_.back()->priority() >= next.priority()) break;  // nobody strictly lower
+    if (next.num_tokens() > max_num_tokens_per_seq()) break;    // admission reports it
+    if (block_manager_.can_allocate(next.token_ids())) break;    // admission takes it
+    // Only when every strictly lower runner together frees enough (their shared
+    // blocks not counted, nor cache hits): a preemption that admits nobody is waste.
+    int64_t num_reclaimable = block_manager_.num_free_blocks();
+    for (auto it = running_.rbegin(); it != running_.rend() && (*it)->priority() < next.priority(); ++it)
+      for (int32_t block_id : (*it)->block_table().block_ids()) num_reclaimable += block_manager_.ref_count(block_id) == 1;
+    if (num_reclaimable < (int64_t(next.num_tokens()) + block_size - 1) / block_size) break;
+    while (!block_manager_.can_allocate(next.token_ids())) {
+      if (running_.back()->priority() >= next.priority()) fail("scheduler: priority preemption ran out of lower-priority sequences");
+      preempt_last_running();
+      ++num_preempted;
+    }
+    if (!admit_front()) fail("scheduler: sequence ", next.id(), " did not fit after priority preemption");
+  }
+  return num_preempted;
+}
+
 ScheduledStep Scheduler::schedule() {
   ScheduledStep step;
   int32_t token_budget = config_.max_num_batched_tokens;
   auto has_room = [&] { return token_budget > 0 && int32_t(step.seq_ids.size()) < config_.max_num_seqs; };
+
+  // 0. A waiting sequence of higher priority than the lowest running one takes the
+  // blocks of strictly lower-priority runners (lowest, latest first) when the free
+  // ones fall short; it is admitted at once and its prefill runs in phase 2.
+  step.num_preempted += preempt_for_priority();
 
   // 1. Growing sequences, in run order: a decode (the one sampled token), or after
   // tokens appended by the engine, those too, as one chunk. A sequence whose new

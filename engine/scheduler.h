@@ -39,7 +39,11 @@ class Scheduler {
   // the caller gets it back (status Finished) to read its output. Nullptr when unknown.
   std::unique_ptr<Sequence> remove(SeqId id);
 
-  // Chooses the next step, in three phases:
+  // Chooses the next step, in four phases:
+  //  0. priority: while the first waiting sequence has a higher priority than the
+  //     lowest running one and the free blocks do not hold it, running sequences of
+  //     strictly lower priority are preempted (lowest priority, latest arrival
+  //     first; only when together they free enough) and it is admitted;
   //  1. growth: each running sequence with tokens beyond its slots (the sampled
   //     token; more when the engine appended some, e.g. a forced think_end) gets
   //     slots for all of them and feeds them as one chunk, within the token budget,
@@ -47,6 +51,8 @@ class Scheduler {
   //     running sequence is preempted (possibly itself);
   //  2. prefill chunks of running sequences;
   //  3. new admissions from waiting, in order, unless phase 1 preempted.
+  // Equal priorities never preempt each other in phase 0, and a preempted sequence
+  // re-enters waiting in priority order, so preemption only flows downward.
   // Throws flint::Error when the first waiting sequence has outgrown the whole
   // cache (the engine must stop it first).
   ScheduledStep schedule();
@@ -72,6 +78,7 @@ class Scheduler {
   // Moves the first waiting sequence to running with blocks for all its tokens;
   // false (nothing changed) when they do not fit.
   bool admit_front();
+  int32_t preempt_for_priority();  // phase 0; returns the number preempted
   static void insert_ordered(std::vector<std::unique_ptr<Sequence>>& queue, std::unique_ptr<Sequence> seq);
   static void add_to_plan(ScheduledStep& step, Sequence& seq, int32_t num_new_tokens);
 

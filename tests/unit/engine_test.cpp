@@ -1,6 +1,6 @@
 // Engine tests on the tiny model with the CPU backend: streamed tokens equal the
 // solo run (also under chunking and preemption), seeds, stop rules, cancel,
-// deadlines, rejections, shutdown and text deltas.
+// deadlines, rejections, shutdown, text deltas and priority preemption.
 #include "engine/engine.h"
 
 #include <gtest/gtest.h>
@@ -187,6 +187,47 @@ TEST(Engine, MaxTokensEndsWithFinishReasonLengthAndUsageCounts) {
   ASSERT_TRUE(got.final->timings.time_to_first_token);
   EXPECT_LE(got.final->timings.queued, *got.final->timings.time_to_first_token);
   EXPECT_LE(*got.final->timings.time_to_first_token, got.final->timings.total);
+}
+
+// 4 blocks of 16: a low-priority runner of 20 + 40 tokens holds 2 blocks when a
+// 40-token request that needs 3 arrives (held at the gate until then).
+struct PriorityRun {
+  Collected low, arrival;
+  int64_t num_preempted = 0;
+};
+PriorityRun run_low_then_arrival(int32_t arrival_priority) {
+  CpuBackend backend = make_backend(4);
+  GatedBackend gated(backend);
+  gated.set_open(false);
+  Engine engine(gated, tiny_tokenizer());
+  auto low = submit_ok(engine, greedy_request(prompt_of(20, 1), 40));
+  EXPECT_TRUE(gated.wait_entered(1));  // low's prefill is in the forward pass
+  EngineRequest r = greedy_request(prompt_of(40, 2), 5);
+  r.priority = arrival_priority;
+  auto arrival = submit_ok(engine, std::move(r));
+  gated.set_open(true);
+  PriorityRun run;
+  run.arrival = collect(*arrival);
+  run.low = collect(*low);
+  run.num_preempted = engine.stats().num_preempted;
+  return run;
+}
+
+TEST(Engine, AHigherPriorityArrivalPreemptsTheLowPriorityRunnerWhichStillFinishesWithItsSoloTokens) {
+  const PriorityRun run = run_low_then_arrival(/*arrival_priority=*/5);
+  EXPECT_EQ(run.num_preempted, 1);
+  EXPECT_EQ(run.arrival.token_ids, solo_greedy(prompt_of(40, 2), 5));
+  EXPECT_EQ(run.low.token_ids, solo_greedy(prompt_of(20, 1), 40));
+  ASSERT_TRUE(run.low.final && run.arrival.final);
+  EXPECT_EQ(run.low.final->reason, FinishReason::Length);
+  EXPECT_LT(run.arrival.final->timings.total, run.low.final->timings.total);
+}
+
+TEST(Engine, AnEqualPriorityArrivalWaitsForTheRunnerAndPreemptsNothing) {
+  const PriorityRun run = run_low_then_arrival(/*arrival_priority=*/0);
+  EXPECT_EQ(run.num_preempted, 0);
+  EXPECT_EQ(run.arrival.token_ids, solo_greedy(prompt_of(40, 2), 5));
+  EXPECT_EQ(run.low.token_ids, solo_greedy(prompt_of(20, 1), 40));
 }
 
 TEST(Engine, StopTokenIdEndsWithStop) {

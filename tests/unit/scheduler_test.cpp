@@ -1,6 +1,8 @@
 // Scheduler tests: step composition (decodes first, chunked prefill, budgets),
-// priority, preemption by recompute, removal, and an end-to-end run on the tiny
-// model proving that batching, chunking, preemption and prefix reuse are exact.
+// priority, preemption by recompute (also of lower-priority runners by a
+// higher-priority arrival), tokens appended to a running sequence, removal, and
+// an end-to-end run on the tiny model proving that batching, chunking,
+// preemption and prefix reuse are exact.
 #include "engine/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -142,6 +144,105 @@ TEST(Scheduler, PreemptionTakesTheLowestPriorityThenLatestArrived) {
   EXPECT_EQ(sched.find(low_early)->status(), SequenceStatus::Waiting);
   EXPECT_EQ(step.seq_ids, (std::vector<SeqId>{high, mid}));
   EXPECT_EQ(step.num_preempted, 2);
+}
+
+TEST(Scheduler, TokensAppendedToARunningSequenceAreFedAsOneChunkWithLogitsForTheLast) {
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 64}, {.num_blocks = 8, .block_size = 4});
+  const SeqId id = sched.add(iota_tokens(0, 5));
+  fake_forward(sched, sched.schedule());  // 5 prompt tokens in the cache, one sampled
+  Sequence& seq = *sched.find(id);
+  for (int32_t t : {90, 91, 92, 93}) seq.append_token(t);  // e.g. a forced think_end
+  ScheduledStep step = sched.schedule();
+  step.plan.validate(4, 8);
+  ASSERT_EQ(step.seq_ids, std::vector<SeqId>{id});
+  EXPECT_EQ(step.plan.token_ids, (std::vector<int32_t>{int32_t(id) * 1000, 90, 91, 92, 93}));
+  EXPECT_EQ(step.plan.positions.front(), 5);
+  EXPECT_EQ(step.plan.kv_lens[0], 10);
+  EXPECT_EQ(step.plan.logit_rows, std::vector<int32_t>{4});
+  EXPECT_EQ(seq.block_table().num_blocks(), 3);
+  fake_forward(sched, step);
+  EXPECT_EQ(seq.num_computed_tokens(), 10);
+  EXPECT_EQ(seq.num_uncomputed_tokens(), 1);
+  sched.block_manager().check_invariants();
+}
+
+TEST(Scheduler, AppendedTokensBeyondTheTokenBudgetAreFedOverTwoSteps) {
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 3}, {.num_blocks = 8, .block_size = 4});
+  const SeqId id = sched.add(iota_tokens(0, 3));
+  fake_forward(sched, sched.schedule());
+  for (int32_t t : {90, 91, 92, 93}) sched.find(id)->append_token(t);
+  ScheduledStep first = sched.schedule();
+  EXPECT_EQ(first.plan.num_tokens(), 3);
+  EXPECT_TRUE(first.logit_seq_ids.empty());
+  fake_forward(sched, first);
+  ScheduledStep second = sched.schedule();
+  EXPECT_EQ(second.plan.token_ids, (std::vector<int32_t>{92, 93}));
+  EXPECT_EQ(second.logit_seq_ids, std::vector<SeqId>{id});
+}
+
+TEST(Scheduler, AHigherPriorityArrivalPreemptsALowerPriorityRunnerWhenBlocksAreShort) {
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 64}, {.num_blocks = 4, .block_size = 4});
+  const SeqId low = sched.add(iota_tokens(0, 9), /*priority=*/0);  // three blocks
+  fake_forward(sched, sched.schedule());
+  const SeqId high = sched.add(iota_tokens(50, 6), /*priority=*/5);  // needs two, one is free
+  ScheduledStep step = sched.schedule();
+  EXPECT_EQ(step.num_preempted, 1);
+  EXPECT_EQ(step.seq_ids, std::vector<SeqId>{high});
+  EXPECT_EQ(step.plan.token_ids, iota_tokens(50, 6));
+  EXPECT_EQ(sched.find(low)->status(), SequenceStatus::Waiting);
+  EXPECT_EQ(sched.find(low)->num_output_tokens(), 1);  // kept for the recompute
+  // The runner goes on; the preempted one waits behind it and is not a threat to it.
+  for (int i = 0; i < 3; ++i) {
+    fake_forward(sched, step);
+    step = sched.schedule();
+    EXPECT_EQ(step.num_preempted, 0);
+    EXPECT_EQ(step.seq_ids, std::vector<SeqId>{high});
+  }
+  sched.remove(high);
+  step = sched.schedule();
+  EXPECT_EQ(step.seq_ids, std::vector<SeqId>{low});
+  EXPECT_EQ(step.plan.kv_lens[0], 10);  // prompt and its sampled token again
+  sched.block_manager().check_invariants();
+}
+
+TEST(Scheduler, AnEqualPriorityArrivalWaitsAndPreemptsNobody) {
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 64}, {.num_blocks = 4, .block_size = 4});
+  const SeqId first = sched.add(iota_tokens(0, 9), 3);
+  fake_forward(sched, sched.schedule());
+  const SeqId second = sched.add(iota_tokens(50, 6), 3);
+  ScheduledStep step = sched.schedule();
+  EXPECT_EQ(step.num_preempted, 0);
+  EXPECT_EQ(step.seq_ids, std::vector<SeqId>{first});
+  EXPECT_EQ(sched.find(second)->status(), SequenceStatus::Waiting);
+}
+
+TEST(Scheduler, PriorityPreemptionTakesTheLowestPriorityLatestArrivedAndOnlyAsManyAsNeeded) {
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 64}, {.num_blocks = 6, .block_size = 4});
+  const SeqId early = sched.add(iota_tokens(0, 7), 1);
+  const SeqId late = sched.add(iota_tokens(10, 7), 1);
+  const SeqId mid = sched.add(iota_tokens(20, 7), 3);
+  fake_forward(sched, sched.schedule());  // two blocks each: the cache is full
+  const SeqId high = sched.add(iota_tokens(30, 7), 5);
+  ScheduledStep step = sched.schedule();
+  EXPECT_EQ(step.num_preempted, 1);
+  EXPECT_EQ(sched.find(late)->status(), SequenceStatus::Waiting);
+  EXPECT_EQ(sched.find(early)->status(), SequenceStatus::Running);
+  EXPECT_EQ(sched.find(mid)->status(), SequenceStatus::Running);
+  EXPECT_EQ(sched.find(high)->status(), SequenceStatus::Running);
+  EXPECT_EQ(step.seq_ids, (std::vector<SeqId>{mid, early, high}));  // decodes, then the admitted prefill
+}
+
+TEST(Scheduler, NoPreemptionWhenTheLowerPriorityRunnersCannotFreeEnough) {
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 64}, {.num_blocks = 4, .block_size = 4});
+  const SeqId top = sched.add(iota_tokens(0, 11), 9);  // three blocks
+  const SeqId low = sched.add(iota_tokens(20, 3), 0);  // one
+  fake_forward(sched, sched.schedule());
+  const SeqId middle = sched.add(iota_tokens(40, 8), 5);  // needs two; only low's one is below it
+  ScheduledStep step = sched.schedule();
+  EXPECT_EQ(step.num_preempted, 0);
+  EXPECT_EQ(sched.find(low)->status(), SequenceStatus::Running);
+  EXPECT_EQ(sched.find(middle)->status(), SequenceStatus::Waiting);
+  EXPECT_EQ(step.seq_ids, (std::vector<SeqId>{top, low}));
 }
 
 TEST(Scheduler, RemovedSequenceFreesItsBlocksAtOnce) {
