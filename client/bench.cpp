@@ -31,7 +31,8 @@ const char* const kUsage =
     "  --chat                  send each prompt as a user message through Chat\n"
     "                          (the template adds tokens; prompt length is then approximate)\n"
     "  --temperature T         default 0 (greedy)\n"
-    "  --seed S                seeds the prompts and the sampling (default 0)\n"
+    "  --seed S                seeds the prompts and the sampling (default: a random seed,\n"
+    "                          so a second run does not find the first one's prompts cached)\n"
     "  --json                  one JSON object instead of the table\n"
     "Percentiles are measured by the client: TTFT from the call to the first token,\n"
     "inter-token latency as the gap between token-carrying deltas over their tokens.\n"
@@ -53,7 +54,7 @@ struct Options {
   int streams = 1, requests = 16, prompt_tokens = 128, output_tokens = 64, shared_prefix = 0;
   bool chat = false, json = false;
   float temperature = 0.0f;
-  uint64_t seed = 0;
+  std::optional<uint64_t> seed;  // unset: drawn per run
 };
 
 Options parse(GlobalOptions& g, const Args& args) {
@@ -73,6 +74,7 @@ Options parse(GlobalOptions& g, const Args& args) {
     else r.unknown();
   }
   if (o.shared_prefix > o.prompt_tokens) r.usage_error("--shared-prefix must not exceed --prompt-tokens");
+  if (!o.seed) o.seed = std::random_device()() | uint64_t(std::random_device()()) << 32;
   return o;
 }
 
@@ -102,7 +104,8 @@ grpc::Status word_pool(v1::Inference::Stub& stub, const GlobalOptions& g, std::v
 // Request i's prompt: the shared prefix, then tokens drawn from its own generator.
 std::vector<int32_t> make_prompt(const Options& o, const std::vector<int32_t>& pool, int i) {
   std::vector<int32_t> ids;
-  std::mt19937_64 shared(o.seed * 0x9E3779B97F4A7C15ull + 1), own(o.seed * 0x9E3779B97F4A7C15ull + 2 + uint64_t(i));
+  const uint64_t base = *o.seed * 0x9E3779B97F4A7C15ull;
+  std::mt19937_64 shared(base + 1), own(base + 2 + uint64_t(i));
   std::uniform_int_distribution<size_t> pick(0, pool.size() - 1);
   for (int k = 0; k < o.prompt_tokens; ++k) ids.push_back(pool[pick(k < o.shared_prefix ? shared : own)]);
   return ids;
@@ -114,7 +117,7 @@ Result run_one(v1::Inference::Stub& stub, const GlobalOptions& g, const Options&
   set_deadline(ctx, g, /*streaming=*/true);
   auto fill = [&](auto& req) {
     req.mutable_sampling()->set_temperature(o.temperature);
-    req.mutable_sampling()->set_seed(o.seed + uint64_t(i));
+    req.mutable_sampling()->set_seed(*o.seed + uint64_t(i));
     req.mutable_stopping()->set_max_tokens(o.output_tokens);
     req.mutable_stopping()->set_ignore_eos(true);
     req.set_request_id("bench-" + std::to_string(i));
@@ -238,6 +241,7 @@ int run_bench(GlobalOptions g, const Args& args) {
                         {"prompt_tokens", o.prompt_tokens},
                         {"output_tokens", o.output_tokens},
                         {"shared_prefix", o.shared_prefix},
+                        {"seed", *o.seed},
                         {"completed", completed},
                         {"errors", errors},
                         {"short_outputs", short_outputs},
@@ -264,7 +268,7 @@ int run_bench(GlobalOptions g, const Args& args) {
     os << "bench: " << info.name() << " at " << g.server << ", " << (o.chat ? "Chat" : "Generate") << ", "
        << o.streams << " streams, " << o.requests << " requests, prompt " << o.prompt_tokens << " tokens"
        << (o.shared_prefix ? " (shared prefix " + std::to_string(o.shared_prefix) + ")" : "") << ", output "
-       << o.output_tokens << " tokens\n";
+       << o.output_tokens << " tokens, seed " << *o.seed << "\n";
     os << "  " << std::left << std::setw(22) << "wall time (s)" << wall_s << "\n";
     os << "  " << std::setw(22) << "completed" << completed << "\n";
     os << "  " << std::setw(22) << "errors" << errors << "\n";

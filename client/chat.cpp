@@ -13,6 +13,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 
 #include "client/commands.h"
 #include "client/print.h"
@@ -70,8 +71,9 @@ class InterruptWatcher {
   void set_call(grpc::ClientContext* ctx) {
     std::lock_guard lock(mu_);
     call_ = ctx;
-    cancelled_ = false;
+    if (ctx) cancelled_ = false;
   }
+  // Whether Ctrl-C cancelled the last call.
   bool cancelled() {
     std::lock_guard lock(mu_);
     return cancelled_;
