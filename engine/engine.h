@@ -1,5 +1,6 @@
 // Engine: the serving loop. One thread owns the scheduler, the sequences and each
-// request's sampler, detokenizer and stop state; others reach it by submit/cancel.
+// request's sampler, detokenizer, reasoning split and stop state; others reach it
+// by submit/cancel.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -52,9 +53,9 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Thread-safe. InvalidArgument (see validate(); also stop strings without a
-  // tokenizer), ResourceExhausted when the waiting queue is full, Unavailable
-  // after shutdown; nothing changes on an error.
+  // Thread-safe. InvalidArgument (see validate(); also stop strings or reasoning
+  // markers without a tokenizer), ResourceExhausted when the waiting queue is full,
+  // Unavailable after shutdown; nothing changes on an error.
   SubmitResult submit(EngineRequest request);
   // Thread-safe. Ends the request with Cancelled at the top of the next step;
   // unknown or finished ids are ignored.
