@@ -103,7 +103,8 @@ int32_t Scheduler::preempt_for_priority() {
       for (int32_t block_id : (*it)->block_table().block_ids()) num_reclaimable += block_manager_.ref_count(block_id) == 1;
     if (num_reclaimable < (int64_t(next.num_tokens()) + block_size - 1) / block_size) break;
     while (!block_manager_.can_allocate(next.token_ids())) {
-      if (running_.back()->priority() >= next.priority()) fail("scheduler: priority preemption ran out of lower-priority sequences");
+      if (running_.empty() || running_.back()->priority() >= next.priority())
+        fail("scheduler: priority preemption ran out of lower-priority sequences");
       preempt_last_running();
       ++num_preempted;
     }

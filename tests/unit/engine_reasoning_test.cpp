@@ -442,5 +442,40 @@ TEST(EngineReasoning, OnTheTinyModelBudgetZeroAnswersFromPromptPlusThinkEnd) {
   EXPECT_EQ(got.content_ids, answer);
 }
 
+TEST(EngineReasoning, BudgetRequestsOfMixedPrioritiesUnderPreemptionEachGetTheirSoloTokens) {
+  const std::vector<int32_t> marker = think_end_ids();
+  const int32_t k = int32_t(marker.size()), kBudget = 8, kAnswer = 8;
+  const std::vector<int32_t> lens = {20, 35, 28, 41, 17, 30}, priorities = {0, 2, 1, 2, 0, 5};
+  std::vector<std::vector<int32_t>> prompts, want;
+  for (size_t i = 0; i < lens.size(); ++i) {
+    std::vector<int32_t> prompt;
+    for (int32_t j = 0; j < lens[i]; ++j) prompt.push_back((lens[i] * 131 + j * 17 + int32_t(i) * 7) % 500);
+    const std::vector<int32_t> thought = greedy_after(prompt, kBudget);
+    ASSERT_EQ(std::ranges::find(thought, kThinkEnd), thought.end()) << "request " << i << " closed the block by itself";
+    want.push_back(concat({thought, marker, greedy_after(concat({prompt, thought, marker}), kAnswer)}));
+    prompts.push_back(std::move(prompt));
+  }
+  // 6 blocks of 16 hold 96 of the ~250 tokens the six finish with.
+  CpuBackend backend(tiny().config, tiny().weights, {.num_kv_blocks = 6, .block_size = 16, .num_threads = 2});
+  Engine engine(backend, &tokenizer(), {.scheduler = {.max_num_seqs = 6, .max_num_batched_tokens = 24}});
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EngineRequest r = budget_request(kBudget, kBudget + k + kAnswer);
+    r.prompt_token_ids = prompts[i];
+    r.priority = priorities[i];
+    SubmitResult submitted = engine.submit(std::move(r));
+    ASSERT_TRUE(submitted.status.ok()) << submitted.status.message;
+    streams.push_back(submitted.stream);
+  }
+  for (size_t i = 0; i < streams.size(); ++i) {
+    const Collected got = collect(*streams[i]);
+    EXPECT_EQ(got.token_ids, want[i]) << "request " << i;
+    ASSERT_TRUE(got.final);
+    EXPECT_EQ(got.final->usage.reasoning_tokens, kBudget + k);
+  }
+  EXPECT_GT(engine.stats().num_preempted, 0);
+  EXPECT_EQ(engine.stats().num_free_blocks, engine.stats().num_blocks);
+}
+
 }  // namespace
 }  // namespace flint
