@@ -1,0 +1,184 @@
+"""Test harness for flintd: Python stubs generated from proto/ at import time, a
+flintd process on a free loopback port, and helpers that read one stream whole.
+
+Environment: FLINTD (the flintd binary, default build/server/flintd) and
+FLINT_MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf), both relative to
+the repository root when not absolute.
+"""
+import ctypes
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _repo_path(env, default):
+    path = Path(os.environ.get(env, default))
+    return path if path.is_absolute() else REPO / path
+
+
+FLINTD = _repo_path("FLINTD", "build/server/flintd")
+FLINT_MODEL = _repo_path("FLINT_MODEL", "models/SmolLM2-135M-Instruct.Q4_1.gguf")
+for _path, _how in ((FLINTD, "build it (cmake --build build --target flintd) or set FLINTD"),
+                    (FLINT_MODEL, "run scripts/fetch-model.sh or set FLINT_MODEL")):
+    if not _path.is_file():
+        raise RuntimeError(f"flintd_harness: {_path} not found: {_how}")
+
+
+def _generate_stubs():
+    """Compiles proto/flint/v1/inference.proto with grpc_tools into a temp dir and imports it."""
+    from grpc_tools import protoc
+
+    out = tempfile.mkdtemp(prefix="flint-stubs-")
+    rc = protoc.main(["protoc", f"-I{REPO / 'proto'}", f"--python_out={out}", f"--grpc_python_out={out}",
+                      str(REPO / "proto/flint/v1/inference.proto")])
+    if rc != 0:
+        raise RuntimeError(f"protoc failed ({rc}) on proto/flint/v1/inference.proto")
+    sys.path.insert(0, out)
+    from flint.v1 import inference_pb2, inference_pb2_grpc  # noqa: E402
+    return inference_pb2, inference_pb2_grpc
+
+
+pb, pb_grpc = _generate_stubs()
+
+READY_LINE = re.compile(r"flintd: serving on ([0-9.]+):(\d+)")
+
+
+def _die_with_parent():
+    # Linux: SIGKILL flintd when the test process dies (a CTest timeout, a crash).
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Flintd:
+    """One flintd process on 127.0.0.1 with a port it picks; stderr goes to a log file."""
+
+    def __init__(self, log_dir, *flags, threads=2, startup_timeout=120.0):
+        self.log_path = Path(log_dir) / f"flintd-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.args = [str(FLINTD), "--model", str(FLINT_MODEL), "--host", "127.0.0.1", "--port", "0",
+                     "--threads", str(threads), *map(str, flags)]
+        self._log = open(self.log_path, "w+b")
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                                     preexec_fn=_die_with_parent)
+        self.address = self._wait_for_ready_line(startup_timeout)
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = pb_grpc.InferenceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self._wait_for_serving(startup_timeout)
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, n=40):
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def _wait_for_ready_line(self, timeout):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            m = READY_LINE.search(self.log())
+            if m:
+                return f"{m.group(1)}:{m.group(2)}"
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"flintd exited with {self.proc.returncode} before serving:\n"
+                                   f"{' '.join(self.args)}\n{self.log_tail()}")
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"flintd printed no 'serving on' line in {timeout} s:\n{self.log_tail()}")
+
+    def _wait_for_serving(self, timeout):
+        end = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < end:
+            try:
+                status = self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+            except grpc.RpcError as e:
+                last = f"{e.code()}: {e.details()}"
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"flintd exited with {self.proc.returncode}:\n{self.log_tail()}")
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"flintd not SERVING after {timeout} s (last: {last}):\n{self.log_tail()}")
+
+    def health_status(self, timeout=2):
+        return self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout).status
+
+    def terminate(self):
+        self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def close(self, grace=10.0):
+        """SIGTERM, then SIGKILL after `grace` seconds; closes the channel and the log."""
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+@dataclass
+class StreamResult:
+    """One Generate or Chat stream read to its end."""
+    deltas: list = field(default_factory=list)   # pb.Delta, in order
+    finished: object = None                      # pb.Finished, or None when the status was not OK
+    events: list = field(default_factory=list)   # "delta" / "finished", in arrival order
+    code: object = grpc.StatusCode.OK
+    details: str = ""
+
+    @property
+    def token_ids(self):
+        return [t for d in self.deltas for t in d.token_ids]
+
+    @property
+    def text(self):
+        return "".join(d.text for d in self.deltas)
+
+    @property
+    def logprobs(self):
+        return [lp for d in self.deltas for lp in d.logprobs]
+
+
+def read_stream(call):
+    """Reads a response iterator to its end; a non-OK status is recorded, not raised."""
+    result = StreamResult()
+    try:
+        for response in call:
+            kind = response.WhichOneof("event")
+            result.events.append(kind)
+            if kind == "delta":
+                result.deltas.append(response.delta)
+            elif kind == "finished":
+                result.finished = response.finished
+    except grpc.RpcError as e:
+        result.code, result.details = e.code(), e.details()
+    return result
+
+
+def call_rpc(stub, request, timeout=120, **kwargs):
+    """Starts Generate or Chat, chosen by the request's type."""
+    method = stub.Chat if isinstance(request, pb.ChatRequest) else stub.Generate
+    return method(request, timeout=timeout, **kwargs)
+
+
+def run(stub, request, timeout=120):
+    return read_stream(call_rpc(stub, request, timeout=timeout))

@@ -1,0 +1,667 @@
+"""End-to-end tests of flintd: the real daemon on a loopback port, the real default
+model, and a Python gRPC client built from proto/flint/v1/inference.proto.
+
+Each test is named as the behaviour it checks. The API contract is the proto's
+comments; docs/api.md summarizes it. Runtime is kept small: short prompts and
+8 to 24 output tokens on a CPU that makes about 90 tokens/s for one stream.
+"""
+import concurrent.futures
+import signal
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from flintd_harness import Flintd, call_rpc, pb, read_stream, run
+
+OK = grpc.StatusCode.OK
+MAX_RUNNING_SEQS = 16
+MAX_QUEUE = 64
+KV_CACHE_MEMORY = "64MiB"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = Flintd(tmp_path_factory.mktemp("flintd"), "--max-running-seqs", MAX_RUNNING_SEQS,
+               "--max-queue", MAX_QUEUE, "--kv-cache-memory", KV_CACHE_MEMORY)
+    yield d
+    d.close()
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    return server.stub
+
+
+@pytest.fixture(scope="module")
+def info(stub):
+    return stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+
+
+@pytest.fixture
+def fresh_server(tmp_path_factory):
+    """Starts a separate flintd with the given flags; closes it at the end of the test."""
+    started = []
+
+    def start(*flags):
+        d = Flintd(tmp_path_factory.mktemp("flintd-extra"), *flags)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.close()
+
+
+# ---------------------------------------------------------------- request builders
+
+def sampling(temperature=0.0, seed=None, **kw):
+    s = pb.SamplingParams(temperature=temperature, **kw)
+    if seed is not None:
+        s.seed = seed
+    return s
+
+
+def gen(text, max_tokens=16, stop=(), top_logprobs=None, ignore_eos=False, request_id="", **sampling_kw):
+    r = pb.GenerateRequest(text=text, sampling=sampling(**sampling_kw), request_id=request_id,
+                           stopping=pb.StoppingCriteria(max_tokens=max_tokens, stop=list(stop), ignore_eos=ignore_eos))
+    if top_logprobs is not None:
+        r.logprobs.top_logprobs = top_logprobs
+    return r
+
+
+def chat(messages, max_tokens=16, stop=(), top_logprobs=None, ignore_eos=False, request_id="", **sampling_kw):
+    """messages: (role, content) pairs, or one string for a single user message."""
+    if isinstance(messages, str):
+        messages = [("user", messages)]
+    r = pb.ChatRequest(messages=[pb.ChatMessage(role=role, content=content) for role, content in messages],
+                       sampling=sampling(**sampling_kw), request_id=request_id,
+                       stopping=pb.StoppingCriteria(max_tokens=max_tokens, stop=list(stop), ignore_eos=ignore_eos))
+    if top_logprobs is not None:
+        r.logprobs.top_logprobs = top_logprobs
+    return r
+
+
+def prompt_tokens_of(stub, request):
+    """The prompt the server should see for `request`, through Tokenize."""
+    if isinstance(request, pb.ChatRequest):
+        t = pb.TokenizeRequest(messages=request.messages)
+    else:
+        t = pb.TokenizeRequest(text=request.text)
+    return list(stub.Tokenize(t, timeout=10).token_ids)
+
+
+def assert_ok(result, what="stream"):
+    assert result.code == OK, f"{what}: {result.code} {result.details!r}"
+    assert result.finished is not None, f"{what}: ended OK without Finished"
+
+
+def same_output(a, b, what, seeded=True):
+    """The parts of two runs of one request that must match exactly (the seed too when `seeded`)."""
+    assert_ok(a, what + " (solo)")
+    assert_ok(b, what + " (batched)")
+    assert b.token_ids == a.token_ids, f"{what}: token ids differ from the solo run"
+    assert b.text == a.text, f"{what}: text differs from the solo run"
+    assert b.finished.reason == a.finished.reason, what
+    assert b.finished.matched_stop == a.finished.matched_stop, what
+    assert b.finished.usage.completion_tokens == a.finished.usage.completion_tokens, what
+    if seeded:
+        assert b.finished.seed == a.finished.seed, what
+    assert [lp.chosen.token_id for lp in b.logprobs] == [lp.chosen.token_id for lp in a.logprobs], what
+    for x, y in zip(a.logprobs, b.logprobs):
+        assert y.chosen.logprob == pytest.approx(x.chosen.logprob, abs=1e-3), what
+
+
+# ---------------------------------------------------------------- batching
+
+PROMPTS = [  # even: Generate (a text to continue), odd: Chat (a question)
+    "The capital of France is", "Write a haiku about the sea.", "List three prime numbers:",
+    "Why is the sky blue?", "Once upon a time, in a small village,", "What is 2 + 2?",
+    "Translate 'good morning' to Spanish:", "Name a famous painter.", "The three states of water are",
+    "Give me a tip for sleeping well.", "def fibonacci(n):", "What do bees make?",
+    "The quick brown fox", "Describe a cat in one sentence.", "In 1969, humans first", "Why does rain fall?",
+]
+
+
+def mixed_requests():
+    """16 requests: Generate and Chat, greedy and seeded sampling, stop strings, logprobs."""
+    requests = []
+    for i, prompt in enumerate(PROMPTS):
+        kw = dict(max_tokens=8 + (i * 5) % 17, request_id=f"mix-{i}")
+        if i % 4 >= 2:  # seeded sampling, with a different filter on each
+            kw.update(temperature=0.6 + 0.1 * (i % 5), seed=1000 + i)
+            kw.update([dict(top_k=40), dict(top_p=0.9), dict(min_p=0.05), dict(repetition_penalty=1.2),
+                       dict(presence_penalty=0.5, frequency_penalty=0.3)][i % 5])
+        if i % 3 == 0:
+            kw["stop"] = [".", "\n\n"]
+        if i % 5 == 0:
+            kw["top_logprobs"] = 2
+        requests.append(gen(prompt, **kw) if i % 2 == 0 else chat(prompt, **kw))
+    return requests
+
+
+def test_sixteen_concurrent_streams_each_give_the_tokens_of_the_same_request_run_alone(stub):
+    requests = mixed_requests()
+    solo = [run(stub, r) for r in requests]
+    for r, s in zip(requests, solo):
+        assert_ok(s, r.request_id)
+        assert s.token_ids, f"{r.request_id}: no tokens"
+
+    barrier = threading.Barrier(len(requests))
+
+    def one(request):
+        barrier.wait()
+        return run(stub, request)
+
+    with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+        batched = list(pool.map(one, requests))
+    for r, a, b in zip(requests, solo, batched):
+        same_output(a, b, r.request_id, seeded=r.sampling.HasField("seed"))
+
+
+def test_the_same_seed_gives_the_same_tokens_and_finished_reports_the_seed(stub):
+    r = gen("Tell me a story about a dragon.", max_tokens=16, temperature=1.0, seed=424242)
+    a, b = run(stub, r), run(stub, r)
+    same_output(a, b, "seeded")
+    assert a.finished.seed == 424242
+    unseeded = run(stub, gen("Tell me a story about a dragon.", max_tokens=4, temperature=1.0))
+    assert_ok(unseeded)
+    # A drawn seed is reported and replays the same tokens.
+    replay = run(stub, gen("Tell me a story about a dragon.", max_tokens=4, temperature=1.0,
+                           seed=unseeded.finished.seed))
+    assert replay.token_ids == unseeded.token_ids
+
+
+# ---------------------------------------------------------------- the stream contract
+
+CONTRACT_REQUESTS = {
+    "generate-greedy": lambda: gen("The capital of France is", max_tokens=24, request_id="contract-gen"),
+    "chat-seeded": lambda: chat("Name three colors.", max_tokens=24, temperature=0.7, seed=5,
+                                request_id="contract-chat"),
+    "chat-to-end-of-turn": lambda: chat("Say hi.", max_tokens=64, request_id="contract-eot"),
+}
+
+
+@pytest.mark.parametrize("name", CONTRACT_REQUESTS)
+def test_deltas_concatenate_to_the_text_of_their_tokens_and_one_finished_with_usage_comes_last(stub, name):
+    request = CONTRACT_REQUESTS[name]()
+    r = run(stub, request)
+    assert_ok(r, name)
+    assert r.events.count("finished") == 1 and r.events[-1] == "finished", r.events
+    assert r.deltas, "no Delta before Finished"
+    assert all(d.channel == pb.CHANNEL_CONTENT for d in r.deltas), "a model without think markers used reasoning"
+    assert all(d.token_ids or d.text for d in r.deltas), "an empty Delta"
+    assert not any(d.logprobs for d in r.deltas), "logprobs were not asked for"
+
+    ids = r.token_ids
+    detok = stub.Detokenize(pb.DetokenizeRequest(token_ids=ids, skip_special_tokens=True), timeout=10).text
+    assert r.text == detok
+
+    f = r.finished
+    max_tokens = request.stopping.max_tokens
+    assert f.request_id == request.request_id
+    assert f.usage.prompt_tokens == len(prompt_tokens_of(stub, request))
+    assert f.usage.reasoning_tokens == 0
+    assert f.usage.cached_prompt_tokens <= f.usage.prompt_tokens
+    if f.reason == pb.FINISH_REASON_LENGTH:
+        assert len(ids) == max_tokens and f.usage.completion_tokens == max_tokens
+    else:
+        assert f.reason == pb.FINISH_REASON_STOP
+        assert f.matched_stop == ""
+        # An end-of-generation token ends it: counted in usage, not sent.
+        assert f.usage.completion_tokens == len(ids) + 1, (f.usage, len(ids))
+        assert len(ids) < max_tokens
+    if name == "chat-to-end-of-turn":
+        assert f.reason == pb.FINISH_REASON_STOP, "a chat answer to 'Say hi.' ends its turn within 64 tokens"
+    t = f.timings
+    assert 0 <= t.queued_ms <= t.time_to_first_token_ms <= t.total_ms, t
+    assert t.time_to_first_token_ms > 0
+    if request.sampling.HasField("seed"):
+        assert f.seed == request.sampling.seed
+
+
+def test_logprobs_come_one_per_token_with_the_asked_number_of_alternatives(stub):
+    r = run(stub, gen("The capital of France is", max_tokens=12, top_logprobs=3, ignore_eos=True))
+    assert_ok(r)
+    ids, lps = r.token_ids, r.logprobs
+    assert len(lps) == len(ids) == 12
+    for d in r.deltas:
+        assert len(d.logprobs) == len(d.token_ids)
+    for tid, lp in zip(ids, lps):
+        assert lp.chosen.token_id == tid
+        assert lp.chosen.logprob <= 0
+        assert len(lp.top) == 3
+        tops = [t.logprob for t in lp.top]
+        assert tops == sorted(tops, reverse=True)
+        assert all(t.logprob <= 0 for t in lp.top)
+        # Greedy: the chosen token is the most likely one.
+        assert lp.chosen.logprob == pytest.approx(tops[0], abs=1e-4)
+    assert b"".join(lp.chosen.token for lp in lps).decode("utf-8", "replace") == r.text
+
+
+def test_a_stop_string_ends_the_output_before_it_and_is_never_sent(stub):
+    prompt = "Write one sentence about the moon."
+    free = run(stub, chat(prompt, max_tokens=24, ignore_eos=True))
+    assert_ok(free)
+    text = free.text
+    assert len(text) >= 12, text
+    # A stop string from the middle of the known greedy answer, spanning token boundaries.
+    stop = text[len(text) // 2: len(text) // 2 + 5]
+    expected = text[: text.find(stop)]
+    r = run(stub, chat(prompt, max_tokens=24, ignore_eos=True, stop=["never-appears-xyz", stop]))
+    assert_ok(r)
+    assert r.finished.reason == pb.FINISH_REASON_STOP
+    assert r.finished.matched_stop == stop
+    assert r.text == expected
+    assert r.token_ids == free.token_ids[: len(r.token_ids)]
+    assert r.finished.usage.completion_tokens == len(r.token_ids)
+
+
+def test_stop_token_ids_end_the_output_and_the_token_is_not_sent(stub):
+    prompt = "Count: one, two, three, four, five,"
+    free = run(stub, gen(prompt, max_tokens=12, ignore_eos=True))
+    assert_ok(free)
+    k = len(free.token_ids) // 2
+    stop_id = free.token_ids[k]
+    first = free.token_ids.index(stop_id)
+    r = run(stub, pb.GenerateRequest(text=prompt, sampling=sampling(),
+                                     stopping=pb.StoppingCriteria(max_tokens=12, ignore_eos=True,
+                                                                  stop_token_ids=[stop_id])))
+    assert_ok(r)
+    assert r.finished.reason == pb.FINISH_REASON_STOP
+    assert r.token_ids == free.token_ids[:first]
+    assert r.finished.usage.completion_tokens == first + 1
+
+
+# ---------------------------------------------------------------- prefix cache
+
+def test_a_second_request_with_the_same_long_system_prompt_reuses_cached_prompt_tokens(stub, info):
+    nonce = uuid.uuid4().hex
+    system = (f"Session {nonce}. You are a careful assistant for a bakery. " +
+              "Answer briefly, politely and only about bread, cakes, opening hours and prices. " * 8)
+    first = run(stub, chat([("system", system), ("user", "When do you open?")], max_tokens=4))
+    second = run(stub, chat([("system", system), ("user", "Do you sell rye bread?")], max_tokens=4))
+    assert_ok(first)
+    assert_ok(second)
+    system_tokens = len(prompt_tokens_of(stub, chat([("system", system)])))
+    assert system_tokens > 4 * info.kv_block_size
+    assert first.finished.usage.cached_prompt_tokens == 0
+    cached = second.finished.usage.cached_prompt_tokens
+    assert cached > 0
+    assert cached <= second.finished.usage.prompt_tokens
+    assert cached >= system_tokens - 2 * info.kv_block_size, (cached, system_tokens)
+
+
+# ---------------------------------------------------------------- cancel and deadline
+
+def start_and_cancel_after_first_delta(stub, request):
+    call = call_rpc(stub, request, timeout=60)
+    it = iter(call)
+    first = next(it)
+    assert first.WhichOneof("event") == "delta"
+    call.cancel()
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in it:
+            pass
+    return e.value.code()
+
+
+def assert_serving(server, stub):
+    assert server.health_status() == SERVING
+    r = run(stub, gen("Hello", max_tokens=4), timeout=30)
+    assert_ok(r, "a request after")
+
+
+def test_a_cancelled_stream_ends_cancelled_and_the_server_serves_on(server, stub):
+    code = start_and_cancel_after_first_delta(stub, gen("Tell me about the ocean.", max_tokens=500, ignore_eos=True))
+    assert code == grpc.StatusCode.CANCELLED
+    assert_serving(server, stub)
+
+
+def test_a_call_past_its_deadline_ends_deadline_exceeded_and_the_server_serves_on(server, stub):
+    r = run(stub, gen("Tell me about the mountains.", max_tokens=1000, ignore_eos=True), timeout=0.3)
+    assert r.code == grpc.StatusCode.DEADLINE_EXCEEDED, (r.code, r.details)
+    assert r.finished is None
+    assert_serving(server, stub)
+
+
+def full_context_prompt(stub, info, max_tokens):
+    """Token ids of real text, as many as fit in max_sequence_tokens with max_tokens after them."""
+    n = info.max_sequence_tokens - max_tokens
+    text = "The history of bread begins with wild grains ground between stones. " * (n // 8 + 8)
+    ids = list(stub.Tokenize(pb.TokenizeRequest(text=text), timeout=30).token_ids)
+    assert len(ids) >= n
+    return ids[:n]
+
+
+def wait_for_idle_stats(stub, timeout=10.0):
+    """GetServerStats once nothing runs or waits, or the last snapshot after `timeout` s."""
+    end = time.monotonic() + timeout
+    while True:
+        stats = stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5)
+        if (stats.num_running == 0 and stats.num_waiting == 0 and stats.num_active_streams == 0) or \
+                time.monotonic() > end:
+            return stats
+        time.sleep(0.05)
+
+
+def test_cancelled_and_expired_requests_give_their_kv_blocks_back(server, stub, info):
+    long_prompt = "Describe the water cycle in detail. " * 40
+    for _ in range(3):
+        code = start_and_cancel_after_first_delta(stub, gen(long_prompt, max_tokens=1000, ignore_eos=True))
+        assert code == grpc.StatusCode.CANCELLED
+    for _ in range(2):
+        r = run(stub, gen(long_prompt, max_tokens=1000, ignore_eos=True), timeout=0.5)
+        assert r.code == grpc.StatusCode.DEADLINE_EXCEEDED, (r.code, r.details)
+    stats = wait_for_idle_stats(stub)
+    assert (stats.num_running, stats.num_waiting, stats.num_active_streams) == (0, 0, 0), stats
+    assert stats.num_free_kv_blocks == stats.num_kv_blocks == info.num_kv_blocks, stats
+
+    # max_sequence_tokens is bounded by the KV cache here, so a request that fills it
+    # is admitted only when every block (prefix-cached ones reclaimed) is free.
+    assert info.max_sequence_tokens <= info.num_kv_blocks * info.kv_block_size
+    ids = full_context_prompt(stub, info, max_tokens=4)
+    r = run(stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=ids), sampling=sampling(),
+                                     stopping=pb.StoppingCriteria(max_tokens=4, ignore_eos=True)), timeout=120)
+    assert_ok(r, "a request that needs the whole KV cache")
+    assert r.finished.usage.prompt_tokens == len(ids)
+    assert len(r.token_ids) == 4
+
+
+def test_server_stats_count_waiting_running_and_streams(stub, info):
+    stats = wait_for_idle_stats(stub)
+    assert stats.num_kv_blocks == info.num_kv_blocks
+    assert 0 <= stats.num_free_kv_blocks <= stats.num_kv_blocks
+    assert not stats.draining
+    call = call_rpc(stub, gen("Tell me about forests.", max_tokens=1000, ignore_eos=True), timeout=60)
+    it = iter(call)
+    next(it)
+    busy = stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5)
+    call.cancel()
+    assert busy.num_running == 1 and busy.num_active_streams == 1, busy
+    assert busy.num_free_kv_blocks < busy.num_kv_blocks
+    assert busy.num_steps > stats.num_steps
+
+
+# ---------------------------------------------------------------- bad requests
+
+def _replace_placeholder(request, placeholder, bad):
+    data = request.SerializeToString()
+    assert data.count(placeholder) == 1 and len(bad) == len(placeholder)
+    return data.replace(placeholder, bad)
+
+
+PLACEHOLDER = b"PLACEHOLDER!"
+BAD_UTF8 = b"ab\xff\xfe\xc3(cd\xe2\x82ef"  # same length as PLACEHOLDER, invalid UTF-8
+
+# name -> (method, request builder taking ModelInfo, words one of which the message must contain)
+BAD_REQUESTS = {
+    "chat without messages": ("Chat", lambda i: pb.ChatRequest(stopping=pb.StoppingCriteria(max_tokens=4)),
+                              ["messages"]),
+    "negative max_tokens": ("Generate", lambda i: gen("hi", max_tokens=-1), ["max_tokens"]),
+    "zero max_tokens": ("Generate", lambda i: gen("hi", max_tokens=0), ["max_tokens"]),
+    "top_p above 1": ("Generate", lambda i: gen("hi", max_tokens=4, top_p=1.5), ["top_p"]),
+    "top_p of 0": ("Generate", lambda i: gen("hi", max_tokens=4, top_p=0.0), ["top_p"]),
+    "negative temperature": ("Chat", lambda i: chat("hi", max_tokens=4, temperature=-0.5), ["temperature"]),
+    "temperature above 100": ("Generate", lambda i: gen("hi", max_tokens=4, temperature=101), ["temperature"]),
+    "negative top_k": ("Generate", lambda i: gen("hi", max_tokens=4, top_k=-1), ["top_k"]),
+    "min_p above 1": ("Generate", lambda i: gen("hi", max_tokens=4, min_p=1.5), ["min_p"]),
+    "zero repetition_penalty": ("Generate", lambda i: gen("hi", max_tokens=4, repetition_penalty=0.0),
+                                ["repetition_penalty"]),
+    "presence_penalty above 2": ("Generate", lambda i: gen("hi", max_tokens=4, presence_penalty=3.0),
+                                 ["presence_penalty"]),
+    "frequency_penalty below -2": ("Generate", lambda i: gen("hi", max_tokens=4, frequency_penalty=-3.0),
+                                   ["frequency_penalty"]),
+    "prompt over the context": ("Generate", lambda i: gen("hello world " * (i.context_length + 100), max_tokens=4),
+                                ["prompt", "context"]),
+    "prompt plus max_tokens over the context": ("Chat", lambda i: chat("hi", max_tokens=i.max_sequence_tokens),
+                                                ["max_tokens", "context", "max_sequence"]),
+    "invalid UTF-8 in Generate.text": ("Generate", lambda i: _replace_placeholder(
+        gen(PLACEHOLDER.decode(), max_tokens=4), PLACEHOLDER, BAD_UTF8), ["utf"]),
+    "invalid UTF-8 in a chat message": ("Chat", lambda i: _replace_placeholder(
+        chat(PLACEHOLDER.decode(), max_tokens=4), PLACEHOLDER, BAD_UTF8), ["utf"]),
+    "invalid UTF-8 in a stop string": ("Generate", lambda i: _replace_placeholder(
+        gen("hi", max_tokens=4, stop=[PLACEHOLDER.decode()]), PLACEHOLDER, BAD_UTF8), ["utf"]),
+    "unknown role": ("Chat", lambda i: chat([("wizard", "hi")], max_tokens=4), ["role"]),
+    "token id out of vocabulary": ("Generate", lambda i: pb.GenerateRequest(
+        token_ids=pb.TokenIds(ids=[1, 2, i.vocab_size]), stopping=pb.StoppingCriteria(max_tokens=4)), ["token"]),
+    "negative token id": ("Generate", lambda i: pb.GenerateRequest(
+        token_ids=pb.TokenIds(ids=[-1]), stopping=pb.StoppingCriteria(max_tokens=4)), ["token"]),
+    "generate without a prompt": ("Generate", lambda i: pb.GenerateRequest(stopping=pb.StoppingCriteria(max_tokens=4)),
+                                  ["prompt"]),
+    "too many top_logprobs": ("Generate", lambda i: gen("hi", max_tokens=4, top_logprobs=21), ["top_logprobs"]),
+    "seventeen stop strings": ("Generate", lambda i: gen("hi", max_tokens=4, stop=[f"s{k}" for k in range(17)]),
+                               ["stop"]),
+    "empty stop string": ("Generate", lambda i: gen("hi", max_tokens=4, stop=[""]), ["stop"]),
+    "priority above 1000": ("Chat", lambda i: pb.ChatRequest(messages=[pb.ChatMessage(role="user", content="hi")],
+                                                             priority=1001), ["priority"]),
+    "request_id over 128 bytes": ("Generate", lambda i: gen("hi", max_tokens=4, request_id="r" * 129),
+                                  ["request_id"]),
+}
+
+
+@pytest.fixture(scope="module")
+def background_solo(stub):
+    """The request that runs beside each bad one, and its output alone."""
+    request = gen("Once upon a time", max_tokens=16, ignore_eos=True, request_id="background")
+    return request, run(stub, request)
+
+
+@pytest.mark.parametrize("name", BAD_REQUESTS)
+def test_a_bad_request_is_invalid_argument_naming_the_problem_and_another_stream_runs_on(
+        server, stub, info, background_solo, name):
+    method, build, words = BAD_REQUESTS[name]
+    request = build(info)
+    bg_request, bg_solo = background_solo
+
+    call = call_rpc(stub, bg_request, timeout=60)
+    it = iter(call)
+    first = next(it)  # the background stream is running
+    if isinstance(request, bytes):  # not valid protobuf for Python: send the bytes as they are
+        rpc = server.channel.unary_stream(f"/flint.v1.Inference/{method}", request_serializer=None,
+                                          response_deserializer=pb.GenerateResponse.FromString)
+        bad = read_stream(rpc(request, timeout=30))
+    else:
+        bad = read_stream(getattr(stub, method)(request, timeout=30))
+    rest = read_stream(it)
+    rest.deltas.insert(0, first.delta)
+    rest.events.insert(0, "delta")
+
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT, f"{name}: {bad.code} {bad.details!r}"
+    assert not bad.deltas and bad.finished is None
+    assert any(w.lower() in bad.details.lower() for w in words), f"{name}: message {bad.details!r} names none of {words}"
+    same_output(bg_solo, rest, "the background stream", seeded=False)
+
+
+def test_unary_calls_reject_bad_input_with_invalid_argument(stub, info):
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Detokenize(pb.DetokenizeRequest(token_ids=[info.vocab_size]), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "token" in e.value.details().lower()
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Tokenize(pb.TokenizeRequest(messages=[pb.ChatMessage(role="wizard", content="hi")]), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "role" in e.value.details().lower()
+
+
+# ---------------------------------------------------------------- unary RPCs
+
+def test_tokenize_and_detokenize_round_trip(stub, info):
+    text = "Hello, world! Ünïcödé ✓ 12345 — the end."
+    t = stub.Tokenize(pb.TokenizeRequest(text=text), timeout=10)
+    assert t.text == text
+    assert len(t.token_ids) == len(t.tokens) > 5
+    assert all(0 <= i < info.vocab_size for i in t.token_ids)
+    assert stub.Detokenize(pb.DetokenizeRequest(token_ids=t.token_ids), timeout=10).text == text
+
+    # Special tokens written in the text become their ids; skip_special_tokens leaves them out.
+    s = stub.Tokenize(pb.TokenizeRequest(text="<|im_start|>user\nhi<|im_end|>"), timeout=10)
+    assert s.tokens[0] == "<|im_start|>" and s.tokens[-1] == "<|im_end|>"
+    assert stub.Detokenize(pb.DetokenizeRequest(token_ids=s.token_ids), timeout=10).text == \
+        "<|im_start|>user\nhi<|im_end|>"
+    assert stub.Detokenize(pb.DetokenizeRequest(token_ids=s.token_ids, skip_special_tokens=True),
+                           timeout=10).text == "user\nhi"
+
+    # Messages render with the chat template, as Chat would.
+    m = stub.Tokenize(pb.TokenizeRequest(messages=[pb.ChatMessage(role="user", content="hi")]), timeout=10)
+    assert "<|im_start|>user\nhi<|im_end|>" in m.text
+    assert m.text.rstrip().endswith("<|im_start|>assistant")
+
+
+def test_model_info_describes_the_default_model_and_the_serving_limits(info):
+    assert info.name == "SmolLM2-135M-Instruct.Q4_1"
+    assert info.architecture == "llama"
+    assert info.vocab_size == 49152
+    assert info.context_length == 8192
+    assert 0 < info.max_sequence_tokens <= info.context_length
+    assert info.chat_template == "chatml"
+    assert info.think_start == "" and info.think_end == ""
+    assert info.eos_token_ids and all(0 <= i < info.vocab_size for i in info.eos_token_ids)
+    assert "Q4_1" in info.weight_type
+    assert 100_000_000 < info.num_parameters < 200_000_000
+    assert info.device == "cpu"
+    assert info.max_running_seqs == MAX_RUNNING_SEQS
+    assert info.max_queue == MAX_QUEUE
+    assert info.max_batched_tokens > 0
+    assert info.kv_block_size > 0 and info.num_kv_blocks > 0
+    assert info.max_sequence_tokens <= info.num_kv_blocks * info.kv_block_size
+    assert info.server_version
+
+
+# ---------------------------------------------------------------- health and reflection
+
+def test_health_is_serving(server):
+    assert server.health_status() == SERVING
+
+
+def test_reflection_lists_the_services_and_serves_their_descriptors(server):
+    stub = reflection_pb2_grpc.ServerReflectionStub(server.channel)
+
+    def ask(**kw):
+        responses = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(**kw)]), timeout=10))
+        assert len(responses) == 1
+        return responses[0]
+
+    names = {s.name for s in ask(list_services="").list_services_response.service}
+    assert {"flint.v1.Inference", "grpc.health.v1.Health"} <= names, names
+
+    files = ask(file_containing_symbol="flint.v1.Inference").file_descriptor_response.file_descriptor_proto
+    protos = [descriptor_pb2.FileDescriptorProto.FromString(f) for f in files]
+    mine = next(p for p in protos if p.package == "flint.v1")
+    service = next(s for s in mine.service if s.name == "Inference")
+    methods = {m.name: m for m in service.method}
+    assert {"Generate", "Chat", "Tokenize", "Detokenize", "GetModelInfo", "GetServerStats"} <= set(methods)
+    assert methods["Generate"].server_streaming and methods["Chat"].server_streaming
+    assert not methods["Tokenize"].server_streaming
+
+    # A generic client builds every message type from reflection alone.
+    pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(server.channel))
+    generate = pool.FindMethodByName("flint.v1.Inference.Generate")
+    assert generate.input_type.full_name == "flint.v1.GenerateRequest"
+    assert "sampling" in pool.FindMessageTypeByName("flint.v1.GenerateRequest").fields_by_name
+
+
+# ---------------------------------------------------------------- admission and shutdown
+
+def test_a_full_waiting_queue_refuses_requests_with_resource_exhausted(fresh_server):
+    d = fresh_server("--max-queue", 1, "--max-running-seqs", 1)
+    requests = [gen(f"Story number {k}:", max_tokens=24, ignore_eos=True) for k in range(8)]
+    barrier = threading.Barrier(len(requests))
+
+    def one(request):
+        barrier.wait()
+        return run(d.stub, request, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+        results = list(pool.map(one, requests))
+    codes = [r.code for r in results]
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1, codes
+    for r in results:
+        if r.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            assert not r.deltas and r.finished is None and r.details
+        else:
+            assert_ok(r)
+            assert len(r.token_ids) == 24
+    assert codes.count(OK) >= 1, codes
+    assert_ok(run(d.stub, gen("Hello", max_tokens=4)), "a request once the queue has room")
+
+
+def test_sigterm_drains_running_streams_refuses_new_ones_and_exits_zero(fresh_server):
+    drain_timeout = 20
+    d = fresh_server("--drain-timeout", drain_timeout)
+    max_tokens = 96
+    call = call_rpc(d.stub, gen("Tell me about rivers.", max_tokens=max_tokens, ignore_eos=True), timeout=60)
+    it = iter(call)
+    first = next(it)
+    assert first.WhichOneof("event") == "delta"
+    signalled = time.monotonic()
+    d.terminate()
+
+    # While the stream drains: health is NOT_SERVING, stats say draining, new streams are UNAVAILABLE.
+    seen = {}
+
+    def probe():
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            try:
+                status = d.health_status(timeout=1)
+                seen["health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+                if status != SERVING:
+                    break
+            except grpc.RpcError as e:
+                seen["health"] = e.code().name
+                break
+            time.sleep(0.005)
+        seen["draining"] = d.stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5).draining
+        seen["new"] = run(d.stub, gen("Hello", max_tokens=4), timeout=10)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    rest = read_stream(it)
+    prober.join()
+
+    assert_ok(rest, "the stream running at SIGTERM")
+    assert len(rest.token_ids) + len(first.delta.token_ids) == max_tokens
+    assert rest.finished.reason == pb.FINISH_REASON_LENGTH
+    assert seen["health"] == "NOT_SERVING", seen
+    assert seen["draining"], seen
+    assert seen["new"].code == grpc.StatusCode.UNAVAILABLE, (seen["new"].code, seen["new"].details)
+    # Once its last stream has ended, flintd exits: it does not wait out the drain timeout.
+    drained = time.monotonic()
+    d.proc.wait(drain_timeout + 10)
+    assert d.proc.returncode == 0, d.log_tail()
+    assert time.monotonic() - drained < 5, \
+        f"flintd exited {time.monotonic() - drained:.1f} s after its last stream ended:\n{d.log_tail(5)}"
+    assert time.monotonic() - signalled < drain_timeout
+
+
+def test_a_stream_still_running_at_the_drain_timeout_ends_unavailable_and_flintd_exits_zero(fresh_server):
+    d = fresh_server("--drain-timeout", 1)
+    call = call_rpc(d.stub, gen("Tell me about lakes.", max_tokens=4000, ignore_eos=True), timeout=60)
+    it = iter(call)
+    next(it)
+    signalled = time.monotonic()
+    d.terminate()
+    rest = read_stream(it)
+    assert rest.code == grpc.StatusCode.UNAVAILABLE, (rest.code, rest.details)
+    d.proc.wait(15)
+    assert d.proc.returncode == 0, d.log_tail()
+    assert time.monotonic() - signalled < 10
+
+
+def test_sigint_on_an_idle_server_exits_zero_at_once(fresh_server):
+    d = fresh_server()
+    signalled = time.monotonic()
+    d.proc.send_signal(signal.SIGINT)
+    d.proc.wait(10)
+    assert d.proc.returncode == 0, d.log_tail()
+    assert time.monotonic() - signalled < 5
