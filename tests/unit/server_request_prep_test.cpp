@@ -100,7 +100,11 @@ TEST_F(RequestPrep, EachOutOfRangeFieldIsInvalidArgumentNamingTheField) {
       {[](auto& r) { r.set_text(""); }, "text is empty"},
       {[](auto& r) { r.mutable_token_ids(); }, "token_ids.ids is empty"},
       {[](auto& r) { r.mutable_token_ids()->add_ids(-5); }, "token_ids.ids[0] is -5, outside the vocabulary [0, 49152)"},
-      {[](auto& r) { r.set_text(std::string(300, 'a') + " b c d e f g h i j k l m n o p q r s t u v w x y z"); },
+      {[](auto& r) {
+         std::string words;
+         for (int i = 0; i < 300; ++i) words += " w" + std::to_string(i);
+         r.set_text(words);
+       },
        "tokens; a sequence (prompt plus output) may hold at most 256 tokens"},
       {[](auto& r) { r.mutable_stopping()->set_max_tokens(255); }, "plus stopping.max_tokens 255 exceed the 256 tokens"},
   };
