@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,6 +51,13 @@ def _generate_stubs():
 
 
 pb, pb_grpc = _generate_stubs()
+
+OK = grpc.StatusCode.OK
+SERVING = health_pb2.HealthCheckResponse.SERVING
+# The flags of the server the tests share (conftest.py's `server`).
+MAX_RUNNING_SEQS = 16
+MAX_QUEUE = 64
+KV_CACHE_MEMORY = "64MiB"
 
 READY_LINE = re.compile(r"flintd: serving on ([0-9.]+):(\d+)")
 
@@ -182,3 +190,62 @@ def call_rpc(stub, request, timeout=120, **kwargs):
 
 def run(stub, request, timeout=120):
     return read_stream(call_rpc(stub, request, timeout=timeout))
+
+
+# ---------------------------------------------------------------- requests and checks
+
+def sampling(temperature=0.0, seed=None, **kw):
+    s = pb.SamplingParams(temperature=temperature, **kw)
+    if seed is not None:
+        s.seed = seed
+    return s
+
+
+def gen(text, max_tokens=16, stop=(), top_logprobs=None, ignore_eos=False, request_id="", **sampling_kw):
+    r = pb.GenerateRequest(text=text, sampling=sampling(**sampling_kw), request_id=request_id,
+                           stopping=pb.StoppingCriteria(max_tokens=max_tokens, stop=list(stop), ignore_eos=ignore_eos))
+    if top_logprobs is not None:
+        r.logprobs.top_logprobs = top_logprobs
+    return r
+
+
+def chat(messages, max_tokens=16, stop=(), top_logprobs=None, ignore_eos=False, request_id="", **sampling_kw):
+    """messages: (role, content) pairs, or one string for a single user message."""
+    if isinstance(messages, str):
+        messages = [("user", messages)]
+    r = pb.ChatRequest(messages=[pb.ChatMessage(role=role, content=content) for role, content in messages],
+                       sampling=sampling(**sampling_kw), request_id=request_id,
+                       stopping=pb.StoppingCriteria(max_tokens=max_tokens, stop=list(stop), ignore_eos=ignore_eos))
+    if top_logprobs is not None:
+        r.logprobs.top_logprobs = top_logprobs
+    return r
+
+
+def prompt_tokens_of(stub, request):
+    """The prompt the server should see for `request`, through Tokenize."""
+    if isinstance(request, pb.ChatRequest):
+        t = pb.TokenizeRequest(messages=request.messages)
+    else:
+        t = pb.TokenizeRequest(text=request.text)
+    return list(stub.Tokenize(t, timeout=10).token_ids)
+
+
+def assert_ok(result, what="stream"):
+    assert result.code == OK, f"{what}: {result.code} {result.details!r}"
+    assert result.finished is not None, f"{what}: ended OK without Finished"
+
+
+def same_output(a, b, what, seeded=True):
+    """The parts of two runs of one request that must match exactly (the seed too when `seeded`)."""
+    assert_ok(a, what + " (solo)")
+    assert_ok(b, what + " (batched)")
+    assert b.token_ids == a.token_ids, f"{what}: token ids differ from the solo run"
+    assert b.text == a.text, f"{what}: text differs from the solo run"
+    assert b.finished.reason == a.finished.reason, what
+    assert b.finished.matched_stop == a.finished.matched_stop, what
+    assert b.finished.usage.completion_tokens == a.finished.usage.completion_tokens, what
+    if seeded:
+        assert b.finished.seed == a.finished.seed, what
+    assert [lp.chosen.token_id for lp in b.logprobs] == [lp.chosen.token_id for lp in a.logprobs], what
+    for x, y in zip(a.logprobs, b.logprobs):
+        assert y.chosen.logprob == pytest.approx(x.chosen.logprob, abs=1e-3), what

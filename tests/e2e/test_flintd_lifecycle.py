@@ -1,0 +1,106 @@
+"""flintd end-to-end: admission and shutdown. Each test starts its own flintd:
+a full waiting queue, the SIGTERM drain, the drain timeout, SIGINT."""
+import concurrent.futures
+import signal
+import threading
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from flintd_harness import OK, SERVING, assert_ok, call_rpc, gen, pb, read_stream, run
+
+
+def test_a_full_waiting_queue_refuses_requests_with_resource_exhausted(fresh_server):
+    d = fresh_server("--max-queue", 1, "--max-running-seqs", 1)
+    requests = [gen(f"Story number {k}:", max_tokens=24, ignore_eos=True) for k in range(8)]
+    barrier = threading.Barrier(len(requests))
+
+    def one(request):
+        barrier.wait()
+        return run(d.stub, request, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+        results = list(pool.map(one, requests))
+    codes = [r.code for r in results]
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1, codes
+    for r in results:
+        if r.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            assert not r.deltas and r.finished is None and r.details
+        else:
+            assert_ok(r)
+            assert len(r.token_ids) == 24
+    assert codes.count(OK) >= 1, codes
+    assert_ok(run(d.stub, gen("Hello", max_tokens=4)), "a request once the queue has room")
+
+
+def test_sigterm_drains_running_streams_refuses_new_ones_and_exits_zero(fresh_server):
+    drain_timeout = 20
+    d = fresh_server("--drain-timeout", drain_timeout)
+    max_tokens = 96
+    call = call_rpc(d.stub, gen("Tell me about rivers.", max_tokens=max_tokens, ignore_eos=True), timeout=60)
+    it = iter(call)
+    first = next(it)
+    assert first.WhichOneof("event") == "delta"
+    signalled = time.monotonic()
+    d.terminate()
+
+    # While the stream drains: health is NOT_SERVING, stats say draining, new streams are UNAVAILABLE.
+    seen = {}
+
+    def probe():
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            try:
+                status = d.health_status(timeout=1)
+                seen["health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+                if status != SERVING:
+                    break
+            except grpc.RpcError as e:
+                seen["health"] = e.code().name
+                break
+            time.sleep(0.005)
+        seen["draining"] = d.stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5).draining
+        seen["new"] = run(d.stub, gen("Hello", max_tokens=4), timeout=10)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    rest = read_stream(it)
+    prober.join()
+
+    assert_ok(rest, "the stream running at SIGTERM")
+    assert len(rest.token_ids) + len(first.delta.token_ids) == max_tokens
+    assert rest.finished.reason == pb.FINISH_REASON_LENGTH
+    assert seen["health"] == "NOT_SERVING", seen
+    assert seen["draining"], seen
+    assert seen["new"].code == grpc.StatusCode.UNAVAILABLE, (seen["new"].code, seen["new"].details)
+    # Once its last stream has ended, flintd exits: it does not wait out the drain timeout.
+    drained = time.monotonic()
+    d.proc.wait(drain_timeout + 10)
+    assert d.proc.returncode == 0, d.log_tail()
+    assert time.monotonic() - drained < 5, \
+        f"flintd exited {time.monotonic() - drained:.1f} s after its last stream ended:\n{d.log_tail(5)}"
+    assert time.monotonic() - signalled < drain_timeout
+
+
+def test_a_stream_still_running_at_the_drain_timeout_ends_unavailable_and_flintd_exits_zero(fresh_server):
+    d = fresh_server("--drain-timeout", 1)
+    call = call_rpc(d.stub, gen("Tell me about lakes.", max_tokens=4000, ignore_eos=True), timeout=60)
+    it = iter(call)
+    next(it)
+    signalled = time.monotonic()
+    d.terminate()
+    rest = read_stream(it)
+    assert rest.code == grpc.StatusCode.UNAVAILABLE, (rest.code, rest.details)
+    d.proc.wait(15)
+    assert d.proc.returncode == 0, d.log_tail()
+    assert time.monotonic() - signalled < 10
+
+
+def test_sigint_on_an_idle_server_exits_zero_at_once(fresh_server):
+    d = fresh_server()
+    signalled = time.monotonic()
+    d.proc.send_signal(signal.SIGINT)
+    d.proc.wait(10)
+    assert d.proc.returncode == 0, d.log_tail()
+    assert time.monotonic() - signalled < 5
