@@ -112,7 +112,7 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) fail("cannot listen on ", address, " (in use, or not an address of this machine?)");
-  server_->GetHealthCheckService()->SetServingStatus(true);
+  set_health(true);
   health_thread_ = std::thread([this] { watch_health(); });
   std::fprintf(stderr, "flintd: serving on %s:%d\n", options_.host.c_str(), port_);
 }
@@ -127,6 +127,13 @@ Daemon::~Daemon() {
     }
   }
   if (health_thread_.joinable()) health_thread_.join();
+}
+
+void Daemon::set_health(bool serving) {
+  // "" is the server as a whole; the service by name, for checks that ask for it.
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus("", serving);
+  health->SetServingStatus(v1::Inference::service_full_name(), serving);
 }
 
 void Daemon::request_stop() {
@@ -152,7 +159,7 @@ void Daemon::watch_health() {
     const bool now_serving = engine_->alive() && now - progress < kStallTimeout;
     if (now_serving != serving) {
       serving = now_serving;
-      server_->GetHealthCheckService()->SetServingStatus(serving);
+      set_health(serving);
       std::fprintf(stderr, "flintd: health %s\n", serving ? "SERVING" : "NOT_SERVING (the engine loop is not making progress)");
     }
     cv_.wait_for(lock, std::chrono::milliseconds(200));
@@ -166,7 +173,7 @@ void Daemon::run_until_stopped() {
   lock.unlock();
   if (health_thread_.joinable()) health_thread_.join();
 
-  server_->GetHealthCheckService()->SetServingStatus(false);
+  set_health(false);
   service_->start_draining();
   const auto t0 = Clock::now();
   const auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.drain_timeout_s));

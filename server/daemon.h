@@ -36,6 +36,7 @@ class Daemon {
 
  private:
   void watch_health();
+  void set_health(bool serving);
 
   FlintdOptions options_;
   LoadedModel model_;
