@@ -1,4 +1,6 @@
 // The one-call subcommands: tokenize, detokenize, info, health.
+#include <chrono>
+#include <thread>
 #include <cerrno>
 #include <cstdlib>
 #include <iostream>
@@ -30,10 +32,12 @@ const char* const kInfoUsage =
     "Prints the model the server serves and its limits.\n";
 
 const char* const kHealthUsage =
-    "usage: flint health [--service NAME]\n"
+    "usage: flint health [--service NAME] [--wait SECONDS]\n"
     "Asks grpc.health.v1.Health/Check; prints SERVING, NOT_SERVING, ...\n"
     "Exits 0 only when SERVING.\n"
-    "  --service NAME          the service to ask about (default \"\": the whole server)\n";
+    "  --service NAME          the service to ask about (default \"\": the whole server)\n"
+    "  --wait SECONDS          ask again every 0.2 s until SERVING or SECONDS have passed\n"
+    "                          (for scripts that start flintd; default 0: ask once)\n";
 
 }  // namespace
 
@@ -147,16 +151,27 @@ int run_info(GlobalOptions g, const Args& args) {
 int run_health(GlobalOptions g, const Args& args) {
   ArgReader r("health", args, kHealthUsage);
   grpc::health::v1::HealthCheckRequest req;
+  double wait_s = 0;
   while (r.next()) {
     if (r.global(g)) continue;
     if (r.is("--service")) req.set_service(r.value());
+    else if (r.is("--wait")) wait_s = r.number();
     else r.unknown();
   }
   auto stub = grpc::health::v1::Health::NewStub(make_channel(g));
-  grpc::ClientContext ctx;
-  set_deadline(ctx, g, /*streaming=*/false);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                              std::chrono::duration<double>(std::max(0.0, wait_s)));
   grpc::health::v1::HealthCheckResponse resp;
-  grpc::Status status = stub->Check(&ctx, req, &resp);
+  grpc::Status status;
+  while (true) {
+    grpc::ClientContext ctx;
+    set_deadline(ctx, g, /*streaming=*/false);
+    resp.Clear();
+    status = stub->Check(&ctx, req, &resp);
+    const bool serving = status.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+    if (serving || std::chrono::steady_clock::now() >= give_up) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
   if (!status.ok()) return report_error(status);
   std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()) << "\n";
   return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? kExitOk : kExitFailure;
