@@ -141,6 +141,7 @@ class Flintd:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:
                 self.kill()
+                print(f"flintd did not exit within {grace} s of SIGTERM; killed. Its log ends:\n{self.log_tail(8)}")
         self._log.close()
 
 

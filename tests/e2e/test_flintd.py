@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from flintd_harness import (MAX_QUEUE, MAX_RUNNING_SEQS, SERVING, assert_ok, call_rpc, chat, gen, pb,
-                            prompt_tokens_of, run, same_output, sampling)
+                            pb_grpc, prompt_tokens_of, run, same_output, sampling)
 
 
 # ---------------------------------------------------------------- batching
@@ -63,10 +63,17 @@ def test_sixteen_concurrent_streams_each_give_the_tokens_of_the_same_request_run
         barrier.wait()
         return run(stub, request)
 
+    most_running = 0
     with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
-        batched = list(pool.map(one, requests))
+        futures = [pool.submit(one, r) for r in requests]
+        while not all(f.done() for f in futures):  # how many shared a step
+            stats = stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5)
+            most_running = max(most_running, stats.num_running)
+            time.sleep(0.01)
+        batched = [f.result() for f in futures]
     for r, a, b in zip(requests, solo, batched):
         same_output(a, b, r.request_id, seeded=r.sampling.HasField("seed"))
+    assert most_running >= len(requests) // 2, f"at most {most_running} streams ran in one step"
 
 
 def test_the_same_seed_gives_the_same_tokens_and_finished_reports_the_seed(stub):
@@ -255,27 +262,41 @@ def wait_for_idle_stats(stub, timeout=10.0):
         time.sleep(0.05)
 
 
-def test_cancelled_and_expired_requests_give_their_kv_blocks_back(server, stub, info):
-    long_prompt = "Describe the water cycle in detail. " * 40
+def test_cancelled_and_expired_requests_give_their_kv_blocks_back(fresh_server):
+    # A small KV cache bounds max_sequence_tokens, so a request that fills it is
+    # admitted only when every block (prefix-cached ones reclaimed) is free.
+    d = fresh_server("--kv-cache-memory", "16MiB")
+    info = d.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+    assert info.max_sequence_tokens == info.num_kv_blocks * info.kv_block_size, info
+    long_prompt = "Describe the water cycle in detail. " * (info.max_sequence_tokens // 12)
+    max_tokens = info.max_sequence_tokens // 4
     for _ in range(3):
-        code = start_and_cancel_after_first_delta(stub, gen(long_prompt, max_tokens=1000, ignore_eos=True))
+        code = start_and_cancel_after_first_delta(d.stub, gen(long_prompt, max_tokens=max_tokens, ignore_eos=True))
         assert code == grpc.StatusCode.CANCELLED
     for _ in range(2):
-        r = run(stub, gen(long_prompt, max_tokens=1000, ignore_eos=True), timeout=0.5)
+        r = run(d.stub, gen(long_prompt, max_tokens=max_tokens, ignore_eos=True), timeout=0.3)
         assert r.code == grpc.StatusCode.DEADLINE_EXCEEDED, (r.code, r.details)
-    stats = wait_for_idle_stats(stub)
+    stats = wait_for_idle_stats(d.stub)
     assert (stats.num_running, stats.num_waiting, stats.num_active_streams) == (0, 0, 0), stats
     assert stats.num_free_kv_blocks == stats.num_kv_blocks == info.num_kv_blocks, stats
 
-    # max_sequence_tokens is bounded by the KV cache here, so a request that fills it
-    # is admitted only when every block (prefix-cached ones reclaimed) is free.
-    assert info.max_sequence_tokens <= info.num_kv_blocks * info.kv_block_size
-    ids = full_context_prompt(stub, info, max_tokens=4)
-    r = run(stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=ids), sampling=sampling(),
-                                     stopping=pb.StoppingCriteria(max_tokens=4, ignore_eos=True)), timeout=120)
+    ids = full_context_prompt(d.stub, info, max_tokens=4)
+    r = run(d.stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=ids), sampling=sampling(),
+                                       stopping=pb.StoppingCriteria(max_tokens=4, ignore_eos=True)), timeout=120)
     assert_ok(r, "a request that needs the whole KV cache")
     assert r.finished.usage.prompt_tokens == len(ids)
     assert len(r.token_ids) == 4
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_sequence(server, stub, info):
+    channel = grpc.insecure_channel(server.address)
+    call = call_rpc(pb_grpc.InferenceStub(channel), gen("Tell me about deserts.", max_tokens=1000, ignore_eos=True),
+                    timeout=60)
+    next(iter(call))
+    channel.close()  # no cancel: the connection just goes away
+    stats = wait_for_idle_stats(stub)
+    assert (stats.num_running, stats.num_active_streams) == (0, 0), stats
+    assert stats.num_free_kv_blocks == info.num_kv_blocks, stats
 
 
 def test_server_stats_count_waiting_running_and_streams(stub, info):
@@ -294,6 +315,7 @@ def test_server_stats_count_waiting_running_and_streams(stub, info):
             break
         time.sleep(0.02)
     call.cancel()
+    wait_for_idle_stats(stub)
     assert busy.num_running == 1 and busy.num_active_streams == 1, busy
     assert busy.num_free_kv_blocks < busy.num_kv_blocks
     assert busy.num_steps > stats.num_steps
