@@ -18,7 +18,8 @@ namespace {
 constexpr const char* kVersion = "0.1.0";
 // Work pending and no step finished for this long: the loop is stuck, health
 // goes NOT_SERVING until it moves again.
-constexpr auto kStallTimeout = std::chrono::seconds(15);
+// Generous: one long prefill step on the CPU may take many seconds.
+constexpr auto kStallTimeout = std::chrono::seconds(60);
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -180,7 +181,6 @@ void Daemon::run_until_stopped() {
   std::fprintf(stderr, "flintd: draining: %lld streams running, up to %.1f s\n",
                static_cast<long long>(service_->num_active_streams()), options_.drain_timeout_s);
   lock.lock();
-  cv_.wait_until(lock, deadline, [&] { return stop_requests_ > 1 || service_->num_active_streams() == 0; });
   // Poll: streams end on the engine's and gRPC's threads, which do not notify us.
   while (stop_requests_ < 2 && service_->num_active_streams() > 0 && Clock::now() < deadline)
     cv_.wait_for(lock, std::chrono::milliseconds(20));

@@ -264,13 +264,18 @@ std::string to_valid_utf8(std::string_view s) {
       continue;
     }
     const size_t n = utf8::valid_char_length(s.substr(i));
-    if (n == 0) {
-      out += "\xEF\xBF\xBD";  // U+FFFD
-      ++i;
-    } else {
+    if (n > 0) {
       out.append(s.substr(i, n));
       i += n;
+      continue;
     }
+    // One U+FFFD for the longest start of a character that is cut short or broken.
+    const auto lead = static_cast<uint8_t>(s[i]);
+    const size_t want = utf8::sequence_length(lead);
+    size_t k = 1;
+    while (want > 1 && k < want && i + k < s.size() && utf8::continuation_ok(lead, k, static_cast<uint8_t>(s[i + k]))) ++k;
+    out += "\xEF\xBF\xBD";
+    i += k;
   }
   return out;
 }

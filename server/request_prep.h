@@ -39,7 +39,8 @@ Status chat_messages(const google::protobuf::RepeatedPtrField<v1::ChatMessage>& 
 // Template options from the request (date defaults to today, UTC).
 ChatOptions chat_options(const v1::ChatTemplateOptions& in, bool enable_thinking);
 
-// `s` with every invalid or truncated UTF-8 sequence replaced by U+FFFD.
+// `s` with every invalid or truncated UTF-8 sequence replaced by U+FFFD: one
+// for each maximal broken start of a character (as WHATWG's decoder does).
 std::string to_valid_utf8(std::string_view s);
 
 // An engine delta as a flint.v1 Delta (text made valid UTF-8, logprobs trimmed

@@ -188,7 +188,9 @@ TEST(ToValidUtf8, InvalidAndTruncatedSequencesBecomeReplacementCharacters) {
   EXPECT_EQ(to_valid_utf8("abc"), "abc");
   EXPECT_EQ(to_valid_utf8("h\xC3\xA9"), "h\xC3\xA9");
   EXPECT_EQ(to_valid_utf8("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
-  EXPECT_EQ(to_valid_utf8("x\xE2\x82"), "x\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(to_valid_utf8("x\xE2\x82"), "x\xEF\xBF\xBD");            // one cut-short character
+  EXPECT_EQ(to_valid_utf8("\xE2\x82" "a\xC3"), "\xEF\xBF\xBD" "a\xEF\xBF\xBD");
+  EXPECT_EQ(to_valid_utf8("\xC0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // an overlong: two bad bytes
 }
 
 TEST(EngineStatus, EachEngineCodeMapsToItsGrpcCode) {
