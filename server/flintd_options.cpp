@@ -15,7 +15,7 @@ std::string flintd_usage() {
     << "  --model PATH              GGUF file or HF directory (default " << d.model << ")\n"
     << "  --host ADDR               address to listen on (default " << d.host << ")\n"
     << "  --port N                  port, 0 picks a free one (default " << d.port << ")\n"
-    << "  --device auto|cpu|cuda    where the model runs (default " << d.device << ": cuda when built and present, else cpu)\n"
+    << "  --device auto|cpu|cuda    where the model runs (default " << d.device << "; no CUDA backend yet: auto is cpu)\n"
     << "  --max-running-seqs N      sequences batched in one step (default " << d.max_running_seqs << ")\n"
     << "  --max-batched-tokens N    tokens in one step; longer prompts prefill in chunks (default " << d.max_batched_tokens << ")\n"
     << "  --kv-cache-memory SIZE    KV cache size, e.g. 512MiB, 2GiB (default " << format_size(d.kv_cache_memory) << ")\n"
