@@ -163,12 +163,7 @@ int run_bench(GlobalOptions g, const Args& args) {
   auto stub = v1::Inference::NewStub(make_channel(g));
 
   v1::ModelInfo info;
-  {
-    grpc::ClientContext ctx;
-    set_deadline(ctx, g, /*streaming=*/false);
-    grpc::Status status = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
-    if (!status.ok()) return report_error(status);
-  }
+  if (grpc::Status status = fetch_model_info(*stub, g, info); !status.ok()) return report_error(status);
   if (info.max_sequence_tokens() > 0 && o.prompt_tokens + o.output_tokens > info.max_sequence_tokens()) {
     std::cerr << "flint: bench: --prompt-tokens + --output-tokens = " << o.prompt_tokens + o.output_tokens
               << " exceeds the server's max_sequence_tokens " << info.max_sequence_tokens() << "\n";

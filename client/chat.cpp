@@ -282,12 +282,7 @@ int run_chat(GlobalOptions g, const Args& args) {
   InterruptWatcher watcher;  // before gRPC starts its threads
   auto stub = v1::Inference::NewStub(make_channel(g));
   v1::ModelInfo info;
-  {
-    grpc::ClientContext ctx;
-    set_deadline(ctx, g, /*streaming=*/false);
-    grpc::Status status = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
-    if (!status.ok()) return report_error(status);
-  }
+  if (grpc::Status status = fetch_model_info(*stub, g, info); !status.ok()) return report_error(status);
   const bool interactive = isatty(STDIN_FILENO);
   if (interactive)
     std::cout << "flint chat: " << info.name() << " at " << g.server << " (/help for commands, Ctrl-D to leave)\n";

@@ -125,6 +125,12 @@ std::shared_ptr<grpc::Channel> make_channel(const GlobalOptions& g) {
   return grpc::CreateChannel(g.server, grpc::InsecureChannelCredentials());
 }
 
+grpc::Status fetch_model_info(v1::Inference::Stub& stub, const GlobalOptions& g, v1::ModelInfo& info) {
+  grpc::ClientContext ctx;
+  set_deadline(ctx, g, /*streaming=*/false);
+  return stub.GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
+}
+
 void set_deadline(grpc::ClientContext& ctx, const GlobalOptions& g, bool streaming) {
   std::optional<double> s = g.timeout_s;
   if (!s && !streaming) s = kDefaultUnaryTimeoutS;

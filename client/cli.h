@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "flint/v1/inference.grpc.pb.h"
+
 namespace flint::client {
 
 // Exit codes: 0 success, 1 an RPC or the server failed, 2 bad command line.
@@ -71,6 +73,9 @@ std::shared_ptr<grpc::Channel> make_channel(const GlobalOptions& g);
 
 // Sets the call's deadline from --timeout, or the unary default.
 void set_deadline(grpc::ClientContext& ctx, const GlobalOptions& g, bool streaming);
+
+// GetModelInfo under the unary deadline.
+grpc::Status fetch_model_info(v1::Inference::Stub& stub, const GlobalOptions& g, v1::ModelInfo& info);
 
 // "INVALID_ARGUMENT" etc.
 const char* status_code_name(grpc::StatusCode code);

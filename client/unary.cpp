@@ -138,11 +138,8 @@ int run_info(GlobalOptions g, const Args& args) {
     else r.unknown();
   }
   auto stub = v1::Inference::NewStub(make_channel(g));
-  grpc::ClientContext ctx;
-  set_deadline(ctx, g, /*streaming=*/false);
   v1::ModelInfo info;
-  grpc::Status status = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
-  if (!status.ok()) return report_error(status);
+  if (grpc::Status status = fetch_model_info(*stub, g, info); !status.ok()) return report_error(status);
   if (json) std::cout << json_line(model_info_json(info)) << "\n";
   else print_model_info(std::cout, info);
   return kExitOk;

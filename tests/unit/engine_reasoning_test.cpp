@@ -13,6 +13,7 @@
 #include "engine/offline_runner.h"
 #include "model/cpu_backend.h"
 #include "model/model_loader.h"
+#include "engine_test_util.h"
 
 namespace flint {
 namespace {
@@ -103,34 +104,8 @@ class ScriptedBackend : public Backend {
   std::vector<StepPlan> plans_;
 };
 
-struct Collected {
-  std::vector<StreamDelta> deltas;
-  std::vector<int32_t> token_ids, reasoning_ids, content_ids;
-  std::string reasoning, content;
-  std::optional<StreamFinal> final;
-};
-
-Collected collect(RequestStream& stream) {
-  Collected c;
-  while (!c.final) {
-    std::optional<StreamEvent> event = stream.pop(60s);
-    if (!event) {
-      ADD_FAILURE() << "no event from request " << stream.id() << " within 60 s";
-      return c;
-    }
-    if (auto* delta = std::get_if<StreamDelta>(&*event)) {
-      const bool reasoning = delta->channel == Channel::Reasoning;
-      c.token_ids.insert(c.token_ids.end(), delta->token_ids.begin(), delta->token_ids.end());
-      auto& ids = reasoning ? c.reasoning_ids : c.content_ids;
-      ids.insert(ids.end(), delta->token_ids.begin(), delta->token_ids.end());
-      (reasoning ? c.reasoning : c.content) += delta->text;
-      c.deltas.push_back(std::move(*delta));
-    } else {
-      c.final = std::get<StreamFinal>(std::move(*event));
-    }
-  }
-  return c;
-}
+using test::collect;
+using test::Collected;
 
 // Every reasoning delta comes before every content delta.
 void expect_reasoning_then_content(const Collected& c) {

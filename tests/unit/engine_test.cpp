@@ -12,6 +12,7 @@
 #include "engine/offline_runner.h"
 #include "model/cpu_backend.h"
 #include "model/model_loader.h"
+#include "engine_test_util.h"
 
 namespace flint {
 namespace {
@@ -56,32 +57,8 @@ EngineRequest greedy_request(std::vector<int32_t> prompt, int32_t max_tokens) {
   return r;
 }
 
-struct Collected {
-  std::vector<int32_t> token_ids;
-  std::string text;
-  int32_t num_deltas = 0;
-  std::optional<StreamFinal> final;
-};
-
-// Pops until the final event; a generous timeout, never a fixed sleep.
-Collected collect(RequestStream& stream) {
-  Collected c;
-  while (!c.final) {
-    std::optional<StreamEvent> event = stream.pop(60s);
-    if (!event) {
-      ADD_FAILURE() << "no event from request " << stream.id() << " within 60 s";
-      return c;
-    }
-    if (auto* delta = std::get_if<StreamDelta>(&*event)) {
-      ++c.num_deltas;
-      c.token_ids.insert(c.token_ids.end(), delta->token_ids.begin(), delta->token_ids.end());
-      c.text += delta->text;
-    } else {
-      c.final = std::get<StreamFinal>(std::move(*event));
-    }
-  }
-  return c;
-}
+using test::collect;
+using test::Collected;
 
 std::shared_ptr<RequestStream> submit_ok(Engine& engine, EngineRequest request) {
   SubmitResult result = engine.submit(std::move(request));
