@@ -60,6 +60,17 @@ MAX_QUEUE = 64
 KV_CACHE_MEMORY = "64MiB"
 
 READY_LINE = re.compile(r"flintd: serving on ([0-9.]+):(\d+)")
+HTTP_LINE = re.compile(r"flintd: http on ([0-9.]+):(\d+)")
+
+
+def _has_http_flag():
+    """Whether this flintd has the HTTP API (--http-port); older builds refuse the flag."""
+    out = subprocess.run([str(FLINTD), "--help"], capture_output=True, text=True, timeout=10)
+    return "--http-port" in out.stdout + out.stderr
+
+
+# Every flintd the tests start takes a free HTTP port too: two on the default 8000 would collide.
+HTTP_FLAGS = ["--http-port", "0"] if _has_http_flag() else []
 
 
 def _die_with_parent():
@@ -70,16 +81,20 @@ def _die_with_parent():
 
 
 class Flintd:
-    """One flintd process on 127.0.0.1 with a port it picks; stderr goes to a log file."""
+    """One flintd process on 127.0.0.1 with ports it picks; stderr goes to a log file.
+    `address` is the gRPC HOST:PORT; `http_url` the HTTP API's base URL (http://HOST:PORT),
+    None when this flintd has no HTTP API. Flags given later override the defaults here."""
 
     def __init__(self, log_dir, *flags, threads=2, startup_timeout=120.0):
         self.log_path = Path(log_dir) / f"flintd-{os.getpid()}-{time.monotonic_ns()}.log"
         self.args = [str(FLINTD), "--model", str(FLINT_MODEL), "--host", "127.0.0.1", "--port", "0",
-                     "--threads", str(threads), *map(str, flags)]
+                     "--threads", str(threads), *HTTP_FLAGS, *map(str, flags)]
         self._log = open(self.log_path, "w+b")
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
                                      preexec_fn=_die_with_parent)
         self.address = self._wait_for_ready_line(startup_timeout)
+        m = HTTP_LINE.search(self.log())  # printed before the 'serving on' line
+        self.http_url = f"http://{m.group(1)}:{m.group(2)}" if m else None
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
