@@ -27,6 +27,7 @@ function freshStats() {
            finishReason: null, error: null };
 }
 window.flintStats = freshStats();
+window.flintChat = { get history() { return state.history; } };
 
 // ---------------------------------------------------------------- settings
 
@@ -271,7 +272,8 @@ async function send(text) {
   if (state.controller || !text.trim()) return;
   const user = addMessage("user");
   user.content.textContent = text;
-  state.history.push({ role: "user", content: text });
+  const history = state.history;  // New chat replaces it; this turn ends in the old one
+  history.push({ role: "user", content: text });
   scrollToEnd();
 
   const view = new AnswerView();
@@ -281,7 +283,7 @@ async function send(text) {
 
   const system = ui.system.value.trim();
   const body = {
-    messages: [...(system ? [{ role: "system", content: system }] : []), ...state.history],
+    messages: [...(system ? [{ role: "system", content: system }] : []), ...history],
     stream: true,
     stream_options: { include_usage: true },
     temperature: Number(ui.temperature.value),
@@ -357,10 +359,10 @@ async function send(text) {
   view.render();
   view.setStats(statsLine(stats, false));
   if (view.answer) {
-    state.history.push({ role: "assistant", content: view.answer });
+    history.push({ role: "assistant", content: view.answer });
   } else {
     // Nothing came back: the question leaves the conversation and returns to the input.
-    state.history.pop();
+    history.pop();
     user.msg.classList.add("unsent");
     if (!ui.prompt.value) ui.prompt.value = text;
   }
