@@ -101,6 +101,7 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   info.set_num_kv_blocks(int32_t(num_blocks));
   info.set_max_queue(options_.max_queue);
   info.set_server_version(kVersion);
+  const std::string model_name = info.name();
   service_ = std::make_unique<InferenceService>(*engine_, served, std::move(info), options_.log_requests);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -113,8 +114,18 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) fail("cannot listen on ", address, " (in use, or not an address of this machine?)");
+  if (options_.http_port >= 0) {  // before any thread of ours: it may throw
+    HttpOptions http{.host = options_.host,
+                     .port = options_.http_port,
+                     .num_threads = options_.http_threads,
+                     .api_key = options_.api_key,
+                     .log_requests = options_.log_requests};
+    http_ = std::make_unique<HttpServer>(*engine_, served, model_name, serving_, http);
+    std::fprintf(stderr, "flintd: http on %s:%d\n", options_.host.c_str(), http_->port());
+  }
   set_health(true);
   health_thread_ = std::thread([this] { watch_health(); });
+  // Test harnesses wait for this line (and then read the http one above it).
   std::fprintf(stderr, "flintd: serving on %s:%d\n", options_.host.c_str(), port_);
 }
 
@@ -132,6 +143,7 @@ Daemon::~Daemon() {
 
 void Daemon::set_health(bool serving) {
   // "" is the server as a whole; the service by name, for checks that ask for it.
+  serving_ = serving;
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus("", serving);
   health->SetServingStatus(v1::Inference::service_full_name(), serving);
@@ -176,17 +188,20 @@ void Daemon::run_until_stopped() {
 
   set_health(false);
   service_->start_draining();
+  if (http_) http_->start_draining();
+  auto num_active = [&] { return service_->num_active_streams() + (http_ ? http_->num_active_streams() : 0); };
   const auto t0 = Clock::now();
   const auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.drain_timeout_s));
-  std::fprintf(stderr, "flintd: draining: %lld streams running, up to %.1f s\n",
-               static_cast<long long>(service_->num_active_streams()), options_.drain_timeout_s);
+  std::fprintf(stderr, "flintd: draining: %lld streams running, up to %.1f s\n", static_cast<long long>(num_active()),
+               options_.drain_timeout_s);
   lock.lock();
-  // Poll: streams end on the engine's and gRPC's threads, which do not notify us.
-  while (stop_requests_ < 2 && service_->num_active_streams() > 0 && Clock::now() < deadline)
+  // Poll: streams end on the engine's, gRPC's and HTTP's threads, which do not notify us.
+  while (stop_requests_ < 2 && num_active() > 0 && Clock::now() < deadline)
     cv_.wait_for(lock, std::chrono::milliseconds(20));
   lock.unlock();
-  const int64_t left = service_->num_active_streams();
+  const int64_t left = num_active();
   engine_->shutdown();  // streams still running end with UNAVAILABLE
+  if (http_) http_->stop();  // after their error events are written
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server_->Wait();
   std::fprintf(stderr, "flintd: stopped after %.2f s of draining (%lld streams cut short)\n", seconds_since(t0),

@@ -1,7 +1,8 @@
 // Daemon: flintd's parts wired together: the model loaded, a backend, the engine,
-// the gRPC server (Inference, health, reflection) and the health watchdog; and
-// the drain that ends it.
+// the gRPC server (Inference, health, reflection), the HTTP server (OpenAI API)
+// and the health watchdog; and the drain that ends it.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -13,6 +14,7 @@
 #include "model/chat_template.h"
 #include "model/model_loader.h"
 #include "server/flintd_options.h"
+#include "server/http_server.h"
 #include "server/inference_service.h"
 
 namespace flint::server {
@@ -26,10 +28,12 @@ class Daemon {
   ~Daemon();
 
   int port() const { return port_; }  // the one bound (--port 0 picks one)
+  int http_port() const { return http_ ? http_->port() : -1; }  // -1: HTTP off
 
   // Blocks until request_stop(), then drains: health NOT_SERVING, new calls get
-  // UNAVAILABLE, running streams get up to --drain-timeout to finish, the rest
-  // end with UNAVAILABLE. Returns once the server and engine are down.
+  // UNAVAILABLE (HTTP 503), running streams (gRPC and HTTP) get up to
+  // --drain-timeout to finish, the rest end with UNAVAILABLE. Returns once the
+  // servers and engine are down.
   void run_until_stopped();
   // Thread-safe. The first call starts the drain; a second one cuts it short.
   void request_stop();
@@ -46,6 +50,8 @@ class Daemon {
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  std::atomic<bool> serving_{false};  // the health status, for HTTP's /health
+  std::unique_ptr<HttpServer> http_;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -1,9 +1,10 @@
-// flintd: the gRPC daemon. SIGTERM or SIGINT drains it (a second one cuts the
+// flintd: the gRPC and HTTP daemon. SIGTERM or SIGINT drains it (a second one cuts the
 // drain short); it exits 0 after a drain, 1 when it cannot start, 2 on bad flags.
 #include <pthread.h>
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -12,6 +13,7 @@
 
 int main(int argc, char** argv) {
   flint::server::FlintdOptions options;
+  if (const char* key = std::getenv("FLINT_API_KEY")) options.api_key = key;  // --api-key overrides it
   bool help = false;
   if (auto error = flint::server::parse_flintd_args(std::vector<std::string>(argv + 1, argv + argc), options, help)) {
     std::cerr << "flintd: " << *error << "\n" << flint::server::flintd_usage();
@@ -27,6 +29,8 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A client that closes its connection must fail our write, not end the process.
+  signal(SIGPIPE, SIG_IGN);
   try {
     flint::server::Daemon daemon(options);
     std::thread waiter([&] {

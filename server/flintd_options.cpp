@@ -14,7 +14,13 @@ std::string flintd_usage() {
   s << "usage: flintd [options]\n"
     << "  --model PATH              GGUF file or HF directory (default " << d.model << ")\n"
     << "  --host ADDR               address to listen on (default " << d.host << ")\n"
-    << "  --port N                  port, 0 picks a free one (default " << d.port << ")\n"
+    << "  --port N                  gRPC port, 0 picks a free one (default " << d.port << ")\n"
+    << "  --http-port N             OpenAI-compatible HTTP API port on the same host, 0 picks a free one,\n"
+    << "                            -1 turns HTTP off (default " << d.http_port << ")\n"
+    << "  --http-threads N          HTTP connections served at once, a thread each; more wait (default "
+    << d.http_threads << ")\n"
+    << "  --api-key KEY             /v1/* HTTP requests need \"Authorization: Bearer KEY\" (default: none,\n"
+    << "                            or $FLINT_API_KEY when set)\n"
     << "  --device auto|cpu|cuda    where the model runs (default " << d.device << "; no CUDA backend yet: auto is cpu)\n"
     << "  --max-running-seqs N      sequences batched in one step (default " << d.max_running_seqs << ")\n"
     << "  --max-batched-tokens N    tokens in one step; longer prompts prefill in chunks (default " << d.max_batched_tokens << ")\n"
@@ -96,6 +102,14 @@ std::optional<std::string> parse_flintd_args(const std::vector<std::string>& arg
       o.host = *v;
     } else if (flag == "--port") {
       error = integer(0, 65535, o.port);
+    } else if (flag == "--http-port") {
+      error = integer(-1, 65535, o.http_port);
+    } else if (flag == "--http-threads") {
+      error = integer(1, 4096, o.http_threads);
+    } else if (flag == "--api-key") {
+      auto v = take();
+      if (!v || v->empty()) return "--api-key needs a key";
+      o.api_key = *v;
     } else if (flag == "--device") {
       auto v = take();
       if (!v || (*v != "auto" && *v != "cpu" && *v != "cuda")) return "--device must be auto, cpu or cuda";
@@ -141,6 +155,10 @@ std::string describe(const FlintdOptions& o) {
   std::ostringstream s;
   s << "  model:              " << o.model << "\n"
     << "  listen:             " << o.host << ":" << o.port << "\n"
+    << "  http:               " << (o.http_port < 0 ? std::string("off") : o.host + ":" + std::to_string(o.http_port))
+    << (o.http_port < 0 ? "" : ", " + std::to_string(o.http_threads) + " threads, api key " +
+                                   (o.api_key.empty() ? "none" : "set"))
+    << "\n"
     << "  device:             " << o.device << "\n"
     << "  max running seqs:   " << o.max_running_seqs << "\n"
     << "  max batched tokens: " << o.max_batched_tokens << "\n"

@@ -11,7 +11,10 @@ namespace flint::server {
 struct FlintdOptions {
   std::string model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
   std::string host = "127.0.0.1";
-  int port = 50051;                      // 0: any free port (printed when serving)
+  int port = 50051;                      // gRPC; 0: any free port (printed when serving)
+  int http_port = 8000;                  // the OpenAI-compatible HTTP API; 0: any free port, -1: none
+  int32_t http_threads = 64;             // HTTP connections served at once (a thread each)
+  std::string api_key;                   // "": none; else /v1/* needs "Authorization: Bearer <key>"
   std::string device = "auto";           // auto | cpu | cuda
   int32_t max_running_seqs = 64;         // sequences in one step
   int32_t max_batched_tokens = 2048;     // tokens in one step (chunked prefill budget)
@@ -28,7 +31,8 @@ struct FlintdOptions {
 // The usage text, with the defaults above.
 std::string flintd_usage();
 
-// Parses argv (without argv[0]); on a bad flag or value returns the message, and
+// Parses argv (without argv[0]) over `out` as it is (flintd_main puts FLINT_API_KEY
+// in api_key first); on a bad flag or value returns the message, and
 // sets `help` for -h/--help.
 std::optional<std::string> parse_flintd_args(const std::vector<std::string>& args, FlintdOptions& out, bool& help);
 

@@ -76,8 +76,6 @@ class RefusedReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
 const grpc::Status kDraining{grpc::StatusCode::UNAVAILABLE, "the server is draining: it takes no new requests"};
 
-double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
 }  // namespace
 
 grpc::StatusCode to_grpc(StatusCode code) {
@@ -182,12 +180,8 @@ class InferenceService::StreamReactor final : public grpc::ServerWriteReactor<gr
   }
 
   void log(const StreamFinal& final) const {
-    std::fprintf(stderr, "flintd: %s %llu%s%s: %s, %d+%d tokens (%d cached, %d reasoning), ttft %.1f ms, total %.1f ms%s%s\n",
-                 method_, static_cast<unsigned long long>(stream_->id()), prepared_.request_id.empty() ? "" : " ",
-                 prepared_.request_id.c_str(), to_string(final.reason), final.usage.prompt_tokens,
-                 final.usage.completion_tokens, final.usage.cached_prompt_tokens, final.usage.reasoning_tokens,
-                 final.timings.time_to_first_token ? ms(*final.timings.time_to_first_token) : 0.0,
-                 ms(final.timings.total), final.status.ok() ? "" : ": ", final.status.message.c_str());
+    std::fprintf(stderr, "flintd: %s %llu%s%s: %s\n", method_, static_cast<unsigned long long>(stream_->id()),
+                 prepared_.request_id.empty() ? "" : " ", prepared_.request_id.c_str(), describe(final).c_str());
   }
 
   InferenceService& service_;

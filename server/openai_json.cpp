@@ -311,7 +311,7 @@ Json logprobs_json(Endpoint endpoint, const std::vector<TokenLogprobs>& logprobs
     const std::string bytes = token_bytes(id);
     return Json{{"token", to_valid_utf8(bytes)},
                 {"logprob", logprob},
-                {"bytes", std::vector<int>(bytes.begin(), bytes.end())}};
+                {"bytes", std::vector<uint8_t>(bytes.begin(), bytes.end())}};
   };
   auto num = [&](const TokenLogprobs& l) { return std::min(l.top.size(), size_t(std::max(num_top, 0))); };
   if (endpoint == Endpoint::ChatCompletions) {

@@ -34,7 +34,7 @@
 
 namespace flint::server::openai {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;  // keys in the order written, as OpenAI sends them
 
 enum class Endpoint { ChatCompletions, Completions };
 

@@ -315,4 +315,15 @@ void to_proto(const StreamFinal& in, const PreparedRequest& prepared, v1::Finish
   out.set_request_id(prepared.request_id);
 }
 
+std::string describe(const StreamFinal& final) {
+  auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%s, %d+%d tokens (%d cached, %d reasoning), ttft %.1f ms, total %.1f ms",
+                to_string(final.reason), final.usage.prompt_tokens, final.usage.completion_tokens,
+                final.usage.cached_prompt_tokens, final.usage.reasoning_tokens,
+                final.timings.time_to_first_token ? ms(*final.timings.time_to_first_token) : 0.0,
+                ms(final.timings.total));
+  return final.status.ok() ? std::string(buf) : buf + (": " + final.status.message);
+}
+
 }  // namespace flint::server

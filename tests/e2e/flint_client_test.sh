@@ -41,7 +41,7 @@ expect_status() {
 }
 
 # ---- Start flintd on a free port and wait until it serves.
-"$flintd" --model "$model" --host 127.0.0.1 --port 0 --threads 2 2>"$tmp/flintd.log" &
+"$flintd" --model "$model" --host 127.0.0.1 --port 0 --http-port 0 --threads 2 2>"$tmp/flintd.log" &
 pid=$!
 server=""
 for _ in $(seq 1 600); do

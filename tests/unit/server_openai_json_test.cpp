@@ -254,6 +254,9 @@ TEST(OpenAiResponse, AFullAnswerHoldsContentReasoningLogprobsAndUsage) {
   ASSERT_EQ(lp.size(), 2u);
   EXPECT_EQ(lp[1]["token"], "t6");
   EXPECT_EQ(lp[1]["top_logprobs"].size(), 1u);  // trimmed to top_logprobs
+  const Json broken = logprobs_json(Endpoint::ChatCompletions, {{7, -1.0f, {}}}, 0, bytes)["content"][0];
+  EXPECT_EQ(broken["token"], "\xEF\xBF\xBD");
+  EXPECT_EQ(broken["bytes"], Json({0xE2, 0x82}));  // the token's own bytes, unsigned
   EXPECT_EQ(chat["usage"]["total_tokens"], 5);
   const Json text = full_response(kCompletion, answer, final, {.logprobs = true, .top_logprobs = 2}, bytes);
   EXPECT_EQ(text["choices"][0]["text"], "Hi");

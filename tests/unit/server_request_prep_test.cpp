@@ -233,6 +233,25 @@ TEST(FlintdOptions, ABadFlagOrValueIsAnErrorThatNamesIt) {
   EXPECT_EQ(parse_flintd_args({"--max-running-seqs"}, o, help), "--max-running-seqs needs a value");
 }
 
+TEST(FlintdOptions, HttpServesOnPort8000WithoutAKeyUntilFlagsSayOtherwise) {
+  FlintdOptions o;
+  bool help = false;
+  ASSERT_FALSE(parse_flintd_args({}, o, help));
+  EXPECT_EQ(o.http_port, 8000);
+  EXPECT_EQ(o.http_threads, 64);
+  EXPECT_EQ(o.api_key, "");
+  EXPECT_NE(flintd_usage().find("--http-port N"), std::string::npos);
+  EXPECT_NE(describe(o).find("http:               127.0.0.1:8000, 64 threads, api key none"), std::string::npos);
+  ASSERT_FALSE(parse_flintd_args({"--http-port", "-1", "--http-threads=8", "--api-key", "sk-test"}, o, help));
+  EXPECT_EQ(o.http_port, -1);
+  EXPECT_EQ(o.http_threads, 8);
+  EXPECT_EQ(o.api_key, "sk-test");
+  EXPECT_NE(describe(o).find("http:               off"), std::string::npos);
+  EXPECT_EQ(describe(o).find("sk-test"), std::string::npos);  // the key is never printed
+  EXPECT_EQ(parse_flintd_args({"--http-port", "-2"}, o, help), "--http-port must be an integer in [-1, 65535], not \"-2\"");
+  EXPECT_EQ(parse_flintd_args({"--api-key", ""}, o, help), "--api-key needs a key");
+}
+
 TEST(FlintdOptions, SizesReadBinaryAndDecimalUnits) {
   EXPECT_EQ(parse_size("1GiB"), 1ull << 30);
   EXPECT_EQ(parse_size("512M"), 512ull << 20);

@@ -1,0 +1,297 @@
+// HttpServer: auth and drain in a pre-routing handler, an OpenAI error body for
+// every failure (the error handler fills in httplib's own 404/405/413), and a Call
+// per chat or completion request that turns the engine's events into one JSON
+// answer or a stream of server-sent events.
+#include "server/http_server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "common/error.h"
+#include "flint/web/chat_page.h"
+#include "server/openai_json.h"
+
+namespace flint::server {
+
+namespace {
+
+using openai::HttpError;
+using openai::Json;
+
+// How long a stream waits for an event before it looks at the client again.
+constexpr auto kPollInterval = std::chrono::milliseconds(100);
+// A stream with nothing to say writes an SSE comment this often: a closed
+// connection is only noticed when a write fails.
+constexpr auto kKeepAliveInterval = std::chrono::seconds(1);
+
+void reply_error(httplib::Response& res, const HttpError& error) {
+  res.status = error.status;
+  res.set_content(openai::dump(openai::error_body(error)), "application/json");
+}
+
+void reply_json(httplib::Response& res, const Json& body) {
+  res.status = 200;
+  res.set_content(openai::dump(body), "application/json");
+}
+
+// Compares in time independent of where the strings differ (for the API key).
+bool same_secret(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % std::max<size_t>(b.size(), 1)]);
+  return diff == 0;
+}
+
+int64_t unix_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+// One submitted chat or completion request. Owned by the handler (a JSON answer)
+// or by the response's content provider (a stream); its end cancels the engine
+// request if it is still running and counts the stream as done.
+class HttpServer::Call {
+ public:
+  Call(HttpServer& server, std::shared_ptr<RequestStream> stream, PreparedRequest prepared, openai::ResponseHead head,
+       openai::ResponseOptions options, const char* method)
+      : server_(server), stream_(std::move(stream)), prepared_(std::move(prepared)), head_(std::move(head)),
+        options_(options), method_(method), last_write_(Clock::now()) {
+    ++server_.active_streams_;
+  }
+  ~Call() {
+    if (!finished_) server_.engine_.cancel(stream_->id());
+    --server_.active_streams_;
+  }
+
+  // Blocks until the final event; the answer or the error becomes the response.
+  void answer(httplib::Response& res) {
+    openai::Answer answer;
+    for (;;) {
+      std::optional<StreamEvent> event = stream_->pop(std::chrono::seconds(1));
+      if (!event) continue;
+      if (auto* delta = std::get_if<StreamDelta>(&*event)) {
+        delta->text = to_valid_utf8(delta->text);
+        answer.add(*delta);
+        continue;
+      }
+      const auto& final = std::get<StreamFinal>(*event);
+      finish(final);
+      if (!final.status.ok()) return reply_error(res, openai::from_status(final.status));
+      return reply_json(res, openai::full_response(head_, answer, final, options_, token_bytes()));
+    }
+  }
+
+  // One call of the chunked content provider: writes what the engine has (or a
+  // keep-alive comment) and returns false when the client is gone.
+  bool pump(httplib::DataSink& sink) {
+    if (!started_) {
+      started_ = true;
+      if (head_.endpoint == openai::Endpoint::ChatCompletions && !write(sink, openai::sse_event(openai::role_chunk(head_))))
+        return client_gone();
+    }
+    std::optional<StreamEvent> event = stream_->pop(kPollInterval);
+    if (!event) {
+      if (Clock::now() - last_write_ >= kKeepAliveInterval && !write(sink, ": keep-alive\n\n")) return client_gone();
+      return true;
+    }
+    if (const auto* delta = std::get_if<StreamDelta>(&*event)) {
+      const bool with_logprobs = options_.logprobs && !delta->logprobs.empty();
+      if (delta->text.empty() && !with_logprobs) return true;  // marker ids only
+      Json logprobs = with_logprobs ? openai::logprobs_json(head_.endpoint, delta->logprobs, options_.top_logprobs,
+                                                            token_bytes())
+                                    : Json();
+      const Json chunk = openai::delta_chunk(head_, delta->channel, to_valid_utf8(delta->text), std::move(logprobs));
+      return write(sink, openai::sse_event(chunk)) || client_gone();
+    }
+    const auto& final = std::get<StreamFinal>(*event);
+    finish(final);
+    std::string out;
+    if (!final.status.ok()) {
+      out = openai::sse_event(openai::error_body(openai::from_status(final.status)));
+    } else {
+      out = openai::sse_event(openai::finish_chunk(head_, final.reason));
+      if (options_.include_usage) out += openai::sse_event(openai::usage_chunk(head_, final.usage));
+      out += "data: [DONE]\n\n";
+    }
+    if (!write(sink, out)) return false;
+    sink.done();
+    return true;
+  }
+
+ private:
+  bool write(httplib::DataSink& sink, const std::string& text) {
+    if (!sink.is_writable() || !sink.write(text.data(), text.size())) return false;
+    last_write_ = Clock::now();
+    return true;
+  }
+
+  bool client_gone() {
+    if (server_.options_.log_requests)
+      std::fprintf(stderr, "flintd: %s %llu%s%s: the client went away\n", method_,
+                   static_cast<unsigned long long>(stream_->id()), prepared_.request_id.empty() ? "" : " ",
+                   prepared_.request_id.c_str());
+    server_.engine_.cancel(stream_->id());
+    return false;
+  }
+
+  void finish(const StreamFinal& final) {
+    finished_ = true;
+    if (server_.options_.log_requests)
+      std::fprintf(stderr, "flintd: %s %llu%s%s: %s\n", method_, static_cast<unsigned long long>(stream_->id()),
+                   prepared_.request_id.empty() ? "" : " ", prepared_.request_id.c_str(), describe(final).c_str());
+  }
+
+  openai::TokenBytes token_bytes() const {
+    const Tokenizer* tokenizer = server_.model_.tokenizer;
+    return [tokenizer](int32_t id) { return tokenizer->token_bytes(id); };
+  }
+
+  HttpServer& server_;
+  std::shared_ptr<RequestStream> stream_;
+  PreparedRequest prepared_;
+  openai::ResponseHead head_;
+  openai::ResponseOptions options_;
+  const char* method_;
+  Clock::time_point last_write_;
+  bool started_ = false, finished_ = false;
+};
+
+HttpServer::HttpServer(Engine& engine, const ServedModel& model, std::string model_name,
+                       const std::atomic<bool>& serving, const HttpOptions& options)
+    : engine_(engine), model_(model), model_name_(std::move(model_name)), serving_(serving), options_(options),
+      created_(unix_seconds()), server_(std::make_unique<httplib::Server>()) {
+  httplib::Server& s = *server_;
+  const size_t num_threads = size_t(std::max(options_.num_threads, 1));
+  s.new_task_queue = [num_threads] { return new httplib::ThreadPool(num_threads); };
+  s.set_payload_max_length(16 << 20);
+
+  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!req.path.starts_with("/v1/")) return httplib::Server::HandlerResponse::Unhandled;
+    if (!options_.api_key.empty() &&
+        !same_secret(req.get_header_value("Authorization"), "Bearer " + options_.api_key)) {
+      reply_error(res, {401, "a valid API key is required: send \"Authorization: Bearer <key>\"", "invalid_api_key"});
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (draining_) {
+      reply_error(res, {503, "the server is draining: it takes no new requests", ""});
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  // httplib's own errors (no route, body too large, a malformed request) get a JSON body.
+  s.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty() || res.is_chunked_content_provider_) return httplib::Server::HandlerResponse::Unhandled;
+    std::string message = res.status == 404   ? "no route " + req.method + " " + to_valid_utf8(req.path)
+                          : res.status == 413 ? std::string("the request body is too large (at most 16 MiB)")
+                                              : "HTTP error " + std::to_string(res.status);
+    reply_error(res, {res.status, std::move(message), ""});
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr e) {
+    std::string message = "internal error";
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      message += std::string(": ") + x.what();
+    } catch (...) {
+    }
+    reply_error(res, {500, message, ""});
+  });
+
+  s.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(std::string(web::kChatPageHtml), "text/html; charset=utf-8");
+  });
+  s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (serving_.load() && !draining_.load()) return reply_json(res, Json{{"status", "ok"}});
+    reply_error(res, {503, draining_ ? "the server is draining" : "the engine loop is not making progress", ""});
+  });
+  s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    reply_json(res, openai::models_list(model_name_, created_, model_.max_sequence_tokens));
+  });
+  s.Get("/v1/models/(.+)", [this](const httplib::Request& req, httplib::Response& res) {
+    if (req.matches[1] != model_name_)
+      return reply_error(res, {404, "The model `" + to_valid_utf8(req.matches[1].str()) + "` does not exist",
+                               "model_not_found"});
+    reply_json(res, openai::model_object(model_name_, created_, model_.max_sequence_tokens));
+  });
+  s.Post("/v1/chat/completions",
+         [this](const httplib::Request& req, httplib::Response& res) { generate(Kind::Chat, req, res); });
+  s.Post("/v1/completions",
+         [this](const httplib::Request& req, httplib::Response& res) { generate(Kind::Completion, req, res); });
+  auto wrong_method = [](const char* allowed) {
+    return [allowed](const httplib::Request& req, httplib::Response& res) {
+      res.set_header("Allow", allowed);
+      reply_error(res, {405, req.method + " " + req.path + " is not allowed; use " + allowed, ""});
+    };
+  };
+  s.Get("/v1/chat/completions", wrong_method("POST"));
+  s.Get("/v1/completions", wrong_method("POST"));
+  s.Post("/v1/models", wrong_method("GET"));
+  s.Post("/health", wrong_method("GET"));
+
+  port_ = options_.port == 0 ? s.bind_to_any_port(options_.host)
+                             : (s.bind_to_port(options_.host, options_.port) ? options_.port : -1);
+  if (port_ <= 0)
+    fail("cannot listen for HTTP on ", options_.host, ":", options_.port, " (in use, or not an address of this machine?)");
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  // stop() only reaches a server that has started listening.
+  while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+void HttpServer::stop() {
+  if (!thread_.joinable()) return;
+  server_->stop();
+  thread_.join();
+}
+
+void HttpServer::generate(Kind kind, const httplib::Request& req, httplib::Response& res) {
+  Json body;
+  try {
+    body = Json::parse(req.body);
+  } catch (const Json::parse_error& e) {
+    return reply_error(res, {400, std::string("the request body is not valid JSON: ") + e.what(), ""});
+  }
+  const std::string request_id = req.get_header_value("X-Request-Id");
+  openai::ResponseOptions options;
+  PreparedRequest prepared;
+  HttpError error;
+  Status status;
+  try {
+    if (kind == Kind::Chat) {
+      v1::ChatRequest request;
+      error = openai::parse_chat_request(body, model_name_, request, options);
+      request.set_request_id(request_id);
+      if (error.ok()) status = prepare_chat(request, model_, prepared);
+    } else {
+      v1::GenerateRequest request;
+      error = openai::parse_completion_request(body, model_name_, request, options);
+      request.set_request_id(request_id);
+      if (error.ok()) status = prepare_generate(request, model_, prepared);
+    }
+  } catch (const Error& e) {  // the tokenizer refusing its input
+    status = {StatusCode::InvalidArgument, e.what()};
+  }
+  if (!error.ok()) return reply_error(res, error);
+  if (!status.ok()) return reply_error(res, openai::from_status(status));
+  SubmitResult submitted = engine_.submit(prepared.request);
+  if (!submitted.status.ok()) return reply_error(res, openai::from_status(submitted.status));
+  if (!request_id.empty()) res.set_header("X-Request-Id", request_id);
+
+  const auto endpoint = kind == Kind::Chat ? openai::Endpoint::ChatCompletions : openai::Endpoint::Completions;
+  openai::ResponseHead head{openai::new_response_id(endpoint), unix_seconds(), model_name_, endpoint,
+                            options.stream && options.include_usage};
+  auto call = std::make_shared<Call>(*this, std::move(submitted.stream), std::move(prepared), std::move(head), options,
+                                     kind == Kind::Chat ? "HTTP chat" : "HTTP completion");
+  if (!options.stream) return call->answer(res);
+  // No client disconnect is seen while a JSON answer is awaited (httplib 0.11
+  // offers no check); a stream notices it at its next write.
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider("text/event-stream",
+                                   [call](size_t, httplib::DataSink& sink) { return call->pump(sink); });
+}
+
+}  // namespace flint::server
