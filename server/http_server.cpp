@@ -166,6 +166,8 @@ HttpServer::HttpServer(Engine& engine, const ServedModel& model, std::string mod
   const size_t num_threads = size_t(std::max(options_.num_threads, 1));
   s.new_task_queue = [num_threads] { return new httplib::ThreadPool(num_threads); };
   s.set_payload_max_length(16 << 20);
+  // An idle keep-alive connection holds its thread, and stop(), this long (httplib's default: 5 s).
+  s.set_keep_alive_timeout(2);
 
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!req.path.starts_with("/v1/")) return httplib::Server::HandlerResponse::Unhandled;
@@ -235,9 +237,13 @@ HttpServer::HttpServer(Engine& engine, const ServedModel& model, std::string mod
                              : (s.bind_to_port(options_.host, options_.port) ? options_.port : -1);
   if (port_ <= 0)
     fail("cannot listen for HTTP on ", options_.host, ":", options_.port, " (in use, or not an address of this machine?)");
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  auto listening_ended = std::make_shared<std::atomic<bool>>(false);
+  thread_ = std::thread([this, listening_ended] {
+    server_->listen_after_bind();
+    *listening_ended = true;
+  });
   // stop() only reaches a server that has started listening.
-  while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (!server_->is_running() && !*listening_ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 HttpServer::~HttpServer() { stop(); }
