@@ -492,6 +492,24 @@ def test_while_draining_health_is_503_and_new_requests_are_503_while_running_str
     assert d.proc.returncode == 0, d.log_tail()
 
 
+def test_a_stream_cut_short_by_the_drain_timeout_ends_with_an_error_event_the_client_raises(fresh_server):
+    d = fresh_server("--drain-timeout", 1)
+    model = served_model(d)
+    with make_client(d) as c:
+        stream = c.completions.create(model=model, prompt="Tell me about lakes.", max_tokens=4000, stream=True,
+                                      extra_body={"ignore_eos": True})
+        it = iter(stream)
+        next(it)
+        d.terminate()
+        with pytest.raises(openai.APIError) as e:
+            for _ in it:
+                pass
+    assert not isinstance(e.value, openai.APIConnectionError), "the stream ended without an error event"
+    assert e.value.body["type"] == "service_unavailable", e.value.body
+    d.proc.wait(15)
+    assert d.proc.returncode == 0, d.log_tail()
+
+
 # ---------------------------------------------------------------- disconnects
 
 def test_a_client_that_closes_a_stream_mid_way_frees_its_sequence(server, stub, info, model):
