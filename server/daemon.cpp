@@ -112,6 +112,10 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
   builder.SetMaxReceiveMessageSize(16 << 20);
   builder.RegisterService(service_.get());
+  service_->set_other_open_requests([this] {
+    const HttpServer* http = http_for_stats_.load();
+    return http ? http->num_active_streams() : int64_t{0};
+  });
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) fail("cannot listen on ", address, " (in use, or not an address of this machine?)");
   if (options_.http_port >= 0) {  // before any thread of ours: it may throw
@@ -122,6 +126,7 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
                      .log_requests = options_.log_requests};
     http_ = std::make_unique<HttpServer>(*engine_, served, model_name, serving_, http);
     std::fprintf(stderr, "flintd: http on %s:%d\n", options_.host.c_str(), http_->port());
+    http_for_stats_ = http_.get();
   }
   set_health(true);
   health_thread_ = std::thread([this] { watch_health(); });

@@ -52,6 +52,7 @@ class Daemon {
   int port_ = 0;
   std::atomic<bool> serving_{false};  // the health status, for HTTP's /health
   std::unique_ptr<HttpServer> http_;
+  std::atomic<const HttpServer*> http_for_stats_{nullptr};  // GetServerStats reads it from gRPC threads
 
   std::mutex mu_;
   std::condition_variable cv_;

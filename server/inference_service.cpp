@@ -319,7 +319,7 @@ grpc::ServerUnaryReactor* InferenceService::GetServerStats(grpc::CallbackServerC
     out.set_num_kv_blocks(stats.num_blocks);
     out.set_num_steps(stats.num_steps);
     out.set_num_preemptions(stats.num_preempted);
-    out.set_num_active_streams(active_streams_.load());
+    out.set_num_active_streams(active_streams_.load() + (other_open_requests_ ? other_open_requests_() : 0));
     out.set_draining(draining_.load());
     *response = serialize(out);
   }

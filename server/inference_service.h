@@ -6,6 +6,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
 
 #include <grpcpp/grpcpp.h>
 
@@ -46,6 +47,8 @@ class InferenceService final
   bool draining() const { return draining_.load(); }
   // Generate and Chat calls not yet done.
   int64_t num_active_streams() const { return active_streams_.load(); }
+  // Requests open on other front ends (HTTP), for GetServerStats. Set before serving.
+  void set_other_open_requests(std::function<int64_t()> count) { other_open_requests_ = std::move(count); }
 
  private:
   class StreamReactor;
@@ -59,6 +62,7 @@ class InferenceService final
   bool log_requests_;
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> active_streams_{0};
+  std::function<int64_t()> other_open_requests_;
 };
 
 }  // namespace flint::server
