@@ -4,10 +4,16 @@
 // answer or a stream of server-sent events.
 #include "server/http_server.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 
 #include "common/error.h"
 #include "flint/web/chat_page.h"
@@ -25,6 +31,8 @@ constexpr auto kPollInterval = std::chrono::milliseconds(100);
 // A stream with nothing to say writes an SSE comment this often: a closed
 // connection is only noticed when a write fails.
 constexpr auto kKeepAliveInterval = std::chrono::seconds(1);
+// How often a request answered as one JSON body checks that its client is still there.
+constexpr auto kAnswerPollInterval = std::chrono::seconds(1);
 
 void reply_error(httplib::Response& res, const HttpError& error) {
   res.status = error.status;
@@ -41,6 +49,56 @@ bool same_secret(std::string_view a, std::string_view b) {
   unsigned char diff = a.size() == b.size() ? 0 : 1;
   for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % std::max<size_t>(b.size(), 1)]);
   return diff == 0;
+}
+
+// The port and address of a socket end, as text ("127.0.0.1", 54321); nullopt
+// for a socket that is not TCP over IPv4 or IPv6.
+std::optional<std::pair<std::string, int>> endpoint_of(const sockaddr_storage& a) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (a.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(a);
+    inet_ntop(AF_INET, &in.sin_addr, text, sizeof text);
+    return std::pair<std::string, int>(text, ntohs(in.sin_port));
+  }
+  if (a.ss_family == AF_INET6) {
+    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(a);
+    inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
+    return std::pair<std::string, int>(text, ntohs(in6.sin6_port));
+  }
+  return std::nullopt;
+}
+
+// The socket `req` arrived on, found among this process's descriptors by its two
+// ends (httplib 0.11 does not hand a handler its socket), or -1. The descriptor
+// stays open while the handler runs: httplib closes it only after.
+int connection_fd(const httplib::Request& req) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (dirent* entry = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(entry->d_name, &end, 10);
+    if (end == entry->d_name || *end != '\0') continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t local_len = sizeof local, peer_len = sizeof peer;
+    if (getsockname(int(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0 ||
+        getpeername(int(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0)
+      continue;
+    const auto l = endpoint_of(local), p = endpoint_of(peer);
+    if (l && p && l->second == req.local_port && p->second == req.remote_port && p->first == req.remote_addr) {
+      found = int(fd);
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+// Whether the client closed its end: a read would return end-of-file (or fail).
+bool peer_closed(int fd) {
+  char byte;
+  const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 int64_t unix_seconds() {
@@ -66,10 +124,21 @@ class HttpServer::Call {
   }
 
   // Blocks until the final event; the answer or the error becomes the response.
-  void answer(httplib::Response& res) {
+  // While it waits, it looks at the connection each second: a client that closed
+  // it cancels the request (its answer would go nowhere).
+  void answer(const httplib::Request& req, httplib::Response& res) {
     openai::Answer answer;
+    const int fd = connection_fd(req);
+    Clock::time_point next_check = Clock::now() + kAnswerPollInterval;
     for (;;) {
-      std::optional<StreamEvent> event = stream_->pop(std::chrono::seconds(1));
+      std::optional<StreamEvent> event = stream_->pop(kAnswerPollInterval);
+      if (Clock::now() >= next_check) {
+        next_check = Clock::now() + kAnswerPollInterval;
+        if (fd >= 0 && peer_closed(fd)) {
+          client_gone();
+          return;
+        }
+      }
       if (!event) continue;
       if (auto* delta = std::get_if<StreamDelta>(&*event)) {
         delta->text = to_valid_utf8(delta->text);
@@ -292,9 +361,8 @@ void HttpServer::generate(Kind kind, const httplib::Request& req, httplib::Respo
                             options.stream && options.include_usage};
   auto call = std::make_shared<Call>(*this, std::move(submitted.stream), std::move(prepared), std::move(head), options,
                                      kind == Kind::Chat ? "HTTP chat" : "HTTP completion");
-  if (!options.stream) return call->answer(res);
-  // No client disconnect is seen while a JSON answer is awaited (httplib 0.11
-  // offers no check); a stream notices it at its next write.
+  if (!options.stream) return call->answer(req, res);
+  // A stream notices a client that went away at its next write.
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider("text/event-stream",
                                    [call](size_t, httplib::DataSink& sink) { return call->pump(sink); });

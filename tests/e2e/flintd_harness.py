@@ -265,3 +265,14 @@ def same_output(a, b, what, seeded=True):
     assert [lp.chosen.token_id for lp in b.logprobs] == [lp.chosen.token_id for lp in a.logprobs], what
     for x, y in zip(a.logprobs, b.logprobs):
         assert y.chosen.logprob == pytest.approx(x.chosen.logprob, abs=1e-3), what
+
+
+def wait_for_idle_stats(stub, timeout=10.0):
+    """GetServerStats once nothing runs or waits, or the last snapshot after `timeout` s."""
+    end = time.monotonic() + timeout
+    while True:
+        stats = stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5)
+        if (stats.num_running == 0 and stats.num_waiting == 0 and stats.num_active_streams == 0) or \
+                time.monotonic() > end:
+            return stats
+        time.sleep(0.05)

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from flintd_harness import (MAX_QUEUE, MAX_RUNNING_SEQS, SERVING, assert_ok, call_rpc, chat, gen, pb,
-                            pb_grpc, prompt_tokens_of, run, same_output, sampling)
+                            pb_grpc, prompt_tokens_of, run, same_output, sampling, wait_for_idle_stats)
 
 
 # ---------------------------------------------------------------- batching
@@ -249,17 +249,6 @@ def full_context_prompt(stub, info, max_tokens):
     ids = list(stub.Tokenize(pb.TokenizeRequest(text=text), timeout=30).token_ids)
     assert len(ids) >= n
     return ids[:n]
-
-
-def wait_for_idle_stats(stub, timeout=10.0):
-    """GetServerStats once nothing runs or waits, or the last snapshot after `timeout` s."""
-    end = time.monotonic() + timeout
-    while True:
-        stats = stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5)
-        if (stats.num_running == 0 and stats.num_waiting == 0 and stats.num_active_streams == 0) or \
-                time.monotonic() > end:
-            return stats
-        time.sleep(0.05)
 
 
 def test_cancelled_and_expired_requests_give_their_kv_blocks_back(fresh_server):

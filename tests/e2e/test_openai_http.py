@@ -17,7 +17,7 @@ import uuid
 import openai
 import pytest
 
-from flintd_harness import HTTP_FLAGS, assert_ok, chat, gen, pb, prompt_tokens_of, run
+from flintd_harness import HTTP_FLAGS, assert_ok, chat, gen, pb, prompt_tokens_of, run, wait_for_idle_stats
 
 pytestmark = pytest.mark.skipif(not HTTP_FLAGS, reason="this flintd has no HTTP API (no --http-port flag)")
 
@@ -84,16 +84,6 @@ def stream_completion(client, **kw):
 
 def grpc_reason(result):
     return {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}[result.finished.reason]
-
-
-def wait_for_idle(stub, timeout=10.0):
-    """GetServerStats once nothing runs or waits, or the last snapshot after `timeout` s."""
-    end = time.monotonic() + timeout
-    while True:
-        stats = stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5)
-        if (stats.num_running == 0 and stats.num_waiting == 0) or time.monotonic() > end:
-            return stats
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- models and health
@@ -522,6 +512,22 @@ def test_a_client_that_closes_a_stream_mid_way_frees_its_sequence(server, stub, 
             assert time.monotonic() < end, "the stream never ran"
             time.sleep(0.02)
         stream.close()
-    stats = wait_for_idle(stub)
+    stats = wait_for_idle_stats(stub)
     assert (stats.num_running, stats.num_waiting) == (0, 0), stats
+    assert stats.num_free_kv_blocks == info.num_kv_blocks, stats
+
+
+def test_a_client_that_leaves_before_its_json_answer_frees_its_sequence(server, stub, info, model):
+    """A request that does not stream is watched too: its client hanging up cancels it."""
+    url = urllib.parse.urlparse(server.http_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    body = json.dumps({"model": model, "prompt": "Tell me about deserts.", "max_tokens": 1000, "ignore_eos": True})
+    conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    end = time.monotonic() + 5
+    while stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5).num_running != 1:
+        assert time.monotonic() < end, "the request never ran"
+        time.sleep(0.02)
+    conn.close()  # before the answer: 1000 tokens take seconds here
+    stats = wait_for_idle_stats(stub, timeout=5)
+    assert (stats.num_running, stats.num_waiting, stats.num_active_streams) == (0, 0, 0), stats
     assert stats.num_free_kv_blocks == info.num_kv_blocks, stats
