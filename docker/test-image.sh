@@ -114,9 +114,9 @@ serve() {
   echo "  HTTP /health: $out"
   # SIGTERM to flintd itself (the child of buildah run in the chroot): it drains and exits 0.
   local flintd_pid
-  flintd_pid=$(ps -o pid= --ppid "$ctr" | head -n 1)
+  flintd_pid=$(ps -o pid= --ppid "$ctr" | tr -d " " | head -n 1)
   while [ -n "$flintd_pid" ] && [ "$(ps -o comm= -p "$flintd_pid")" != flintd ]; do
-    flintd_pid=$(ps -o pid= --ppid "$flintd_pid" | head -n 1)
+    flintd_pid=$(ps -o pid= --ppid "$flintd_pid" | tr -d " " | head -n 1)
   done
   [ -n "$flintd_pid" ] || { echo "  flintd process not found under buildah run ($ctr)" >&2; return 1; }
   echo "  flintd runs as uid $(ps -o uid= -p "$flintd_pid" | tr -d ' ')"
@@ -143,9 +143,10 @@ fi
 if ! has_image localhost/cuda-devel-local; then
   cuda_dir=$(readlink -f /usr/local/cuda)
   mkdir -p "$cache/cuda-ctx"
-  # The compiler, headers and the runtime; not the big libraries Flint's two binaries do not link.
+  # The compiler, headers, the runtime and cuBLAS (the configure step wants it for bench/); not
+  # the other big libraries.
   tar -C "$(dirname "$cuda_dir")" -cf "$cache/cuda-ctx/cuda.tar" \
-    --exclude='*/lib/libcudnn*' --exclude='*/lib/libcublas*' --exclude='*/lib/libcufft*' \
+    --exclude='*/lib/libcudnn*' --exclude='*/lib/libcufft*' \
     --exclude='*/lib/libcusolver*' --exclude='*/lib/libcusparse*' --exclude='*/lib/libnccl*' \
     --exclude='*/lib/libcupti*' --exclude='*/lib/libnvperf*' --exclude='*/lib/libnvblas*' \
     --exclude='*/lib/libcurand*' --exclude='*/lib/libpcsamplingutil*' --exclude='*/lib/libcheckpoint*' \
