@@ -72,7 +72,7 @@ pass "base: localhost/bookworm-base"
 # build NAME DOCKERFILE ARGS...: buildah bud with the log in $cache/build-NAME.log
 build() {
   local name=$1 file=$2; shift 2
-  if ! buildah bud --format docker --layers -f "$file" "$@" -t "localhost/flint:$name" . > "$cache/build-$name.log" 2>&1; then
+  if ! buildah bud --format docker --layers --force-rm -f "$file" "$@" -t "localhost/flint:$name" . > "$cache/build-$name.log" 2>&1; then
     tail -n 30 "$cache/build-$name.log" >&2
     fail "$name: build of $file (log: $cache/build-$name.log)"
   fi
@@ -160,8 +160,12 @@ fi
 pass "cuda: base localhost/cuda-devel-local ($(/usr/local/cuda/bin/nvcc --version | sed -n 's/.*release \([0-9.]*\).*/nvcc \1/p'))"
 build cuda docker/Dockerfile --build-arg CUDA_DEVEL_IMAGE=localhost/cuda-devel-local \
   --build-arg CUDA_RUNTIME_IMAGE=localhost/bookworm-base
-grep -q 'Flint: CUDA ON' "$cache/build-cuda.log" || fail "cuda: CMake did not enable CUDA (log: $cache/build-cuda.log)"
-pass "cuda: build of docker/Dockerfile (CMake: CUDA ON, $(grep -c 'Building CUDA object' "$cache/build-cuda.log" || true) CUDA objects; flintd and flint linked)"
+# The build's CMake settings, kept in the image: FLINT_CUDA=ON fails the configure without nvcc.
+info=$(c=$(buildah from localhost/flint:cuda) && containers+=("$c") && buildah run "$c" -- cat /usr/local/share/flint/build-info.txt)
+echo "$info" | sed 's/^/  /'
+echo "$info" | grep -q '^FLINT_CUDA:STRING=ON' && echo "$info" | grep -q 'compute_80,code=sm_80.*compute_90a,code=sm_90a' ||
+  fail "cuda: the image was not built with CUDA for sm_80 and sm_90a"
+pass "cuda: build of docker/Dockerfile (CUDA ON, sm_80 + sm_90a; flintd and flint linked)"
 check_config localhost/flint:cuda || fail "cuda: image config"
 pass "cuda: image config"
 serve cuda 56051 || fail "cuda: flintd from the image serving on loopback (no GPU here: --device auto runs on the CPU)"
