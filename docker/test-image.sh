@@ -161,7 +161,8 @@ pass "cuda: base localhost/cuda-devel-local ($(/usr/local/cuda/bin/nvcc --versio
 build cuda docker/Dockerfile --build-arg CUDA_DEVEL_IMAGE=localhost/cuda-devel-local \
   --build-arg CUDA_RUNTIME_IMAGE=localhost/bookworm-base
 # The build's CMake settings, kept in the image: FLINT_CUDA=ON fails the configure without nvcc.
-info=$(c=$(buildah from localhost/flint:cuda) && containers+=("$c") && buildah run "$c" -- cat /usr/local/share/flint/build-info.txt)
+c=$(buildah from localhost/flint:cuda) && containers+=("$c")
+info=$(buildah run "$c" -- cat /usr/local/share/flint/build-info.txt)
 echo "$info" | sed 's/^/  /'
 echo "$info" | grep -q '^FLINT_CUDA:STRING=ON' && echo "$info" | grep -q 'compute_80,code=sm_80.*compute_90a,code=sm_90a' ||
   fail "cuda: the image was not built with CUDA for sm_80 and sm_90a"
