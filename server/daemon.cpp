@@ -206,7 +206,12 @@ void Daemon::run_until_stopped() {
   lock.unlock();
   const int64_t left = num_active();
   engine_->shutdown();  // streams still running end with UNAVAILABLE
-  if (http_) http_->stop();  // after their error events are written
+  // HTTP streams write their error events on their own threads, and stopping the
+  // listener ends a stream wherever it is: give them a moment to finish first.
+  const auto cutoff = Clock::now() + std::chrono::seconds(2);
+  while (http_ && http_->num_active_streams() > 0 && Clock::now() < cutoff)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (http_) http_->stop();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server_->Wait();
   std::fprintf(stderr, "flintd: stopped after %.2f s of draining (%lld streams cut short)\n", seconds_since(t0),
