@@ -92,7 +92,7 @@ grpc::Status word_pool(v1::Inference::Stub& stub, const GlobalOptions& g, std::v
   req.set_text(kWords);
   req.set_add_special_tokens(false);
   grpc::ClientContext ctx;
-  set_deadline(ctx, g, /*streaming=*/false);
+  prepare_call(ctx, g, /*streaming=*/false);
   v1::TokenizeResponse resp;
   grpc::Status status = stub.Tokenize(&ctx, req, &resp);
   std::set<int32_t> seen;
@@ -114,7 +114,7 @@ std::vector<int32_t> make_prompt(const Options& o, const std::vector<int32_t>& p
 Result run_one(v1::Inference::Stub& stub, const GlobalOptions& g, const Options& o, int i,
                const std::vector<int32_t>& ids, const std::string& chat_text) {
   grpc::ClientContext ctx;
-  set_deadline(ctx, g, /*streaming=*/true);
+  prepare_call(ctx, g, /*streaming=*/true);
   auto fill = [&](auto& req) {
     req.mutable_sampling()->set_temperature(o.temperature);
     req.mutable_sampling()->set_seed(*o.seed + uint64_t(i));
@@ -185,7 +185,7 @@ int run_bench(GlobalOptions g, const Args& args) {
     v1::DetokenizeRequest req;
     req.mutable_token_ids()->Assign(prompts[size_t(i)].begin(), prompts[size_t(i)].end());
     grpc::ClientContext ctx;
-    set_deadline(ctx, g, /*streaming=*/false);
+    prepare_call(ctx, g, /*streaming=*/false);
     v1::DetokenizeResponse resp;
     if (grpc::Status status = stub->Detokenize(&ctx, req, &resp); !status.ok()) return report_error(status);
     chat_texts[size_t(i)] = resp.text();

@@ -243,7 +243,7 @@ ReplyResult reply(ChatState& s, v1::Inference::Stub& stub, const GlobalOptions& 
   fill_request(s.gen, req);
 
   grpc::ClientContext ctx;
-  set_deadline(ctx, g, /*streaming=*/true);
+  prepare_call(ctx, g, /*streaming=*/true);
   ReplyPrinter printer(s.show_reasoning);
   watcher.set_call(&ctx);
   const Clock::time_point start = Clock::now();

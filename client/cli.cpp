@@ -2,6 +2,9 @@
 // every subcommand.
 #include "client/cli.h"
 
+#include <fstream>
+#include <sstream>
+
 #include <unistd.h>
 
 #include <chrono>
@@ -17,6 +20,12 @@ const char* const kGlobalOptionsUsage =
     "  --server HOST:PORT      flintd's address (default 127.0.0.1:50051)\n"
     "  --timeout SECONDS       gRPC deadline of each call (default: none for streaming\n"
     "                          calls, 10 s for unary ones)\n"
+    "  --api-key KEY           sent as \"authorization: Bearer KEY\" (default $FLINT_API_KEY)\n"
+    "  --tls                   connect over TLS, trusting the system's CAs\n"
+    "  --tls-ca PATH           connect over TLS, trusting the CAs in this PEM file\n"
+    "  --tls-cert PATH, --tls-key PATH\n"
+    "                          a client certificate and its key (mutual TLS)\n"
+    "  --tls-server-name NAME  the name the server's certificate must hold (default: the host)\n"
     "  -v, --verbose           more detail\n"
     "  -h, --help              this help\n";
 
@@ -96,6 +105,16 @@ bool ArgReader::global(GlobalOptions& g) {
     double t = number();
     if (t <= 0) usage_error("--timeout must be > 0 seconds");
     g.timeout_s = t;
+  } else if (is("--api-key")) {
+    g.api_key = value();
+  } else if (is("--tls")) {
+    g.tls = true;
+  } else if (is("--tls-ca") || is("--tls-cert") || is("--tls-key") || is("--tls-server-name")) {
+    const std::string name = arg_;
+    std::string v = value();
+    if (v.empty()) usage_error(name + " needs a value");
+    (name == "--tls-ca" ? g.tls_ca : name == "--tls-cert" ? g.tls_cert : name == "--tls-key" ? g.tls_key : g.tls_server_name) = v;
+    g.tls = true;
   } else if (is("--verbose", "-v")) {
     g.verbose = true;
   } else if (is("--help", "-h")) {
@@ -121,17 +140,46 @@ void ArgReader::help() const {
   std::exit(kExitOk);
 }
 
+namespace {
+
+std::string read_pem(const std::string& flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  if (!in || s.str().empty()) {
+    std::cerr << "flint: " << flag << " " << path << ": cannot read it\n";
+    std::exit(kExitUsage);
+  }
+  return s.str();
+}
+
+}  // namespace
+
 std::shared_ptr<grpc::Channel> make_channel(const GlobalOptions& g) {
-  return grpc::CreateChannel(g.server, grpc::InsecureChannelCredentials());
+  if (!g.tls) return grpc::CreateChannel(g.server, grpc::InsecureChannelCredentials());
+  if (g.tls_cert.empty() != g.tls_key.empty()) {
+    std::cerr << "flint: a client certificate needs both --tls-cert and --tls-key\n";
+    std::exit(kExitUsage);
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!g.tls_ca.empty()) ssl.pem_root_certs = read_pem("--tls-ca", g.tls_ca);
+  if (!g.tls_cert.empty()) {
+    ssl.pem_cert_chain = read_pem("--tls-cert", g.tls_cert);
+    ssl.pem_private_key = read_pem("--tls-key", g.tls_key);
+  }
+  grpc::ChannelArguments args;
+  if (!g.tls_server_name.empty()) args.SetSslTargetNameOverride(g.tls_server_name);
+  return grpc::CreateCustomChannel(g.server, grpc::SslCredentials(ssl), args);
 }
 
 grpc::Status fetch_model_info(v1::Inference::Stub& stub, const GlobalOptions& g, v1::ModelInfo& info) {
   grpc::ClientContext ctx;
-  set_deadline(ctx, g, /*streaming=*/false);
+  prepare_call(ctx, g, /*streaming=*/false);
   return stub.GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
 }
 
-void set_deadline(grpc::ClientContext& ctx, const GlobalOptions& g, bool streaming) {
+void prepare_call(grpc::ClientContext& ctx, const GlobalOptions& g, bool streaming) {
+  if (!g.api_key.empty()) ctx.AddMetadata("authorization", "Bearer " + g.api_key);
   std::optional<double> s = g.timeout_s;
   if (!s && !streaming) s = kDefaultUnaryTimeoutS;
   if (!s) return;

@@ -26,6 +26,11 @@ struct GlobalOptions {
   // calls have none and unary calls get kDefaultUnaryTimeoutS.
   std::optional<double> timeout_s;
   bool verbose = false;
+  std::string api_key;  // --api-key or $FLINT_API_KEY: sent as "authorization: Bearer <key>"
+  // TLS: on with --tls or any of the files. tls_ca "": the system's roots.
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key;  // cert and key: a client certificate, for mutual TLS
+  std::string tls_server_name;            // the name the server's certificate must carry, when not the host's
 };
 inline constexpr double kDefaultUnaryTimeoutS = 10.0;
 
@@ -53,7 +58,8 @@ class ArgReader {
   // The arguments after the current one, untouched.
   std::vector<std::string> remaining() const { return {args_.begin() + long(index_), args_.end()}; }
 
-  // Consumes --server, --timeout, -v/--verbose and -h/--help (prints usage, exits 0).
+  // Consumes --server, --timeout, --api-key, the --tls options, -v/--verbose and
+  // -h/--help (prints usage, exits 0).
   bool global(GlobalOptions& g);
 
   [[noreturn]] void usage_error(const std::string& message) const;  // exit 2
@@ -71,8 +77,9 @@ class ArgReader {
 
 std::shared_ptr<grpc::Channel> make_channel(const GlobalOptions& g);
 
-// Sets the call's deadline from --timeout, or the unary default.
-void set_deadline(grpc::ClientContext& ctx, const GlobalOptions& g, bool streaming);
+// Plaintext, or TLS from the --tls options; exits 2 when a TLS file cannot be read.
+// Sets the call's deadline from --timeout (or the unary default) and its API key.
+void prepare_call(grpc::ClientContext& ctx, const GlobalOptions& g, bool streaming);
 
 // GetModelInfo under the unary deadline.
 grpc::Status fetch_model_info(v1::Inference::Stub& stub, const GlobalOptions& g, v1::ModelInfo& info);

@@ -105,7 +105,7 @@ int run_generate(GlobalOptions g, const Args& args) {
   Options o = parse(g, args);
   auto stub = v1::Inference::NewStub(make_channel(g));
   grpc::ClientContext ctx;
-  set_deadline(ctx, g, /*streaming=*/true);
+  prepare_call(ctx, g, /*streaming=*/true);
 
   const Clock::time_point start = Clock::now();
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;

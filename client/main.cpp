@@ -1,5 +1,6 @@
 // flint: the command-line client of flintd. Parses the global options, then
 // hands the rest of the command line to one subcommand.
+#include <cstdlib>
 #include <iostream>
 #include <map>
 
@@ -40,6 +41,7 @@ const std::map<std::string, Command>& commands() {
 
 int main(int argc, char** argv) {
   GlobalOptions g;
+  if (const char* key = std::getenv("FLINT_API_KEY")) g.api_key = key;  // --api-key overrides it
   flint::client::ArgReader r("", Args(argv + 1, argv + argc), kUsage);
   while (r.next()) {
     if (r.positional()) break;

@@ -74,7 +74,7 @@ int run_tokenize(GlobalOptions g, const Args& args) {
 
   auto stub = v1::Inference::NewStub(make_channel(g));
   grpc::ClientContext ctx;
-  set_deadline(ctx, g, /*streaming=*/false);
+  prepare_call(ctx, g, /*streaming=*/false);
   v1::TokenizeResponse resp;
   grpc::Status status = stub->Tokenize(&ctx, req, &resp);
   if (!status.ok()) return report_error(status);
@@ -121,7 +121,7 @@ int run_detokenize(GlobalOptions g, const Args& args) {
 
   auto stub = v1::Inference::NewStub(make_channel(g));
   grpc::ClientContext ctx;
-  set_deadline(ctx, g, /*streaming=*/false);
+  prepare_call(ctx, g, /*streaming=*/false);
   v1::DetokenizeResponse resp;
   grpc::Status status = stub->Detokenize(&ctx, req, &resp);
   if (!status.ok()) return report_error(status);
@@ -162,7 +162,7 @@ int run_health(GlobalOptions g, const Args& args) {
   grpc::Status status;
   while (true) {
     grpc::ClientContext ctx;
-    set_deadline(ctx, g, /*streaming=*/false);
+    prepare_call(ctx, g, /*streaming=*/false);
     resp.Clear();
     status = stub->Check(&ctx, req, &resp);
     const bool serving = status.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;

@@ -35,6 +35,16 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   std::fprintf(stderr, "flintd %s starting with\n%s", kVersion, describe(options_).c_str());
   if (options_.device == "cuda")
     fail("--device cuda: this flintd has no CUDA backend yet; run with --device cpu (or auto)");
+  // Keys and certificates first: a wrong file should not wait for the model to load.
+  api_keys_.set_default_max_concurrent(options_.max_requests_per_key);
+  if (!options_.api_key.empty()) api_keys_.add(options_.api_key, "default");
+  if (!options_.api_key_file.empty()) api_keys_.load_file(options_.api_key_file);
+  if (!options_.api_key_file.empty() && !api_keys_.enabled())
+    fail("--api-key-file ", options_.api_key_file, " holds no key (an empty file would leave the server open)");
+  tls_ = load_tls(options_.tls_cert, options_.tls_key, options_.tls_client_ca);
+  if (api_keys_.enabled() && !tls_ && options_.host != "127.0.0.1" && options_.host != "localhost" && options_.host != "::1")
+    std::fprintf(stderr, "flintd: warning: API keys travel in plaintext on %s; serve with --tls-cert/--tls-key\n",
+                 options_.host.c_str());
 
   auto t0 = Clock::now();
   std::fprintf(stderr, "flintd: [1/3] loading %s\n", options_.model.c_str());
@@ -81,7 +91,8 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   ServedModel served{.tokenizer = &*model_.tokenizer,
                      .chat_template = &*chat_template_,
                      .vocab_size = model_.config.vocab_size,
-                     .max_sequence_tokens = engine_->max_num_tokens_per_seq()};
+                     .max_sequence_tokens = engine_->max_num_tokens_per_seq(),
+                     .max_prompt_tokens = options_.max_prompt_tokens};
   v1::ModelInfo info;
   info.set_name(std::filesystem::path(options_.model).stem().string());
   info.set_architecture(std::string(arch_name(model_.config.arch)));
@@ -109,8 +120,9 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   grpc::ServerBuilder builder;
   const std::string address = (options_.host.find(':') != std::string::npos ? "[" + options_.host + "]" : options_.host) +
                               ":" + std::to_string(options_.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
-  builder.SetMaxReceiveMessageSize(16 << 20);
+  builder.AddListeningPort(address, grpc_server_credentials(tls_), &port_);
+  builder.SetMaxReceiveMessageSize(int(options_.max_request_bytes));
+  service_->set_api_keys(&api_keys_);
   builder.RegisterService(service_.get());
   service_->set_other_open_requests([this] {
     const HttpServer* http = http_for_stats_.load();
@@ -122,16 +134,19 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
     HttpOptions http{.host = options_.host,
                      .port = options_.http_port,
                      .num_threads = options_.http_threads,
-                     .api_key = options_.api_key,
+                     .api_keys = &api_keys_,
+                     .tls = tls_ ? &*tls_ : nullptr,
+                     .max_body_bytes = size_t(options_.max_request_bytes),
                      .log_requests = options_.log_requests};
     http_ = std::make_unique<HttpServer>(*engine_, served, model_name, serving_, http);
-    std::fprintf(stderr, "flintd: http on %s:%d\n", options_.host.c_str(), http_->port());
+    std::fprintf(stderr, "flintd: %s on %s:%d\n", tls_ ? "https" : "http", options_.host.c_str(), http_->port());
     http_for_stats_ = http_.get();
   }
   set_health(true);
   health_thread_ = std::thread([this] { watch_health(); });
   // Test harnesses wait for this line (and then read the http one above it).
-  std::fprintf(stderr, "flintd: serving on %s:%d\n", options_.host.c_str(), port_);
+  std::fprintf(stderr, "flintd: serving on %s:%d%s\n", options_.host.c_str(), port_,
+               !tls_ ? "" : tls_->client_ca_path.empty() ? " (TLS)" : " (TLS, client certificates required)");
 }
 
 Daemon::~Daemon() {

@@ -13,9 +13,11 @@
 #include "engine/engine.h"
 #include "model/chat_template.h"
 #include "model/model_loader.h"
+#include "server/auth.h"
 #include "server/flintd_options.h"
 #include "server/http_server.h"
 #include "server/inference_service.h"
+#include "server/tls.h"
 
 namespace flint::server {
 
@@ -43,6 +45,8 @@ class Daemon {
   void set_health(bool serving);
 
   FlintdOptions options_;
+  ApiKeys api_keys_;
+  std::optional<TlsConfig> tls_;
   LoadedModel model_;
   std::optional<ChatTemplate> chat_template_;
   std::unique_ptr<Backend> backend_;

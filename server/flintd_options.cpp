@@ -19,8 +19,18 @@ std::string flintd_usage() {
     << "                            -1 turns HTTP off (default " << d.http_port << ")\n"
     << "  --http-threads N          HTTP connections served at once, a thread each; more wait (default "
     << d.http_threads << ")\n"
-    << "  --api-key KEY             /v1/* HTTP requests need \"Authorization: Bearer KEY\" (default: none,\n"
-    << "                            or $FLINT_API_KEY when set)\n"
+    << "  --api-key KEY             gRPC calls and /v1/* HTTP requests need \"authorization: Bearer KEY\"\n"
+    << "                            (default: none, or $FLINT_API_KEY when set)\n"
+    << "  --api-key-file PATH       more keys, one per line: KEY [name=NAME] [max_concurrent=N]; '#' comments\n"
+    << "  --max-requests-per-key N  requests one API key may have open at once, 0 for no limit; more get\n"
+    << "                            RESOURCE_EXHAUSTED / HTTP 429 (default " << d.max_requests_per_key << ")\n"
+    << "  --tls-cert PATH           PEM certificate chain: serve gRPC and HTTP over TLS (with --tls-key)\n"
+    << "  --tls-key PATH            PEM private key of --tls-cert\n"
+    << "  --tls-client-ca PATH      PEM CA bundle: require client certificates it signed (mutual TLS)\n"
+    << "  --max-request-bytes SIZE  largest gRPC request message or HTTP body (default "
+    << format_size(d.max_request_bytes) << ")\n"
+    << "  --max-prompt-tokens N     tokens one prompt may have, 0 for the sequence limit (default "
+    << d.max_prompt_tokens << ")\n"
     << "  --device auto|cpu|cuda    where the model runs (default " << d.device << "; no CUDA backend yet: auto is cpu)\n"
     << "  --max-running-seqs N      sequences batched in one step (default " << d.max_running_seqs << ")\n"
     << "  --max-batched-tokens N    tokens in one step; longer prompts prefill in chunks (default " << d.max_batched_tokens << ")\n"
@@ -61,6 +71,7 @@ std::string format_size(uint64_t bytes) {
   char buf[32];
   if (bytes >= (1ull << 30) && bytes % (1ull << 30) == 0) std::snprintf(buf, sizeof buf, "%lluGiB", static_cast<unsigned long long>(bytes >> 30));
   else if (bytes >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.0fMiB", double(bytes) / (1 << 20));
+  else if (bytes >= 1024 && bytes % 1024 == 0) std::snprintf(buf, sizeof buf, "%lluKiB", static_cast<unsigned long long>(bytes >> 10));
   else std::snprintf(buf, sizeof buf, "%lluB", static_cast<unsigned long long>(bytes));
   return buf;
 }
@@ -110,6 +121,23 @@ std::optional<std::string> parse_flintd_args(const std::vector<std::string>& arg
       auto v = take();
       if (!v || v->empty()) return "--api-key needs a key";
       o.api_key = *v;
+    } else if (flag == "--api-key-file") {
+      auto v = take();
+      if (!v || v->empty()) return "--api-key-file needs a path";
+      o.api_key_file = *v;
+    } else if (flag == "--max-requests-per-key") {
+      error = integer(0, 1 << 20, o.max_requests_per_key);
+    } else if (flag == "--tls-cert" || flag == "--tls-key" || flag == "--tls-client-ca") {
+      auto v = take();
+      if (!v || v->empty()) return flag + " needs a path";
+      (flag == "--tls-cert" ? o.tls_cert : flag == "--tls-key" ? o.tls_key : o.tls_client_ca) = *v;
+    } else if (flag == "--max-request-bytes") {
+      auto v = take();
+      auto bytes = v ? parse_size(*v) : std::nullopt;
+      if (!bytes || *bytes < 1024 || *bytes > (1ull << 30)) return "--max-request-bytes must be a size from 1KiB to 1GiB";
+      o.max_request_bytes = *bytes;
+    } else if (flag == "--max-prompt-tokens") {
+      error = integer(0, 1 << 24, o.max_prompt_tokens);
     } else if (flag == "--device") {
       auto v = take();
       if (!v || (*v != "auto" && *v != "cpu" && *v != "cuda")) return "--device must be auto, cpu or cuda";
@@ -153,12 +181,24 @@ std::optional<std::string> parse_flintd_args(const std::vector<std::string>& arg
 
 std::string describe(const FlintdOptions& o) {
   std::ostringstream s;
+  const bool keys = !o.api_key.empty() || !o.api_key_file.empty();
   s << "  model:              " << o.model << "\n"
     << "  listen:             " << o.host << ":" << o.port << "\n"
     << "  http:               " << (o.http_port < 0 ? std::string("off") : o.host + ":" + std::to_string(o.http_port))
-    << (o.http_port < 0 ? "" : ", " + std::to_string(o.http_threads) + " threads, api key " +
-                                   (o.api_key.empty() ? "none" : "set"))
+    << (o.http_port < 0 ? "" : ", " + std::to_string(o.http_threads) + " threads") << "\n"
+    << "  tls:                "
+    << (o.tls_cert.empty() ? std::string("off")
+                           : o.tls_cert + (o.tls_client_ca.empty() ? "" : ", client certificates from " + o.tls_client_ca))
     << "\n"
+    << "  api keys:           "
+    << (!keys ? std::string("none (anyone who can connect may call)")
+              : std::string(o.api_key.empty() ? "" : "--api-key") + (o.api_key.empty() || o.api_key_file.empty() ? "" : " and ") +
+                    o.api_key_file + ", " +
+                    (o.max_requests_per_key ? std::to_string(o.max_requests_per_key) : std::string("no limit")) +
+                    " open requests per key")
+    << "\n"
+    << "  max request bytes:  " << format_size(o.max_request_bytes) << "\n"
+    << "  max prompt tokens:  " << (o.max_prompt_tokens == 0 ? std::string("the sequence limit") : std::to_string(o.max_prompt_tokens)) << "\n"
     << "  device:             " << o.device << "\n"
     << "  max running seqs:   " << o.max_running_seqs << "\n"
     << "  max batched tokens: " << o.max_batched_tokens << "\n"

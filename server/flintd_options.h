@@ -14,7 +14,13 @@ struct FlintdOptions {
   int port = 50051;                      // gRPC; 0: any free port (printed when serving)
   int http_port = 8000;                  // the OpenAI-compatible HTTP API; 0: any free port, -1: none
   int32_t http_threads = 64;             // HTTP connections served at once (a thread each)
-  std::string api_key;                   // "": none; else /v1/* needs "Authorization: Bearer <key>"
+  std::string api_key;                   // "": none; else the APIs need "authorization: Bearer <key>"
+  std::string api_key_file;              // more keys, one per line (server/auth.h); "": none
+  int32_t max_requests_per_key = 0;      // requests open at once per API key, 0: no limit
+  std::string tls_cert, tls_key;         // PEM files: TLS on the gRPC and HTTP listeners
+  std::string tls_client_ca;             // PEM CA: clients must present a certificate it signed
+  uint64_t max_request_bytes = 16ull << 20;  // largest gRPC message or HTTP body accepted
+  int32_t max_prompt_tokens = 0;         // tokens in one prompt, 0: up to the sequence limit
   std::string device = "auto";           // auto | cpu | cuda
   int32_t max_running_seqs = 64;         // sequences in one step
   int32_t max_batched_tokens = 2048;     // tokens in one step (chunked prefill budget)

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -42,13 +43,6 @@ void reply_error(httplib::Response& res, const HttpError& error) {
 void reply_json(httplib::Response& res, const Json& body) {
   res.status = 200;
   res.set_content(openai::dump(body), "application/json");
-}
-
-// Compares in time independent of where the strings differ (for the API key).
-bool same_secret(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % std::max<size_t>(b.size(), 1)]);
-  return diff == 0;
 }
 
 // The port and address of a socket end, as text ("127.0.0.1", 54321); nullopt
@@ -94,11 +88,12 @@ int connection_fd(const httplib::Request& req) {
   return found;
 }
 
-// Whether the client closed its end: a read would return end-of-file (or fail).
+// Whether the client closed its end or the connection broke. POLLRDHUP shows the
+// peer's FIN even with unread bytes before it, such as a TLS close_notify.
 bool peer_closed(int fd) {
-  char byte;
-  const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  pollfd p{.fd = fd, .events = POLLRDHUP, .revents = 0};
+  if (poll(&p, 1, 0) < 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 int64_t unix_seconds() {
@@ -113,9 +108,9 @@ int64_t unix_seconds() {
 class HttpServer::Call {
  public:
   Call(HttpServer& server, std::shared_ptr<RequestStream> stream, PreparedRequest prepared, openai::ResponseHead head,
-       openai::ResponseOptions options, const char* method)
+       openai::ResponseOptions options, const char* method, ApiKeys::Lease lease)
       : server_(server), stream_(std::move(stream)), prepared_(std::move(prepared)), head_(std::move(head)),
-        options_(options), method_(method), last_write_(Clock::now()) {
+        options_(options), method_(method), lease_(std::move(lease)), last_write_(Clock::now()) {
     ++server_.active_streams_;
   }
   ~Call() {
@@ -223,6 +218,7 @@ class HttpServer::Call {
   openai::ResponseHead head_;
   openai::ResponseOptions options_;
   const char* method_;
+  ApiKeys::Lease lease_;  // counts this request against its API key's limit until it ends
   Clock::time_point last_write_;
   bool started_ = false, finished_ = false;
 };
@@ -230,19 +226,28 @@ class HttpServer::Call {
 HttpServer::HttpServer(Engine& engine, const ServedModel& model, std::string model_name,
                        const std::atomic<bool>& serving, const HttpOptions& options)
     : engine_(engine), model_(model), model_name_(std::move(model_name)), serving_(serving), options_(options),
-      created_(unix_seconds()), server_(std::make_unique<httplib::Server>()) {
+      created_(unix_seconds()) {
+  if (const TlsConfig* tls = options_.tls) {
+    auto https = std::make_unique<httplib::SSLServer>(
+        tls->cert_path.c_str(), tls->key_path.c_str(), tls->client_ca_path.empty() ? nullptr : tls->client_ca_path.c_str());
+    if (!https->is_valid()) fail("HTTPS: cannot use --tls-cert ", tls->cert_path, " and --tls-key ", tls->key_path);
+    server_ = std::move(https);
+  } else {
+    server_ = std::make_unique<httplib::Server>();
+  }
   httplib::Server& s = *server_;
   const size_t num_threads = size_t(std::max(options_.num_threads, 1));
   s.new_task_queue = [num_threads] { return new httplib::ThreadPool(num_threads); };
-  s.set_payload_max_length(16 << 20);
+  s.set_payload_max_length(options_.max_body_bytes);
   // An idle keep-alive connection holds its thread, and stop(), this long (httplib's default: 5 s).
   s.set_keep_alive_timeout(2);
 
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!req.path.starts_with("/v1/")) return httplib::Server::HandlerResponse::Unhandled;
-    if (!options_.api_key.empty() &&
-        !same_secret(req.get_header_value("Authorization"), "Bearer " + options_.api_key)) {
-      reply_error(res, {401, "a valid API key is required: send \"Authorization: Bearer <key>\"", "invalid_api_key"});
+    if (options_.api_keys && options_.api_keys->enabled() &&
+        !options_.api_keys->authenticate(req.get_header_value("Authorization"))) {
+      res.set_header("WWW-Authenticate", "Bearer");
+      reply_error(res, {401, std::string(kMissingKeyMessage), "invalid_api_key"});
       return httplib::Server::HandlerResponse::Handled;
     }
     if (draining_) {
@@ -252,10 +257,12 @@ HttpServer::HttpServer(Engine& engine, const ServedModel& model, std::string mod
     return httplib::Server::HandlerResponse::Unhandled;
   });
   // httplib's own errors (no route, body too large, a malformed request) get a JSON body.
-  s.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+  const std::string too_large = "the request body is too large (at most " + std::to_string(options_.max_body_bytes) +
+                                " bytes, --max-request-bytes)";
+  s.set_error_handler(httplib::Server::HandlerWithResponse([too_large](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty() || res.is_chunked_content_provider_) return httplib::Server::HandlerResponse::Unhandled;
     std::string message = res.status == 404   ? "no route " + req.method + " " + to_valid_utf8(req.path)
-                          : res.status == 413 ? std::string("the request body is too large (at most 16 MiB)")
+                          : res.status == 413 ? too_large
                                               : "HTTP error " + std::to_string(res.status);
     reply_error(res, {res.status, std::move(message), ""});
     return httplib::Server::HandlerResponse::Handled;
@@ -352,6 +359,14 @@ void HttpServer::generate(Kind kind, const httplib::Request& req, httplib::Respo
   }
   if (!error.ok()) return reply_error(res, error);
   if (!status.ok()) return reply_error(res, openai::from_status(status));
+  ApiKeys::Lease lease;
+  if (ApiKeys* keys = options_.api_keys; keys && keys->enabled()) {
+    ApiKeys::Key* key = keys->authenticate(req.get_header_value("Authorization"));  // known: pre-routing checked
+    if (!key) return reply_error(res, {401, std::string(kMissingKeyMessage), "invalid_api_key"});
+    auto acquired = keys->acquire(*key);
+    if (!acquired) return reply_error(res, {429, key_limit_message(*key, keys->limit_of(*key)), "rate_limit_exceeded"});
+    lease = std::move(*acquired);
+  }
   SubmitResult submitted = engine_.submit(prepared.request);
   if (!submitted.status.ok()) return reply_error(res, openai::from_status(submitted.status));
   if (!request_id.empty()) res.set_header("X-Request-Id", request_id);
@@ -360,7 +375,7 @@ void HttpServer::generate(Kind kind, const httplib::Request& req, httplib::Respo
   openai::ResponseHead head{openai::new_response_id(endpoint), unix_seconds(), model_name_, endpoint,
                             options.stream && options.include_usage};
   auto call = std::make_shared<Call>(*this, std::move(submitted.stream), std::move(prepared), std::move(head), options,
-                                     kind == Kind::Chat ? "HTTP chat" : "HTTP completion");
+                                     kind == Kind::Chat ? "HTTP chat" : "HTTP completion", std::move(lease));
   if (!options.stream) return call->answer(req, res);
   // A stream notices a client that went away at its next write.
   res.set_header("Cache-Control", "no-cache");

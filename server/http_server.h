@@ -16,7 +16,9 @@
 #include <thread>
 
 #include "engine/engine.h"
+#include "server/auth.h"
 #include "server/request_prep.h"
+#include "server/tls.h"
 
 namespace httplib {
 class Server;
@@ -30,7 +32,9 @@ struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8000;          // 0: any free port
   int32_t num_threads = 64;
-  std::string api_key;      // when set, /v1/* needs "Authorization: Bearer <api_key>"
+  ApiKeys* api_keys = nullptr;    // when it holds keys, /v1/* needs "Authorization: Bearer <key>"; outlives the server
+  const TlsConfig* tls = nullptr;  // HTTPS (and client certificates when it has a CA); read at construction
+  size_t max_body_bytes = 16 << 20;
   bool log_requests = true;
 };
 

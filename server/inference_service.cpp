@@ -97,8 +97,9 @@ grpc::StatusCode to_grpc(StatusCode code) {
 class InferenceService::StreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   StreamReactor(InferenceService& service, std::shared_ptr<RequestStream> stream, PreparedRequest prepared,
-                const char* method)
-      : service_(service), stream_(std::move(stream)), prepared_(std::move(prepared)), method_(method) {
+                const char* method, ApiKeys::Lease lease)
+      : service_(service), stream_(std::move(stream)), prepared_(std::move(prepared)), method_(method),
+        lease_(std::move(lease)) {
     ++service_.active_streams_;
     link_ = std::make_shared<Link>();
     link_->reactor = this;
@@ -188,6 +189,7 @@ class InferenceService::StreamReactor final : public grpc::ServerWriteReactor<gr
   std::shared_ptr<RequestStream> stream_;
   PreparedRequest prepared_;
   const char* method_;
+  ApiKeys::Lease lease_;  // counts this call against its API key's limit until it is done
   std::shared_ptr<Link> link_;
   std::mutex mu_;
   bool writing_ = false, finished_ = false;
@@ -200,11 +202,30 @@ InferenceService::InferenceService(Engine& engine, const ServedModel& model, v1:
   std::call_once(once, [] { google::protobuf::SetLogHandler(&log_handler); });
 }
 
+grpc::Status InferenceService::authenticate(const grpc::CallbackServerContext& context, ApiKeys::Key*& key) const {
+  key = nullptr;
+  if (!api_keys_ || !api_keys_->enabled()) return grpc::Status::OK;
+  const auto& metadata = context.client_metadata();
+  const auto found = metadata.find("authorization");
+  if (found != metadata.end()) key = api_keys_->authenticate(std::string_view(found->second.data(), found->second.size()));
+  if (!key) return {grpc::StatusCode::UNAUTHENTICATED, std::string(kMissingKeyMessage)};
+  return grpc::Status::OK;
+}
+
 template <class Request>
 grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::stream(grpc::CallbackServerContext* context,
                                                                      const grpc::ByteBuffer* request_bytes,
                                                                      const char* method) {
+  ApiKeys::Key* key = nullptr;
+  if (grpc::Status s = authenticate(*context, key); !s.ok()) return new RefusedReactor(s);
   if (draining_) return new RefusedReactor(kDraining);
+  ApiKeys::Lease lease;
+  if (key) {
+    auto acquired = api_keys_->acquire(*key);
+    if (!acquired)
+      return new RefusedReactor({grpc::StatusCode::RESOURCE_EXHAUSTED, key_limit_message(*key, api_keys_->limit_of(*key))});
+    lease = std::move(*acquired);
+  }
   Request request;
   if (grpc::Status s = parse(request_bytes, request); !s.ok()) return new RefusedReactor(s);
   PreparedRequest prepared;
@@ -221,7 +242,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::stream(grpc::Callb
   prepared.request.deadline = deadline_of(*context);
   SubmitResult submitted = engine_.submit(prepared.request);
   if (!submitted.status.ok()) return new RefusedReactor(grpc_status(submitted.status));
-  return new StreamReactor(*this, std::move(submitted.stream), std::move(prepared), method);
+  return new StreamReactor(*this, std::move(submitted.stream), std::move(prepared), method, std::move(lease));
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Generate(grpc::CallbackServerContext* context,
@@ -237,6 +258,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Chat(grpc::Callbac
 grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
                                                      const grpc::ByteBuffer* request_bytes, grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  ApiKeys::Key* key = nullptr;
+  if (grpc::Status s = authenticate(*context, key); !s.ok()) return reactor->Finish(s), reactor;
   if (draining_) return reactor->Finish(kDraining), reactor;
   v1::TokenizeRequest request;
   grpc::Status status = parse(request_bytes, request);
@@ -272,6 +295,8 @@ grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerConte
                                                        const grpc::ByteBuffer* request_bytes,
                                                        grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  ApiKeys::Key* key = nullptr;
+  if (grpc::Status s = authenticate(*context, key); !s.ok()) return reactor->Finish(s), reactor;
   if (draining_) return reactor->Finish(kDraining), reactor;
   v1::DetokenizeRequest request;
   grpc::Status status = parse(request_bytes, request);
@@ -297,6 +322,8 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
                                                          const grpc::ByteBuffer* request_bytes,
                                                          grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  ApiKeys::Key* key = nullptr;
+  if (grpc::Status s = authenticate(*context, key); !s.ok()) return reactor->Finish(s), reactor;
   v1::GetModelInfoRequest request;
   grpc::Status status = parse(request_bytes, request);
   if (status.ok()) *response = serialize(info_);
@@ -308,6 +335,8 @@ grpc::ServerUnaryReactor* InferenceService::GetServerStats(grpc::CallbackServerC
                                                            const grpc::ByteBuffer* request_bytes,
                                                            grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  ApiKeys::Key* key = nullptr;
+  if (grpc::Status s = authenticate(*context, key); !s.ok()) return reactor->Finish(s), reactor;
   v1::GetServerStatsRequest request;
   grpc::Status status = parse(request_bytes, request);
   if (status.ok()) {

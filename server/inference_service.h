@@ -12,6 +12,7 @@
 
 #include "engine/engine.h"
 #include "flint/v1/inference.grpc.pb.h"
+#include "server/auth.h"
 #include "server/request_prep.h"
 
 namespace flint::server {
@@ -49,9 +50,16 @@ class InferenceService final
   int64_t num_active_streams() const { return active_streams_.load(); }
   // Requests open on other front ends (HTTP), for GetServerStats. Set before serving.
   void set_other_open_requests(std::function<int64_t()> count) { other_open_requests_ = std::move(count); }
+  // Every method then needs "authorization: Bearer <key>" metadata naming one of
+  // `keys` (UNAUTHENTICATED otherwise), and streams count against its limit. Set
+  // before serving; `keys` must outlive the service.
+  void set_api_keys(ApiKeys* keys) { api_keys_ = keys; }
 
  private:
   class StreamReactor;
+  // The caller's key when keys are required (nullptr when they are not), or the
+  // UNAUTHENTICATED status to answer with.
+  grpc::Status authenticate(const grpc::CallbackServerContext& context, ApiKeys::Key*& key) const;
   template <class Request>
   grpc::ServerWriteReactor<grpc::ByteBuffer>* stream(grpc::CallbackServerContext* context,
                                                      const grpc::ByteBuffer* request, const char* method);
@@ -63,6 +71,7 @@ class InferenceService final
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> active_streams_{0};
   std::function<int64_t()> other_open_requests_;
+  ApiKeys* api_keys_ = nullptr;
 };
 
 }  // namespace flint::server

@@ -128,6 +128,9 @@ Status common_params(const v1::SamplingParams& sampling, const v1::StoppingCrite
 // The prompt's length against the sequence limit, and max_tokens' default.
 Status fit_prompt(const v1::StoppingCriteria& stopping, const ServedModel& model, PreparedRequest& out) {
   const int64_t n = int64_t(out.request.prompt_token_ids.size());
+  if (model.max_prompt_tokens > 0 && n > model.max_prompt_tokens)
+    return invalid("the prompt has " + std::to_string(n) + " tokens; this server accepts prompts of at most " +
+                   std::to_string(model.max_prompt_tokens) + " tokens");
   if (n >= model.max_sequence_tokens)
     return invalid("the prompt has " + std::to_string(n) + " tokens; a sequence (prompt plus output) may hold at most " +
                    std::to_string(model.max_sequence_tokens) + " tokens on this server");

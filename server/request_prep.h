@@ -19,6 +19,7 @@ struct ServedModel {
   const ChatTemplate* chat_template = nullptr;
   int32_t vocab_size = 0;
   int32_t max_sequence_tokens = 0;  // prompt + output one request may have
+  int32_t max_prompt_tokens = 0;    // tokens one prompt may have (--max-prompt-tokens), 0: no limit of its own
 };
 
 // An engine request and what the response needs besides the engine's events.

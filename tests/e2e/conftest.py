@@ -28,8 +28,8 @@ def fresh_server(tmp_path_factory):
     """Starts a separate flintd with the given flags; closes it at the end of the test."""
     started = []
 
-    def start(*flags):
-        d = Flintd(tmp_path_factory.mktemp("flintd-extra"), *flags)
+    def start(*flags, **kwargs):
+        d = Flintd(tmp_path_factory.mktemp("flintd-extra"), *flags, **kwargs)
         started.append(d)
         return d
 

@@ -60,7 +60,7 @@ MAX_QUEUE = 64
 KV_CACHE_MEMORY = "64MiB"
 
 READY_LINE = re.compile(r"flintd: serving on ([0-9.]+):(\d+)")
-HTTP_LINE = re.compile(r"flintd: http on ([0-9.]+):(\d+)")
+HTTP_LINE = re.compile(r"flintd: (https?) on ([0-9.]+):(\d+)")
 
 
 def _has_http_flag():
@@ -82,10 +82,12 @@ def _die_with_parent():
 
 class Flintd:
     """One flintd process on 127.0.0.1 with ports it picks; stderr goes to a log file.
-    `address` is the gRPC HOST:PORT; `http_url` the HTTP API's base URL (http://HOST:PORT),
-    None when this flintd has no HTTP API. Flags given later override the defaults here."""
+    `address` is the gRPC HOST:PORT; `http_url` the HTTP API's base URL (http://HOST:PORT,
+    or https:// with --tls-cert), None when this flintd has no HTTP API. Flags given later
+    override the defaults here. `channel_credentials`: grpc.ssl_channel_credentials for a
+    flintd serving TLS."""
 
-    def __init__(self, log_dir, *flags, threads=2, startup_timeout=120.0):
+    def __init__(self, log_dir, *flags, threads=2, startup_timeout=120.0, channel_credentials=None):
         self.log_path = Path(log_dir) / f"flintd-{os.getpid()}-{time.monotonic_ns()}.log"
         self.args = [str(FLINTD), "--model", str(FLINT_MODEL), "--host", "127.0.0.1", "--port", "0",
                      "--threads", str(threads), *HTTP_FLAGS, *map(str, flags)]
@@ -94,8 +96,9 @@ class Flintd:
                                      preexec_fn=_die_with_parent)
         self.address = self._wait_for_ready_line(startup_timeout)
         m = HTTP_LINE.search(self.log())  # printed before the 'serving on' line
-        self.http_url = f"http://{m.group(1)}:{m.group(2)}" if m else None
-        self.channel = grpc.insecure_channel(self.address)
+        self.http_url = f"{m.group(1)}://{m.group(2)}:{m.group(3)}" if m else None
+        self.channel = (grpc.secure_channel(self.address, channel_credentials) if channel_credentials
+                        else grpc.insecure_channel(self.address))
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self._wait_for_serving(startup_timeout)

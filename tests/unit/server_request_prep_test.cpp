@@ -59,6 +59,20 @@ TEST_F(RequestPrep, AnUnsetMaxTokensGetsTheRestOfTheSequenceAndSamplingGetsTheDo
   EXPECT_TRUE(p.request.reasoning.think_start.empty());  // SmolLM2 does not think
 }
 
+TEST_F(RequestPrep, APromptOverMaxPromptTokensIsInvalidArgumentEvenWhenTheSequenceHasRoom) {
+  const std::string text = "one two three four five six seven eight nine ten";
+  const int32_t n = int32_t(tokenizer_->encode(text).size());
+  ServedModel model = served(chatml_, 1000);
+  model.max_prompt_tokens = n;
+  PreparedRequest p;
+  EXPECT_TRUE(prepare_generate(text_request(text), model, p).ok());  // exactly at the limit
+  model.max_prompt_tokens = n - 1;
+  const Status s = prepare_generate(text_request(text), model, p);
+  EXPECT_EQ(s.code, StatusCode::InvalidArgument);
+  EXPECT_EQ(s.message, "the prompt has " + std::to_string(n) + " tokens; this server accepts prompts of at most " +
+                           std::to_string(n - 1) + " tokens");
+}
+
 TEST_F(RequestPrep, AGivenSeedIsKeptAndAnUnsetOneIsDrawnAndReported) {
   v1::GenerateRequest r = text_request("Hi");
   r.mutable_sampling()->set_seed(1234);
@@ -241,7 +255,9 @@ TEST(FlintdOptions, HttpServesOnPort8000WithoutAKeyUntilFlagsSayOtherwise) {
   EXPECT_EQ(o.http_threads, 64);
   EXPECT_EQ(o.api_key, "");
   EXPECT_NE(flintd_usage().find("--http-port N"), std::string::npos);
-  EXPECT_NE(describe(o).find("http:               127.0.0.1:8000, 64 threads, api key none"), std::string::npos);
+  EXPECT_NE(describe(o).find("http:               127.0.0.1:8000, 64 threads\n"), std::string::npos);
+  EXPECT_NE(describe(o).find("api keys:           none"), std::string::npos);
+  EXPECT_NE(describe(o).find("tls:                off"), std::string::npos);
   ASSERT_FALSE(parse_flintd_args({"--http-port", "-1", "--http-threads=8", "--api-key", "sk-test"}, o, help));
   EXPECT_EQ(o.http_port, -1);
   EXPECT_EQ(o.http_threads, 8);
@@ -250,6 +266,32 @@ TEST(FlintdOptions, HttpServesOnPort8000WithoutAKeyUntilFlagsSayOtherwise) {
   EXPECT_EQ(describe(o).find("sk-test"), std::string::npos);  // the key is never printed
   EXPECT_EQ(parse_flintd_args({"--http-port", "-2"}, o, help), "--http-port must be an integer in [-1, 65535], not \"-2\"");
   EXPECT_EQ(parse_flintd_args({"--api-key", ""}, o, help), "--api-key needs a key");
+}
+
+TEST(FlintdOptions, SecurityAndLimitFlags) {
+  FlintdOptions o;
+  bool help = false;
+  EXPECT_EQ(o.max_request_bytes, 16ull << 20);
+  EXPECT_EQ(o.max_requests_per_key, 0);
+  ASSERT_FALSE(parse_flintd_args({"--tls-cert", "c.pem", "--tls-key=k.pem", "--tls-client-ca", "ca.pem",
+                                  "--api-key-file", "keys", "--max-requests-per-key", "3",
+                                  "--max-request-bytes", "64KiB", "--max-prompt-tokens", "100"},
+                                 o, help));
+  EXPECT_EQ(o.tls_cert, "c.pem");
+  EXPECT_EQ(o.tls_key, "k.pem");
+  EXPECT_EQ(o.tls_client_ca, "ca.pem");
+  EXPECT_EQ(o.api_key_file, "keys");
+  EXPECT_EQ(o.max_requests_per_key, 3);
+  EXPECT_EQ(o.max_request_bytes, 64u << 10);
+  EXPECT_EQ(o.max_prompt_tokens, 100);
+  const std::string text = describe(o);
+  EXPECT_NE(text.find("tls:                c.pem, client certificates from ca.pem"), std::string::npos) << text;
+  EXPECT_NE(text.find("api keys:           keys, 3 open requests per key"), std::string::npos) << text;
+  EXPECT_NE(text.find("max request bytes:  64KiB"), std::string::npos) << text;
+  EXPECT_EQ(parse_flintd_args({"--max-request-bytes", "12"}, o, help), "--max-request-bytes must be a size from 1KiB to 1GiB");
+  EXPECT_EQ(parse_flintd_args({"--tls-cert"}, o, help), "--tls-cert needs a path");
+  EXPECT_EQ(parse_flintd_args({"--max-requests-per-key", "-1"}, o, help),
+            "--max-requests-per-key must be an integer in [0, 1048576], not \"-1\"");
 }
 
 TEST(FlintdOptions, SizesReadBinaryAndDecimalUnits) {
