@@ -39,8 +39,9 @@ def model(info):
     return info.name
 
 
-def served_model(d):
-    return d.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10).name
+def served_model(d, api_key=None):
+    metadata = [("authorization", f"Bearer {api_key}")] if api_key else None
+    return d.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10, metadata=metadata).name
 
 
 def http_call(server, method, path, body=None, headers=None, timeout=30):
@@ -416,7 +417,7 @@ def test_with_an_api_key_v1_routes_need_it_as_a_bearer_token(fresh_server):
     with make_client(d, api_key="wrong") as wrong, pytest.raises(openai.AuthenticationError) as e:
         wrong.models.list()
     assert e.value.status_code == 401
-    model = served_model(d)
+    model = served_model(d, api_key="secret")  # gRPC needs the key too
     status, _, body = http_call(d, "POST", "/v1/completions", {"model": model, "prompt": "hi", "max_tokens": 4})
     assert status == 401
     error_of(body)
