@@ -19,6 +19,8 @@ std::string flintd_usage() {
     << "                            -1 turns HTTP off (default " << d.http_port << ")\n"
     << "  --http-threads N          HTTP connections served at once, a thread each; more wait (default "
     << d.http_threads << ")\n"
+    << "  --metrics-port N          Prometheus metrics (GET /metrics) on this port of the same host, 0 picks\n"
+    << "                            a free one, -1 turns them off (default " << d.metrics_port << ")\n"
     << "  --api-key KEY             /v1/* HTTP requests need \"Authorization: Bearer KEY\" (default: none,\n"
     << "                            or $FLINT_API_KEY when set)\n"
     << "  --device auto|cpu|cuda    where the model runs (default " << d.device << "; no CUDA backend yet: auto is cpu)\n"
@@ -106,6 +108,8 @@ std::optional<std::string> parse_flintd_args(const std::vector<std::string>& arg
       error = integer(-1, 65535, o.http_port);
     } else if (flag == "--http-threads") {
       error = integer(1, 4096, o.http_threads);
+    } else if (flag == "--metrics-port") {
+      error = integer(-1, 65535, o.metrics_port);
     } else if (flag == "--api-key") {
       auto v = take();
       if (!v || v->empty()) return "--api-key needs a key";
@@ -158,6 +162,8 @@ std::string describe(const FlintdOptions& o) {
     << "  http:               " << (o.http_port < 0 ? std::string("off") : o.host + ":" + std::to_string(o.http_port))
     << (o.http_port < 0 ? "" : ", " + std::to_string(o.http_threads) + " threads, api key " +
                                    (o.api_key.empty() ? "none" : "set"))
+    << "\n"
+    << "  metrics:            " << (o.metrics_port < 0 ? std::string("off") : o.host + ":" + std::to_string(o.metrics_port))
     << "\n"
     << "  device:             " << o.device << "\n"
     << "  max running seqs:   " << o.max_running_seqs << "\n"

@@ -17,6 +17,7 @@
 
 #include "common/error.h"
 #include "flint/web/chat_page.h"
+#include "server/metrics.h"
 #include "server/openai_json.h"
 
 namespace flint::server {
@@ -101,6 +102,13 @@ bool peer_closed(int fd) {
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
+// flint_requests_total's status for a request the engine answered with `status`.
+std::string_view status_label(const Status& status) {
+  if (status.code == StatusCode::Cancelled) return "cancelled";
+  if (status.code == StatusCode::DeadlineExceeded) return "deadline_exceeded";
+  return http_status_label(status.ok() ? 200 : openai::from_status(status).status);
+}
+
 int64_t unix_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -120,6 +128,7 @@ class HttpServer::Call {
   }
   ~Call() {
     if (!finished_) server_.engine_.cancel(stream_->id());
+    if (server_.options_.metrics) server_.options_.metrics->count(Api::Http, outcome_);
     --server_.active_streams_;
   }
 
@@ -207,6 +216,7 @@ class HttpServer::Call {
 
   void finish(const StreamFinal& final) {
     finished_ = true;
+    outcome_ = status_label(final.status);
     if (server_.options_.log_requests)
       std::fprintf(stderr, "flintd: %s %llu%s%s: %s\n", method_, static_cast<unsigned long long>(stream_->id()),
                    prepared_.request_id.empty() ? "" : " ", prepared_.request_id.c_str(), describe(final).c_str());
@@ -225,6 +235,9 @@ class HttpServer::Call {
   const char* method_;
   Clock::time_point last_write_;
   bool started_ = false, finished_ = false;
+  // The status counted when the call ends; a call that ends without its final
+  // event (the client went away, the server stopped) counts as cancelled.
+  std::string_view outcome_ = "cancelled";
 };
 
 HttpServer::HttpServer(Engine& engine, const ServedModel& model, std::string model_name,
@@ -324,11 +337,16 @@ void HttpServer::stop() {
 }
 
 void HttpServer::generate(Kind kind, const httplib::Request& req, httplib::Response& res) {
+  // Answered before the engine: counted here (a Call counts the rest as it ends).
+  auto refuse = [&](const HttpError& error) {
+    if (options_.metrics) options_.metrics->count(Api::Http, http_status_label(error.status));
+    reply_error(res, error);
+  };
   Json body;
   try {
     body = Json::parse(req.body);
   } catch (const Json::parse_error& e) {
-    return reply_error(res, {400, std::string("the request body is not valid JSON: ") + e.what(), ""});
+    return refuse({400, std::string("the request body is not valid JSON: ") + e.what(), ""});
   }
   const std::string request_id = req.get_header_value("X-Request-Id");
   openai::ResponseOptions options;
@@ -350,10 +368,10 @@ void HttpServer::generate(Kind kind, const httplib::Request& req, httplib::Respo
   } catch (const Error& e) {  // the tokenizer refusing its input
     status = {StatusCode::InvalidArgument, e.what()};
   }
-  if (!error.ok()) return reply_error(res, error);
-  if (!status.ok()) return reply_error(res, openai::from_status(status));
+  if (!error.ok()) return refuse(error);
+  if (!status.ok()) return refuse(openai::from_status(status));
   SubmitResult submitted = engine_.submit(prepared.request);
-  if (!submitted.status.ok()) return reply_error(res, openai::from_status(submitted.status));
+  if (!submitted.status.ok()) return refuse(openai::from_status(submitted.status));
   if (!request_id.empty()) res.set_header("X-Request-Id", request_id);
 
   const auto endpoint = kind == Kind::Chat ? openai::Endpoint::ChatCompletions : openai::Endpoint::Completions;

@@ -26,12 +26,15 @@ struct Response;
 
 namespace flint::server {
 
+class RequestMetrics;
+
 struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8000;          // 0: any free port
   int32_t num_threads = 64;
   std::string api_key;      // when set, /v1/* needs "Authorization: Bearer <api_key>"
   bool log_requests = true;
+  RequestMetrics* metrics = nullptr;  // chat and completion requests counted as they end; null: not counted
 };
 
 class HttpServer {

@@ -12,6 +12,7 @@
 
 #include "engine/engine.h"
 #include "flint/v1/inference.grpc.pb.h"
+#include "server/metrics.h"
 #include "server/request_prep.h"
 
 namespace flint::server {
@@ -49,12 +50,19 @@ class InferenceService final
   int64_t num_active_streams() const { return active_streams_.load(); }
   // Requests open on other front ends (HTTP), for GetServerStats. Set before serving.
   void set_other_open_requests(std::function<int64_t()> count) { other_open_requests_ = std::move(count); }
+  // Where Generate and Chat calls are counted as they end (null: not counted). Set before serving.
+  void set_request_metrics(RequestMetrics* metrics) { request_metrics_ = metrics; }
 
  private:
   class StreamReactor;
   template <class Request>
   grpc::ServerWriteReactor<grpc::ByteBuffer>* stream(grpc::CallbackServerContext* context,
                                                      const grpc::ByteBuffer* request, const char* method);
+  // A Generate or Chat call answered before it reaches the engine, counted.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* refuse(const grpc::Status& status);
+  void count(grpc::StatusCode code) {
+    if (request_metrics_) request_metrics_->count(Api::Grpc, grpc_status_label(code));
+  }
 
   Engine& engine_;
   ServedModel model_;
@@ -63,6 +71,7 @@ class InferenceService final
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> active_streams_{0};
   std::function<int64_t()> other_open_requests_;
+  RequestMetrics* request_metrics_ = nullptr;
 };
 
 }  // namespace flint::server
