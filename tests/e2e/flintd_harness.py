@@ -61,6 +61,7 @@ KV_CACHE_MEMORY = "64MiB"
 
 READY_LINE = re.compile(r"flintd: serving on ([0-9.]+):(\d+)")
 HTTP_LINE = re.compile(r"flintd: http on ([0-9.]+):(\d+)")
+METRICS_LINE = re.compile(r"flintd: metrics on ([0-9.]+):(\d+)")
 
 
 def _has_http_flag():
@@ -83,7 +84,9 @@ def _die_with_parent():
 class Flintd:
     """One flintd process on 127.0.0.1 with ports it picks; stderr goes to a log file.
     `address` is the gRPC HOST:PORT; `http_url` the HTTP API's base URL (http://HOST:PORT),
-    None when this flintd has no HTTP API. Flags given later override the defaults here."""
+    None when this flintd has no HTTP API; `metrics_url` the Prometheus endpoint
+    (http://HOST:PORT/metrics) when started with --metrics-port, else None.
+    Flags given later override the defaults here."""
 
     def __init__(self, log_dir, *flags, threads=2, startup_timeout=120.0):
         self.log_path = Path(log_dir) / f"flintd-{os.getpid()}-{time.monotonic_ns()}.log"
@@ -95,6 +98,8 @@ class Flintd:
         self.address = self._wait_for_ready_line(startup_timeout)
         m = HTTP_LINE.search(self.log())  # printed before the 'serving on' line
         self.http_url = f"http://{m.group(1)}:{m.group(2)}" if m else None
+        m = METRICS_LINE.search(self.log())  # printed before the 'serving on' line too
+        self.metrics_url = f"http://{m.group(1)}:{m.group(2)}/metrics" if m else None
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
