@@ -16,9 +16,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+# Before grpc is imported: with fork support on, grpcio (1.80 and later) restarts its
+# poller in the child that subprocess.Popen forks (preexec_fn forces a fork), whose fds
+# Popen then closes before exec; the poller's epoll_wait fails with EBADF and aborts
+# the child, so flintd "exits with -6 before serving" now and then
+# (https://github.com/grpc/grpc/issues/43055). The tests never fork a gRPC client.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
+import pytest  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
