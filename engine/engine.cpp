@@ -50,6 +50,7 @@ SubmitResult Engine::submit(EngineRequest request) {
     const uint64_t id = next_request_id_++;
     stream = std::make_shared<RequestStream>(id);
     submissions_.push_back({id, std::move(request), stream, Clock::now()});
+    num_submitted_ = int32_t(submissions_.size());
   }
   cv_.notify_one();
   return {{}, std::move(stream)};
@@ -76,17 +77,25 @@ void Engine::shutdown() {
 
 EngineStats Engine::stats() const {
   return {.num_waiting = num_waiting_.load(),
+          .num_submitted = num_submitted_.load(),
           .num_running = num_running_.load(),
           .num_free_blocks = num_free_blocks_.load(),
           .num_blocks = scheduler_.block_manager().num_blocks(),  // fixed at construction
           .num_steps = num_steps_published_.load(),
-          .num_preempted = num_preempted_published_.load()};
+          .num_preempted = num_preempted_published_.load(),
+          .num_cached_blocks = num_cached_blocks_.load(),
+          .num_prefix_query_tokens = num_prefix_query_tokens_.load(),
+          .num_prefix_hit_tokens = num_prefix_hit_tokens_.load()};
 }
 
 void Engine::publish_stats() {
   num_waiting_ = scheduler_.num_waiting();
   num_running_ = scheduler_.num_running();
-  num_free_blocks_ = scheduler_.block_manager().num_free_blocks();
+  const BlockManagerStats blocks = scheduler_.block_manager().stats();
+  num_free_blocks_ = blocks.num_free_blocks;
+  num_cached_blocks_ = blocks.num_cached_blocks;
+  num_prefix_query_tokens_ = blocks.num_prefix_query_tokens;
+  num_prefix_hit_tokens_ = blocks.num_prefix_hit_tokens;
   num_steps_published_ = num_steps_;
   num_preempted_published_ = num_preempted_;
 }
@@ -101,6 +110,7 @@ void Engine::loop() {
         return stop_requested_ || !submissions_.empty() || !cancels_.empty() || scheduler_.has_unfinished();
       });
       submissions.swap(submissions_);
+      num_submitted_ = 0;  // in neither count until the step's first publish_stats(): microseconds
       cancels.swap(cancels_);
       if (stop_requested_) break;
     }
@@ -174,6 +184,7 @@ void Engine::admit(Submission&& submission) {
   // skip_special: control tokens carry no text for the client.
   if (tokenizer_) active.detokenizer.emplace(*tokenizer_, /*skip_special=*/true);
   seq_of_request_[submission.id] = seq_id;
+  if (config_.metrics) config_.metrics->prompt_tokens->inc(double(active.request.prompt_token_ids.size()));
   // A budget of 0 on a block the prompt opened: the marker goes in before the first sample.
   const std::optional<int32_t> budget = active.request.reasoning.budget_tokens;
   if (budget && *budget <= 0 && active.splitter.state() == ReasoningState::Reasoning) close_reasoning(seq_id, active);
@@ -189,6 +200,7 @@ void Engine::run_step() {
     if (active.first_scheduled) continue;
     active.first_scheduled = now;
     active.cached_prompt_tokens = scheduler_.find(id)->num_cached_tokens();
+    if (config_.metrics) config_.metrics->queue_time->observe(now - active.submit_time);
   }
   publish_stats();  // before forward: submit() sees the waiting count of this step
   if (step.empty()) return;
@@ -207,7 +219,13 @@ void Engine::run_step() {
     sampled.push_back(samples.back().token_id);
   }
   scheduler_.postprocess(step, sampled);
-  for (size_t r = 0; r < step.logit_seq_ids.size(); ++r) on_token(step.logit_seq_ids[r], active_.at(step.logit_seq_ids[r]), samples[r]);
+  const Clock::time_point sampled_at = Clock::now();  // one clock read per step, not per token
+  if (config_.metrics) {
+    config_.metrics->generation_tokens->inc(double(sampled.size()));
+    config_.metrics->generation_rate->add(double(sampled.size()), sampled_at);
+  }
+  for (size_t r = 0; r < step.logit_seq_ids.size(); ++r)
+    on_token(step.logit_seq_ids[r], active_.at(step.logit_seq_ids[r]), samples[r], sampled_at);
 }
 
 bool Engine::is_stop_token(const Active& active, int32_t token_id) const {
@@ -216,10 +234,15 @@ bool Engine::is_stop_token(const Active& active, int32_t token_id) const {
   return !active.request.stopping.ignore_eos && tokenizer_ && tokenizer_->is_eog(token_id);
 }
 
-void Engine::on_token(SeqId seq_id, Active& active, const SampleResult& sample) {
+void Engine::on_token(SeqId seq_id, Active& active, const SampleResult& sample, Clock::time_point now) {
   const Sequence& seq = *scheduler_.find(seq_id);
   const int32_t token_id = sample.token_id;
-  if (!active.first_token) active.first_token = Clock::now();
+  if (!active.first_token) active.first_token = now;
+  if (config_.metrics) {
+    if (active.last_token) config_.metrics->inter_token_latency->observe(now - *active.last_token);
+    else config_.metrics->time_to_first_token->observe(now - active.submit_time);
+  }
+  active.last_token = now;
   ReasoningSplitter& splitter = active.splitter;
   const ReasoningState before = splitter.state();
   const bool stop_token = is_stop_token(active, token_id);
@@ -303,6 +326,10 @@ void Engine::close_reasoning(SeqId seq_id, Active& active) {
       if (active.request.sampling.num_logprobs > 0) ids.logprobs.push_back({id, 0.0f, {}});  // forced: probability 1
     }
     active.num_reasoning_tokens += int32_t(marker.size());
+    if (config_.metrics) {
+      config_.metrics->generation_tokens->inc(double(marker.size()));
+      config_.metrics->generation_rate->add(double(marker.size()));
+    }
   }
   const bool ending = !fits || seq.num_output_tokens() >= max_tokens;
   std::optional<std::string> matched;
@@ -361,6 +388,7 @@ void Engine::retire() {
     final.timings.queued = active.first_scheduled.value_or(now) - active.submit_time;
     if (active.first_token) final.timings.time_to_first_token = *active.first_token - active.submit_time;
     final.timings.total = now - active.submit_time;
+    if (config_.metrics) config_.metrics->request_duration->observe(final.timings.total);
     finals.emplace_back(std::move(active.stream), std::move(final));
     seq_of_request_.erase(active.request_id);
     active_.erase(it);

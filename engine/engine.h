@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/engine_metrics.h"
 #include "engine/reasoning.h"
 #include "engine/request.h"
 #include "engine/sampler.h"
@@ -25,6 +26,8 @@ namespace flint {
 struct EngineConfig {
   SchedulerConfig scheduler;
   int32_t max_num_waiting = 1024;  // requests submitted and not yet running; more are refused
+  // When set, the engine records latencies and tokens into it; it must outlive the engine.
+  const EngineMetrics* metrics = nullptr;
 };
 
 // What submit gives back: an Ok status and the stream, or an error and no stream.
@@ -36,11 +39,15 @@ struct SubmitResult {
 // Published by the engine thread after each step (before that step's final events).
 struct EngineStats {
   int32_t num_waiting = 0;
+  int32_t num_submitted = 0;  // submitted, not yet taken by the engine thread (not in num_waiting)
   int32_t num_running = 0;
   int32_t num_free_blocks = 0;
   int32_t num_blocks = 0;
   int64_t num_steps = 0;
   int64_t num_preempted = 0;  // preemptions since start
+  int32_t num_cached_blocks = 0;         // in the prefix cache, held or not
+  int64_t num_prefix_query_tokens = 0;   // prompt tokens looked up in the prefix cache since start
+  int64_t num_prefix_hit_tokens = 0;     // of which found cached
 };
 
 class Engine {
@@ -94,7 +101,7 @@ class Engine {
     std::string held_text;  // content text not yet emitted (may start a stop string)
     size_t max_stop_len = 0;
     Clock::time_point submit_time;
-    std::optional<Clock::time_point> first_scheduled, first_token;
+    std::optional<Clock::time_point> first_scheduled, first_token, last_token;
     std::optional<int32_t> cached_prompt_tokens;  // at first admission
     bool finishing = false;
   };
@@ -110,7 +117,7 @@ class Engine {
   void admit(Submission&& submission);
   void run_step();
   // The sampled token's effects: stop checks, the reasoning split, the budget, its deltas.
-  void on_token(SeqId seq_id, Active& active, const SampleResult& sample);
+  void on_token(SeqId seq_id, Active& active, const SampleResult& sample, Clock::time_point now);
   // The token's text for the splitter; a special token spelling a marker keeps its text.
   std::string token_text(Active& active, int32_t token_id);
   // Routes split pieces (content through the stop strings) and pushes the deltas:
@@ -155,8 +162,10 @@ class Engine {
 
   std::atomic<bool> running_{false}, stopping_{false};
   std::atomic<int64_t> last_step_ns_{0};
-  std::atomic<int32_t> num_waiting_{0}, num_running_{0}, num_free_blocks_{0};
+  std::atomic<int32_t> num_waiting_{0}, num_running_{0}, num_free_blocks_{0}, num_cached_blocks_{0};
+  std::atomic<int32_t> num_submitted_{0};  // submissions_.size(), for stats() without the lock
   std::atomic<int64_t> num_steps_published_{0}, num_preempted_published_{0};
+  std::atomic<int64_t> num_prefix_query_tokens_{0}, num_prefix_hit_tokens_{0};
   std::mutex join_mu_;  // shutdown() from several threads joins once
   std::thread thread_;
 };

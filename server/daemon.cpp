@@ -86,6 +86,10 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   engine_config.scheduler.max_num_seqs = options_.max_running_seqs;
   engine_config.scheduler.max_num_batched_tokens = options_.max_batched_tokens;
   engine_config.max_num_waiting = options_.max_queue;
+  if (options_.metrics_port >= 0) {
+    metrics_ = std::make_unique<ServerMetrics>();
+    engine_config.metrics = &metrics_->engine_metrics();
+  }
   engine_ = std::make_unique<Engine>(*backend_, &*model_.tokenizer, engine_config);
 
   ServedModel served{.tokenizer = &*model_.tokenizer,
@@ -113,7 +117,9 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   info.set_max_queue(options_.max_queue);
   info.set_server_version(kVersion);
   const std::string model_name = info.name();
+  if (metrics_) metrics_->watch(*engine_, info);
   service_ = std::make_unique<InferenceService>(*engine_, served, std::move(info), options_.log_requests);
+  if (metrics_) service_->set_request_metrics(&metrics_->requests());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -137,10 +143,15 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
                      .api_keys = &api_keys_,
                      .tls = tls_ ? &*tls_ : nullptr,
                      .max_body_bytes = size_t(options_.max_request_bytes),
-                     .log_requests = options_.log_requests};
+                     .log_requests = options_.log_requests,
+                     .metrics = metrics_ ? &metrics_->requests() : nullptr};
     http_ = std::make_unique<HttpServer>(*engine_, served, model_name, serving_, http);
     std::fprintf(stderr, "flintd: %s on %s:%d\n", tls_ ? "https" : "http", options_.host.c_str(), http_->port());
     http_for_stats_ = http_.get();
+  }
+  if (metrics_) {
+    metrics_->serve(options_.host, options_.metrics_port);
+    std::fprintf(stderr, "flintd: metrics on %s:%d\n", options_.host.c_str(), metrics_->port());
   }
   set_health(true);
   health_thread_ = std::thread([this] { watch_health(); });
@@ -227,6 +238,7 @@ void Daemon::run_until_stopped() {
   while (http_ && http_->num_active_streams() > 0 && Clock::now() < cutoff)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   if (http_) http_->stop();
+  if (metrics_) metrics_->stop();  // its scrapes read the engine, which goes before it
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server_->Wait();
   std::fprintf(stderr, "flintd: stopped after %.2f s of draining (%lld streams cut short)\n", seconds_since(t0),

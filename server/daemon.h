@@ -17,6 +17,7 @@
 #include "server/flintd_options.h"
 #include "server/http_server.h"
 #include "server/inference_service.h"
+#include "server/metrics.h"
 #include "server/tls.h"
 
 namespace flint::server {
@@ -31,6 +32,7 @@ class Daemon {
 
   int port() const { return port_; }  // the one bound (--port 0 picks one)
   int http_port() const { return http_ ? http_->port() : -1; }  // -1: HTTP off
+  int metrics_port() const { return metrics_ ? metrics_->port() : -1; }  // -1: metrics off
 
   // Blocks until request_stop(), then drains: health NOT_SERVING, new calls get
   // UNAVAILABLE (HTTP 503), running streams (gRPC and HTTP) get up to
@@ -50,6 +52,7 @@ class Daemon {
   LoadedModel model_;
   std::optional<ChatTemplate> chat_template_;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<ServerMetrics> metrics_;  // before engine_: the engine records into it
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;

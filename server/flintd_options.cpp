@@ -19,6 +19,8 @@ std::string flintd_usage() {
     << "                            -1 turns HTTP off (default " << d.http_port << ")\n"
     << "  --http-threads N          HTTP connections served at once, a thread each; more wait (default "
     << d.http_threads << ")\n"
+    << "  --metrics-port N          Prometheus metrics (GET /metrics) on this port of the same host, 0 picks\n"
+    << "                            a free one, -1 turns them off (default " << d.metrics_port << ")\n"
     << "  --api-key KEY             gRPC calls and /v1/* HTTP requests need \"authorization: Bearer KEY\"\n"
     << "                            (default: none, or $FLINT_API_KEY when set)\n"
     << "  --api-key-file PATH       more keys, one per line: KEY [name=NAME] [max_concurrent=N]; '#' comments\n"
@@ -117,6 +119,8 @@ std::optional<std::string> parse_flintd_args(const std::vector<std::string>& arg
       error = integer(-1, 65535, o.http_port);
     } else if (flag == "--http-threads") {
       error = integer(1, 4096, o.http_threads);
+    } else if (flag == "--metrics-port") {
+      error = integer(-1, 65535, o.metrics_port);
     } else if (flag == "--api-key") {
       auto v = take();
       if (!v || v->empty()) return "--api-key needs a key";
@@ -189,6 +193,8 @@ std::string describe(const FlintdOptions& o) {
     << "  tls:                "
     << (o.tls_cert.empty() ? std::string("off")
                            : o.tls_cert + (o.tls_client_ca.empty() ? "" : ", client certificates from " + o.tls_client_ca))
+    << "\n"
+    << "  metrics:            " << (o.metrics_port < 0 ? std::string("off") : o.host + ":" + std::to_string(o.metrics_port))
     << "\n"
     << "  api keys:           "
     << (!keys ? std::string("none (anyone who can connect may call)")

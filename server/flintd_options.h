@@ -14,6 +14,7 @@ struct FlintdOptions {
   int port = 50051;                      // gRPC; 0: any free port (printed when serving)
   int http_port = 8000;                  // the OpenAI-compatible HTTP API; 0: any free port, -1: none
   int32_t http_threads = 64;             // HTTP connections served at once (a thread each)
+  int metrics_port = -1;                 // Prometheus GET /metrics; 0: any free port, -1: none
   std::string api_key;                   // "": none; else the APIs need "authorization: Bearer <key>"
   std::string api_key_file;              // more keys, one per line (server/auth.h); "": none
   int32_t max_requests_per_key = 0;      // requests open at once per API key, 0: no limit

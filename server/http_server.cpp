@@ -18,6 +18,7 @@
 
 #include "common/error.h"
 #include "flint/web/chat_page.h"
+#include "server/metrics.h"
 #include "server/openai_json.h"
 
 namespace flint::server {
@@ -96,6 +97,13 @@ bool peer_closed(int fd) {
   return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
+// flint_requests_total's status for a request the engine answered with `status`.
+std::string_view status_label(const Status& status) {
+  if (status.code == StatusCode::Cancelled) return "cancelled";
+  if (status.code == StatusCode::DeadlineExceeded) return "deadline_exceeded";
+  return http_status_label(status.ok() ? 200 : openai::from_status(status).status);
+}
+
 int64_t unix_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -115,6 +123,7 @@ class HttpServer::Call {
   }
   ~Call() {
     if (!finished_) server_.engine_.cancel(stream_->id());
+    if (server_.options_.metrics) server_.options_.metrics->count(Api::Http, outcome_);
     --server_.active_streams_;
   }
 
@@ -202,6 +211,7 @@ class HttpServer::Call {
 
   void finish(const StreamFinal& final) {
     finished_ = true;
+    outcome_ = status_label(final.status);
     if (server_.options_.log_requests)
       std::fprintf(stderr, "flintd: %s %llu%s%s: %s\n", method_, static_cast<unsigned long long>(stream_->id()),
                    prepared_.request_id.empty() ? "" : " ", prepared_.request_id.c_str(), describe(final).c_str());
@@ -221,6 +231,9 @@ class HttpServer::Call {
   ApiKeys::Lease lease_;  // counts this request against its API key's limit until it ends
   Clock::time_point last_write_;
   bool started_ = false, finished_ = false;
+  // The status counted when the call ends; a call that ends without its final
+  // event (the client went away, the server stopped) counts as cancelled.
+  std::string_view outcome_ = "cancelled";
 };
 
 HttpServer::HttpServer(Engine& engine, const ServedModel& model, std::string model_name,
@@ -242,16 +255,22 @@ HttpServer::HttpServer(Engine& engine, const ServedModel& model, std::string mod
   // An idle keep-alive connection holds its thread, and stop(), this long (httplib's default: 5 s).
   s.set_keep_alive_timeout(2);
 
-  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+  // A generation request refused before routing still counts in flint_requests_total.
+  auto refuse_early = [this](const httplib::Request& req, httplib::Response& res, const HttpError& error) {
+    if (options_.metrics && req.method == "POST" && (req.path == "/v1/chat/completions" || req.path == "/v1/completions"))
+      options_.metrics->count(Api::Http, http_status_label(error.status));
+    reply_error(res, error);
+  };
+  s.set_pre_routing_handler([this, refuse_early](const httplib::Request& req, httplib::Response& res) {
     if (!req.path.starts_with("/v1/")) return httplib::Server::HandlerResponse::Unhandled;
     if (options_.api_keys && options_.api_keys->enabled() &&
         !options_.api_keys->authenticate(req.get_header_value("Authorization"))) {
       res.set_header("WWW-Authenticate", "Bearer");
-      reply_error(res, {401, std::string(kMissingKeyMessage), "invalid_api_key"});
+      refuse_early(req, res, {401, std::string(kMissingKeyMessage), "invalid_api_key"});
       return httplib::Server::HandlerResponse::Handled;
     }
     if (draining_) {
-      reply_error(res, {503, "the server is draining: it takes no new requests", ""});
+      refuse_early(req, res, {503, "the server is draining: it takes no new requests", ""});
       return httplib::Server::HandlerResponse::Handled;
     }
     return httplib::Server::HandlerResponse::Unhandled;
@@ -331,11 +350,16 @@ void HttpServer::stop() {
 }
 
 void HttpServer::generate(Kind kind, const httplib::Request& req, httplib::Response& res) {
+  // Answered before the engine: counted here (a Call counts the rest as it ends).
+  auto refuse = [&](const HttpError& error) {
+    if (options_.metrics) options_.metrics->count(Api::Http, http_status_label(error.status));
+    reply_error(res, error);
+  };
   Json body;
   try {
     body = Json::parse(req.body);
   } catch (const Json::parse_error& e) {
-    return reply_error(res, {400, std::string("the request body is not valid JSON: ") + e.what(), ""});
+    return refuse({400, std::string("the request body is not valid JSON: ") + e.what(), ""});
   }
   const std::string request_id = req.get_header_value("X-Request-Id");
   openai::ResponseOptions options;
@@ -357,18 +381,18 @@ void HttpServer::generate(Kind kind, const httplib::Request& req, httplib::Respo
   } catch (const Error& e) {  // the tokenizer refusing its input
     status = {StatusCode::InvalidArgument, e.what()};
   }
-  if (!error.ok()) return reply_error(res, error);
-  if (!status.ok()) return reply_error(res, openai::from_status(status));
+  if (!error.ok()) return refuse(error);
+  if (!status.ok()) return refuse(openai::from_status(status));
   ApiKeys::Lease lease;
   if (ApiKeys* keys = options_.api_keys; keys && keys->enabled()) {
     ApiKeys::Key* key = keys->authenticate(req.get_header_value("Authorization"));  // known: pre-routing checked
-    if (!key) return reply_error(res, {401, std::string(kMissingKeyMessage), "invalid_api_key"});
+    if (!key) return refuse({401, std::string(kMissingKeyMessage), "invalid_api_key"});
     auto acquired = keys->acquire(*key);
-    if (!acquired) return reply_error(res, {429, key_limit_message(*key, keys->limit_of(*key)), "rate_limit_exceeded"});
+    if (!acquired) return refuse({429, key_limit_message(*key, keys->limit_of(*key)), "rate_limit_exceeded"});
     lease = std::move(*acquired);
   }
   SubmitResult submitted = engine_.submit(prepared.request);
-  if (!submitted.status.ok()) return reply_error(res, openai::from_status(submitted.status));
+  if (!submitted.status.ok()) return refuse(openai::from_status(submitted.status));
   if (!request_id.empty()) res.set_header("X-Request-Id", request_id);
 
   const auto endpoint = kind == Kind::Chat ? openai::Endpoint::ChatCompletions : openai::Endpoint::Completions;

@@ -28,6 +28,8 @@ struct Response;
 
 namespace flint::server {
 
+class RequestMetrics;
+
 struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8000;          // 0: any free port
@@ -36,6 +38,7 @@ struct HttpOptions {
   const TlsConfig* tls = nullptr;  // HTTPS (and client certificates when it has a CA); read at construction
   size_t max_body_bytes = 16 << 20;
   bool log_requests = true;
+  RequestMetrics* metrics = nullptr;  // chat and completion requests counted as they end; null: not counted
 };
 
 class HttpServer {

@@ -117,6 +117,7 @@ class InferenceService::StreamReactor final : public grpc::ServerWriteReactor<gr
       if (!ok) {  // the client is gone
         if (finished_) return;
         finished_ = true;
+        code_ = grpc::StatusCode::CANCELLED;
       }
     }
     if (!ok) {
@@ -141,6 +142,7 @@ class InferenceService::StreamReactor final : public grpc::ServerWriteReactor<gr
       link_->reactor = nullptr;
     }
     service_.engine_.cancel(stream_->id());  // ignored when it already finished
+    service_.count(code_);
     --service_.active_streams_;
     delete this;
   }
@@ -167,6 +169,7 @@ class InferenceService::StreamReactor final : public grpc::ServerWriteReactor<gr
     }
     const auto& final = std::get<StreamFinal>(*event);
     finished_ = true;
+    code_ = to_grpc(final.status.code);
     if (service_.log_requests_) log(final);
     if (!final.status.ok()) {
       lock.unlock();
@@ -193,6 +196,9 @@ class InferenceService::StreamReactor final : public grpc::ServerWriteReactor<gr
   std::shared_ptr<Link> link_;
   std::mutex mu_;
   bool writing_ = false, finished_ = false;
+  // The status the call ends with; CANCELLED until the final event says otherwise
+  // (a call can end without one: the client went away).
+  grpc::StatusCode code_ = grpc::StatusCode::CANCELLED;
   grpc::ByteBuffer buffer_;  // the message being written
 };
 
@@ -212,22 +218,27 @@ grpc::Status InferenceService::authenticate(const grpc::CallbackServerContext& c
   return grpc::Status::OK;
 }
 
+grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::refuse(const grpc::Status& status) {
+  count(status.error_code());
+  return new RefusedReactor(status);
+}
+
 template <class Request>
 grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::stream(grpc::CallbackServerContext* context,
                                                                      const grpc::ByteBuffer* request_bytes,
                                                                      const char* method) {
   ApiKeys::Key* key = nullptr;
-  if (grpc::Status s = authenticate(*context, key); !s.ok()) return new RefusedReactor(s);
-  if (draining_) return new RefusedReactor(kDraining);
+  if (grpc::Status s = authenticate(*context, key); !s.ok()) return refuse(s);
+  if (draining_) return refuse(kDraining);
   ApiKeys::Lease lease;
   if (key) {
     auto acquired = api_keys_->acquire(*key);
     if (!acquired)
-      return new RefusedReactor({grpc::StatusCode::RESOURCE_EXHAUSTED, key_limit_message(*key, api_keys_->limit_of(*key))});
+      return refuse({grpc::StatusCode::RESOURCE_EXHAUSTED, key_limit_message(*key, api_keys_->limit_of(*key))});
     lease = std::move(*acquired);
   }
   Request request;
-  if (grpc::Status s = parse(request_bytes, request); !s.ok()) return new RefusedReactor(s);
+  if (grpc::Status s = parse(request_bytes, request); !s.ok()) return refuse(s);
   PreparedRequest prepared;
   Status status;
   try {
@@ -238,10 +249,10 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::stream(grpc::Callb
   } catch (const Error& e) {  // the tokenizer refusing its input
     status = {StatusCode::InvalidArgument, e.what()};
   }
-  if (!status.ok()) return new RefusedReactor(grpc_status(status));
+  if (!status.ok()) return refuse(grpc_status(status));
   prepared.request.deadline = deadline_of(*context);
   SubmitResult submitted = engine_.submit(prepared.request);
-  if (!submitted.status.ok()) return new RefusedReactor(grpc_status(submitted.status));
+  if (!submitted.status.ok()) return refuse(grpc_status(submitted.status));
   return new StreamReactor(*this, std::move(submitted.stream), std::move(prepared), method, std::move(lease));
 }
 

@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "flint/v1/inference.grpc.pb.h"
 #include "server/auth.h"
+#include "server/metrics.h"
 #include "server/request_prep.h"
 
 namespace flint::server {
@@ -54,6 +55,8 @@ class InferenceService final
   // `keys` (UNAUTHENTICATED otherwise), and streams count against its limit. Set
   // before serving; `keys` must outlive the service.
   void set_api_keys(ApiKeys* keys) { api_keys_ = keys; }
+  // Where Generate and Chat calls are counted as they end (null: not counted). Set before serving.
+  void set_request_metrics(RequestMetrics* metrics) { request_metrics_ = metrics; }
 
  private:
   class StreamReactor;
@@ -63,6 +66,11 @@ class InferenceService final
   template <class Request>
   grpc::ServerWriteReactor<grpc::ByteBuffer>* stream(grpc::CallbackServerContext* context,
                                                      const grpc::ByteBuffer* request, const char* method);
+  // A Generate or Chat call answered before it reaches the engine, counted.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* refuse(const grpc::Status& status);
+  void count(grpc::StatusCode code) {
+    if (request_metrics_) request_metrics_->count(Api::Grpc, grpc_status_label(code));
+  }
 
   Engine& engine_;
   ServedModel model_;
@@ -72,6 +80,7 @@ class InferenceService final
   std::atomic<int64_t> active_streams_{0};
   std::function<int64_t()> other_open_requests_;
   ApiKeys* api_keys_ = nullptr;
+  RequestMetrics* request_metrics_ = nullptr;
 };
 
 }  // namespace flint::server

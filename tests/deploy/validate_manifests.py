@@ -9,7 +9,8 @@ Run: .venv/bin/python tests/deploy/validate_manifests.py  (CTest: deploy.manifes
    every probe is grpc on the gRPC port, liveness outlasts flintd's 60 s stall window
    and the grace period, non-root uid 10001 on a read-only root, one GPU, the headless
    Service has clusterIP None, Services/PDB select the pods, the HPA targets the
-   Deployment on flint_queue_depth and the adapter sample serves it, Envoy's clusters
+   Deployment on flint_queue_depth and the adapter sample serves it, --metrics-port is the
+   pod's "metrics" port and its prometheus.io annotations and the PodMonitor sample scrape it, Envoy's clusters
    use HTTP/2 (gRPC) and gRPC/HTTP health checks on the headless Service with
    least_request, its routes have no timeout, and kustomization.yaml names files that exist.
 3. Every Kubernetes object against the 1.30 OpenAPI schemas, strictly (unknown fields
@@ -31,6 +32,8 @@ KUBERNETES_VERSION = "1.30.0"
 STALL_TIMEOUT_S = 60  # server/daemon.cpp kStallTimeout
 # Files that are not Kubernetes objects.
 NOT_OBJECTS = {"envoy.yaml", "kustomization.yaml", "prometheus-adapter-values.yaml"}
+# Objects of CRDs (the Prometheus Operator's): no schema in kubernetes-validate; checked below.
+CRD_OBJECTS = {"flintd-podmonitor.yaml"}
 
 failures = []
 
@@ -53,7 +56,7 @@ def load_all():
 
 def objects(docs):
     for name, items in docs.items():
-        if name in NOT_OBJECTS:
+        if name in NOT_OBJECTS or name in CRD_OBJECTS:
             continue
         for obj in items:
             yield name, obj
@@ -127,6 +130,22 @@ def check_flintd(docs, namespace):
     check(flags.get("--port") == str(grpc_port), f"flintd args: --port {flags.get('--port')} is not the grpc port {grpc_port}")
     check(flags.get("--http-port") == str(http_port),
           f"flintd args: --http-port {flags.get('--http-port')} is not the http port {http_port}")
+    metrics_port = named_port(c, "metrics")
+    check(flags.get("--metrics-port") == str(metrics_port),
+          f"flintd args: --metrics-port {flags.get('--metrics-port')} is not the metrics port {metrics_port}")
+    annotations = pod["metadata"].get("annotations", {})
+    check(annotations.get("prometheus.io/scrape") == "true" and annotations.get("prometheus.io/port") == str(metrics_port)
+          and annotations.get("prometheus.io/path", "/metrics") == "/metrics",
+          f"flintd pod: prometheus.io annotations {annotations} do not scrape /metrics on port {metrics_port}")
+    monitor = docs.get("flintd-podmonitor.yaml", [None])[0]
+    if check(monitor is not None and monitor.get("kind") == "PodMonitor", "flintd-podmonitor.yaml: no PodMonitor"):
+        sel = monitor["spec"]["selector"]["matchLabels"]
+        check(sel and all(labels.get(k) == v for k, v in sel.items()), "PodMonitor flintd: selector does not match the pods")
+        endpoints = monitor["spec"].get("podMetricsEndpoints", [])
+        check(any(e.get("port") == "metrics" and e.get("path", "/metrics") == "/metrics" for e in endpoints),
+              "PodMonitor flintd: no endpoint on the port named metrics at /metrics")
+        check(monitor["metadata"].get("namespace") == namespace,
+              f"PodMonitor flintd: namespace {monitor['metadata'].get('namespace')} is not {namespace}")
     drain = float(flags.get("--drain-timeout", 30))  # flintd's default
     sleep = prestop_seconds(c)
     grace = spec.get("terminationGracePeriodSeconds", 30)

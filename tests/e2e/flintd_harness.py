@@ -16,9 +16,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+# Before grpc is imported: with fork support on, grpcio (1.80 and later) restarts its
+# poller in the child that subprocess.Popen forks (preexec_fn forces a fork), whose fds
+# Popen then closes before exec; the poller's epoll_wait fails with EBADF and aborts
+# the child, so flintd "exits with -6 before serving" now and then
+# (https://github.com/grpc/grpc/issues/43055). The tests never fork a gRPC client.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
+import pytest  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,6 +68,7 @@ KV_CACHE_MEMORY = "64MiB"
 
 READY_LINE = re.compile(r"flintd: serving on ([0-9.]+):(\d+)")
 HTTP_LINE = re.compile(r"flintd: (https?) on ([0-9.]+):(\d+)")
+METRICS_LINE = re.compile(r"flintd: metrics on ([0-9.]+):(\d+)")
 
 
 def _has_http_flag():
@@ -83,9 +91,10 @@ def _die_with_parent():
 class Flintd:
     """One flintd process on 127.0.0.1 with ports it picks; stderr goes to a log file.
     `address` is the gRPC HOST:PORT; `http_url` the HTTP API's base URL (http://HOST:PORT,
-    or https:// with --tls-cert), None when this flintd has no HTTP API. Flags given later
-    override the defaults here. `channel_credentials`: grpc.ssl_channel_credentials for a
-    flintd serving TLS."""
+    or https:// with --tls-cert), None when this flintd has no HTTP API; `metrics_url` the
+    Prometheus endpoint (http://HOST:PORT/metrics) when started with --metrics-port, else None.
+    Flags given later override the defaults here. `channel_credentials`:
+    grpc.ssl_channel_credentials for a flintd serving TLS."""
 
     def __init__(self, log_dir, *flags, threads=2, startup_timeout=120.0, channel_credentials=None):
         self.log_path = Path(log_dir) / f"flintd-{os.getpid()}-{time.monotonic_ns()}.log"
@@ -97,6 +106,8 @@ class Flintd:
         self.address = self._wait_for_ready_line(startup_timeout)
         m = HTTP_LINE.search(self.log())  # printed before the 'serving on' line
         self.http_url = f"{m.group(1)}://{m.group(2)}:{m.group(3)}" if m else None
+        m = METRICS_LINE.search(self.log())  # printed before the 'serving on' line too
+        self.metrics_url = f"http://{m.group(1)}:{m.group(2)}/metrics" if m else None
         self.channel = (grpc.secure_channel(self.address, channel_credentials) if channel_credentials
                         else grpc.insecure_channel(self.address))
         self.stub = pb_grpc.InferenceStub(self.channel)
