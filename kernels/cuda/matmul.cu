@@ -139,8 +139,8 @@ __global__ void reduce_splits(const MatmulParams p, int num_splits) {
 
 // ---- Decode: M <= 64. Block = 4 warps; warp = 16 weight rows × all M tokens (kTokenGroups groups of 8) over one
 // K split (blockIdx.y). Weights go from global memory straight into mma fragments: each lane loads 16 bytes of
-// row g and of row g + 8 per 32-value step, kUnroll steps (128 bytes) in flight before the first mma. Tokens are
-// read through L1 (every warp of the block reads the same x).
+// row g and of row g + 8 per 32-value step, kDecodeUnroll steps (128 bytes) per chunk, the next chunk's loads
+// issued before this chunk's mmas. Tokens are read through L1 (every warp of the block reads the same x).
 constexpr int kDecodeWarps = 4, kDecodeUnroll = 4;
 
 template <int kTokenGroups, bool kVec>
@@ -161,21 +161,46 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) matmul_decode(const MatmulP
     x_row[j] = p.x + int64_t(x_ok[j] ? j * 8 + g : 0) * p.ldx;
   }
   float acc[kTokenGroups][4] = {};
-  for (int k = k_begin; k < k_end; k += 32 * kDecodeUnroll) {
+  auto step = [&](int k, const uint4& lo, const uint4& hi) {  // one 32-value step for every token group
+    uint4 xv[kTokenGroups];
+#pragma unroll
+    for (int j = 0; j < kTokenGroups; ++j) xv[j] = load8<kVec>(x_row[j], k + 8 * t, k_end, x_ok[j]);
+#pragma unroll
+    for (int j = 0; j < kTokenGroups; ++j) mma_step32(acc[j], lo, hi, xv[j]);
+  };
+  // Whole chunks of kDecodeUnroll steps, the next chunk's weights loaded before this chunk's mmas run, so a
+  // lane keeps 128 to 256 bytes of weights in flight; then the split's remaining steps one by one. Either way
+  // each output's steps run in increasing k, as in the prefill kernel.
+  constexpr int kChunk = 32 * kDecodeUnroll;
+  int k = k_begin;
+  if (k + kChunk <= k_end) {
     uint4 lo[kDecodeUnroll], hi[kDecodeUnroll];
 #pragma unroll
     for (int u = 0; u < kDecodeUnroll; ++u) {
       lo[u] = load8<kVec>(w_lo, k + 32 * u + 8 * t, k_end, lo_ok);
       hi[u] = load8<kVec>(w_hi, k + 32 * u + 8 * t, k_end, hi_ok);
     }
+    for (;;) {
+      const int k_next = k + kChunk;
+      const bool more = k_next + kChunk <= k_end;
+      uint4 next_lo[kDecodeUnroll], next_hi[kDecodeUnroll];
+      if (more) {
 #pragma unroll
-    for (int u = 0; u < kDecodeUnroll; ++u) {
-      if (k + 32 * u >= k_end) break;  // the split's steps exactly, no extra all-zero step (same as prefill)
+        for (int u = 0; u < kDecodeUnroll; ++u) {
+          next_lo[u] = load8<kVec>(w_lo, k_next + 32 * u + 8 * t, k_end, lo_ok);
+          next_hi[u] = load8<kVec>(w_hi, k_next + 32 * u + 8 * t, k_end, hi_ok);
+        }
+      }
 #pragma unroll
-      for (int j = 0; j < kTokenGroups; ++j)
-        mma_step32(acc[j], lo[u], hi[u], load8<kVec>(x_row[j], k + 32 * u + 8 * t, k_end, x_ok[j]));
+      for (int u = 0; u < kDecodeUnroll; ++u) step(k + 32 * u, lo[u], hi[u]);
+      k = k_next;
+      if (!more) break;
+#pragma unroll
+      for (int u = 0; u < kDecodeUnroll; ++u) lo[u] = next_lo[u], hi[u] = next_hi[u];
     }
   }
+  for (; k < k_end; k += 32)
+    step(k, load8<kVec>(w_lo, k + 8 * t, k_end, lo_ok), load8<kVec>(w_hi, k + 8 * t, k_end, hi_ok));
 #pragma unroll
   for (int j = 0; j < kTokenGroups; ++j) finish_tile(p, n0, j * 8, split, num_splits, acc[j], lane);
 }

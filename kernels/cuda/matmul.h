@@ -1,8 +1,8 @@
 // The bf16 matmul on the GPU: y = x · wᵀ with the epilogues and the reduction order kernels/matmul_params.h
 // defines. Two kernels and a dispatcher:
 //   Decode  (M <= 64): every warp owns 16 weight rows and all M tokens, so each weight byte is read once per call,
-//           straight from global memory into tensor-core fragments with 16-byte loads, four 32-value steps in
-//           flight per lane; K is split (matmul_num_splits) when N alone gives too few warps.
+//           straight from global memory into tensor-core fragments with 16-byte loads, 4 to 8 32-value steps
+//           (128 to 256 bytes) in flight per lane; K is split (matmul_num_splits) when N alone gives too few warps.
 //   Prefill (any M, picked for M > 64): 128 weight rows × 128 tokens per block, 32-value k steps through shared
 //           memory in a 4-stage cp.async pipeline, the same fragments and the same mma chain per output.
 //   Cublas: cuBLASLt into fp32, then the same epilogue: the measured baseline, and a fallback. It does NOT keep a
