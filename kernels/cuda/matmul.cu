@@ -223,14 +223,19 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending)); }
 
-template <bool kVec>
+// kFold: the block runs every split of K itself and adds each split's sums into `total` when the split ends
+// (total = split 0, then total + split 1, ...: the very fp32 additions reduce_splits makes, in the same order), so
+// no partials go through memory. Used when the M × N tiles alone fill the card; else blockIdx.z is the split and
+// the partials go to the workspace for reduce_splits. Both give the same bits.
+template <bool kVec, bool kFold>
 __global__ void __launch_bounds__(kPrefillThreads) matmul_prefill(const MatmulParams p, int split_len, int num_splits) {
   extern __shared__ uint4 smem[];  // [stage][128 weight rows × 4 chunks, then 128 token rows × 4 chunks]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wn = warp % 4, wm = warp / 4;
-  const int n_block = blockIdx.x * kPrefillRows, m_block = blockIdx.y * kPrefillTokens, split = blockIdx.z;
-  const int k_begin = split * split_len, k_end = min(p.K, k_begin + split_len);
-  const int steps = (k_end - k_begin + 31) / 32;
+  const int n_block = blockIdx.x * kPrefillRows, m_block = blockIdx.y * kPrefillTokens;
+  const int split = kFold ? 0 : int(blockIdx.z);
+  const int k_begin = kFold ? 0 : split * split_len, k_end = kFold ? p.K : min(p.K, k_begin + split_len);
+  const int steps = (k_end - k_begin + 31) / 32, steps_per_split = split_len / 32;
 
   auto load_stage = [&](int slot, int step) {
     uint4* dst = smem + slot * kChunksPerStage;
@@ -253,6 +258,21 @@ __global__ void __launch_bounds__(kPrefillThreads) matmul_prefill(const MatmulPa
   };
 
   float acc[2][8][4] = {};
+  float total[kFold ? 2 : 1][8][4];
+  int split_steps = 0, splits_done = 0;  // kFold: steps of the current split run so far, splits folded
+  auto fold = [&] {
+#pragma unroll
+    for (int i = 0; i < (kFold ? 2 : 0); ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          total[i][j][r] = splits_done == 0 ? acc[i][j][r] : total[i][j][r] + acc[i][j][r];
+          acc[i][j][r] = 0.0f;
+        }
+    ++splits_done;
+    split_steps = 0;
+  };
 #pragma unroll
   for (int s = 0; s < kPrefillStages - 1; ++s) {
     if (s < steps) load_stage(s, s);
@@ -264,6 +284,7 @@ __global__ void __launch_bounds__(kPrefillThreads) matmul_prefill(const MatmulPa
     const int next = step + kPrefillStages - 1;
     if (next < steps) load_stage(next % kPrefillStages, next);
     cp_async_commit();
+    if (kFold && split_steps == steps_per_split) fold();
     const uint4* st = smem + (step % kPrefillStages) * kChunksPerStage;
     uint4 lo[2], hi[2], xv[8];
 #pragma unroll
@@ -278,13 +299,23 @@ __global__ void __launch_bounds__(kPrefillThreads) matmul_prefill(const MatmulPa
     for (int i = 0; i < 2; ++i)
 #pragma unroll
       for (int j = 0; j < 8; ++j) mma_step32(acc[i][j], lo[i], hi[i], xv[j]);
+    ++split_steps;
   }
   cp_async_wait<0>();
+  if constexpr (kFold) {
+    fold();  // the last split
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < 2; ++i)
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
-      finish_tile(p, n_block + wn * 32 + i * 16, m_block + wm * 64 + j * 8, split, num_splits, acc[i][j], lane);
+      for (int j = 0; j < 8; ++j)
+        finish_tile(p, n_block + wn * 32 + i * 16, m_block + wm * 64 + j * 8, 0, 1, total[i][j], lane);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        finish_tile(p, n_block + wn * 32 + i * 16, m_block + wm * 64 + j * 8, split, num_splits, acc[i][j], lane);
+  }
 }
 
 // ---- Host side.
@@ -306,13 +337,31 @@ cudaError_t launch_decode(const MatmulParams& p, int split_len, int num_splits, 
   return cudaGetLastError();
 }
 
+int multiprocessor_count() {  // of the device current at the first call
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      return 132;
+    return n;
+  }();
+  return sms;
+}
+
+// Returns whether the splits were folded inside the kernel (then no reduction is left to run).
 template <bool kVec>
-cudaError_t launch_prefill(const MatmulParams& p, int split_len, int num_splits, cudaStream_t stream) {
-  static const cudaError_t attr = cudaFuncSetAttribute(matmul_prefill<kVec>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                       int(kPrefillSmemBytes));
-  if (attr != cudaSuccess) return attr;
-  const dim3 grid((p.N + kPrefillRows - 1) / kPrefillRows, (p.M + kPrefillTokens - 1) / kPrefillTokens, num_splits);
-  matmul_prefill<kVec><<<grid, kPrefillThreads, kPrefillSmemBytes, stream>>>(p, split_len, num_splits);
+cudaError_t launch_prefill(const MatmulParams& p, int split_len, int num_splits, cudaStream_t stream, bool* folded) {
+  const int tiles = ((p.N + kPrefillRows - 1) / kPrefillRows) * ((p.M + kPrefillTokens - 1) / kPrefillTokens);
+  *folded = num_splits > 1 && tiles >= multiprocessor_count();
+  const auto kernel = *folded ? matmul_prefill<kVec, true> : matmul_prefill<kVec, false>;
+  static const cudaError_t attr_split =
+      cudaFuncSetAttribute(matmul_prefill<kVec, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kPrefillSmemBytes));
+  static const cudaError_t attr_fold =
+      cudaFuncSetAttribute(matmul_prefill<kVec, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kPrefillSmemBytes));
+  if (attr_split != cudaSuccess) return attr_split;
+  if (attr_fold != cudaSuccess) return attr_fold;
+  const dim3 grid((p.N + kPrefillRows - 1) / kPrefillRows, (p.M + kPrefillTokens - 1) / kPrefillTokens,
+                  *folded ? 1 : num_splits);
+  kernel<<<grid, kPrefillThreads, kPrefillSmemBytes, stream>>>(p, split_len, num_splits);
   return cudaGetLastError();
 }
 
@@ -425,11 +474,13 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
   const int num_splits = matmul_num_splits(p.N, p.K), split_len = matmul_split_len(p.N, p.K);
   const bool vec = vector_loads_ok(p);
   cudaError_t e;
+  bool folded = false;
   if (kernel == MatmulKernel::Decode)
     e = vec ? launch_decode<true>(p, split_len, num_splits, stream) : launch_decode<false>(p, split_len, num_splits, stream);
   else
-    e = vec ? launch_prefill<true>(p, split_len, num_splits, stream) : launch_prefill<false>(p, split_len, num_splits, stream);
-  if (e != cudaSuccess || num_splits == 1) return e;
+    e = vec ? launch_prefill<true>(p, split_len, num_splits, stream, &folded)
+            : launch_prefill<false>(p, split_len, num_splits, stream, &folded);
+  if (e != cudaSuccess || num_splits == 1 || folded) return e;
   return launch_reduce(p, num_splits, stream);
 }
 

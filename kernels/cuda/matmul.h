@@ -4,7 +4,10 @@
 //           straight from global memory into tensor-core fragments with 16-byte loads, 4 to 8 32-value steps
 //           (128 to 256 bytes) in flight per lane; K is split (matmul_num_splits) when N alone gives too few warps.
 //   Prefill (any M, picked for M > 64): 128 weight rows × 128 tokens per block, 32-value k steps through shared
-//           memory in a 4-stage cp.async pipeline, the same fragments and the same mma chain per output.
+//           memory in a 4-stage cp.async pipeline, the same fragments and the same mma chain per output. When K is
+//           split and the M × N tiles alone fill the card, a block runs every split itself and adds the splits'
+//           sums in registers (the same additions, in the same order, as the reduction kernel), so no partial
+//           sums go through memory.
 //   Cublas: cuBLASLt into fp32, then the same epilogue: the measured baseline, and a fallback. It does NOT keep a
 //           row's bits independent of M (cuBLASLt picks its algorithm by shape).
 // Decode and Prefill run the same arithmetic for every output (same split, same two m16n8k16 steps per 32 values

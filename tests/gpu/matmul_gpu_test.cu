@@ -248,6 +248,7 @@ constexpr Shape kShapes[] = {
     {"odd.strided", 333, 520, false, MatmulOut::F32, 300, 8},      // ldx, ldw = K + 8
     {"llama1b.qkv", 3072, 2048, false, MatmulOut::BF16, 300, 0},
     {"qwen7b.down", 3584, 18944, false, MatmulOut::BF16, 17, 0},  // long K, split
+    {"fold.2048x2048", 2048, 2048, true, MatmulOut::F32, 2048, 0},  // split in 8; prefill folds them at M=2048
     {"qwen1.5b.lm_head", 151936, 1536, false, MatmulOut::BF16, 3, 0},
 };
 
@@ -342,6 +343,7 @@ TEST(MatmulGpu, RowBitsDoNotDependOnMOrKernel) {
   for (const Inv& s : {Inv{"odd.896x4864", 896, 4864, MatmulEpilogue::None, MatmulOut::F32},
                        Inv{"odd.1000x999", 1000, 999, MatmulEpilogue::None, MatmulOut::F32},
                        Inv{"smollm2.o", 576, 576, MatmulEpilogue::None, MatmulOut::BF16},
+                       Inv{"fold.2048x2048", 2048, 2048, MatmulEpilogue::None, MatmulOut::BF16},
                        Inv{"smollm2.gate_up", 3072, 576, MatmulEpilogue::SiluMul, MatmulOut::F32}}) {
     const int max_M = 2048;
     const int cols = s.epilogue == MatmulEpilogue::SiluMul ? s.N / 2 : s.N;
