@@ -12,7 +12,9 @@
 //           row's bits independent of M (cuBLASLt picks its algorithm by shape).
 // Decode and Prefill run the same arithmetic for every output (same split, same two m16n8k16 steps per 32 values
 // with the same operand layout, same partial-sum order, same epilogue code), so the dispatcher may switch between
-// them at any M without changing a row's bits; the GPU tests check this bit for bit.
+// them at any M without changing a row's bits; the GPU tests check this bit for bit. What this rests on: an mma's
+// result for one output depends only on that output's accumulator, weight row and token column (the
+// instruction's definition), and the tensor core computes it the same way every time.
 #pragma once
 #include <cuda_runtime_api.h>
 
