@@ -117,6 +117,8 @@ run_inline() {
 # ---- Steps.
 NOTE=""
 GPU_BASELINES="$BUILD/bench/gpu_baselines"
+GPU_TESTS="$BUILD/tests/gpu/flint_gpu_tests"
+MATMUL_BENCH="$BUILD/bench/matmul_bench"
 
 missing_libs() {  # prints what ldd cannot resolve for $1: "libfoo.so.1" or "GLIBC_2.36 (required by ...)"
   ldd "$1" 2>&1 | grep "not found" | sed -E 's/^\s*//; s/ => not found//; s/.*version .([A-Za-z_0-9.]+). not found.*/\1 (version)/'
@@ -177,7 +179,7 @@ check_loads() {
   if [ ! -x "$GPU_BASELINES" ] || [ -n "$(missing_libs "$GPU_BASELINES")" ]; then
     if command -v nvcc >/dev/null; then
       echo "rebuilding gpu_baselines here with $(command -v nvcc)"
-      if nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a bench/gpu_baselines.cu -o "$WORK/gpu_baselines" \
+      if nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -I. bench/gpu_baselines.cu -o "$WORK/gpu_baselines" \
           -lcublasLt; then
         GPU_BASELINES="$WORK/gpu_baselines"
         NOTE="${NOTE:+$NOTE; }gpu_baselines rebuilt here"
@@ -197,8 +199,15 @@ card_info() {
 main_steps() {
   run_inline loads check_loads
   run_inline card card_info show
+  # gpu_tests: the CUDA kernels against their CPU twins, every element, and batch invariance (~1 min on an H100:
+  # most of it is the CPU twin on the bigger shapes). Its "## summary" block gives the worst error per kernel.
+  # FLINT_REQUIRE_GPU: a test that finds no usable GPU fails here instead of skipping.
+  run_step gpu_tests 300 env FLINT_REQUIRE_GPU=1 "$GPU_TESTS" --gtest_output="json:$WORK/gpu_tests.json"
   # gpu_baselines: ~30 s on an H100 (121 cuBLASLt shapes, copy and matmul ceilings).
   run_step gpu_baselines 240 "$GPU_BASELINES" --json "$WORK/gpu_baselines.json" $QUICK
+  # matmul_bench: Flint's matmul beside cuBLASLt on the same 120 shapes, ceilings measured again in the same run,
+  # issue 4's targets as PASS/MISS per shape in its "## summary" block (~1 min on an H100).
+  run_step matmul_bench 240 "$MATMUL_BENCH" --json "$WORK/matmul_bench.json" $QUICK
   # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at three batch sizes).
   # shellcheck disable=SC2086  # FLINT_TORCH_ARGS is a list of arguments
   run_step torch_baselines 330 env PYTHONUNBUFFERED=1 "$PY" bench/torch_baselines.py \

@@ -1,0 +1,487 @@
+// The bf16 matmul kernels (decode, prefill), the split-K reduction and epilogue, the cuBLASLt path and the
+// dispatcher. See matmul.h for the design and kernels/matmul_params.h for the reduction order all of them share.
+#include "kernels/cuda/matmul.h"
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+namespace flint::cuda {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+// ---- The arithmetic every kernel shares.
+
+// d += a · b for one m16n8k16 tile: a 16×16 bf16 (row-major fragment), b 16×8 bf16 (column-major), d fp32.
+__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// One 32-value k step of a 16 (weight rows) × 8 (tokens) tile. Lane (g = lane / 4, t = lane % 4) holds values
+// 8t .. 8t+7 of the step for weight row g (w_lo), weight row g + 8 (w_hi) and token g (xv): the first mma gets
+// values 8t .. 8t+3 of each, the second 8t+4 .. 8t+7. The mma's k slots (2t, 2t+1, 2t+8, 2t+9) thus hold the
+// same k values for a and b, so the sum is the matmul's; every kernel uses exactly this mapping and this order,
+// which is what makes a row's bits independent of the kernel and of M.
+__device__ __forceinline__ void mma_step32(float (&acc)[4], const uint4& w_lo, const uint4& w_hi, const uint4& xv) {
+  mma_m16n8k16(acc, w_lo.x, w_hi.x, w_lo.y, w_hi.y, xv.x, xv.y);
+  mma_m16n8k16(acc, w_lo.z, w_hi.z, w_lo.w, w_hi.w, xv.z, xv.w);
+}
+
+// Values k .. k+7 of a row (zeros past k_end or for a row that does not exist). kVec: one 16-byte load (k, the
+// row and k_end are multiples of 8 then); else element by element.
+template <bool kVec>
+__device__ __forceinline__ uint4 load8(const bf16_bits* row, int k, int k_end, bool row_ok) {
+  uint4 v = make_uint4(0, 0, 0, 0);
+  if (!row_ok) return v;
+  if constexpr (kVec) {
+    if (k < k_end) v = __ldg(reinterpret_cast<const uint4*>(row + k));
+  } else {
+    uint16_t e[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) e[i] = k + i < k_end ? __ldg(row + k + i) : uint16_t(0);
+    v.x = e[0] | uint32_t(e[1]) << 16;
+    v.y = e[2] | uint32_t(e[3]) << 16;
+    v.z = e[4] | uint32_t(e[5]) << 16;
+    v.w = e[6] | uint32_t(e[7]) << 16;
+  }
+  return v;
+}
+
+__device__ __forceinline__ void store_value(void* base, int64_t ld, int m, int col, MatmulOut type, float v) {
+  if (type == MatmulOut::F32) static_cast<float*>(base)[m * ld + col] = v;
+  else static_cast<bf16*>(base)[m * ld + col] = __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ float add_bias(const MatmulParams& p, int n, float acc) {
+  return p.maybe_bias ? acc + __bfloat162float(reinterpret_cast<const bf16*>(p.maybe_bias)[n]) : acc;
+}
+
+// Epilogue None / Qkv: the finished sum of output column n (weight row n) of token m.
+__device__ __forceinline__ void store_column(const MatmulParams& p, int m, int n, float acc) {
+  const float v = add_bias(p, n, acc);
+  if (p.epilogue == MatmulEpilogue::Qkv) {
+    if (n < p.num_q) store_value(p.y, p.ldy, m, n, p.out_type, v);
+    else if (n < p.num_q + p.num_kv) store_value(p.k_out, p.ld_k, m, n - p.num_q, p.out_type, v);
+    else store_value(p.v_out, p.ld_v, m, n - p.num_q - p.num_kv, p.out_type, v);
+  } else {
+    store_value(p.y, p.ldy, m, n, p.out_type, v);
+  }
+}
+
+// Epilogue SiluMul: output f of token m from the finished sums of its gate and up rows.
+__device__ __forceinline__ void store_silu_mul(const MatmulParams& p, int m, int f, float gate_acc, float up_acc) {
+  const float gate = add_bias(p, gate_up_row(f, false), gate_acc), up = add_bias(p, gate_up_row(f, true), up_acc);
+  store_value(p.y, p.ldy, m, f, p.out_type, gate / (1.0f + expf(-gate)) * up);
+}
+
+// A 16 × 8 tile's accumulators (rows n0 .. n0+15, tokens m0 .. m0+7; n0 a multiple of 16) to where they go:
+// split `split`'s partial sums when K is split (num_splits > 1), else through the epilogue.
+__device__ __forceinline__ void finish_tile(const MatmulParams& p, int n0, int m0, int split, int num_splits,
+                                            const float (&c)[4], int lane) {
+  const int g = lane / 4, t = lane % 4;
+  const int n_lo = n0 + g, n_hi = n0 + g + 8, m_a = m0 + 2 * t, m_b = m_a + 1;
+  if (num_splits > 1) {
+    float* ws = static_cast<float*>(p.workspace) + size_t(split) * p.M * p.N;
+    if (m_a < p.M) {
+      if (n_lo < p.N) ws[size_t(m_a) * p.N + n_lo] = c[0];
+      if (n_hi < p.N) ws[size_t(m_a) * p.N + n_hi] = c[2];
+    }
+    if (m_b < p.M) {
+      if (n_lo < p.N) ws[size_t(m_b) * p.N + n_lo] = c[1];
+      if (n_hi < p.N) ws[size_t(m_b) * p.N + n_hi] = c[3];
+    }
+    return;
+  }
+  if (p.epilogue == MatmulEpilogue::SiluMul) {  // N % 16 == 0: rows n_lo (gate of f) and n_hi (its up) both exist
+    const int f = n0 / 2 + g;
+    if (n_lo >= p.N) return;
+    if (m_a < p.M) store_silu_mul(p, m_a, f, c[0], c[2]);
+    if (m_b < p.M) store_silu_mul(p, m_b, f, c[1], c[3]);
+    return;
+  }
+  if (m_a < p.M) {
+    if (n_lo < p.N) store_column(p, m_a, n_lo, c[0]);
+    if (n_hi < p.N) store_column(p, m_a, n_hi, c[2]);
+  }
+  if (m_b < p.M) {
+    if (n_lo < p.N) store_column(p, m_b, n_lo, c[1]);
+    if (n_hi < p.N) store_column(p, m_b, n_hi, c[3]);
+  }
+}
+
+// Sums the splits' partials in split order (0, then += 1, 2, ...) and runs the epilogue; one thread per output.
+// Also the epilogue of the cuBLASLt path (one "split": its fp32 result).
+__global__ void reduce_splits(const MatmulParams p, int num_splits) {
+  const int cols = p.epilogue == MatmulEpilogue::SiluMul ? p.N / 2 : p.N;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(p.M) * cols) return;
+  const int m = int(i / cols), col = int(i % cols);
+  const float* ws = static_cast<const float*>(p.workspace);
+  const size_t split_stride = size_t(p.M) * p.N;
+  auto sum = [&](int n) {
+    float s = ws[size_t(m) * p.N + n];
+    for (int z = 1; z < num_splits; ++z) s = s + ws[z * split_stride + size_t(m) * p.N + n];
+    return s;
+  };
+  if (p.epilogue == MatmulEpilogue::SiluMul) store_silu_mul(p, m, col, sum(gate_up_row(col, false)), sum(gate_up_row(col, true)));
+  else store_column(p, m, col, sum(col));
+}
+
+// ---- Decode: M <= 64. Block = 4 warps; warp = 16 weight rows × all M tokens (kTokenGroups groups of 8) over one
+// K split (blockIdx.y). Weights go from global memory straight into mma fragments: each lane loads 16 bytes of
+// row g and of row g + 8 per 32-value step, kDecodeUnroll steps (128 bytes) per chunk, the next chunk's loads
+// issued before this chunk's mmas. Tokens are read through L1 (every warp of the block reads the same x).
+constexpr int kDecodeWarps = 4, kDecodeUnroll = 4;
+
+template <int kTokenGroups, bool kVec>
+__global__ void __launch_bounds__(kDecodeWarps * 32) matmul_decode(const MatmulParams p, int split_len, int num_splits) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int n0 = (blockIdx.x * kDecodeWarps + warp) * 16;
+  if (n0 >= p.N) return;
+  const int split = blockIdx.y;
+  const int k_begin = split * split_len, k_end = min(p.K, k_begin + split_len);
+  const bool lo_ok = n0 + g < p.N, hi_ok = n0 + g + 8 < p.N;
+  const bf16_bits* w_lo = p.w + int64_t(lo_ok ? n0 + g : 0) * p.ldw;
+  const bf16_bits* w_hi = p.w + int64_t(hi_ok ? n0 + g + 8 : 0) * p.ldw;
+  const bf16_bits* x_row[kTokenGroups];
+  bool x_ok[kTokenGroups];
+#pragma unroll
+  for (int j = 0; j < kTokenGroups; ++j) {
+    x_ok[j] = j * 8 + g < p.M;
+    x_row[j] = p.x + int64_t(x_ok[j] ? j * 8 + g : 0) * p.ldx;
+  }
+  float acc[kTokenGroups][4] = {};
+  auto step = [&](int k, const uint4& lo, const uint4& hi) {  // one 32-value step for every token group
+    uint4 xv[kTokenGroups];
+#pragma unroll
+    for (int j = 0; j < kTokenGroups; ++j) xv[j] = load8<kVec>(x_row[j], k + 8 * t, k_end, x_ok[j]);
+#pragma unroll
+    for (int j = 0; j < kTokenGroups; ++j) mma_step32(acc[j], lo, hi, xv[j]);
+  };
+  // Whole chunks of kDecodeUnroll steps, the next chunk's weights loaded before this chunk's mmas run, so a
+  // lane keeps 128 to 256 bytes of weights in flight; then the split's remaining steps one by one. Either way
+  // each output's steps run in increasing k, as in the prefill kernel.
+  constexpr int kChunk = 32 * kDecodeUnroll;
+  int k = k_begin;
+  if (k + kChunk <= k_end) {
+    uint4 lo[kDecodeUnroll], hi[kDecodeUnroll];
+#pragma unroll
+    for (int u = 0; u < kDecodeUnroll; ++u) {
+      lo[u] = load8<kVec>(w_lo, k + 32 * u + 8 * t, k_end, lo_ok);
+      hi[u] = load8<kVec>(w_hi, k + 32 * u + 8 * t, k_end, hi_ok);
+    }
+    for (;;) {
+      const int k_next = k + kChunk;
+      const bool more = k_next + kChunk <= k_end;
+      uint4 next_lo[kDecodeUnroll], next_hi[kDecodeUnroll];
+      if (more) {
+#pragma unroll
+        for (int u = 0; u < kDecodeUnroll; ++u) {
+          next_lo[u] = load8<kVec>(w_lo, k_next + 32 * u + 8 * t, k_end, lo_ok);
+          next_hi[u] = load8<kVec>(w_hi, k_next + 32 * u + 8 * t, k_end, hi_ok);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kDecodeUnroll; ++u) step(k + 32 * u, lo[u], hi[u]);
+      k = k_next;
+      if (!more) break;
+#pragma unroll
+      for (int u = 0; u < kDecodeUnroll; ++u) lo[u] = next_lo[u], hi[u] = next_hi[u];
+    }
+  }
+  for (; k < k_end; k += 32)
+    step(k, load8<kVec>(w_lo, k + 8 * t, k_end, lo_ok), load8<kVec>(w_hi, k + 8 * t, k_end, hi_ok));
+#pragma unroll
+  for (int j = 0; j < kTokenGroups; ++j) finish_tile(p, n0, j * 8, split, num_splits, acc[j], lane);
+}
+
+// ---- Prefill: any M. Block = 8 warps on 128 weight rows × 128 tokens; warp (wn = warp % 4, wm = warp / 4) owns
+// rows 32·wn .. +31 (two 16-row groups) and tokens 64·wm .. +63 (eight groups of 8). Each 32-value k step is
+// copied to shared memory by cp.async (16 bytes per copy, zero-filled past the matrix) kPrefillStages - 1 steps
+// ahead. A tile row is 64 bytes, so the 8 lanes of one 16-byte shared load phase (rows r, r+1, four 16-byte parts
+// each) read 128 contiguous bytes: no bank conflicts, no swizzle needed.
+constexpr int kPrefillRows = 128, kPrefillTokens = 128, kPrefillStages = 4, kPrefillThreads = 256;
+constexpr int kChunksPerStage = (kPrefillRows + kPrefillTokens) * 4;  // 16-byte chunks: 4 per 32-value row
+constexpr size_t kPrefillSmemBytes = size_t(kPrefillStages) * kChunksPerStage * 16;
+
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* src, bool fill) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
+  const int src_bytes = fill ? 16 : 0;  // 0: write 16 zero bytes, read nothing
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending)); }
+
+// kFold: the block runs every split of K itself and adds each split's sums into `total` when the split ends
+// (total = split 0, then total + split 1, ...: the very fp32 additions reduce_splits makes, in the same order), so
+// no partials go through memory. Used when the M × N tiles alone fill the card; else blockIdx.z is the split and
+// the partials go to the workspace for reduce_splits. Both give the same bits.
+template <bool kVec, bool kFold>
+__global__ void __launch_bounds__(kPrefillThreads) matmul_prefill(const MatmulParams p, int split_len, int num_splits) {
+  extern __shared__ uint4 smem[];  // [stage][128 weight rows × 4 chunks, then 128 token rows × 4 chunks]
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int wn = warp % 4, wm = warp / 4;
+  const int n_block = blockIdx.x * kPrefillRows, m_block = blockIdx.y * kPrefillTokens;
+  const int split = kFold ? 0 : int(blockIdx.z);
+  const int k_begin = kFold ? 0 : split * split_len, k_end = kFold ? p.K : min(p.K, k_begin + split_len);
+  const int steps = (k_end - k_begin + 31) / 32, steps_per_split = split_len / 32;
+
+  auto load_stage = [&](int slot, int step) {
+    uint4* dst = smem + slot * kChunksPerStage;
+    const int k_step = k_begin + step * 32;
+#pragma unroll
+    for (int j = 0; j < kChunksPerStage / kPrefillThreads; ++j) {
+      const int c = tid + j * kPrefillThreads;
+      const bool is_x = c >= kPrefillRows * 4;  // the first half of j are weight chunks, the second token chunks
+      const int row = (is_x ? c - kPrefillRows * 4 : c) / 4, k = k_step + (c % 4) * 8;
+      const int r = (is_x ? m_block : n_block) + row;
+      const bool ok = r < (is_x ? p.M : p.N);
+      const bf16_bits* src_row = is_x ? p.x + int64_t(ok ? r : 0) * p.ldx : p.w + int64_t(ok ? r : 0) * p.ldw;
+      if constexpr (kVec) {
+        const bool fill = ok && k < k_end;
+        cp_async16(dst + c, src_row + (fill ? k : 0), fill);
+      } else {
+        dst[c] = load8<false>(src_row, k, k_end, ok);
+      }
+    }
+  };
+
+  float acc[2][8][4] = {};
+  float total[kFold ? 2 : 1][8][4];
+  int split_steps = 0, splits_done = 0;  // kFold: steps of the current split run so far, splits folded
+  auto fold = [&] {
+#pragma unroll
+    for (int i = 0; i < (kFold ? 2 : 0); ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          total[i][j][r] = splits_done == 0 ? acc[i][j][r] : total[i][j][r] + acc[i][j][r];
+          acc[i][j][r] = 0.0f;
+        }
+    ++splits_done;
+    split_steps = 0;
+  };
+#pragma unroll
+  for (int s = 0; s < kPrefillStages - 1; ++s) {
+    if (s < steps) load_stage(s, s);
+    cp_async_commit();
+  }
+  for (int step = 0; step < steps; ++step) {
+    cp_async_wait<kPrefillStages - 2>();
+    __syncthreads();  // step's copies landed for every thread, and every warp is done with step - 1's slot
+    const int next = step + kPrefillStages - 1;
+    if (next < steps) load_stage(next % kPrefillStages, next);
+    cp_async_commit();
+    if (kFold && split_steps == steps_per_split) fold();
+    const uint4* st = smem + (step % kPrefillStages) * kChunksPerStage;
+    uint4 lo[2], hi[2], xv[8];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int row = wn * 32 + i * 16 + g;
+      lo[i] = st[row * 4 + t];
+      hi[i] = st[(row + 8) * 4 + t];
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) xv[j] = st[kPrefillRows * 4 + (wm * 64 + j * 8 + g) * 4 + t];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) mma_step32(acc[i][j], lo[i], hi[i], xv[j]);
+    ++split_steps;
+  }
+  cp_async_wait<0>();
+  if constexpr (kFold) {
+    fold();  // the last split
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        finish_tile(p, n_block + wn * 32 + i * 16, m_block + wm * 64 + j * 8, 0, 1, total[i][j], lane);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        finish_tile(p, n_block + wn * 32 + i * 16, m_block + wm * 64 + j * 8, split, num_splits, acc[i][j], lane);
+  }
+}
+
+// ---- Host side.
+
+bool vector_loads_ok(const MatmulParams& p) {
+  auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  return aligned(p.x) && aligned(p.w) && p.K % 8 == 0 && p.ldx % 8 == 0 && p.ldw % 8 == 0;
+}
+
+// The one table of decode instances: token groups of 8 rounded up to 1, 2, 4 or 8, times the load path.
+template <bool kVec>
+cudaError_t launch_decode(const MatmulParams& p, int split_len, int num_splits, cudaStream_t stream) {
+  const dim3 grid((p.N + 16 * kDecodeWarps - 1) / (16 * kDecodeWarps), num_splits), block(kDecodeWarps * 32);
+  const int groups = (p.M + 7) / 8;
+  if (groups <= 1) matmul_decode<1, kVec><<<grid, block, 0, stream>>>(p, split_len, num_splits);
+  else if (groups <= 2) matmul_decode<2, kVec><<<grid, block, 0, stream>>>(p, split_len, num_splits);
+  else if (groups <= 4) matmul_decode<4, kVec><<<grid, block, 0, stream>>>(p, split_len, num_splits);
+  else matmul_decode<8, kVec><<<grid, block, 0, stream>>>(p, split_len, num_splits);
+  return cudaGetLastError();
+}
+
+int multiprocessor_count() {  // of the device current at the first call
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      return 132;
+    return n;
+  }();
+  return sms;
+}
+
+// Returns whether the splits were folded inside the kernel (then no reduction is left to run).
+template <bool kVec>
+cudaError_t launch_prefill(const MatmulParams& p, int split_len, int num_splits, cudaStream_t stream, bool* folded) {
+  const int tiles = ((p.N + kPrefillRows - 1) / kPrefillRows) * ((p.M + kPrefillTokens - 1) / kPrefillTokens);
+  *folded = num_splits > 1 && tiles >= multiprocessor_count();
+  const auto kernel = *folded ? matmul_prefill<kVec, true> : matmul_prefill<kVec, false>;
+  static const cudaError_t attr_split =
+      cudaFuncSetAttribute(matmul_prefill<kVec, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kPrefillSmemBytes));
+  static const cudaError_t attr_fold =
+      cudaFuncSetAttribute(matmul_prefill<kVec, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kPrefillSmemBytes));
+  if (attr_split != cudaSuccess) return attr_split;
+  if (attr_fold != cudaSuccess) return attr_fold;
+  const dim3 grid((p.N + kPrefillRows - 1) / kPrefillRows, (p.M + kPrefillTokens - 1) / kPrefillTokens,
+                  *folded ? 1 : num_splits);
+  kernel<<<grid, kPrefillThreads, kPrefillSmemBytes, stream>>>(p, split_len, num_splits);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_reduce(const MatmulParams& p, int num_splits, cudaStream_t stream) {
+  const int64_t outputs = int64_t(p.M) * (p.epilogue == MatmulEpilogue::SiluMul ? p.N / 2 : p.N);
+  reduce_splits<<<unsigned((outputs + 255) / 256), 256, 0, stream>>>(p, num_splits);
+  return cudaGetLastError();
+}
+
+// cuBLASLt: one handle for the process, made on first use (cublasLtCreate is not free; the handle is not tied to a
+// stream). fp32 out into the workspace, then reduce_splits with one "split" runs the epilogue.
+cudaError_t launch_cublas(const MatmulParams& p, cudaStream_t stream, std::string* error) {
+  static std::once_flag once;
+  static cublasLtHandle_t handle = nullptr;
+  static cublasStatus_t create_status = CUBLAS_STATUS_SUCCESS;
+  std::call_once(once, [] { create_status = cublasLtCreate(&handle); });
+  auto fail = [&](const char* what, cublasStatus_t s) {
+    if (error) *error = std::string("cuBLASLt ") + what + ": " + cublasLtGetStatusName(s);
+    return cudaErrorUnknown;
+  };
+  if (create_status != CUBLAS_STATUS_SUCCESS) return fail("create", create_status);
+  // Column-major view: yᵀ (N × M, fp32) = op_T(w viewed K × N, ld ldw) · (x viewed K × M, ld ldx).
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasStatus_t s = cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
+  if (s == CUBLAS_STATUS_SUCCESS)
+    s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t));
+  if (s == CUBLAS_STATUS_SUCCESS)
+    s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n));
+  if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, p.K, p.N, p.ldw);
+  if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, p.K, p.M, p.ldx);
+  if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, p.N, p.M, p.N);
+  if (s == CUBLAS_STATUS_SUCCESS) {
+    const float alpha = 1.0f, beta = 0.0f;
+    s = cublasLtMatmul(handle, desc, &alpha, p.w, a, p.x, b, &beta, p.workspace, c, p.workspace, c, nullptr, nullptr,
+                       0, stream);
+  }
+  if (c) cublasLtMatrixLayoutDestroy(c);
+  if (b) cublasLtMatrixLayoutDestroy(b);
+  if (a) cublasLtMatrixLayoutDestroy(a);
+  if (desc) cublasLtMatmulDescDestroy(desc);
+  if (s != CUBLAS_STATUS_SUCCESS) return fail("matmul", s);
+  return launch_reduce(p, 1, stream);
+}
+
+struct EnvChoice {
+  bool valid = true, cublas = false;
+  std::string value;
+};
+const EnvChoice& env_choice() {
+  static const EnvChoice choice = [] {
+    EnvChoice c;
+    const char* v = std::getenv("FLINT_MATMUL");
+    c.value = v ? v : "";
+    if (c.value == "cublas") c.cublas = true;
+    else if (!c.value.empty() && c.value != "flint") c.valid = false;
+    return c;
+  }();
+  return choice;
+}
+
+}  // namespace
+
+const char* matmul_kernel_name(MatmulKernel k) {
+  switch (k) {
+    case MatmulKernel::Auto: return "auto";
+    case MatmulKernel::Decode: return "decode";
+    case MatmulKernel::Prefill: return "prefill";
+    case MatmulKernel::Cublas: return "cublas";
+  }
+  return "?";
+}
+
+MatmulKernel matmul_pick(int M) {
+  if (env_choice().cublas) return MatmulKernel::Cublas;
+  return M <= kDecodeMaxRows ? MatmulKernel::Decode : MatmulKernel::Prefill;
+}
+
+size_t matmul_workspace_bytes(int M, int N, int K, MatmulKernel kernel) {
+  const size_t ours = flint::matmul_workspace_bytes(M, N, K), cublas = size_t(M) * size_t(N) * sizeof(float);
+  switch (kernel) {
+    case MatmulKernel::Decode:
+    case MatmulKernel::Prefill: return ours;
+    case MatmulKernel::Cublas: return cublas;
+    case MatmulKernel::Auto: break;
+  }
+  return ours > cublas ? ours : cublas;
+}
+
+cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kernel, std::string* error) {
+  auto invalid = [&](std::string why) {
+    if (error) *error = std::move(why);
+    return cudaErrorInvalidValue;
+  };
+  if (!env_choice().valid)
+    return invalid("FLINT_MATMUL=" + env_choice().value + ": expected 'flint' (the default) or 'cublas'");
+  if (kernel == MatmulKernel::Auto) kernel = matmul_pick(p.M);
+  if (std::string e = matmul_params_error(p, kernel != MatmulKernel::Cublas); !e.empty()) return invalid(e);
+  if (kernel == MatmulKernel::Cublas) {
+    const size_t need = matmul_workspace_bytes(p.M, p.N, p.K, MatmulKernel::Cublas);
+    if (!p.workspace || p.workspace_bytes < need)
+      return invalid("matmul (cublas): workspace of " + std::to_string(need) + " bytes needed (fp32 M x N), got " +
+                     std::to_string(p.workspace ? p.workspace_bytes : 0));
+    return launch_cublas(p, stream, error);
+  }
+  if (kernel == MatmulKernel::Decode && p.M > kDecodeMaxRows)
+    return invalid("matmul (decode): M = " + std::to_string(p.M) + " rows, the decode kernel takes at most " +
+                   std::to_string(kDecodeMaxRows));
+  const int num_splits = matmul_num_splits(p.N, p.K), split_len = matmul_split_len(p.N, p.K);
+  const bool vec = vector_loads_ok(p);
+  cudaError_t e;
+  bool folded = false;
+  if (kernel == MatmulKernel::Decode)
+    e = vec ? launch_decode<true>(p, split_len, num_splits, stream) : launch_decode<false>(p, split_len, num_splits, stream);
+  else
+    e = vec ? launch_prefill<true>(p, split_len, num_splits, stream, &folded)
+            : launch_prefill<false>(p, split_len, num_splits, stream, &folded);
+  if (e != cudaSuccess || num_splits == 1 || folded) return e;
+  return launch_reduce(p, num_splits, stream);
+}
+
+}  // namespace flint::cuda

@@ -1,0 +1,47 @@
+// The bf16 matmul on the GPU: y = x · wᵀ with the epilogues and the reduction order kernels/matmul_params.h
+// defines. Two kernels and a dispatcher:
+//   Decode  (M <= 64): every warp owns 16 weight rows and all M tokens, so each weight byte is read once per call,
+//           straight from global memory into tensor-core fragments with 16-byte loads, 4 to 8 32-value steps
+//           (128 to 256 bytes) in flight per lane; K is split (matmul_num_splits) when N alone gives too few warps.
+//   Prefill (any M, picked for M > 64): 128 weight rows × 128 tokens per block, 32-value k steps through shared
+//           memory in a 4-stage cp.async pipeline, the same fragments and the same mma chain per output. When K is
+//           split and the M × N tiles alone fill the card, a block runs every split itself and adds the splits'
+//           sums in registers (the same additions, in the same order, as the reduction kernel), so no partial
+//           sums go through memory.
+//   Cublas: cuBLASLt into fp32, then the same epilogue: the measured baseline, and a fallback. It does NOT keep a
+//           row's bits independent of M (cuBLASLt picks its algorithm by shape).
+// Decode and Prefill run the same arithmetic for every output (same split, same two m16n8k16 steps per 32 values
+// with the same operand layout, same partial-sum order, same epilogue code), so the dispatcher may switch between
+// them at any M without changing a row's bits; the GPU tests check this bit for bit. What this rests on: an mma's
+// result for one output depends only on that output's accumulator, weight row and token column (the
+// instruction's definition), and the tensor core computes it the same way every time.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "kernels/matmul_params.h"
+
+namespace flint::cuda {
+
+enum class MatmulKernel : uint8_t { Auto, Decode, Prefill, Cublas };
+const char* matmul_kernel_name(MatmulKernel k);
+
+constexpr int kDecodeMaxRows = 64;  // the decode kernel keeps all M tokens in every warp's registers
+
+// What Auto runs for M rows: Cublas when the environment has FLINT_MATMUL=cublas (read once), else Decode for
+// M <= kDecodeMaxRows and Prefill above. FLINT_MATMUL=flint (or unset) is the default.
+MatmulKernel matmul_pick(int M);
+
+// Workspace `kernel` needs for this shape (Auto: the most any kernel needs, so the switch never runs short).
+size_t matmul_workspace_bytes(int M, int N, int K, MatmulKernel kernel);
+
+// Queues the matmul on `stream`. p's pointers are device pointers (workspace included). Checks p once: an invalid
+// p, a kernel that cannot take it (Decode with M > 64) or a bad FLINT_MATMUL returns cudaErrorInvalidValue and,
+// when `error` is given, says why; otherwise returns the launch's error (cudaGetLastError after each launch).
+// 16-byte loads need x, w 16-byte aligned and K, ldx, ldw multiples of 8; other shapes run a slower path that
+// loads element by element with the same arithmetic.
+cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kernel = MatmulKernel::Auto,
+                   std::string* error = nullptr);
+
+}  // namespace flint::cuda

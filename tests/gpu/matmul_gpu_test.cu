@@ -1,0 +1,420 @@
+// The CUDA bf16 matmul (kernels/cuda/matmul.h) against its CPU twin (kernels/cpu/matmul_bf16.h): every kernel,
+// every element, on seeded random inputs with real and odd shapes; the fusions; and batch invariance (a row's
+// bits never depend on M or on the kernel the dispatcher picks). Skips every test when no GPU is present.
+//
+// Tolerance, per element: |gpu - twin| <= atol + rtol·|twin| with
+//   atol = 2^-18 · Σ_k |x_k·w_k|   (both sum the same exact bf16 products in fp32, in different orders: the
+//                                   tensor core adds 16 products per step, the twin one at a time);
+//   rtol = 2^-7 for bf16 outputs   (one bf16 ulp: two fp32 sums that differ slightly may round to neighbours),
+//          2^-20 for fp32 outputs.
+// SiluMul carries the gate's and up's tolerances through silu(g)·u (silu's slope is below 1.1).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernels/cpu/matmul_bf16.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/matmul.h"
+
+namespace flint::cuda {
+namespace {
+
+float to_f32(bf16_bits h) { return std::bit_cast<float>(uint32_t(h) << 16); }
+bf16_bits to_bf16(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  return bf16_bits((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);
+}
+
+const char* gpu_error() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  return e != cudaSuccess ? cudaGetErrorName(e) : n == 0 ? "no device" : "ok";
+}
+bool have_gpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+// No GPU: skip, unless FLINT_REQUIRE_GPU is set (scripts/gpu-check.sh sets it: on the GPU machine a skip would hide
+// a broken driver or runtime behind a green step).
+#define REQUIRE_GPU()                                                                  \
+  do {                                                                                 \
+    if (have_gpu()) break;                                                             \
+    if (std::getenv("FLINT_REQUIRE_GPU")) FAIL() << "no usable CUDA device (" << gpu_error() << ")"; \
+    GTEST_SKIP() << "no usable CUDA device (" << gpu_error() << ")";                   \
+  } while (0)
+
+std::vector<bf16_bits> random_bf16(size_t n, uint32_t seed) {  // uniform in [-1, 1): never zeros
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<bf16_bits> v(n);
+  for (auto& b : v) b = to_bf16(dist(rng));
+  return v;
+}
+
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (bytes_) CUDA_CHECK(cudaMalloc(&p_, bytes_));
+  }
+  ~DeviceBuffer() { cudaFree(p_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <class T>
+  T* as() const { return static_cast<T*>(p_); }
+  template <class T>
+  void upload(const std::vector<T>& v) { CUDA_CHECK(cudaMemcpy(p_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice)); }
+  void poison() {
+    if (bytes_) CUDA_CHECK(cudaMemset(p_, 0xFF, bytes_));
+  }  // 0xFFFF / 0xFFFFFFFF: NaN in bf16 and fp32
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_;
+};
+
+// The twin over row slices on every core: allowed because a row's result depends only on that row.
+void twin_parallel(const MatmulParams& p) {
+  const int threads = int(std::clamp(std::thread::hardware_concurrency(), 1u, 32u));
+  const int rows = (p.M + threads - 1) / threads;
+  std::vector<std::thread> pool;
+  for (int m0 = 0; m0 < p.M; m0 += rows) {
+    MatmulParams s = p;
+    s.M = std::min(rows, p.M - m0);
+    s.x = p.x + int64_t(m0) * p.ldx;
+    const size_t esz = p.out_type == MatmulOut::F32 ? 4 : 2;
+    s.y = static_cast<char*>(p.y) + size_t(m0) * p.ldy * esz;
+    if (p.epilogue == MatmulEpilogue::Qkv) {
+      s.k_out = static_cast<char*>(p.k_out) + size_t(m0) * p.ld_k * esz;
+      s.v_out = static_cast<char*>(p.v_out) + size_t(m0) * p.ld_v * esz;
+    }
+    pool.emplace_back([s] { cpu::matmul_bf16(s); });
+  }
+  for (auto& t : pool) t.join();
+}
+
+// Largest error seen per kernel, as a share of its tolerance, for the summary printed at the end.
+struct ErrorLog {
+  struct Entry {
+    double max_ratio = 0, max_abs = 0;
+    int cases = 0;
+  };
+  std::map<std::string, Entry> by_kernel;
+  void add(const std::string& kernel, double ratio, double abs_err) {
+    Entry& e = by_kernel[kernel];
+    e.max_ratio = std::max(e.max_ratio, ratio);
+    e.max_abs = std::max(e.max_abs, abs_err);
+    ++e.cases;
+  }
+};
+ErrorLog& error_log() {
+  static ErrorLog log;
+  return log;
+}
+
+// One problem: inputs on host and device, the twin's fp32 sums (no epilogue) and Σ|x·w| per output.
+struct Problem {
+  int M, N, K;
+  int64_t ldx, ldw;
+  std::vector<bf16_bits> x, w, bias;
+  std::vector<float> sums, abs_sums;  // (M, N), bias included in sums when with_bias
+  bool with_bias;
+
+  Problem(int M_, int N_, int K_, bool with_bias_, uint32_t seed, int pad = 0)
+      : M(M_), N(N_), K(K_), ldx(K_ + pad), ldw(K_ + pad), with_bias(with_bias_) {
+    x = random_bf16(size_t(M) * ldx, seed);
+    w = random_bf16(size_t(N) * ldw, seed + 1);
+    bias = random_bf16(size_t(N), seed + 2);
+    sums.assign(size_t(M) * N, NAN);
+    abs_sums.assign(size_t(M) * N, NAN);
+    MatmulParams p = base();
+    p.out_type = MatmulOut::F32;
+    p.y = sums.data();
+    p.ldy = N;
+    twin_parallel(p);
+    std::vector<bf16_bits> ax(x), aw(w), ab(bias);  // |x|, |w|: the twin then sums |products|
+    for (auto* v : {&ax, &aw, &ab})
+      for (auto& b : *v) b &= 0x7FFF;
+    p.x = ax.data(), p.w = aw.data(), p.maybe_bias = with_bias ? ab.data() : nullptr, p.y = abs_sums.data();
+    twin_parallel(p);
+  }
+  MatmulParams base() const {
+    MatmulParams p;
+    p.M = M, p.N = N, p.K = K, p.x = x.data(), p.ldx = ldx, p.w = w.data(), p.ldw = ldw;
+    p.maybe_bias = with_bias ? bias.data() : nullptr;
+    return p;
+  }
+  double atol(int m, int n) const { return std::ldexp(double(abs_sums[size_t(m) * N + n]), -18); }
+};
+
+double rtol(MatmulOut t) { return t == MatmulOut::BF16 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -20); }
+
+// The GPU run of p (host pointers in p are replaced by device copies); returns y (and k, v for Qkv) as floats.
+struct GpuOut {
+  std::vector<float> y, k, v;
+};
+GpuOut run_gpu(const Problem& pb, MatmulParams p, MatmulKernel kernel) {
+  DeviceBuffer x(pb.x.size() * 2), w(pb.w.size() * 2), bias(pb.bias.size() * 2);
+  x.upload(pb.x), w.upload(pb.w), bias.upload(pb.bias);
+  const size_t esz = p.out_type == MatmulOut::F32 ? 4 : 2;
+  const int y_cols = p.epilogue == MatmulEpilogue::SiluMul ? pb.N / 2 : p.epilogue == MatmulEpilogue::Qkv ? p.num_q : pb.N;
+  DeviceBuffer y(size_t(pb.M) * y_cols * esz), k(size_t(pb.M) * p.num_kv * esz), v(size_t(pb.M) * p.num_kv * esz);
+  DeviceBuffer ws(std::max<size_t>(matmul_workspace_bytes(pb.M, pb.N, pb.K, kernel), 16));
+  y.poison(), k.poison(), v.poison(), ws.poison();
+  p.x = x.as<bf16_bits>(), p.w = w.as<bf16_bits>(), p.maybe_bias = pb.with_bias ? bias.as<bf16_bits>() : nullptr;
+  p.y = y.as<void>(), p.ldy = y_cols;
+  if (p.epilogue == MatmulEpilogue::Qkv) p.k_out = k.as<void>(), p.ld_k = p.num_kv, p.v_out = v.as<void>(), p.ld_v = p.num_kv;
+  p.workspace = ws.as<void>(), p.workspace_bytes = ws.bytes();
+  std::string why;
+  const cudaError_t e = matmul(p, nullptr, kernel, &why);
+  EXPECT_EQ(e, cudaSuccess) << cudaGetErrorName(e) << ": " << why;
+  CUDA_CHECK(cudaDeviceSynchronize());
+  auto fetch = [&](const DeviceBuffer& b, size_t n) {
+    std::vector<float> out(n);
+    if (esz == 4) {
+      CUDA_CHECK(cudaMemcpy(out.data(), b.as<void>(), n * 4, cudaMemcpyDeviceToHost));
+    } else {
+      std::vector<bf16_bits> h(n);
+      CUDA_CHECK(cudaMemcpy(h.data(), b.as<void>(), n * 2, cudaMemcpyDeviceToHost));
+      for (size_t i = 0; i < n; ++i) out[i] = to_f32(h[i]);
+    }
+    return out;
+  };
+  GpuOut out;
+  out.y = fetch(y, size_t(pb.M) * y_cols);
+  if (p.epilogue == MatmulEpilogue::Qkv) out.k = fetch(k, size_t(pb.M) * p.num_kv), out.v = fetch(v, size_t(pb.M) * p.num_kv);
+  return out;
+}
+
+// Checks got (M × cols) against want(m, col) with tolerance tol(m, col); records the worst ratio.
+template <class Want, class Tol>
+void expect_close(const std::string& what, const std::string& kernel, const std::vector<float>& got, int M, int cols,
+                  Want&& want, Tol&& tol) {
+  double worst = 0, worst_abs = 0;
+  int bad = 0, first_m = -1, first_c = -1;
+  for (int m = 0; m < M; ++m)
+    for (int c = 0; c < cols; ++c) {
+      const double g = got[size_t(m) * cols + c], r = want(m, c), t = tol(m, c), err = std::fabs(g - r);
+      if (!(err <= t)) {  // NaN (an unwritten output) fails too
+        if (bad++ == 0) first_m = m, first_c = c;
+        continue;
+      }
+      worst = std::max(worst, err / t);
+      worst_abs = std::max(worst_abs, err);
+    }
+  error_log().add(kernel, bad ? INFINITY : worst, worst_abs);
+  EXPECT_EQ(bad, 0) << what << " [" << kernel << "]: " << bad << " of " << size_t(M) * cols
+                    << " outside tolerance; first at row " << first_m << " col " << first_c << ": got "
+                    << (bad ? got[size_t(first_m) * cols + first_c] : 0.0f) << ", twin "
+                    << (bad ? want(first_m, first_c) : 0.0) << ", tol " << (bad ? tol(first_m, first_c) : 0.0);
+  std::printf("  %-44s %-8s max |err| %.3g = %.3f of tolerance\n", what.c_str(), kernel.c_str(), worst_abs, worst);
+}
+
+std::vector<MatmulKernel> kernels_for(int M) {
+  std::vector<MatmulKernel> ks = {MatmulKernel::Auto, MatmulKernel::Prefill, MatmulKernel::Cublas};
+  if (M <= kDecodeMaxRows) ks.push_back(MatmulKernel::Decode);
+  return ks;
+}
+
+std::string shape_name(const char* tag, int M, int N, int K) {
+  return std::string(tag) + " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+}
+
+constexpr int kRows[] = {1, 3, 16, 17, 64, 300, 2048};
+
+struct Shape {
+  const char* tag;
+  int N, K;
+  bool bias;
+  MatmulOut out;
+  int max_M;  // the twin's cost bounds M on big weights
+  int pad;    // extra elements per row (strided x and w)
+};
+constexpr Shape kShapes[] = {
+    {"smollm2.o", 576, 576, false, MatmulOut::BF16, 2048, 0},
+    {"smollm2.down", 576, 1536, true, MatmulOut::BF16, 2048, 0},
+    {"odd.896x4864", 896, 4864, false, MatmulOut::F32, 2048, 0},
+    {"odd.1000x999", 1000, 999, true, MatmulOut::BF16, 2048, 0},  // K % 8 != 0: the element-wise load path
+    {"odd.strided", 333, 520, false, MatmulOut::F32, 300, 8},      // ldx, ldw = K + 8
+    {"llama1b.qkv", 3072, 2048, false, MatmulOut::BF16, 300, 0},
+    {"qwen7b.down", 3584, 18944, false, MatmulOut::BF16, 17, 0},  // long K, split
+    {"fold.2048x2048", 2048, 2048, true, MatmulOut::F32, 2048, 0},  // split in 8; prefill folds them at M=2048
+    {"qwen1.5b.lm_head", 151936, 1536, false, MatmulOut::BF16, 3, 0},
+};
+
+TEST(MatmulGpu, EveryKernelMatchesTheTwinOnEveryElement) {
+  REQUIRE_GPU();
+  uint32_t seed = 100;
+  for (const Shape& s : kShapes)
+    for (int M : kRows) {
+      if (M > s.max_M) continue;
+      const Problem pb(M, s.N, s.K, s.bias, seed += 10, s.pad);
+      for (MatmulKernel kernel : kernels_for(M)) {
+        MatmulParams p = pb.base();
+        p.out_type = s.out;
+        const GpuOut got = run_gpu(pb, p, kernel);
+        expect_close(shape_name(s.tag, M, s.N, s.K), matmul_kernel_name(kernel), got.y, M, s.N,
+                     [&](int m, int n) { return double(pb.sums[size_t(m) * s.N + n]); },
+                     [&](int m, int n) { return pb.atol(m, n) + rtol(s.out) * std::fabs(pb.sums[size_t(m) * s.N + n]); });
+      }
+    }
+}
+
+TEST(MatmulGpu, QkvFusionWritesThreeOutputs) {
+  REQUIRE_GPU();
+  struct Qkv {
+    const char* tag;
+    int num_q, num_kv, K;
+    bool bias;
+  };
+  for (const Qkv& q : {Qkv{"smollm2.qkv", 576, 192, 576, false}, Qkv{"qwen1.5b.qkv", 1536, 256, 1536, true}})
+    for (int M : {1, 17, 300}) {
+      const int N = q.num_q + 2 * q.num_kv;
+      const Problem pb(M, N, q.K, q.bias, 7 + M);
+      for (MatmulKernel kernel : kernels_for(M)) {
+        MatmulParams p = pb.base();
+        p.epilogue = MatmulEpilogue::Qkv, p.num_q = q.num_q, p.num_kv = q.num_kv, p.out_type = MatmulOut::BF16;
+        const GpuOut got = run_gpu(pb, p, kernel);
+        const std::pair<const std::vector<float>*, int> parts[] = {{&got.y, 0}, {&got.k, q.num_q}, {&got.v, q.num_q + q.num_kv}};
+        for (const auto& [out, first] : parts) {
+          const int cols = first == 0 ? q.num_q : q.num_kv;
+          expect_close(shape_name(q.tag, M, N, q.K) + (first == 0 ? " q" : first == q.num_q ? " k" : " v"),
+                       matmul_kernel_name(kernel), *out, M, cols,
+                       [&](int m, int c) { return double(pb.sums[size_t(m) * N + first + c]); },
+                       [&](int m, int c) {
+                         return pb.atol(m, first + c) + rtol(MatmulOut::BF16) * std::fabs(pb.sums[size_t(m) * N + first + c]);
+                       });
+        }
+      }
+    }
+}
+
+TEST(MatmulGpu, GateUpFusionAppliesSiluMul) {
+  REQUIRE_GPU();
+  struct GateUp {
+    const char* tag;
+    int F, K;
+    bool bias;
+  };
+  for (const GateUp& gu : {GateUp{"smollm2.gate_up", 1536, 576, false}, GateUp{"llama1b.gate_up", 8192, 2048, true}})
+    for (int M : {1, 17, 300}) {
+      const int N = 2 * gu.F;
+      const Problem pb(M, N, gu.K, gu.bias, 3 + M);  // w's rows are taken as already interleaved
+      for (MatmulKernel kernel : kernels_for(M)) {
+        MatmulParams p = pb.base();
+        p.epilogue = MatmulEpilogue::SiluMul, p.out_type = MatmulOut::F32;
+        const GpuOut got = run_gpu(pb, p, kernel);
+        auto at = [&](int m, int f, bool up) { return size_t(m) * N + gate_up_row(f, up); };
+        expect_close(shape_name(gu.tag, M, N, gu.K), matmul_kernel_name(kernel), got.y, M, gu.F,
+                     [&](int m, int f) {
+                       const double g = pb.sums[at(m, f, false)], u = pb.sums[at(m, f, true)];
+                       return g / (1.0 + std::exp(-g)) * u;
+                     },
+                     [&](int m, int f) {
+                       const double g = pb.sums[at(m, f, false)], u = pb.sums[at(m, f, true)];
+                       const double silu = g / (1.0 + std::exp(-g));
+                       const double tg = pb.atol(m, gate_up_row(f, false)), tu = pb.atol(m, gate_up_row(f, true));
+                       return 1.1 * tg * (std::fabs(u) + tu) + std::fabs(silu) * tu + 1e-6 * std::fabs(silu * u);
+                     });
+      }
+    }
+}
+
+// Batch invariance: every row's output bits from any M (and from decode, prefill or the dispatcher) equal that
+// row's bits in the M = 2048 prefill run. cuBLAS is not held to this (see matmul.h).
+TEST(MatmulGpu, RowBitsDoNotDependOnMOrKernel) {
+  REQUIRE_GPU();
+  struct Inv {
+    const char* tag;
+    int N, K;
+    MatmulEpilogue epilogue;
+    MatmulOut out;
+  };
+  for (const Inv& s : {Inv{"odd.896x4864", 896, 4864, MatmulEpilogue::None, MatmulOut::F32},
+                       Inv{"odd.1000x999", 1000, 999, MatmulEpilogue::None, MatmulOut::F32},
+                       Inv{"smollm2.o", 576, 576, MatmulEpilogue::None, MatmulOut::BF16},
+                       Inv{"fold.2048x2048", 2048, 2048, MatmulEpilogue::None, MatmulOut::BF16},
+                       Inv{"smollm2.gate_up", 3072, 576, MatmulEpilogue::SiluMul, MatmulOut::F32}}) {
+    const int max_M = 2048;
+    const int cols = s.epilogue == MatmulEpilogue::SiluMul ? s.N / 2 : s.N;
+    // Bits are compared GPU run against GPU run: no twin needed.
+    const std::vector<bf16_bits> x = random_bf16(size_t(max_M) * s.K, 77), w = random_bf16(size_t(s.N) * s.K, 78);
+    DeviceBuffer dx(x.size() * 2), dw(w.size() * 2);
+    dx.upload(x), dw.upload(w);
+    const size_t esz = s.out == MatmulOut::F32 ? 4 : 2;
+    auto run = [&](int M, MatmulKernel kernel) {
+      DeviceBuffer y(size_t(M) * cols * esz), ws(std::max<size_t>(matmul_workspace_bytes(M, s.N, s.K, kernel), 16));
+      y.poison();
+      MatmulParams p;
+      p.M = M, p.N = s.N, p.K = s.K, p.x = dx.as<bf16_bits>(), p.ldx = s.K, p.w = dw.as<bf16_bits>(), p.ldw = s.K;
+      p.epilogue = s.epilogue, p.out_type = s.out, p.y = y.as<void>(), p.ldy = cols;
+      p.workspace = ws.as<void>(), p.workspace_bytes = ws.bytes();
+      std::string why;
+      EXPECT_EQ(matmul(p, nullptr, kernel, &why), cudaSuccess) << why;
+      std::vector<uint8_t> bits(y.bytes());
+      CUDA_CHECK(cudaMemcpy(bits.data(), y.as<void>(), bits.size(), cudaMemcpyDeviceToHost));
+      return bits;
+    };
+    const std::vector<uint8_t> all = run(max_M, MatmulKernel::Prefill);
+    const size_t row_bytes = size_t(cols) * esz;
+    for (int M : kRows)
+      for (MatmulKernel kernel : {MatmulKernel::Auto, MatmulKernel::Decode, MatmulKernel::Prefill}) {
+        if (kernel == MatmulKernel::Decode && M > kDecodeMaxRows) continue;
+        if (kernel == MatmulKernel::Auto && matmul_pick(M) == MatmulKernel::Cublas) continue;  // FLINT_MATMUL=cublas
+        const std::vector<uint8_t> got = run(M, kernel);
+        int differing = 0, first = -1;
+        for (int m = 0; m < M; ++m)
+          if (std::memcmp(got.data() + m * row_bytes, all.data() + m * row_bytes, row_bytes) != 0)
+            if (differing++ == 0) first = m;
+        EXPECT_EQ(differing, 0) << s.tag << " M=" << M << " " << matmul_kernel_name(kernel) << ": " << differing
+                                << " rows differ from the M=2048 prefill run, first row " << first;
+      }
+    std::printf("  %-44s batch invariant over M in {1..2048} and decode/prefill/auto\n", s.tag);
+  }
+}
+
+// The launcher's checks run before anything touches the GPU, so this runs everywhere.
+TEST(MatmulGpu, LauncherRejectsBadParamsWithAReason) {
+  MatmulParams p;
+  p.M = 65, p.N = 16, p.K = 32;
+  p.x = reinterpret_cast<const bf16_bits*>(0x1000), p.ldx = 32, p.w = p.x, p.ldw = 32;
+  p.y = reinterpret_cast<void*>(0x2000), p.ldy = 16;
+  std::string why;
+  EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Decode, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("at most 64"), std::string::npos) << why;
+  p.M = 4, p.ldw = 16;
+  EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Prefill, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("ldw"), std::string::npos) << why;
+  p.ldw = 32, p.K = 4096, p.N = 16;  // split K: a workspace is needed
+  p.ldx = p.ldw = 4096;
+  EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Prefill, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("workspace"), std::string::npos) << why;
+  EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Cublas, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("workspace"), std::string::npos) << why;
+}
+
+// Prints, after all tests, the worst error per kernel as a "## summary" block (scripts/gpu-check.sh repeats it).
+class SummaryPrinter : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::printf("\n## summary flint_gpu_tests (matmul vs CPU twin; ratio = worst |err| / tolerance, must be <= 1)\n");
+    if (error_log().by_kernel.empty()) std::printf("no kernel ran (no GPU?)\n");
+    for (const auto& [kernel, e] : error_log().by_kernel)
+      std::printf("%-8s %4d cases  worst ratio %.3f  worst |err| %.3g  %s\n", kernel.c_str(), e.cases, e.max_ratio,
+                  e.max_abs, e.max_ratio <= 1 ? "PASS" : "FAIL");
+  }
+};
+[[maybe_unused]] const auto* const kSummary = ::testing::AddGlobalTestEnvironment(new SummaryPrinter);
+
+}  // namespace
+}  // namespace flint::cuda
