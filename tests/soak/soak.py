@@ -28,6 +28,7 @@ import collections
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -59,7 +60,8 @@ def parse_args():
     p.add_argument("--flintd", default=os.environ.get("FLINTD", "build/server/flintd"), help="the flintd binary")
     p.add_argument("--model", default=os.environ.get("FLINT_MODEL", "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     p.add_argument("--threads", type=int, default=2, help="flintd --threads (default 2)")
-    p.add_argument("--kv-cache-memory", default="512MiB", help="flintd --kv-cache-memory (default 512MiB)")
+    p.add_argument("--kv-cache-memory", default="64MiB",
+                   help="flintd --kv-cache-memory (default 64MiB: ~90 blocks, so a full batch preempts)")
     p.add_argument("--address", help="gRPC HOST:PORT of a running flintd (then none is started)")
     p.add_argument("--http-url", help="with --address: the HTTP API's base URL (none: no HTTP traffic)")
     p.add_argument("--pid", type=int, help="with --address: flintd's pid, for the RSS series")
@@ -103,6 +105,7 @@ class Tally:
     """Outcome counts per scenario, and the failures in full (the first few are printed)."""
     counts: dict = field(default_factory=lambda: collections.defaultdict(collections.Counter))
     failures: list = field(default_factory=list)
+    finished_ids: list = field(default_factory=list)  # request ids the client saw finish
     started: int = 0
     open_now: int = 0
     max_open: int = 0
@@ -140,8 +143,13 @@ def sampling(rng):
     return s
 
 
+def priority(rng):
+    # Now and then a higher or lower priority: with the KV cache full, higher ones preempt.
+    return rng.choice([-3, 0, 0, 0, 0, 0, 5])
+
+
 def generate_request(rng, rid):
-    return pb.GenerateRequest(text=rng.prompt(), sampling=sampling(rng), request_id=rid,
+    return pb.GenerateRequest(text=rng.prompt(), sampling=sampling(rng), request_id=rid, priority=priority(rng),
                               stopping=pb.StoppingCriteria(max_tokens=rng.max_tokens(), ignore_eos=rng.random() < 0.5))
 
 
@@ -149,7 +157,7 @@ def chat_request(rng, rid):
     messages = [pb.ChatMessage(role="user", content=rng.prompt())]
     if rng.random() < 0.3:
         messages.insert(0, pb.ChatMessage(role="system", content="Answer briefly."))
-    return pb.ChatRequest(messages=messages, sampling=sampling(rng), request_id=rid,
+    return pb.ChatRequest(messages=messages, sampling=sampling(rng), request_id=rid, priority=priority(rng),
                           stopping=pb.StoppingCriteria(max_tokens=rng.max_tokens(), ignore_eos=rng.random() < 0.5))
 
 
@@ -212,7 +220,7 @@ async def read_grpc(call, limit_messages=None):
     return f"finished:{finished.lower().removeprefix('finish_reason_')}", ""
 
 
-async def bounded(coro, scenario):
+async def bounded(coro, scenario, rid):
     """Runs one request's coroutine under the hang timeout and records its outcome."""
     TALLY.begin()
     try:
@@ -221,7 +229,9 @@ async def bounded(coro, scenario):
         outcome, detail = "hung", f"open after {ARGS.hang_timeout:.0f} s"
     except (ConnectionError, OSError, asyncio.IncompleteReadError) as e:
         outcome, detail = "bad-stream", f"{type(e).__name__}: {e}"
-    TALLY.end(scenario, outcome, str(detail)[:200])
+    TALLY.end(scenario, outcome, f"{rid}: {str(detail)[:200]}")
+    if outcome.startswith("finished:"):
+        TALLY.finished_ids.append(rid)
     return outcome
 
 
@@ -345,10 +355,10 @@ class Http:
         u = urlsplit(url)
         self.host, self.port = u.hostname, u.port
 
-    async def open(self, body_bytes, path="/v1/chat/completions", content_type="application/json"):
+    async def open(self, body_bytes, rid, path="/v1/chat/completions"):
         reader, writer = await asyncio.open_connection(self.host, self.port)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body_bytes)}\r\nConnection: close\r\n\r\n")
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"X-Request-Id: {rid}\r\nContent-Length: {len(body_bytes)}\r\nConnection: close\r\n\r\n")
         writer.write(head.encode() + body_bytes)
         await writer.drain()
         return reader, writer
@@ -449,19 +459,19 @@ async def close_writer(writer, reset=False):
         pass
 
 
-async def http_stream(http, rng):
-    reader, writer = await http.open(json.dumps(http_chat_body(rng)).encode())
+async def http_stream(http, rng, rid):
+    reader, writer = await http.open(json.dumps(http_chat_body(rng)).encode(), rid)
     try:
         return expect(await read_sse(reader), NORMAL_HTTP)
     finally:
         await close_writer(writer)
 
 
-async def http_close_mid_sse(http, rng):
+async def http_close_mid_sse(http, rng, rid):
     body = http_chat_body(rng)
     body["max_tokens"] = max(body["max_tokens"], 6)
     body["ignore_eos"] = True
-    reader, writer = await http.open(json.dumps(body).encode())
+    reader, writer = await http.open(json.dumps(body).encode(), rid)
     try:
         outcome, detail = await read_sse(reader, stop_after_chunks=rng.randint(1, 3))
         if outcome != "open":
@@ -471,11 +481,11 @@ async def http_close_mid_sse(http, rng):
         await close_writer(writer, reset=rng.random() < 0.5)
 
 
-async def http_slow_reader(http, rng):
+async def http_slow_reader(http, rng, rid):
     body = http_chat_body(rng)
     body["max_tokens"] = ARGS.max_tokens * 3
     body["ignore_eos"] = True
-    reader, writer = await http.open(json.dumps(body).encode())
+    reader, writer = await http.open(json.dumps(body).encode(), rid)
     try:
         await asyncio.sleep(rng.uniform(5, 20))
         return expect(await read_sse(reader), NORMAL_HTTP)
@@ -483,9 +493,9 @@ async def http_slow_reader(http, rng):
         await close_writer(writer)
 
 
-async def http_json(http, rng):
+async def http_json(http, rng, rid):
     """A request answered as one JSON body; now and then the client leaves while it waits."""
-    reader, writer = await http.open(json.dumps(http_chat_body(rng, stream=False)).encode())
+    reader, writer = await http.open(json.dumps(http_chat_body(rng, stream=False)).encode(), rid)
     try:
         if rng.random() < 0.3:
             await asyncio.sleep(rng.uniform(0.5, 3))
@@ -506,8 +516,17 @@ async def http_json(http, rng):
         await close_writer(writer)
 
 
-async def http_malformed(http, rng):
-    which = rng.randrange(6)
+async def http_malformed(http, rng, rid):
+    which = rng.randrange(7)
+    if which == 6:  # not HTTP at all
+        reader, writer = await asyncio.open_connection(http.host, http.port)
+        writer.write(rng.choice([b"GARBAGE \x00\xff\r\n\r\n", b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+                                 b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + rng.randbytes(64) + b"\r\n\r\n"]))
+        await writer.drain()
+        try:  # httplib reads a negative Content-Length as a huge one: 413
+            return expect(await read_sse(reader), {"http:400", "http:413"})
+        finally:
+            await close_writer(writer)
     if which == 0:
         data = b'{"model": "%s", "messages": [{"role": "user", "content": "hi"' % MODEL_NAME.encode()  # cut short
     elif which == 1:
@@ -522,7 +541,7 @@ async def http_malformed(http, rng):
                            "messages": [{"role": "user", "content": "hi"}]}).encode()
     else:
         data = rng.randbytes(rng.randint(1, 200))
-    reader, writer = await http.open(data)
+    reader, writer = await http.open(data, rid)
     try:
         return expect(await read_sse(reader), {"http:400"})
     finally:
@@ -618,13 +637,13 @@ async def slot(index, cl, http, end_time, seed):
             "grpc-deadline": lambda: grpc_deadline(cl, rng, rid),
             "grpc-slow-reader": lambda: grpc_slow_reader(cl, rng, rid),
             "grpc-malformed": lambda: grpc_malformed(cl, rng, rid),
-            "http-sse": lambda: http_stream(http, rng),
-            "http-close": lambda: http_close_mid_sse(http, rng),
-            "http-json": lambda: http_json(http, rng),
-            "http-slow-reader": lambda: http_slow_reader(http, rng),
-            "http-malformed": lambda: http_malformed(http, rng),
+            "http-sse": lambda: http_stream(http, rng, rid),
+            "http-close": lambda: http_close_mid_sse(http, rng, rid),
+            "http-json": lambda: http_json(http, rng, rid),
+            "http-slow-reader": lambda: http_slow_reader(http, rng, rid),
+            "http-malformed": lambda: http_malformed(http, rng, rid),
         }[scenario]()
-        await bounded(coro, scenario)
+        await bounded(coro, scenario, rid)
         if scenario.endswith("malformed"):
             await asyncio.sleep(rng.uniform(0.2, 1.0))  # they are quick: keep the load on real streams
 
@@ -788,6 +807,26 @@ def check_rss(rss, rss_idle, load_end, t_idle):
     return ok
 
 
+END_LINE = re.compile(r"^flintd: (?:Generate|Chat|HTTP chat|HTTP completion) \d+ (soak-\S+): (.*)$", re.M)
+
+
+def check_log(log):
+    """flintd logs one line when a request ends (its finish, its error, or "the client went away"): no request
+    of ours may have two, and each one the client saw finish must have one."""
+    lines = collections.defaultdict(list)
+    for m in END_LINE.finditer(log):
+        lines[m.group(1)].append(m.group(2))
+    twice = {rid: ends for rid, ends in lines.items() if len(ends) > 1}
+    missing = [rid for rid in TALLY.finished_ids if rid not in lines]
+    print(f"soak: flintd's log: {sum(map(len, lines.values()))} end lines for {len(lines)} request ids; "
+          f"{len(twice)} ids ended twice, {len(missing)} finished ids without an end line")
+    for rid, ends in list(twice.items())[:10]:
+        print(f"  {rid} ended {len(ends)} times: {ends}")
+    if missing:
+        print(f"  without an end line: {missing[:10]}")
+    return not twice and not missing
+
+
 def main():
     if ARGS.address:
         if not ARGS.pid:
@@ -813,6 +852,9 @@ def main():
         if d.proc.returncode not in (0, None):
             print(f"soak: flintd exited with {d.proc.returncode} on SIGTERM")
             ok = False
+    if not check_log(d.log()):
+        print("soak: FAILED: flintd's log does not show each request ending once")
+        ok = False
     return 0 if ok else 1
 
 
