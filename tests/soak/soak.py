@@ -148,23 +148,41 @@ def priority(rng):
     return rng.choice([-3, 0, 0, 0, 0, 0, 5])
 
 
+def stopping(rng):
+    # Stop strings now and then (text held back across tokens), and sometimes logprobs.
+    stop = rng.sample([" the", ".", "\n", "a", ","], rng.randint(1, 3)) if rng.random() < 0.25 else []
+    return pb.StoppingCriteria(max_tokens=rng.max_tokens(), ignore_eos=rng.random() < 0.5, stop=stop)
+
+
+def with_extras(rng, req):
+    if rng.random() < 0.2:
+        req.logprobs.top_logprobs = rng.randint(0, 5)
+    return req
+
+
 def generate_request(rng, rid):
-    return pb.GenerateRequest(text=rng.prompt(), sampling=sampling(rng), request_id=rid, priority=priority(rng),
-                              stopping=pb.StoppingCriteria(max_tokens=rng.max_tokens(), ignore_eos=rng.random() < 0.5))
+    return with_extras(rng, pb.GenerateRequest(text=rng.prompt(), sampling=sampling(rng), request_id=rid,
+                                               priority=priority(rng), stopping=stopping(rng)))
 
 
 def chat_request(rng, rid):
     messages = [pb.ChatMessage(role="user", content=rng.prompt())]
     if rng.random() < 0.3:
         messages.insert(0, pb.ChatMessage(role="system", content="Answer briefly."))
-    return pb.ChatRequest(messages=messages, sampling=sampling(rng), request_id=rid, priority=priority(rng),
-                          stopping=pb.StoppingCriteria(max_tokens=rng.max_tokens(), ignore_eos=rng.random() < 0.5))
+    return with_extras(rng, pb.ChatRequest(messages=messages, sampling=sampling(rng), request_id=rid,
+                                           priority=priority(rng), stopping=stopping(rng)))
 
 
 def http_chat_body(rng, stream=True):
-    return {"model": MODEL_NAME, "stream": stream, "messages": [{"role": "user", "content": rng.prompt()}],
-            "max_tokens": rng.max_tokens(), "temperature": rng.choice([0.0, 0.8]), "seed": rng.randrange(1 << 31),
-            "stream_options": {"include_usage": rng.random() < 0.5}}
+    body = {"model": MODEL_NAME, "stream": stream, "messages": [{"role": "user", "content": rng.prompt()}],
+            "max_tokens": rng.max_tokens(), "temperature": rng.choice([0.0, 0.8]), "seed": rng.randrange(1 << 31)}
+    if stream:
+        body["stream_options"] = {"include_usage": rng.random() < 0.5}
+    if rng.random() < 0.25:
+        body["stop"] = rng.sample([" the", ".", "\n", ","], rng.randint(1, 3))
+    if rng.random() < 0.2:
+        body["logprobs"], body["top_logprobs"] = True, rng.randint(0, 5)
+    return body
 
 
 # ---------------------------------------------------------------- gRPC
@@ -178,6 +196,8 @@ class GrpcClients:
                          for _ in range(n)]
         self.stubs = [pb_grpc.InferenceStub(c) for c in self.channels]
         self.raw = {m: [c.unary_stream(f"/flint.v1.Inference/{m}") for c in self.channels] for m in ("Generate", "Chat")}
+        self.raw.update({m: [c.unary_unary(f"/flint.v1.Inference/{m}") for c in self.channels]
+                         for m in ("Tokenize", "Detokenize")})
 
     def pick(self, rng):
         return rng.randrange(len(self.channels))
@@ -337,7 +357,19 @@ def garbage_bytes(rng):
 
 async def grpc_malformed(cl, rng, rid):
     i = cl.pick(rng)
-    which = rng.randrange(3)
+    which = rng.randrange(5)
+    if which == 3:  # the unary methods, garbage in
+        try:
+            await cl.raw[rng.choice(["Tokenize", "Detokenize"])][i](garbage_bytes(rng), timeout=30)
+            return "unexpected:OK", "garbage bytes accepted"
+        except grpc.aio.AioRpcError as e:
+            return expect((f"status:{e.code().name}", e.details()), {"status:INVALID_ARGUMENT"})
+    if which == 4:  # token ids outside the vocabulary
+        try:
+            await cl.stubs[i].Detokenize(pb.DetokenizeRequest(token_ids=[1, rng.choice([-1, 1 << 30])]), timeout=30)
+            return "unexpected:OK", "bad token ids accepted"
+        except grpc.aio.AioRpcError as e:
+            return expect((f"status:{e.code().name}", e.details()), {"status:INVALID_ARGUMENT"})
     if which == 0:
         call = cl.stubs[i].Generate(bad_range_request(rng, rid))
     elif which == 1:
