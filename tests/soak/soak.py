@@ -1,18 +1,23 @@
 """Fault-and-load soak test for flintd: loopback only, bounded in time and count.
 
 Keeps --streams requests in flight for --duration seconds over gRPC Generate and
-Chat and the HTTP /v1/chat/completions SSE API, with random prompt lengths and
-output limits, and mixes in the faults a server meets in the field: clients that
+Chat and the HTTP /v1/chat/completions API (SSE, and now and then one JSON
+answer), with random prompt lengths, output limits, priorities, stop strings and
+logprobs, and mixes in the faults a server meets in the field: clients that
 cancel mid-stream, short deadlines, malformed requests (bad ranges, invalid UTF-8,
-garbage protobuf bytes, bad JSON), slow readers that leave a stream undrained,
-sockets closed mid-SSE and client processes killed with SIGKILL mid-stream.
+garbage protobuf bytes through raw methods, bad JSON, bytes that are not HTTP),
+slow readers that leave a stream undrained, sockets closed (FIN or RST) mid-SSE
+and client processes killed with SIGKILL mid-stream. The KV cache is small, so a
+full batch preempts.
 
 At the end it checks that every request ended with exactly one finish reason or
 an error status (none hung, none just stopped), that flintd is alive and SERVING,
-that the KV cache's blocks are all free again and no stream is left open, and
-that flintd's RSS after the run is within a tolerance of its plateau after
-warm-up. Exit status 0 when all hold, 1 otherwise; the counts and the RSS series
-summary are printed either way.
+that the KV cache's blocks are all free again and no stream is left open, that
+flintd's RSS after the run is within a tolerance of its plateau after warm-up,
+and (when it started flintd) that flintd's log ends each request once. Exit
+status 0 when all hold, 1 otherwise; the counts and the RSS series summary are
+printed either way. A run of D seconds takes about D + 100 s on 2 cores: the
+requests still queued when the load stops run to their end.
 
 CI size (the CTest entry soak.flintd):
     .venv/bin/python tests/soak/soak.py --streams 200 --duration 100
@@ -123,6 +128,7 @@ class Tally:
 
 
 TALLY = Tally()
+RUN_ID = f"soak{os.getpid()}"  # request ids are RUN_ID-...: unique among the runs one flintd may see
 MODEL_NAME = ""  # the served model's, which the HTTP API wants in "model"; set once connected
 
 
@@ -195,6 +201,11 @@ class GrpcClients:
         self.channels = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
                          for _ in range(n)]
         self.stubs = [pb_grpc.InferenceStub(c) for c in self.channels]
+        # For slow readers: a 1 KiB stream window (no BDP probing to grow it), so that an undrained
+        # stream's output fills it and the server's writes wait on flow control.
+        self.slow_channel = grpc.aio.insecure_channel(address, options=[
+            ("grpc.use_local_subchannel_pool", 1), ("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)])
+        self.slow_stub = pb_grpc.InferenceStub(self.slow_channel)
         self.raw = {m: [c.unary_stream(f"/flint.v1.Inference/{m}") for c in self.channels] for m in ("Generate", "Chat")}
         self.raw.update({m: [c.unary_unary(f"/flint.v1.Inference/{m}") for c in self.channels]
                          for m in ("Tokenize", "Detokenize")})
@@ -203,7 +214,7 @@ class GrpcClients:
         return rng.randrange(len(self.channels))
 
     async def close(self):
-        for c in self.channels:
+        for c in self.channels + [self.slow_channel]:
             await c.close()
 
 
@@ -302,7 +313,7 @@ async def grpc_deadline(cl, rng, rid):
 
 async def grpc_slow_reader(cl, rng, rid):
     """Opens a stream with a longer output and reads nothing for a while."""
-    stub = cl.stubs[cl.pick(rng)]
+    stub = cl.slow_stub if rng.random() < 0.5 else cl.stubs[cl.pick(rng)]
     req = generate_request(rng, rid)
     req.stopping.max_tokens = ARGS.max_tokens * 3
     req.stopping.ignore_eos = True
@@ -660,7 +671,7 @@ async def slot(index, cl, http, end_time, seed):
     n = 0
     while time.monotonic() < end_time:
         scenario = rng.choices(names, weights)[0]
-        rid = f"soak-{index}-{n}"
+        rid = f"{RUN_ID}-{index}-{n}"
         n += 1
         coro = {
             "grpc-generate": lambda: grpc_stream(cl, rng, False, rid),
@@ -685,7 +696,7 @@ async def killer(address, http, end_time, seed):
     n = 0
     while time.monotonic() < end_time - 5:
         await asyncio.sleep(rng.uniform(3, 10))
-        await killed_client(address, http, rng, f"soak-kill-{n}")
+        await killed_client(address, http, rng, f"{RUN_ID}-kill-{n}")
         n += 1
 
 
@@ -839,7 +850,7 @@ def check_rss(rss, rss_idle, load_end, t_idle):
     return ok
 
 
-END_LINE = re.compile(r"^flintd: (?:Generate|Chat|HTTP chat|HTTP completion) \d+ (soak-\S+): (.*)$", re.M)
+END_LINE = re.compile(r"^flintd: (?:Generate|Chat|HTTP chat|HTTP completion) \d+ (\S+): (.*)$", re.M)
 
 
 def check_log(log):
@@ -847,7 +858,8 @@ def check_log(log):
     of ours may have two, and each one the client saw finish must have one."""
     lines = collections.defaultdict(list)
     for m in END_LINE.finditer(log):
-        lines[m.group(1)].append(m.group(2))
+        if m.group(1).startswith(RUN_ID + "-"):
+            lines[m.group(1)].append(m.group(2))
     twice = {rid: ends for rid, ends in lines.items() if len(ends) > 1}
     missing = [rid for rid in TALLY.finished_ids if rid not in lines]
     print(f"soak: flintd's log: {sum(map(len, lines.values()))} end lines for {len(lines)} request ids; "
