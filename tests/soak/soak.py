@@ -154,6 +154,22 @@ def priority(rng):
     return rng.choice([-3, 0, 0, 0, 0, 0, 5])
 
 
+# The scheduler runs higher priorities first, without aging: under a load that never lets up,
+# a low-priority request may wait for ever. Its client's deadline is the way out, so those get one.
+LOW_PRIORITY_DEADLINE = 60.0
+
+
+def start_call(stub, req, timeout=None):
+    """Starts Generate or Chat (by the request's type); a low-priority request gets a deadline."""
+    if req.priority < 0 and timeout is None:
+        timeout = LOW_PRIORITY_DEADLINE
+    return (stub.Chat if isinstance(req, pb.ChatRequest) else stub.Generate)(req, timeout=timeout)
+
+
+def allowed_for(req, allowed):
+    return allowed | {"status:DEADLINE_EXCEEDED"} if req.priority < 0 else allowed
+
+
 def stopping(rng):
     # Stop strings now and then (text held back across tokens), and sometimes logprobs.
     stop = rng.sample([" the", ".", "\n", "a", ","], rng.randint(1, 3)) if rng.random() < 0.25 else []
@@ -279,9 +295,9 @@ def expect(result, allowed):
 
 
 async def grpc_stream(cl, rng, chat, rid):
-    stub = cl.stubs[cl.pick(rng)]
-    call = stub.Chat(chat_request(rng, rid)) if chat else stub.Generate(generate_request(rng, rid))
-    return expect(await read_grpc(call), NORMAL_GRPC)
+    req = chat_request(rng, rid) if chat else generate_request(rng, rid)
+    call = start_call(cl.stubs[cl.pick(rng)], req)
+    return expect(await read_grpc(call), allowed_for(req, NORMAL_GRPC))
 
 
 async def grpc_cancel(cl, rng, rid):
@@ -290,7 +306,7 @@ async def grpc_cancel(cl, rng, rid):
     req = generate_request(rng, rid)
     req.stopping.max_tokens = max(req.stopping.max_tokens, 6)
     req.stopping.ignore_eos = True
-    call = stub.Generate(req)
+    call = start_call(stub, req)
     k = rng.randint(0, 3)
     if k == 0:
         await asyncio.sleep(rng.uniform(0, 2))
@@ -298,7 +314,7 @@ async def grpc_cancel(cl, rng, rid):
         return "client-cancelled", ""
     outcome, detail = await read_grpc(call, limit_messages=k)
     if outcome != "open":
-        return expect((outcome, detail), NORMAL_GRPC)
+        return expect((outcome, detail), allowed_for(req, NORMAL_GRPC))
     call.cancel()
     return "client-cancelled", ""
 
@@ -307,7 +323,7 @@ async def grpc_deadline(cl, rng, rid):
     stub = cl.stubs[cl.pick(rng)]
     req = chat_request(rng, rid) if rng.random() < 0.5 else generate_request(rng, rid)
     timeout = rng.choice([0.001, 0.05, 0.3, 1.0, 3.0])
-    call = (stub.Chat if isinstance(req, pb.ChatRequest) else stub.Generate)(req, timeout=timeout)
+    call = start_call(stub, req, timeout)
     return expect(await read_grpc(call), NORMAL_GRPC | {"status:DEADLINE_EXCEEDED"})
 
 
@@ -318,9 +334,9 @@ async def grpc_slow_reader(cl, rng, rid):
     req.stopping.max_tokens = ARGS.max_tokens * 3
     req.stopping.ignore_eos = True
     req.logprobs.top_logprobs = 20  # bigger messages
-    call = stub.Generate(req)
+    call = start_call(stub, req)
     await asyncio.sleep(rng.uniform(5, 20))
-    return expect(await read_grpc(call), NORMAL_GRPC)
+    return expect(await read_grpc(call), allowed_for(req, NORMAL_GRPC))
 
 
 def bad_range_request(rng, rid):
