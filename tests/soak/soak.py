@@ -65,8 +65,8 @@ def parse_args():
     p.add_argument("--flintd", default=os.environ.get("FLINTD", "build/server/flintd"), help="the flintd binary")
     p.add_argument("--model", default=os.environ.get("FLINT_MODEL", "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     p.add_argument("--threads", type=int, default=2, help="flintd --threads (default 2)")
-    p.add_argument("--kv-cache-memory", default="64MiB",
-                   help="flintd --kv-cache-memory (default 64MiB: ~90 blocks, so a full batch preempts)")
+    p.add_argument("--kv-cache-memory", default="24MiB",
+                   help="flintd --kv-cache-memory (default 24MiB: 34 blocks of 16 tokens, so the batch preempts)")
     p.add_argument("--address", help="gRPC HOST:PORT of a running flintd (then none is started)")
     p.add_argument("--http-url", help="with --address: the HTTP API's base URL (none: no HTTP traffic)")
     p.add_argument("--pid", type=int, help="with --address: flintd's pid, for the RSS series")
