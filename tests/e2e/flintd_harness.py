@@ -1,4 +1,4 @@
-"""Test harness for flintd: Python stubs generated from proto/ at import time, a
+"""Test harness for flintd: the Python stubs (flint_stubs.py), a
 flintd process on a free loopback port, and helpers that read one stream whole.
 
 Environment: FLINTD (the flintd binary, default build/server/flintd) and
@@ -10,8 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,21 +41,7 @@ for _path, _how in ((FLINTD, "build it (cmake --build build --target flintd) or 
         raise RuntimeError(f"flintd_harness: {_path} not found: {_how}")
 
 
-def _generate_stubs():
-    """Compiles proto/flint/v1/inference.proto with grpc_tools into a temp dir and imports it."""
-    from grpc_tools import protoc
-
-    out = tempfile.mkdtemp(prefix="flint-stubs-")
-    rc = protoc.main(["protoc", f"-I{REPO / 'proto'}", f"--python_out={out}", f"--grpc_python_out={out}",
-                      str(REPO / "proto/flint/v1/inference.proto")])
-    if rc != 0:
-        raise RuntimeError(f"protoc failed ({rc}) on proto/flint/v1/inference.proto")
-    sys.path.insert(0, out)
-    from flint.v1 import inference_pb2, inference_pb2_grpc  # noqa: E402
-    return inference_pb2, inference_pb2_grpc
-
-
-pb, pb_grpc = _generate_stubs()
+from flint_stubs import pb, pb_grpc  # noqa: E402  (after the checks above)
 
 OK = grpc.StatusCode.OK
 SERVING = health_pb2.HealthCheckResponse.SERVING
