@@ -325,11 +325,7 @@ void HttpServer::stop() {
 
 void HttpServer::generate(Kind kind, const httplib::Request& req, httplib::Response& res) {
   Json body;
-  try {
-    body = Json::parse(req.body);
-  } catch (const Json::parse_error& e) {
-    return reply_error(res, {400, std::string("the request body is not valid JSON: ") + e.what(), ""});
-  }
+  if (HttpError error = openai::parse_body(req.body, body); !error.ok()) return reply_error(res, error);
   const std::string request_id = req.get_header_value("X-Request-Id");
   openai::ResponseOptions options;
   PreparedRequest prepared;
