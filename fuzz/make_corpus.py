@@ -170,6 +170,19 @@ def make_safetensors():
     write("safetensors", "tiny-llama-truncated", real[:8 + n + 64])
 
 
+# ---- config.json
+def make_config_json():
+    for name in ("tiny-llama", "tiny-qwen2", "tiny-qwen3"):
+        write("config_json", name, (DATA / name / "config.json").read_bytes())
+    j = json.loads((DATA / "tiny-llama" / "config.json").read_text())
+    j["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 8192}
+    write("config_json", "llama3-rope-scaling", json.dumps(j))
+    write("config_json", "heads-not-dividing", json.dumps(dict(j, num_key_value_heads=3)))
+    write("config_json", "huge-layers", json.dumps(dict(j, num_hidden_layers=1e30)))
+    write("config_json", "unknown-architecture", json.dumps(dict(j, architectures=["GPT2LMHeadModel"])))
+
+
 # ---- tokenizer.json / tokenizer_config.json
 def make_tokenizer_json():
     for name in ("llama3", "qwen2"):
@@ -318,6 +331,7 @@ def main():
     clear_seeds()
     make_gguf()
     make_safetensors()
+    make_config_json()
     make_tokenizer_json()
     make_roundtrip()
     make_chat_template()

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 build=${1:-build-fuzz}
 seconds=${2:-20}
-targets=${FUZZ_TARGETS:-"gguf safetensors tokenizer_json tokenizer_roundtrip chat_template request openai_json"}
+targets=${FUZZ_TARGETS:-"gguf safetensors config_json tokenizer_json tokenizer_roundtrip chat_template request openai_json"}
 rss_limit_mb=${FUZZ_RSS_LIMIT_MB:-4096}
 timeout_s=${FUZZ_TIMEOUT_S:-10}  # one input taking longer than this is a finding
 
