@@ -66,7 +66,7 @@ for t in $targets; do
   else
     failed=1
     artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
-    kind=$(grep -m1 -oE 'ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|libFuzzer): [a-zA-Z -]+|runtime error: .*|invariant failed: .*|deadly signal|timeout after [0-9]+ seconds|out-of-memory' "$log" || true)
+    kind=$(grep -m1 -oE 'ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|libFuzzer): [a-zA-Z0-9 ().:;-]+|runtime error: .*|invariant failed: .*|deadly signal|timeout after [0-9]+ seconds|out-of-memory' "$log" || true)
     echo "fuzz_$t: FAILED (exit $rc) after ${execs:-?} execs in ${elapsed} s: ${kind:-see log}"
     echo "  reproducer: ${artifact:-none written} (run: $bin ${artifact:-<input>})"
     echo "  log: $log"
