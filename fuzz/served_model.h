@@ -4,8 +4,8 @@
 #include <cstddef>
 #include <vector>
 
-#include "fuzz/fuzz_common.h"
 #include "engine/request.h"
+#include "fuzz/fuzz_common.h"
 #include "server/request_prep.h"
 
 namespace flint::fuzz {
