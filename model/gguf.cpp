@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <ostream>
+#include <utility>
 
 #include "common/checked.h"
 #include "common/error.h"
@@ -243,11 +244,20 @@ std::string_view ggml_type_name(uint32_t id) {
   return id < n ? kGgmlTypeNames[id] : std::string_view();
 }
 
-GgufFile::GgufFile(const std::string& path) : file_(path) { parse(); }
+GgufFile::GgufFile(const std::string& path) : file_(std::in_place, path), path_(path) {
+  data_ = file_->data();
+  size_ = file_->size();
+  parse();
+}
+
+GgufFile::GgufFile(const uint8_t* data, size_t size, std::string label)
+    : path_(std::move(label)), data_(data), size_(size) {
+  parse();
+}
 
 void GgufFile::parse() {
-  Reader r(file_.path(), file_.data(), file_.size());
-  const uint64_t file_size = file_.size();
+  Reader r(path_, data_, size_);
+  const uint64_t file_size = size_;
 
   if (file_size < 4) r.bad("not a GGUF file: only ", file_size, " bytes");
   const uint32_t magic = r.read<uint32_t>("magic");
@@ -354,7 +364,7 @@ void GgufFile::parse() {
       r.bad("tensor ", t.name, ": data offset ", infos[i].offset, " + size ", infos[i].nbytes, " overflows");
     if (*end > file_size)
       r.bad("tensor ", t.name, ": data [", *begin, ", ", *end, ") past end of file (size ", file_size, ")");
-    t.data = file_.data() + *begin;
+    t.data = data_ + *begin;
   }
 }
 

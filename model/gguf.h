@@ -50,6 +50,11 @@ class GgufFile : public WeightSource {
   // Every tensor's data lies inside the file and is a whole number of blocks
   // per row (ne0 % block_size == 0); its offset is a multiple of alignment().
   explicit GgufFile(const std::string& path);
+  // Parses the GGUF bytes data[0, size) the same way, without a file: the bytes
+  // must outlive this object (tensor data points into them); `label` stands for the
+  // path in messages and path(). For tests and fuzz/ (ASan sees reads past `size`
+  // here, which a page-padded mapping would hide).
+  GgufFile(const uint8_t* data, size_t size, std::string label);
 
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
@@ -72,12 +77,15 @@ class GgufFile : public WeightSource {
 
   const Tensor* find(std::string_view name) const override;
   const std::vector<Tensor>& tensors() const override { return tensors_; }
-  const std::string& path() const { return file_.path(); }
+  const std::string& path() const { return path_; }
 
  private:
   void parse();
 
-  MappedFile file_;
+  std::optional<MappedFile> file_;  // absent when parsing caller-owned bytes
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   std::map<std::string, GgufValue, std::less<>> metadata_;

@@ -52,7 +52,8 @@ std::optional<uint64_t> parse_size(const std::string& text) {
   while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
   if (i == 0) return std::nullopt;
   char* end = nullptr;
-  const double value = std::strtod(text.substr(0, i).c_str(), &end);
+  const std::string number = text.substr(0, i);  // named: `end` points into it below
+  const double value = std::strtod(number.c_str(), &end);
   if (!end || *end != '\0' || !std::isfinite(value) || value < 0) return std::nullopt;
   const std::string unit = text.substr(i);
   double scale = 0;

@@ -356,11 +356,7 @@ void HttpServer::generate(Kind kind, const httplib::Request& req, httplib::Respo
     reply_error(res, error);
   };
   Json body;
-  try {
-    body = Json::parse(req.body);
-  } catch (const Json::parse_error& e) {
-    return refuse({400, std::string("the request body is not valid JSON: ") + e.what(), ""});
-  }
+  if (HttpError error = openai::parse_body(req.body, body); !error.ok()) return refuse(error);
   const std::string request_id = req.get_header_value("X-Request-Id");
   openai::ResponseOptions options;
   PreparedRequest prepared;

@@ -28,8 +28,14 @@ void log_handler(google::protobuf::LogLevel level, const char* filename, int lin
   std::fprintf(stderr, "[libprotobuf %s %s:%d] %s\n", kLevels[level < 4 ? level : 3], filename, line, message.c_str());
 }
 
+void install_log_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] { google::protobuf::SetLogHandler(&log_handler); });
+}
+
 template <class T>
 grpc::Status parse(const grpc::ByteBuffer* request, T& message) {
+  install_log_handler();  // parse_and_prepare may run without a service (fuzz/)
   grpc::ByteBuffer copy(*request);  // shares the slices
   grpc::ProtoBufferReader reader(&copy);
   std::string log;
@@ -204,8 +210,7 @@ class InferenceService::StreamReactor final : public grpc::ServerWriteReactor<gr
 
 InferenceService::InferenceService(Engine& engine, const ServedModel& model, v1::ModelInfo info, bool log_requests)
     : engine_(engine), model_(model), info_(std::move(info)), log_requests_(log_requests) {
-  static std::once_flag once;
-  std::call_once(once, [] { google::protobuf::SetLogHandler(&log_handler); });
+  install_log_handler();
 }
 
 grpc::Status InferenceService::authenticate(const grpc::CallbackServerContext& context, ApiKeys::Key*& key) const {
@@ -224,6 +229,27 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::refuse(const grpc:
 }
 
 template <class Request>
+grpc::Status parse_and_prepare(const grpc::ByteBuffer& request_bytes, const ServedModel& model,
+                               PreparedRequest& prepared) {
+  Request request;
+  if (grpc::Status s = parse(&request_bytes, request); !s.ok()) return s;
+  Status status;
+  try {
+    if constexpr (std::is_same_v<Request, v1::GenerateRequest>)
+      status = prepare_generate(request, model, prepared);
+    else
+      status = prepare_chat(request, model, prepared);
+  } catch (const Error& e) {  // the tokenizer refusing its input
+    status = {StatusCode::InvalidArgument, e.what()};
+  }
+  return grpc_status(status);
+}
+template grpc::Status parse_and_prepare<v1::GenerateRequest>(const grpc::ByteBuffer&, const ServedModel&,
+                                                             PreparedRequest&);
+template grpc::Status parse_and_prepare<v1::ChatRequest>(const grpc::ByteBuffer&, const ServedModel&,
+                                                         PreparedRequest&);
+
+template <class Request>
 grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::stream(grpc::CallbackServerContext* context,
                                                                      const grpc::ByteBuffer* request_bytes,
                                                                      const char* method) {
@@ -237,19 +263,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::stream(grpc::Callb
       return refuse({grpc::StatusCode::RESOURCE_EXHAUSTED, key_limit_message(*key, api_keys_->limit_of(*key))});
     lease = std::move(*acquired);
   }
-  Request request;
-  if (grpc::Status s = parse(request_bytes, request); !s.ok()) return refuse(s);
   PreparedRequest prepared;
-  Status status;
-  try {
-    if constexpr (std::is_same_v<Request, v1::GenerateRequest>)
-      status = prepare_generate(request, model_, prepared);
-    else
-      status = prepare_chat(request, model_, prepared);
-  } catch (const Error& e) {  // the tokenizer refusing its input
-    status = {StatusCode::InvalidArgument, e.what()};
-  }
-  if (!status.ok()) return refuse(grpc_status(status));
+  if (grpc::Status s = parse_and_prepare<Request>(*request_bytes, model_, prepared); !s.ok()) return refuse(s);
   prepared.request.deadline = deadline_of(*context);
   SubmitResult submitted = engine_.submit(prepared.request);
   if (!submitted.status.ok()) return refuse(grpc_status(submitted.status));

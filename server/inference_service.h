@@ -21,6 +21,14 @@ namespace flint::server {
 // The engine's status codes as gRPC's.
 grpc::StatusCode to_grpc(StatusCode code);
 
+// What Generate (Request = v1::GenerateRequest) and Chat (v1::ChatRequest) do with a
+// call's bytes before the engine sees them: parse (INVALID_ARGUMENT naming a string
+// field that is not UTF-8, or malformed bytes), then prepare_generate / prepare_chat
+// (the tokenizer refusing its input is INVALID_ARGUMENT too). fuzz/ calls it as is.
+template <class Request>
+grpc::Status parse_and_prepare(const grpc::ByteBuffer& request_bytes, const ServedModel& model,
+                               PreparedRequest& prepared);
+
 class InferenceService final
     : public v1::Inference::WithRawCallbackMethod_Generate<v1::Inference::WithRawCallbackMethod_Chat<
           v1::Inference::WithRawCallbackMethod_Tokenize<v1::Inference::WithRawCallbackMethod_Detokenize<

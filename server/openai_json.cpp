@@ -180,6 +180,15 @@ Json chunk(const ResponseHead& head, Json choice) {
 
 }  // namespace
 
+HttpError parse_body(std::string_view body, Json& out) {
+  try {
+    out = Json::parse(body);
+  } catch (const Json::exception& e) {
+    return {400, std::string("the request body is not valid JSON: ") + e.what(), ""};
+  }
+  return {};
+}
+
 HttpError parse_chat_request(const Json& body, std::string_view served_model, v1::ChatRequest& out,
                              ResponseOptions& options) {
   out.Clear();

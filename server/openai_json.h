@@ -54,6 +54,10 @@ struct ResponseOptions {
   int32_t top_logprobs = 0;    // and this many alternatives
 };
 
+// The HTTP body as JSON; 400 when it is not: malformed, or a number past double's
+// range (nlohmann throws out_of_range for 1e400, not parse_error).
+HttpError parse_body(std::string_view body, Json& out);
+
 // Body → request. 400 for a field of the wrong type or an unsupported value
 // (n > 1, non-text content parts), 404 for another model's name.
 HttpError parse_chat_request(const Json& body, std::string_view served_model, v1::ChatRequest& out,

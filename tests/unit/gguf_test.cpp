@@ -174,6 +174,25 @@ TEST_P(GgufVersion, ReadsMetadataAndTensors) {
 
 INSTANTIATE_TEST_SUITE_P(GgufV2AndV3, GgufVersion, ::testing::Values(2u, 3u));
 
+TEST(GgufRead, ParsesCallerOwnedBytesLikeAFile) {
+  const std::vector<uint8_t> bytes = sample_writer(3).build();
+  GgufFile g(bytes.data(), bytes.size(), "in-memory.gguf");
+  EXPECT_EQ(g.path(), "in-memory.gguf");
+  EXPECT_EQ(g.require_string("general.architecture"), "llama");
+  const Tensor& norm = g.get("output_norm.weight");
+  EXPECT_GE(norm.data, bytes.data());  // tensor data points into the caller's bytes
+  EXPECT_LE(norm.data + norm.nbytes, bytes.data() + bytes.size());
+  float values[4];
+  std::memcpy(values, norm.data, 16);
+  EXPECT_EQ(values[3], 4.0f);
+  try {
+    GgufFile truncated(bytes.data(), bytes.size() - 1, "in-memory.gguf");
+    ADD_FAILURE() << "a truncated buffer parsed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("in-memory.gguf: tensor token_embd.weight"), std::string::npos) << e.what();
+  }
+}
+
 TEST(GgufRead, HonoursCustomAlignment) {
   for (uint32_t align : {1u, 8u, 64u, 4096u}) {
     GgufWriter w;

@@ -18,6 +18,21 @@ HttpError completion(const char* json, v1::GenerateRequest& out, ResponseOptions
   return parse_completion_request(Json::parse(json), kModel, out, options);
 }
 
+// Found by fuzz/openai_json_fuzz.cpp: nlohmann throws out_of_range, not parse_error,
+// for a number past double's range, and the HTTP server answered 500.
+TEST(OpenAiRequest, BodyWithANumberPastDoubleRangeIs400NotAnException) {
+  Json body;
+  HttpError e = parse_body(R"({"prompt": "a", "max_tokens": 1e400})", body);
+  EXPECT_EQ(e.status, 400);
+  EXPECT_NE(e.message.find("not valid JSON"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("1e400"), std::string::npos) << e.message;
+  e = parse_body(R"({"messages": [{"role": "user", "content": "Hi"}])", body);
+  EXPECT_EQ(e.status, 400);
+  e = parse_body(R"({"prompt": "a", "max_tokens": 1e300})", body);
+  ASSERT_TRUE(e.ok()) << e.message;
+  EXPECT_DOUBLE_EQ(body["max_tokens"].get<double>(), 1e300);
+}
+
 TEST(OpenAiRequest, EverySamplingStoppingAndExtensionFieldLandsInItsProtoField) {
   v1::ChatRequest r;
   ResponseOptions o;
