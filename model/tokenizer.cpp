@@ -120,7 +120,9 @@ Tokenizer::Impl::Impl(VocabSpec spec)
 
   merges.reserve(spec.merges.size());
   for (size_t rank = 0; rank < spec.merges.size(); ++rank) {
-    const auto& [left, right] = spec.merges[rank];
+    // Not a structured binding: clang before 16 cannot capture one in the lambda below.
+    const std::string& left = spec.merges[rank].first;
+    const std::string& right = spec.merges[rank].second;
     const auto find = [&](const std::string& text) {
       auto it = index.find(text);
       if (it == index.end())
