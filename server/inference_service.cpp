@@ -135,6 +135,11 @@ class InferenceService::StreamReactor final : public grpc::ServerWriteReactor<gr
   void OnCancel() override { service_.engine_.cancel(stream_->id()); }
 
   void OnDone() override {
+    // gRPC calls OnDone after every other reaction (OnWriteDone's pump()) has
+    // returned, ordered by its own synchronization; in Debian's uninstrumented
+    // libgrpc TSan cannot see that (scripts/test-sanitizers.sh), so take mu_, which
+    // the constructor's and every later pump() held, to make the order explicit.
+    { std::lock_guard lock(mu_); }
     {
       std::lock_guard lock(link_->mu);  // waits out a listener call in progress
       link_->reactor = nullptr;
