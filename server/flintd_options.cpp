@@ -51,8 +51,10 @@ std::optional<uint64_t> parse_size(const std::string& text) {
   size_t i = 0;
   while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
   if (i == 0) return std::nullopt;
+  // Named: `end` points into it, so it must outlive the check below (ASan found a
+  // temporary destroyed before *end was read).
+  const std::string number = text.substr(0, i);
   char* end = nullptr;
-  const std::string number = text.substr(0, i);  // named: `end` points into it below
   const double value = std::strtod(number.c_str(), &end);
   if (!end || *end != '\0' || !std::isfinite(value) || value < 0) return std::nullopt;
   const std::string unit = text.substr(i);

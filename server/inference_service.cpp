@@ -140,9 +140,18 @@ class InferenceService::StreamReactor final : public grpc::ServerWriteReactor<gr
 
   // The client cancelled, disconnected or ran out of deadline: the sequence leaves
   // the batch at the next step and its Cancelled final event ends the call.
-  void OnCancel() override { service_.engine_.cancel(stream_->id()); }
+  void OnCancel() override {
+    { std::lock_guard lock(mu_); }  // orders this after the constructor for TSan: see OnDone
+    service_.engine_.cancel(stream_->id());
+  }
 
   void OnDone() override {
+    // gRPC calls OnDone after every other reaction (OnWriteDone's pump()) has
+    // returned, and any reaction after the constructor, ordered by its own
+    // synchronization; in Debian's uninstrumented libgrpc TSan cannot see that
+    // (scripts/test-sanitizers.sh), so take mu_, which the constructor's and every
+    // later pump() held, to make the order explicit.
+    { std::lock_guard lock(mu_); }
     {
       std::lock_guard lock(link_->mu);  // waits out a listener call in progress
       link_->reactor = nullptr;

@@ -3,7 +3,10 @@ flintd process on a free loopback port, and helpers that read one stream whole.
 
 Environment: FLINTD (the flintd binary, default build/server/flintd) and
 FLINT_MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf), both relative to
-the repository root when not absolute.
+the repository root when not absolute; FLINT_TEST_SLOWDOWN (default 1), how many
+times slower than a Release build this flintd runs (a sanitizer build:
+scripts/test-sanitizers.sh): it scales the time the tests allow work to take
+(scaled()), never a deadline a test sets to see it expire.
 """
 import ctypes
 import os
@@ -35,6 +38,15 @@ def _repo_path(env, default):
 
 FLINTD = _repo_path("FLINTD", "build/server/flintd")
 FLINT_MODEL = _repo_path("FLINT_MODEL", "models/SmolLM2-135M-Instruct.Q4_1.gguf")
+SLOWDOWN = float(os.environ.get("FLINT_TEST_SLOWDOWN") or 1)
+if SLOWDOWN < 1:
+    raise RuntimeError(f"flintd_harness: FLINT_TEST_SLOWDOWN={SLOWDOWN}: want a factor >= 1")
+
+
+def scaled(seconds):
+    """A time allowed for work, tuned for a Release build, on this build (FLINT_TEST_SLOWDOWN)."""
+    return seconds * SLOWDOWN
+
 for _path, _how in ((FLINTD, "build it (cmake --build build --target flintd) or set FLINTD"),
                     (FLINT_MODEL, "run scripts/fetch-model.sh or set FLINT_MODEL")):
     if not _path.is_file():
@@ -80,7 +92,7 @@ class Flintd:
     Flags given later override the defaults here. `channel_credentials`:
     grpc.ssl_channel_credentials for a flintd serving TLS."""
 
-    def __init__(self, log_dir, *flags, threads=2, startup_timeout=120.0, channel_credentials=None):
+    def __init__(self, log_dir, *flags, threads=2, startup_timeout=scaled(120.0), channel_credentials=None):
         self.log_path = Path(log_dir) / f"flintd-{os.getpid()}-{time.monotonic_ns()}.log"
         self.args = [str(FLINTD), "--model", str(FLINT_MODEL), "--host", "127.0.0.1", "--port", "0",
                      "--threads", str(threads), *HTTP_FLAGS, *map(str, flags)]
@@ -145,7 +157,7 @@ class Flintd:
             self.proc.kill()
             self.proc.wait(10)
 
-    def close(self, grace=10.0):
+    def close(self, grace=scaled(10.0)):
         """SIGTERM, then SIGKILL after `grace` seconds; closes the channel and the log."""
         self.channel.close()
         if self.proc.poll() is None:
@@ -196,13 +208,13 @@ def read_stream(call):
     return result
 
 
-def call_rpc(stub, request, timeout=120, **kwargs):
+def call_rpc(stub, request, timeout=scaled(120), **kwargs):
     """Starts Generate or Chat, chosen by the request's type."""
     method = stub.Chat if isinstance(request, pb.ChatRequest) else stub.Generate
     return method(request, timeout=timeout, **kwargs)
 
 
-def run(stub, request, timeout=120):
+def run(stub, request, timeout=scaled(120)):
     return read_stream(call_rpc(stub, request, timeout=timeout))
 
 
@@ -265,7 +277,7 @@ def same_output(a, b, what, seeded=True):
         assert y.chosen.logprob == pytest.approx(x.chosen.logprob, abs=1e-3), what
 
 
-def wait_for_idle_stats(stub, timeout=10.0):
+def wait_for_idle_stats(stub, timeout=scaled(10.0)):
     """GetServerStats once nothing runs or waits, or the last snapshot after `timeout` s."""
     end = time.monotonic() + timeout
     while True:

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from flintd_harness import FLINTD, REPO, chat, pb, run
+from flintd_harness import FLINTD, REPO, chat, pb, run, scaled
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -88,7 +88,7 @@ def ask(browser, text):
     prompt.send_keys(Keys.ENTER)
 
 
-def wait_finished(browser, timeout=90):
+def wait_finished(browser, timeout=scaled(90)):
     WebDriverWait(browser, timeout, poll_frequency=0.05).until(lambda b: stats(b)["state"] in FINISHED)
     return stats(browser)
 
@@ -112,7 +112,7 @@ def test_answer_streams_in_with_speed_and_matches_grpc(base_url, browser, stub):
     ask(browser, QUESTION)
     # Sample the answer while it streams: it must be seen growing, not appear at once.
     seen = []
-    end = time.monotonic() + 90
+    end = time.monotonic() + scaled(90)
     while time.monotonic() < end:
         s = stats(browser)
         text = last_answer(browser)
@@ -149,18 +149,18 @@ def test_answer_streams_in_with_speed_and_matches_grpc(base_url, browser, stub):
 def test_stop_aborts_the_stream_and_the_server_frees_the_sequence(base_url, browser, stub):
     open_page(browser, base_url, temperature=0.8, max_tokens=1000)
     ask(browser, "Tell me a very long story about a lighthouse keeper.")
-    WebDriverWait(browser, 60, poll_frequency=0.05).until(
+    WebDriverWait(browser, scaled(60), poll_frequency=0.05).until(
         lambda b: stats(b)["contentChunks"] >= 2 or stats(b)["state"] in FINISHED)
     assert stats(browser)["state"] == "streaming", stats(browser)
     browser.find_element(By.ID, "stop").click()
-    s = wait_finished(browser, timeout=10)
+    s = wait_finished(browser, timeout=scaled(10))
     assert s["state"] == "stopped", s
     assert browser.find_element(By.ID, "send").is_displayed()
     assert "stopped" in browser.find_elements(By.CSS_SELECTOR, ".msg.assistant .stats")[-1].text
     # The partial answer stays in the conversation.
     history = browser.execute_script("return window.flintChat.history")
     assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["content"]
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + scaled(15)
     while True:
         server_stats = stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5)
         if server_stats.num_running == 0 and server_stats.num_waiting == 0:

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from flintd_harness import (MAX_QUEUE, MAX_RUNNING_SEQS, SERVING, assert_ok, call_rpc, chat, gen, pb,
-                            pb_grpc, prompt_tokens_of, run, same_output, sampling, wait_for_idle_stats)
+                            pb_grpc, prompt_tokens_of, run, same_output, sampling, scaled, wait_for_idle_stats)
 
 
 # ---------------------------------------------------------------- batching
@@ -212,7 +212,7 @@ def test_a_second_request_with_the_same_long_system_prompt_reuses_cached_prompt_
 # ---------------------------------------------------------------- cancel and deadline
 
 def start_and_cancel_after_first_delta(stub, request):
-    call = call_rpc(stub, request, timeout=60)
+    call = call_rpc(stub, request, timeout=scaled(60))
     it = iter(call)
     first = next(it)
     assert first.WhichOneof("event") == "delta"
@@ -225,7 +225,7 @@ def start_and_cancel_after_first_delta(stub, request):
 
 def assert_serving(server, stub):
     assert server.health_status() == SERVING
-    r = run(stub, gen("Hello", max_tokens=4), timeout=30)
+    r = run(stub, gen("Hello", max_tokens=4), timeout=scaled(30))
     assert_ok(r, "a request after")
 
 
@@ -280,7 +280,7 @@ def test_cancelled_and_expired_requests_give_their_kv_blocks_back(fresh_server):
 def test_a_client_that_disconnects_mid_stream_frees_its_sequence(server, stub, info):
     channel = grpc.insecure_channel(server.address)
     call = call_rpc(pb_grpc.InferenceStub(channel), gen("Tell me about deserts.", max_tokens=1000, ignore_eos=True),
-                    timeout=60)
+                    timeout=scaled(60))
     next(iter(call))
     channel.close()  # no cancel: the connection just goes away
     stats = wait_for_idle_stats(stub)
@@ -293,11 +293,11 @@ def test_server_stats_count_waiting_running_and_streams(stub, info):
     assert stats.num_kv_blocks == info.num_kv_blocks
     assert 0 <= stats.num_free_kv_blocks <= stats.num_kv_blocks
     assert not stats.draining
-    call = call_rpc(stub, gen("Tell me about forests.", max_tokens=1000, ignore_eos=True), timeout=60)
+    call = call_rpc(stub, gen("Tell me about forests.", max_tokens=1000, ignore_eos=True), timeout=scaled(60))
     it = iter(call)
     next(it)
     # Stats are published after each step: wait for the step after the first token.
-    end = time.monotonic() + 5
+    end = time.monotonic() + scaled(5)
     while True:
         busy = stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5)
         if busy.num_running == 1 or time.monotonic() > end:

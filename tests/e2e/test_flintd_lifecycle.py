@@ -8,7 +8,7 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2
 
-from flintd_harness import OK, SERVING, assert_ok, call_rpc, gen, pb, read_stream, run
+from flintd_harness import OK, SERVING, assert_ok, call_rpc, gen, pb, read_stream, run, scaled
 
 
 def test_a_full_waiting_queue_refuses_requests_with_resource_exhausted(fresh_server):
@@ -18,7 +18,7 @@ def test_a_full_waiting_queue_refuses_requests_with_resource_exhausted(fresh_ser
 
     def one(request):
         barrier.wait()
-        return run(d.stub, request, timeout=60)
+        return run(d.stub, request, timeout=scaled(60))
 
     with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
         results = list(pool.map(one, requests))
@@ -35,10 +35,11 @@ def test_a_full_waiting_queue_refuses_requests_with_resource_exhausted(fresh_ser
 
 
 def test_sigterm_drains_running_streams_refuses_new_ones_and_exits_zero(fresh_server):
-    drain_timeout = 20
+    drain_timeout = scaled(20)
     d = fresh_server("--drain-timeout", drain_timeout)
     max_tokens = 96
-    call = call_rpc(d.stub, gen("Tell me about rivers.", max_tokens=max_tokens, ignore_eos=True), timeout=60)
+    call = call_rpc(d.stub, gen("Tell me about rivers.", max_tokens=max_tokens, ignore_eos=True),
+                    timeout=scaled(60))
     it = iter(call)
     first = next(it)
     assert first.WhichOneof("event") == "delta"
@@ -49,7 +50,7 @@ def test_sigterm_drains_running_streams_refuses_new_ones_and_exits_zero(fresh_se
     seen = {}
 
     def probe():
-        end = time.monotonic() + 5
+        end = time.monotonic() + scaled(5)
         while time.monotonic() < end:
             try:
                 status = d.health_status(timeout=1)
@@ -78,29 +79,29 @@ def test_sigterm_drains_running_streams_refuses_new_ones_and_exits_zero(fresh_se
     drained = time.monotonic()
     d.proc.wait(drain_timeout + 10)
     assert d.proc.returncode == 0, d.log_tail()
-    assert time.monotonic() - drained < 5, \
+    assert time.monotonic() - drained < scaled(5), \
         f"flintd exited {time.monotonic() - drained:.1f} s after its last stream ended:\n{d.log_tail(5)}"
     assert time.monotonic() - signalled < drain_timeout
 
 
 def test_a_stream_still_running_at_the_drain_timeout_ends_unavailable_and_flintd_exits_zero(fresh_server):
     d = fresh_server("--drain-timeout", 1)
-    call = call_rpc(d.stub, gen("Tell me about lakes.", max_tokens=4000, ignore_eos=True), timeout=60)
+    call = call_rpc(d.stub, gen("Tell me about lakes.", max_tokens=4000, ignore_eos=True), timeout=scaled(60))
     it = iter(call)
     next(it)
     signalled = time.monotonic()
     d.terminate()
     rest = read_stream(it)
     assert rest.code == grpc.StatusCode.UNAVAILABLE, (rest.code, rest.details)
-    d.proc.wait(15)
+    d.proc.wait(scaled(15))
     assert d.proc.returncode == 0, d.log_tail()
-    assert time.monotonic() - signalled < 10
+    assert time.monotonic() - signalled < scaled(10)
 
 
 def test_sigint_on_an_idle_server_exits_zero_at_once(fresh_server):
     d = fresh_server()
     signalled = time.monotonic()
     d.proc.send_signal(signal.SIGINT)
-    d.proc.wait(10)
+    d.proc.wait(scaled(10))
     assert d.proc.returncode == 0, d.log_tail()
-    assert time.monotonic() - signalled < 5
+    assert time.monotonic() - signalled < scaled(5)

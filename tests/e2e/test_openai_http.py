@@ -17,14 +17,14 @@ import uuid
 import openai
 import pytest
 
-from flintd_harness import HTTP_FLAGS, assert_ok, chat, gen, pb, prompt_tokens_of, run, wait_for_idle_stats
+from flintd_harness import HTTP_FLAGS, assert_ok, chat, gen, pb, prompt_tokens_of, run, scaled, wait_for_idle_stats
 
 pytestmark = pytest.mark.skipif(not HTTP_FLAGS, reason="this flintd has no HTTP API (no --http-port flag)")
 
 
 def make_client(server, api_key="unused", **kw):
     """An OpenAI client for `server`'s HTTP API; no retries, so a 429 or 503 shows as itself."""
-    return openai.OpenAI(base_url=server.http_url + "/v1", api_key=api_key, max_retries=0, timeout=60, **kw)
+    return openai.OpenAI(base_url=server.http_url + "/v1", api_key=api_key, max_retries=0, timeout=scaled(60), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -461,7 +461,7 @@ def test_a_full_waiting_queue_is_a_429_rate_limit_error(fresh_server):
 
 
 def test_while_draining_health_is_503_and_new_requests_are_503_while_running_streams_finish(fresh_server):
-    d = fresh_server("--drain-timeout", 20)
+    d = fresh_server("--drain-timeout", scaled(20))
     model = served_model(d)
     with make_client(d) as c:
         stream = c.completions.create(model=model, prompt="Tell me about rivers.", max_tokens=24, stream=True,
@@ -469,7 +469,7 @@ def test_while_draining_health_is_503_and_new_requests_are_503_while_running_str
         it = iter(stream)
         first = next(it)
         d.terminate()
-        end = time.monotonic() + 5
+        end = time.monotonic() + scaled(5)
         while http_call(d, "GET", "/health")[0] == 200 and time.monotonic() < end:
             time.sleep(0.01)
         assert http_call(d, "GET", "/health")[0] == 503
@@ -479,7 +479,7 @@ def test_while_draining_health_is_503_and_new_requests_are_503_while_running_str
         rest = list(it)
     text = first.choices[0].text + "".join(ch.choices[0].text for ch in rest if ch.choices)
     assert rest[-1].choices[0].finish_reason == "length", text
-    d.proc.wait(20)
+    d.proc.wait(scaled(20))
     assert d.proc.returncode == 0, d.log_tail()
 
 
@@ -497,7 +497,7 @@ def test_a_stream_cut_short_by_the_drain_timeout_ends_with_an_error_event_the_cl
                 pass
     assert not isinstance(e.value, openai.APIConnectionError), "the stream ended without an error event"
     assert e.value.body["type"] == "service_unavailable", e.value.body
-    d.proc.wait(15)
+    d.proc.wait(scaled(15))
     assert d.proc.returncode == 0, d.log_tail()
 
 
@@ -508,7 +508,7 @@ def test_a_client_that_closes_a_stream_mid_way_frees_its_sequence(server, stub, 
         stream = c.chat.completions.create(model=model, messages=[{"role": "user", "content": "Tell me about deserts."}],
                                            max_tokens=1000, stream=True, extra_body={"ignore_eos": True})
         next(iter(stream))
-        end = time.monotonic() + 5  # stats are published after each step
+        end = time.monotonic() + scaled(5)  # stats are published after each step
         while stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5).num_running != 1:
             assert time.monotonic() < end, "the stream never ran"
             time.sleep(0.02)
@@ -524,11 +524,11 @@ def test_a_client_that_leaves_before_its_json_answer_frees_its_sequence(server, 
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     body = json.dumps({"model": model, "prompt": "Tell me about deserts.", "max_tokens": 1000, "ignore_eos": True})
     conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
-    end = time.monotonic() + 5
+    end = time.monotonic() + scaled(5)
     while stub.GetServerStats(pb.GetServerStatsRequest(), timeout=5).num_running != 1:
         assert time.monotonic() < end, "the request never ran"
         time.sleep(0.02)
     conn.close()  # before the answer: 1000 tokens take seconds here
-    stats = wait_for_idle_stats(stub, timeout=5)
+    stats = wait_for_idle_stats(stub, timeout=scaled(5))
     assert (stats.num_running, stats.num_waiting, stats.num_active_streams) == (0, 0, 0), stats
     assert stats.num_free_kv_blocks == info.num_kv_blocks, stats

@@ -302,6 +302,9 @@ TEST(FlintdOptions, SizesReadBinaryAndDecimalUnits) {
   EXPECT_EQ(parse_size("4096"), 4096ull);
   EXPECT_FALSE(parse_size("MiB"));
   EXPECT_FALSE(parse_size("3 parsecs"));
+  // The number ends where strtod stops reading it, before "GiB": refused (under
+  // ASan this read once went past the end of a destroyed temporary).
+  EXPECT_FALSE(parse_size("1.2.3GiB"));
 }
 
 }  // namespace

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The tests under sanitizers, with clang (CUDA off, no -march=native):
+#   asan: build-asan (FLINT_SANITIZE=address: ASan + UBSan): the unit tests and
+#         the end-to-end suites (e2e.flintd, e2e.flint_client, e2e.flint_run).
+#   tsan: build-tsan (FLINT_SANITIZE=thread): the unit tests of the threaded parts
+#         (engine, scheduler, request streams, thread pool, server) and the
+#         end-to-end tests that run streams concurrently, cancel them and drain.
+# Any sanitizer report fails the run: the runtimes halt on the first error, and
+# each writes its reports to files under build-*/sanitizer-reports, which are
+# printed and counted at the end (a flintd the harness stops with SIGTERM or
+# SIGKILL has no exit code a test looks at).
+# The ASan tree is also the fuzz tree (FLINT_FUZZ=ON): scripts/fuzz.sh runs every
+# libFuzzer target in it for FUZZ_SECONDS (default 10) each.
+#   scripts/test-sanitizers.sh [--ci] [asan] [tsan]     (default: both)
+# --ci (set by .ci/run): the end-to-end phases run a chosen part of each suite (the
+# bad-request, security, metrics, concurrency, cancel, disconnect and drain tests),
+# keeping CI inside its time; without it they run whole.
+# Expects what scripts/setup.sh makes: Debian's packages (clang too), the default model, .venv.
+# Env: FLINT_TEST_SLOWDOWN (default 4 under ASan, 10 under TSan) scales the
+# end-to-end tests' timeouts, which are tuned for a Release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+ci=0
+if [ "${1:-}" = --ci ]; then ci=1; shift; fi
+phases=("$@")
+[ ${#phases[@]} -gt 0 ] || phases=(asan tsan)
+for p in "${phases[@]}"; do
+  case $p in asan | tsan) ;; *) echo "usage: $0 [--ci] [asan] [tsan]" >&2; exit 2 ;; esac
+done
+jobs=$(nproc)
+launcher=()
+if command -v ccache >/dev/null; then
+  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
+
+timings=()
+phase_start=0
+begin() { echo "==== $1 ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"; phase_start=$SECONDS; }
+end() { timings+=("$(printf '%-32s %4d s' "$1" $((SECONDS - phase_start)))"); }
+
+# configure_and_build DIR SANITIZER FUZZ TARGET...
+configure_and_build() {
+  local dir=$1 sanitizer=$2 fuzz=$3; shift 3
+  CC=clang CXX=clang++ cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFLINT_CUDA=OFF \
+    -DFLINT_SANITIZE="$sanitizer" -DFLINT_FUZZ="$fuzz" "${launcher[@]}" >"$dir.configure.log" 2>&1 ||
+    { cat "$dir.configure.log"; return 1; }
+  cmake --build "$dir" -j"$jobs" --target "$@"
+}
+
+# check_reports DIR: prints every report the runtimes wrote under DIR; fails if any.
+check_reports() {
+  local files
+  files=$(find "$1" -type f 2>/dev/null | sort)
+  [ -z "$files" ] && return 0
+  echo "==== sanitizer reports in $1:"
+  for f in $files; do echo "---- $f"; cat "$f"; done
+  return 1
+}
+
+failed=0
+# run NAME COMMAND...: runs a test phase, timed; a failure is counted, the phases go on.
+run() {
+  local name=$1; shift
+  begin "$name"
+  if ! "$@"; then echo "FAIL: $name"; failed=$((failed + 1)); fi
+  end "$name"
+}
+
+for p in "${phases[@]}"; do
+  if [ "$p" = asan ]; then
+    dir=build-asan reports=$root/build-asan/sanitizer-reports
+    begin "asan: configure + build"
+    configure_and_build $dir address ON flint_tests flintd flint flint-run flint_fuzz
+    end "asan: configure + build"
+    rm -rf "$reports" && mkdir -p "$reports"
+    # detect_leaks: flintd and the tools exit cleanly, so what is still allocated then leaked.
+    export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1:log_path=$reports/asan"
+    export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:report_error_type=1:log_path=$reports/ubsan"
+    export LSAN_OPTIONS="suppressions=$root/tests/sanitizers/lsan.supp:print_suppressions=0"
+    export FLINT_TEST_SLOWDOWN=${FLINT_TEST_SLOWDOWN:-4}
+    run "asan: unit tests" ctest --test-dir $dir --output-on-failure -j"$jobs" -E '^(e2e|deploy|soak|gpu)\.'
+    if [ $ci = 1 ]; then
+      run "asan: e2e.flint_run" ctest --test-dir $dir --output-on-failure -R '^e2e\.flint_run$'
+      run "asan: e2e (part)" env FLINTD=$dir/server/flintd FLINT=$dir/client/flint .venv/bin/python -m pytest -q \
+        -p no:cacheprovider tests/e2e/test_flintd_bad_requests.py tests/e2e/test_security.py tests/e2e/test_metrics.py \
+        "tests/e2e/test_flintd.py::test_sixteen_concurrent_streams_each_give_the_tokens_of_the_same_request_run_alone" \
+        "tests/e2e/test_flintd.py::test_cancelled_and_expired_requests_give_their_kv_blocks_back" \
+        "tests/e2e/test_flintd.py::test_a_client_that_disconnects_mid_stream_frees_its_sequence" \
+        "tests/e2e/test_openai_http.py::test_a_client_that_closes_a_stream_mid_way_frees_its_sequence"
+    else
+      run "asan: e2e" ctest --test-dir $dir --output-on-failure -j"$jobs" -R '^e2e\.'
+    fi
+    run "asan: fuzz" scripts/fuzz.sh $dir "${FUZZ_SECONDS:-10}"
+    run "asan: reports" check_reports "$reports"
+    unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS FLINT_TEST_SLOWDOWN
+  else
+    dir=build-tsan reports=$root/build-tsan/sanitizer-reports
+    begin "tsan: configure + build"
+    configure_and_build $dir thread OFF flint_tests flintd
+    end "tsan: configure + build"
+    rm -rf "$reports" && mkdir -p "$reports"
+    # ignore_noninstrumented_modules: what Debian's gRPC, protobuf and absl libraries
+    # (built without TSan) do through intercepted calls (malloc, memcpy, sendmsg) is
+    # not checked; what their inline header code does in ours is (tests/sanitizers/tsan.supp).
+    export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions=$root/tests/sanitizers/tsan.supp:log_path=$reports/tsan"
+    export FLINT_TEST_SLOWDOWN=${FLINT_TEST_SLOWDOWN:-10}
+    # The suites whose code runs on more than one thread.
+    run "tsan: unit tests" $dir/tests/flint_tests --gtest_brief=1 \
+      --gtest_filter='Engine*:Scheduler*:RequestStream*:ThreadPool*:RequestPrep*:EngineStatus*'
+    tsan_e2e=(
+      "tests/e2e/test_flintd.py::test_a_cancelled_stream_ends_cancelled_and_the_server_serves_on"
+      "tests/e2e/test_flintd.py::test_a_client_that_disconnects_mid_stream_frees_its_sequence"
+      "tests/e2e/test_openai_http.py::test_a_client_that_closes_a_stream_mid_way_frees_its_sequence"
+      "tests/e2e/test_flintd_lifecycle.py::test_sigint_on_an_idle_server_exits_zero_at_once")
+    [ $ci = 1 ] || tsan_e2e+=(
+      tests/e2e/test_flintd_lifecycle.py
+      "tests/e2e/test_flintd.py::test_sixteen_concurrent_streams_each_give_the_tokens_of_the_same_request_run_alone"
+      "tests/e2e/test_openai_http.py::test_while_draining_health_is_503_and_new_requests_are_503_while_running_streams_finish"
+      "tests/e2e/test_openai_http.py::test_a_stream_cut_short_by_the_drain_timeout_ends_with_an_error_event_the_client_raises")
+    run "tsan: e2e" env FLINTD=$dir/server/flintd .venv/bin/python -m pytest -q -p no:cacheprovider "${tsan_e2e[@]}"
+    run "tsan: reports" check_reports "$reports"
+    unset TSAN_OPTIONS FLINT_TEST_SLOWDOWN
+  fi
+done
+
+echo "==== timings (load now $(cut -d' ' -f1-3 /proc/loadavg), $jobs cores):"
+printf '%s\n' "${timings[@]}"
+if [ "$failed" -gt 0 ]; then echo "$failed phase(s) failed"; exit 1; fi
+echo "all sanitizer phases passed"
