@@ -36,41 +36,7 @@ EngineRequest greedy_request(int32_t prompt_len, int32_t max_tokens, int32_t sal
   return r;
 }
 
-// Holds every forward until opened.
-class GatedBackend : public Backend {
- public:
-  explicit GatedBackend(Backend& inner) : inner_(inner) {}
-  void forward(const StepPlan& plan, float* logits) override {
-    {
-      std::unique_lock lock(mu_);
-      ++num_entered_;
-      cv_.notify_all();
-      cv_.wait(lock, [&] { return open_; });
-    }
-    inner_.forward(plan, logits);
-  }
-  const ModelConfig& config() const override { return inner_.config(); }
-  int32_t block_size() const override { return inner_.block_size(); }
-  int32_t num_kv_blocks() const override { return inner_.num_kv_blocks(); }
-  void open() {
-    {
-      std::lock_guard lock(mu_);
-      open_ = true;
-    }
-    cv_.notify_all();
-  }
-  bool wait_entered(int n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, 60s, [&] { return num_entered_ >= n; });
-  }
-
- private:
-  Backend& inner_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
-  int num_entered_ = 0;
-};
+using test::GatedBackend;
 
 uint64_t count_of(const metrics::Histogram* h) { return h->snapshot().count; }
 
@@ -122,6 +88,7 @@ TEST(EngineMetrics, ACancelledRequestCountsItsDurationAndTheTokensItGot) {
   const EngineMetrics m = EngineMetrics::create(registry);
   CpuBackend backend = make_backend(32);
   GatedBackend gated(backend);
+  gated.set_open(false);
   EngineConfig config;
   config.metrics = &m;
   Engine engine(gated, &*tiny().tokenizer, config);
@@ -129,7 +96,7 @@ TEST(EngineMetrics, ACancelledRequestCountsItsDurationAndTheTokensItGot) {
   ASSERT_TRUE(r.status.ok());
   ASSERT_TRUE(gated.wait_entered(1));  // the prefill is in the forward pass
   engine.cancel(r.stream->id());
-  gated.open();
+  gated.set_open(true);
   const test::Collected got = test::collect(*r.stream);
   ASSERT_TRUE(got.final);
   EXPECT_EQ(got.final->reason, FinishReason::Cancelled);
@@ -141,6 +108,7 @@ TEST(EngineMetrics, ACancelledRequestCountsItsDurationAndTheTokensItGot) {
 TEST(EngineMetrics, SubmissionsWaitingBehindABusyStepCountAsWaitingBeforeTheEngineTakesThem) {
   CpuBackend backend = make_backend(32);
   GatedBackend gated(backend);
+  gated.set_open(false);
   Engine engine(gated, &*tiny().tokenizer);
   SubmitResult first = engine.submit(greedy_request(9, 2));
   ASSERT_TRUE(first.status.ok());
@@ -152,7 +120,7 @@ TEST(EngineMetrics, SubmissionsWaitingBehindABusyStepCountAsWaitingBeforeTheEngi
   EXPECT_EQ(stats.num_submitted, 2);
   EXPECT_EQ(stats.num_waiting, 0);
   EXPECT_EQ(stats.num_running, 1);
-  gated.open();
+  gated.set_open(true);
   for (auto* s : {&first, &second, &third}) ASSERT_TRUE(test::collect(*s->stream).final);
   stats = engine.stats();
   EXPECT_EQ(stats.num_submitted + stats.num_waiting + stats.num_running, 0);

@@ -1,13 +1,17 @@
-// Helpers for the engine tests: a request's stream read to its end.
+// Helpers for the engine tests: a request's stream read to its end, and a backend
+// that holds its forward passes until the test lets them go.
 #pragma once
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/request.h"
+#include "model/backend.h"
 
 namespace flint::test {
 
@@ -44,5 +48,42 @@ inline Collected collect(RequestStream& stream) {
   }
   return c;
 }
+
+// Holds every forward until opened, and counts the calls that arrived.
+class GatedBackend : public Backend {
+ public:
+  explicit GatedBackend(Backend& inner) : inner_(inner) {}
+  void forward(const StepPlan& plan, float* logits) override {
+    {
+      std::unique_lock lock(mu_);
+      ++num_entered_;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return open_; });
+    }
+    inner_.forward(plan, logits);
+  }
+  const ModelConfig& config() const override { return inner_.config(); }
+  int32_t block_size() const override { return inner_.block_size(); }
+  int32_t num_kv_blocks() const override { return inner_.num_kv_blocks(); }
+
+  void set_open(bool open) {
+    {
+      std::lock_guard lock(mu_);
+      open_ = open;
+    }
+    cv_.notify_all();
+  }
+  bool wait_entered(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(60), [&] { return num_entered_ >= n; });
+  }
+
+ private:
+  Backend& inner_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = true;
+  int num_entered_ = 0;
+};
 
 }  // namespace flint::test
