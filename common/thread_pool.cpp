@@ -19,7 +19,11 @@ constexpr int kPauseIterations = 256;
 constexpr int kYieldIterations = 64;
 constexpr int kChunksPerThread = 4;
 
+// The claim word: generation (32 bits) | the call's number of chunks (16) | next chunk (16).
+constexpr int64_t kMaxChunks = 0xffff;
 uint32_t generation_of(uint64_t claim) { return uint32_t(claim >> 32); }
+int64_t num_chunks_of(uint64_t claim) { return int64_t((claim >> 16) & 0xffffu); }
+int64_t next_chunk_of(uint64_t claim) { return int64_t(claim & 0xffffu); }
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
@@ -40,8 +44,11 @@ void ThreadPool::run_chunks(uint32_t gen) {
   for (;;) {
     uint64_t claim = claim_.load(std::memory_order_acquire);
     if (generation_of(claim) != gen) return;
-    const int64_t index = int64_t(claim & 0xffffffffu);
-    if (index >= num_chunks_.load(std::memory_order_relaxed)) return;
+    // The bound comes from the same word as the generation: a worker that read
+    // the last claim of a finished call cannot pair it with the next call's
+    // bound, which the caller writes before it publishes the new generation.
+    const int64_t index = next_chunk_of(claim);
+    if (index >= num_chunks_of(claim)) return;
     if (!claim_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel)) continue;
     // Chunk `index` of generation `gen` is ours: the call cannot finish, nor its
     // fields change, before done_ counts it.
@@ -55,8 +62,12 @@ void ThreadPool::run_chunks(uint32_t gen) {
 void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   const int64_t T = num_threads();
-  const int64_t chunk = std::max<int64_t>(std::max<int64_t>(grain, 1), (n + T * kChunksPerThread - 1) / (T * kChunksPerThread));
-  const int64_t num_chunks = (n + chunk - 1) / chunk;
+  int64_t chunk = std::max<int64_t>(std::max<int64_t>(grain, 1), (n + T * kChunksPerThread - 1) / (T * kChunksPerThread));
+  int64_t num_chunks = (n + chunk - 1) / chunk;
+  if (num_chunks > kMaxChunks) {  // the claim word holds at most this many
+    chunk = (n + kMaxChunks - 1) / kMaxChunks;
+    num_chunks = (n + chunk - 1) / chunk;
+  }
   if (workers_.empty() || num_chunks == 1) {
     fn(0, n);
     return;
@@ -64,10 +75,9 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
   fn_.store(&fn, std::memory_order_relaxed);
   n_.store(n, std::memory_order_relaxed);
   chunk_.store(chunk, std::memory_order_relaxed);
-  num_chunks_.store(num_chunks, std::memory_order_relaxed);
   done_.store(0, std::memory_order_relaxed);
   const uint32_t gen = generation_of(claim_.load(std::memory_order_relaxed)) + 1;
-  claim_.store(uint64_t(gen) << 32, std::memory_order_seq_cst);  // publishes the fields above
+  claim_.store(uint64_t(gen) << 32 | uint64_t(num_chunks) << 16, std::memory_order_seq_cst);  // publishes the fields above
   if (sleepers_.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard<std::mutex> lock(mu_);
     wake_cv_.notify_all();

@@ -35,13 +35,16 @@ class ThreadPool {
   void run_chunks(uint32_t gen);
 
   std::vector<std::thread> workers_;
-  // Chunks are claimed with a compare-and-swap on (generation << 32 | next
-  // chunk), so the caller never waits for a worker that has not started (a
-  // descheduled worker simply claims nothing) and a late worker cannot claim a
-  // chunk of a finished call. The caller spins until `done_` counts every chunk.
+  // Chunks are claimed with a compare-and-swap on (generation << 32 | number of
+  // chunks << 16 | next chunk), so the caller never waits for a worker that has
+  // not started (a descheduled worker simply claims nothing) and a late worker
+  // cannot claim a chunk of a finished call, nor read the next call's bound
+  // against its stale claim (TSan found that race: such a worker ran a chunk with
+  // the next call's half-written fields and counted it in the next call's done_).
+  // The caller spins until `done_` counts every chunk.
   std::atomic<uint64_t> claim_{0};
   std::atomic<int64_t> done_{0};
-  std::atomic<int64_t> n_{0}, chunk_{0}, num_chunks_{0};
+  std::atomic<int64_t> n_{0}, chunk_{0};
   std::atomic<const std::function<void(int64_t, int64_t)>*> fn_{nullptr};
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};

@@ -46,3 +46,19 @@ TEST(ThreadPool, SingleThreadPoolRunsInline) {
 
 }  // namespace
 }  // namespace flint
+
+// Calls of alternating sizes back to back: a worker late from one call must not
+// run a chunk of the next with the bounds it read for the previous one (it once
+// could, running part of the next call twice and counting it in that call's done).
+TEST(ThreadPool, BackToBackCallsOfDifferentSizesRunEveryIndexExactlyOnce) {
+  flint::ThreadPool pool(4);
+  std::vector<std::atomic<int>> hits(2048);
+  for (int call = 0; call < 5000; ++call) {
+    const int64_t n = 1 + (int64_t(call) * 7919) % 2048;
+    for (int64_t i = 0; i < n; ++i) hits[size_t(i)].store(0, std::memory_order_relaxed);
+    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) hits[size_t(i)].fetch_add(1, std::memory_order_relaxed);
+    });
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << "call " << call << " index " << i;
+  }
+}
