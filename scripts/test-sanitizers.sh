@@ -13,7 +13,7 @@
 # libFuzzer target in it for FUZZ_SECONDS (default 10) each.
 #   scripts/test-sanitizers.sh [--ci] [asan] [tsan]     (default: both)
 # --ci (set by .ci/run): the end-to-end phases run a chosen part of each suite (the
-# bad-request, security, metrics, concurrency, cancel, disconnect and drain tests),
+# bad-request, security, concurrency, cancel, disconnect and drain tests),
 # keeping CI inside its time; without it they run whole.
 # Expects what scripts/setup.sh makes: Debian's packages (clang too), the default model, .venv.
 # Env: FLINT_TEST_SLOWDOWN (default 4 under ASan, 10 under TSan) scales the
@@ -83,7 +83,7 @@ for p in "${phases[@]}"; do
     if [ $ci = 1 ]; then
       run "asan: e2e.flint_run" ctest --test-dir $dir --output-on-failure -R '^e2e\.flint_run$'
       run "asan: e2e (part)" env FLINTD=$dir/server/flintd FLINT=$dir/client/flint .venv/bin/python -m pytest -q \
-        -p no:cacheprovider tests/e2e/test_flintd_bad_requests.py tests/e2e/test_security.py tests/e2e/test_metrics.py \
+        -p no:cacheprovider tests/e2e/test_flintd_bad_requests.py tests/e2e/test_security.py \
         "tests/e2e/test_flintd.py::test_sixteen_concurrent_streams_each_give_the_tokens_of_the_same_request_run_alone" \
         "tests/e2e/test_flintd.py::test_cancelled_and_expired_requests_give_their_kv_blocks_back" \
         "tests/e2e/test_flintd.py::test_a_client_that_disconnects_mid_stream_frees_its_sequence" \
