@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "kernels/cpu/ops.h"
 #include "model/gguf.h"
 
 namespace flint {

@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-#include "kernels/cpu/ops.h"
+#include "kernels/rope_style.h"
 
 namespace flint {
 
@@ -12,11 +12,10 @@ class GgufFile;
 
 enum class Arch { Llama, Qwen2, Qwen3 };
 
-// How RoPE pairs the dims of a head:
+// How RoPE pairs the dims of a head (kernels/rope_style.h):
 //  Interleaved: (0,1), (2,3), ... adjacent pairs (llama in GGUF: llama.cpp's
 //               converter permuted the Q/K rows so that this is right).
 //  Halves:      (i, i + head_dim/2) (HF llama, every qwen; "NeoX style").
-using RopeStyle = cpu::RopeStyle;  // defined beside the rope kernel
 
 // Llama-3.1/3.2 frequency scaling ("rope_type": "llama3"); factor 0 means none.
 struct RopeScaling {

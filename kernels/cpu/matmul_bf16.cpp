@@ -3,24 +3,19 @@
 #include "kernels/cpu/matmul_bf16.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "common/error.h"
+#include "kernels/bf16.h"
 
 namespace flint::cpu {
 
 namespace {
 
-// The conversions of kernels/cpu/quant.cpp, here too so the GPU tests can link this file alone.
-float bf16_to_f32(bf16_bits h) { return std::bit_cast<float>(uint32_t(h) << 16); }
-bf16_bits f32_to_bf16(float f) {  // round to nearest even; NaN stays a (quiet) NaN
-  const uint32_t x = std::bit_cast<uint32_t>(f);
-  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return bf16_bits((x >> 16) | 0x40u);
-  return bf16_bits((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);
-}
+float bf16_to_f32(bf16_bits h) { return bf16_bits_to_f32(h); }
+bf16_bits f32_to_bf16(float f) { return f32_to_bf16_bits(f); }
 
 // The value stored for one output: bf16 (round to nearest even) or fp32.
 void store(void* base, int64_t ld, int m, int col, MatmulOut type, float v) {

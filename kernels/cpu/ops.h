@@ -5,6 +5,7 @@
 
 #include "common/thread_pool.h"
 #include "kernels/dtype.h"
+#include "kernels/rope_style.h"
 
 namespace flint::cpu {
 
@@ -47,7 +48,7 @@ struct MatmulOutput {
 void matmul_multi(const MatmulOutput* outputs, int num_outputs, int64_t K, const float* x, int64_t M,
                   ThreadPool* pool = nullptr);
 
-enum class RopeStyle { Interleaved, Halves };
+using flint::RopeStyle;
 
 // Frequencies of RoPE for one head: inv_freq (head_dim / 2), with Llama-3
 // scaling when scaling_factor > 0 (rope_type "llama3").

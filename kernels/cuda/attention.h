@@ -1,0 +1,39 @@
+// Paged GQA attention on the GPU, over the bf16 KV cache kernels/attention_params.h describes. Three kernels:
+//   rope_write_kv: after the QKV matmul; per (token, head) one warp: q/k RMSNorm (qwen3) and RoPE in fp32, q
+//           rotated in place, k and v stored into their cache slots.
+//   Decode  (sequences with one query token): a thread block per (sequence, KV head, split of kAttnKeysPerSplit
+//           keys); all query heads of the GQA group share the block's one pass over its K/V, read with 16-byte
+//           loads (a warp covers 2 keys of head_dim 128 or 4 of 64 per load, 4 such loads of K and 4 of V in
+//           flight per lane); online softmax in fp32 (exp2, scale folded into log2 e), the warps merged through
+//           shared memory. A sequence with more than one split writes (sum, max, partial output) per split to the
+//           workspace and a merge kernel adds the splits in split order.
+//   Prefill (sequences with more than one query token): flash-attention-2 tiles on the tensor cores (mma.sync
+//           m16n8k16 bf16, fp32 accumulate): 64 query rows per block, where a row is a (token, query head) pair of
+//           one KV head's group, so a GQA group shares each K/V tile; K/V tiles of 64 keys gathered through the
+//           block table with cp.async into shared memory, two stages; causal mask per row by its position, so a
+//           cached prefix plus a new chunk (prefix caching, chunked prefill) is one case.
+// Which kernel runs a sequence depends only on its query length, and the decode splits only on its kv length, so
+// a sequence's output does not depend on the other sequences in the call (batch invariance; the GPU tests check
+// it bit for bit).
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "kernels/attention_params.h"
+
+namespace flint::cuda {
+
+// Queues RoPE + KV write on `stream`. p's pointers are device pointers; p.batch's arrays too. An invalid p returns
+// cudaErrorInvalidValue and, when `error` is given, says why; otherwise the launch's error.
+cudaError_t rope_write_kv(const RopeKvParams& p, cudaStream_t stream, std::string* error = nullptr);
+
+// Queues attention on `stream`: the decode kernel (and its merge) for the sequences with one query token, the
+// prefill kernel for the others (both launched when max_q_len > 1; each skips the other's sequences). p.workspace
+// must hold attention_workspace_bytes(...) when max_kv_len > kAttnKeysPerSplit. Errors as rope_write_kv.
+cudaError_t paged_attention(const AttentionParams& p, cudaStream_t stream, std::string* error = nullptr);
+
+// Shared memory the prefill kernel asks for at this head_dim (the launcher raises the limit once per head_dim).
+size_t attention_prefill_smem_bytes(int32_t head_dim);
+
+}  // namespace flint::cuda
