@@ -2,11 +2,19 @@
 // weights on its device and the paged KV cache storage.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <string>
 
+#include "common/error.h"
 #include "model/config.h"
 #include "model/step_plan.h"
 
 namespace flint {
+
+// Hook for the per-layer diff (model/backend_diff.h): called with each named intermediate in the order the forward
+// pass makes them ("embedding", "layer.3.q", ..., "layer.3.out", "final_norm"), as fp32 (rows, cols) row-major on
+// the host. Every backend reports the same names at the same points, so two backends' streams line up.
+using LayerObserver = std::function<void(const std::string& name, const float* data, int64_t rows, int64_t cols)>;
 
 class Backend {
  public:
@@ -17,6 +25,11 @@ class Backend {
   virtual const ModelConfig& config() const = 0;
   virtual int32_t block_size() const = 0;
   virtual int32_t num_kv_blocks() const = 0;
+  // Set (or clear, with an empty function) the per-layer observer. Slows every step down (a device backend copies
+  // each intermediate back); for debugging only. A backend without the hook (a test double) refuses.
+  virtual void set_observer(LayerObserver observer) {
+    if (observer) fail("this backend does not report its intermediates (no per-layer diff)");
+  }
 };
 
 }  // namespace flint

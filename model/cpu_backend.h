@@ -32,10 +32,10 @@ class CpuBackend : public Backend {
   int32_t num_kv_blocks() const override { return num_blocks_; }
   int num_threads() const { return pool_.num_threads(); }
 
-  // Hook for the per-layer diff: called with each named intermediate
-  // ("layer.3.attn_out", shape (num_tokens, width)) when set.
-  using Observer = std::function<void(const std::string& name, const float* data, int64_t rows, int64_t cols)>;
-  void set_observer(Observer observer) { observer_ = std::move(observer); }
+  // The per-layer diff's hook (model/backend.h): embedding; per layer q, k (both after RoPE), v, attn,
+  // attn_residual, out; final_norm (on the logit rows only).
+  using Observer = LayerObserver;
+  void set_observer(LayerObserver observer) override { observer_ = std::move(observer); }
 
  private:
   struct LayerVectors {  // small per-layer vectors kept in fp32

@@ -1,0 +1,117 @@
+// CudaBackend: the model's forward pass on one GPU in bf16 (fp32 residual stream, fp32 logits), built from the
+// kernels in kernels/cuda/. Compiled only when CUDA is built (flint_model_cuda); model/backend_factory.h picks it.
+//
+// Laid out once at construction, nothing allocated per step:
+//   weights   one device allocation; every tensor dequantized from its file type to bf16 on the device
+//             (cuda::dequantize). q/k/v rows concatenated (and their biases) for the Qkv epilogue, gate/up rows
+//             interleaved for the SiluMul epilogue (model/cuda_backend_host.h says how).
+//   KV cache  bf16, all layers in one allocation, make_paged_kv_cache per layer; one block more than reported,
+//             the sink that padded graph rows write to. Sized from kv_cache_memory, else kCudaDefaultKvFraction
+//             of the memory free after weights and activations.
+//   buffers   activations for max_tokens_per_step tokens, matmul and attention workspaces for the largest step,
+//             a pinned staging buffer and its device mirror for the step's index arrays (one copy per step).
+//   graphs    one CUDA graph per decode batch bucket (cuda_graph_buckets), captured at construction; a decode-only
+//             step is padded to its bucket and replays it. Prefill and mixed steps run eagerly.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <string>
+#include <vector>
+
+#include "kernels/attention_params.h"
+#include "model/backend.h"
+#include "model/model_weights.h"
+
+namespace flint {
+
+struct CudaBackendOptions {
+  int device = 0;                  // CUDA device ordinal
+  int32_t block_size = 16;         // tokens per KV block
+  int32_t num_kv_blocks = 0;       // > 0: exactly this many blocks (flint-run's --context); else from the budget
+  uint64_t kv_cache_memory = 0;    // bytes of KV cache; 0: kCudaDefaultKvFraction of the free memory
+  int32_t max_tokens_per_step = 2048;  // the scheduler's token budget: activations are sized for it
+  int32_t max_seqs_per_step = 256;     // the scheduler's sequence limit: graph buckets and attention workspace
+  bool cuda_graphs = true;         // capture decode graphs (off: every step eager, for debugging)
+  bool log = true;                 // progress of the load and capture on stderr
+};
+
+class CudaBackend : public Backend {
+ public:
+  // Uploads the weights (the WeightSource behind `weights` may be released afterwards), allocates everything and
+  // captures the decode graphs. Throws flint::Error naming the CUDA call or the unsupported shape.
+  CudaBackend(const ModelConfig& config, const ModelWeights& weights, const CudaBackendOptions& options = {});
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  void forward(const StepPlan& plan, float* logits) override;
+  const ModelConfig& config() const override { return config_; }
+  int32_t block_size() const override { return block_size_; }
+  int32_t num_kv_blocks() const override { return num_blocks_; }
+  // Intermediates are copied back and the step runs eagerly (no graph) while an observer is set.
+  void set_observer(LayerObserver observer) override { observer_ = std::move(observer); }
+
+  // For the start-up log: device name, weight and KV bytes, graphs.
+  std::string describe() const;
+  uint64_t kv_cache_bytes() const { return kv_bytes_; }
+  const std::vector<int32_t>& graph_buckets() const { return buckets_; }
+
+ private:
+  struct DeviceLayer {
+    bf16_bits *qkv = nullptr, *maybe_qkv_bias = nullptr, *wo = nullptr, *gate_up = nullptr, *down = nullptr;
+    bf16_bits *attn_norm = nullptr, *ffn_norm = nullptr, *maybe_q_norm = nullptr, *maybe_k_norm = nullptr;
+  };
+  // What one enqueued forward pass covers: the staging layout its index arrays are at, and the attention maxima.
+  struct StepShape {
+    int32_t num_tokens = 0, num_seqs = 0, num_logit_rows = 0, table_width = 0;
+    int32_t max_q_len = 0, max_kv_len = 0;
+    int64_t layout_token_ids = 0, layout_positions = 0, layout_cu_seqlens = 0, layout_kv_lens = 0;
+    int64_t layout_block_table = 0, layout_logit_rows = 0;
+  };
+
+  void* device_alloc(size_t bytes, const char* what);
+  void upload_weights(const ModelWeights& weights);
+  void allocate_buffers();
+  void allocate_kv_cache(const CudaBackendOptions& options);
+  void capture_graphs();
+  // Queues the whole forward pass for `shape` on stream_ (staging already uploaded). `plan` is given for the
+  // observer (which reads K/V back from the cache slots it names); null while capturing.
+  void enqueue_forward(const StepShape& shape, const StepPlan* plan);
+  void observe(const std::string& name, const void* device_data, bool bf16, int64_t rows, int64_t cols);
+  void observe_kv(const std::string& name, const bf16_bits* cache_base, const StepPlan& plan);
+
+  ModelConfig config_;
+  int32_t block_size_ = 0, num_blocks_ = 0, pad_block_ = 0, table_width_ = 0;
+  int32_t max_tokens_ = 0, max_seqs_ = 0, max_logit_rows_ = 0;
+  cudaStream_t stream_ = nullptr;
+  std::string device_name_;
+  std::vector<void*> allocations_;  // every cudaMalloc, freed in the destructor
+  uint64_t weight_bytes_ = 0, kv_bytes_ = 0, buffer_bytes_ = 0;
+
+  std::vector<DeviceLayer> layers_;
+  bf16_bits *tok_embd_ = nullptr, *output_ = nullptr, *output_norm_ = nullptr;
+  float* inv_freq_ = nullptr;
+  std::vector<PagedKvCache> caches_;  // per layer
+
+  // Activations (max_tokens_ rows) and the logit rows' buffers (max_logit_rows_ rows).
+  float* x_ = nullptr;  // the fp32 residual stream
+  bf16_bits *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *attn_ = nullptr, *proj_ = nullptr,
+            *act_ = nullptr;
+  float* gx_ = nullptr;
+  bf16_bits *gp_ = nullptr, *gh_ = nullptr;
+  float* logits_ = nullptr;
+  void* matmul_ws_ = nullptr;
+  size_t matmul_ws_bytes_ = 0;
+  void* attn_ws_ = nullptr;
+  size_t attn_ws_bytes_ = 0;
+  int32_t* staging_host_ = nullptr;  // pinned
+  int32_t* staging_dev_ = nullptr;
+  int64_t staging_elems_ = 0;
+
+  std::vector<int32_t> buckets_;
+  std::vector<cudaGraphExec_t> graphs_;  // per bucket (empty when graphs are off)
+  double capture_seconds_ = 0;
+  LayerObserver observer_;
+};
+
+}  // namespace flint

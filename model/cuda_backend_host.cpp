@@ -1,0 +1,155 @@
+#include "model/cuda_backend_host.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+
+namespace flint {
+
+uint64_t cuda_kv_bytes_per_block(const ModelConfig& config, int32_t block_size) {
+  if (block_size < 1) fail("kv cache: block size ", block_size, " must be >= 1");
+  return 2ull /* K and V */ * uint64_t(config.num_layers) * uint64_t(config.num_kv_heads) *
+         uint64_t(config.head_dim) * uint64_t(block_size) * 2ull /* bf16 */;
+}
+
+int64_t cuda_kv_blocks_for_bytes(uint64_t budget_bytes, const ModelConfig& config, int32_t block_size) {
+  const uint64_t per_block = cuda_kv_bytes_per_block(config, block_size);
+  if (per_block == 0) fail("kv cache: the model has no KV values (layers, kv heads or head_dim is 0)");
+  return int64_t(std::min<uint64_t>(budget_bytes / per_block, (1ull << 30) - 1));
+}
+
+uint64_t cuda_default_kv_budget(uint64_t free_bytes) { return uint64_t(double(free_bytes) * kCudaDefaultKvFraction); }
+
+std::vector<int32_t> cuda_graph_buckets(int32_t max_seqs) {
+  std::vector<int32_t> buckets;
+  for (int32_t b = 1; b <= std::min(max_seqs, 256); b *= 2) buckets.push_back(b);
+  if (max_seqs >= 1 && (buckets.empty() || buckets.back() != max_seqs)) buckets.push_back(max_seqs);
+  return buckets;
+}
+
+int32_t cuda_pick_graph_bucket(const std::vector<int32_t>& buckets, int32_t num_seqs) {
+  for (size_t i = 0; i < buckets.size(); ++i)
+    if (buckets[i] >= num_seqs) return int32_t(i);
+  return -1;
+}
+
+bool is_decode_only(const StepPlan& plan) {
+  if (plan.num_seqs() == 0 || plan.num_tokens() != plan.num_seqs()) return false;
+  if (plan.logit_rows.size() != size_t(plan.num_seqs())) return false;
+  for (int32_t s = 0; s < plan.num_seqs(); ++s)
+    if (plan.cu_seqlens[size_t(s) + 1] - plan.cu_seqlens[size_t(s)] != 1) return false;
+  return true;  // logit_rows are ascending and distinct (StepPlan::validate), so they are 0..n-1
+}
+
+StepLayout cuda_step_layout(int32_t num_tokens, int32_t num_seqs, int32_t table_width, int32_t num_logit_rows) {
+  // Each array starts on a 16-byte boundary (4 int32), which the kernels' vector loads may rely on.
+  auto up4 = [](int64_t n) { return (n + 3) / 4 * 4; };
+  StepLayout l;
+  int64_t at = 0;
+  l.token_ids = at, at += up4(num_tokens);
+  l.positions = at, at += up4(num_tokens);
+  l.cu_seqlens = at, at += up4(int64_t(num_seqs) + 1);
+  l.kv_lens = at, at += up4(num_seqs);
+  l.block_table = at, at += up4(int64_t(num_seqs) * table_width);
+  l.logit_rows = at, at += up4(num_logit_rows);
+  l.total = at;
+  return l;
+}
+
+StepMaxima cuda_fill_staging(const StepPlan& plan, const StepLayout& layout, int32_t table_width, int32_t pad_block,
+                             int32_t pad_to_seqs, int32_t* staging) {
+  const int32_t n = plan.num_tokens(), s = plan.num_seqs();
+  if (plan.max_blocks_per_seq > table_width)
+    fail("cuda backend: a sequence spans ", plan.max_blocks_per_seq, " KV blocks, more than the ", table_width,
+         " of the model's context");
+  const bool pad = pad_to_seqs > s;
+  if (pad && s > 0 && !is_decode_only(plan)) fail("cuda backend: only a decode-only step is padded to a graph bucket");
+  StepMaxima m;
+  std::copy(plan.token_ids.begin(), plan.token_ids.end(), staging + layout.token_ids);
+  std::copy(plan.positions.begin(), plan.positions.end(), staging + layout.positions);
+  std::copy(plan.cu_seqlens.begin(), plan.cu_seqlens.end(), staging + layout.cu_seqlens);
+  if (plan.cu_seqlens.empty()) staging[layout.cu_seqlens] = 0;  // an empty plan: all rows padding (graph capture)
+  std::copy(plan.kv_lens.begin(), plan.kv_lens.end(), staging + layout.kv_lens);
+  for (int32_t i = 0; i < s; ++i) {
+    m.max_kv_len = std::max(m.max_kv_len, plan.kv_lens[size_t(i)]);
+    m.max_q_len = std::max(m.max_q_len, plan.cu_seqlens[size_t(i) + 1] - plan.cu_seqlens[size_t(i)]);
+    int32_t* row = staging + layout.block_table + int64_t(i) * table_width;
+    for (int32_t j = 0; j < table_width; ++j)
+      row[j] = j < plan.max_blocks_per_seq ? plan.block_table[size_t(i) * size_t(plan.max_blocks_per_seq) + size_t(j)]
+                                           : pad_block;
+  }
+  if (!pad) {
+    std::copy(plan.logit_rows.begin(), plan.logit_rows.end(), staging + layout.logit_rows);
+    return m;
+  }
+  for (int32_t i = s; i < pad_to_seqs; ++i) {  // one token each at position 0, its KV in the padding block
+    staging[layout.token_ids + i] = 0;
+    staging[layout.positions + i] = 0;
+    staging[layout.cu_seqlens + i + 1] = n + (i - s) + 1;
+    staging[layout.kv_lens + i] = 1;
+    std::fill_n(staging + layout.block_table + int64_t(i) * table_width, table_width, pad_block);
+  }
+  for (int32_t i = 0; i < pad_to_seqs; ++i) staging[layout.logit_rows + i] = i;
+  return m;
+}
+
+PackedWeight pack_qkv(const LayerWeights& lw, const ModelConfig& c) {
+  const int64_t nq = int64_t(c.num_qo_heads) * c.head_dim, nkv = int64_t(c.num_kv_heads) * c.head_dim;
+  PackedWeight w{nq + 2 * nkv, c.hidden_size, {}};
+  w.pieces = {{lw.wq, 1, 0, 1}, {lw.wk, 1, nq, 1}, {lw.wv, 1, nq + nkv, 1}};
+  return w;
+}
+
+PackedWeight pack_qkv_bias(const LayerWeights& lw, const ModelConfig& c) {
+  const int64_t nq = int64_t(c.num_qo_heads) * c.head_dim, nkv = int64_t(c.num_kv_heads) * c.head_dim;
+  if (!lw.maybe_bq && !lw.maybe_bk && !lw.maybe_bv) return {};
+  if (!lw.maybe_bq || !lw.maybe_bk || !lw.maybe_bv)
+    fail("cuda backend: a layer has some of the q, k, v biases but not all three (the Qkv epilogue takes one bias)");
+  // One row of nq + 2 nkv values; for a one-row packed weight a piece's first_row is its first column
+  // (pack_piece_params).
+  PackedWeight w{1, nq + 2 * nkv, {}};
+  w.pieces = {{lw.maybe_bq, 1, 0, 0}, {lw.maybe_bk, 1, nq, 0}, {lw.maybe_bv, 1, nq + nkv, 0}};
+  return w;
+}
+
+PackedWeight pack_gate_up(const LayerWeights& lw, const ModelConfig& c) {
+  const int64_t ffn = c.ffn_size;
+  if (ffn % 8 != 0) fail("cuda backend: ffn size ", ffn, " must be a multiple of 8 (the gate/up interleave)");
+  PackedWeight w{2 * ffn, c.hidden_size, {}};
+  // Group g = gate rows 8g..8g+7 -> packed rows 16g..16g+7 = gate_up_row(8g, false); up likewise at +8.
+  w.pieces = {{lw.w_gate, 8, gate_up_row(0, false), 16}, {lw.w_up, 8, gate_up_row(0, true), 16}};
+  return w;
+}
+
+PackedWeight pack_plain(const Tensor& t) { return PackedWeight{t.rows(), t.cols(), {{&t, 1, 0, 1}}}; }
+
+DequantParams pack_piece_params(const PackedWeight& w, const PackPiece& piece, const void* src, bf16_bits* dst) {
+  const Tensor& t = *piece.src;
+  DequantParams p;
+  p.type = t.dtype;
+  p.src = src;
+  if (w.rows == 1) {  // a vector: one row of t.numel() values at column first_row
+    if (piece.first_row + t.numel() > w.cols)
+      fail("cuda backend: ", t.name, " (", t.numel(), " values) does not fit at column ", piece.first_row, " of ", w.cols);
+    p.num_rows = 1;
+    p.row_elems = t.numel();
+    p.src_row_bytes = t.nbytes;
+    p.dst = dst + piece.first_row;
+    p.ld_dst = t.numel();
+    return p;
+  }
+  if (t.cols() != w.cols) fail("cuda backend: ", t.name, " has ", t.cols(), " columns, the packed weight ", w.cols);
+  if (t.rows() % piece.group_rows != 0)
+    fail("cuda backend: ", t.name, ": ", t.rows(), " rows are not whole groups of ", piece.group_rows);
+  const int64_t groups = t.rows() / piece.group_rows;
+  if (piece.first_row + (groups - 1) * piece.group_stride + piece.group_rows > w.rows)
+    fail("cuda backend: ", t.name, " overruns the packed weight's ", w.rows, " rows");
+  p.num_rows = groups;
+  p.row_elems = piece.group_rows * t.cols();
+  p.src_row_bytes = uint64_t(piece.group_rows) * t.row_bytes();
+  p.dst = dst + piece.first_row * w.cols;
+  p.ld_dst = piece.group_stride * w.cols;
+  return p;
+}
+
+}  // namespace flint
