@@ -210,14 +210,16 @@ void CudaBackend::allocate_buffers() {
   const ModelConfig& c = config_;
   const int64_t T = max_tokens_, R = max_logit_rows_, hidden = c.hidden_size, ffn = c.ffn_size;
   const int64_t nq = int64_t(c.num_qo_heads) * c.head_dim, nkv = int64_t(c.num_kv_heads) * c.head_dim;
-  auto bf16_buf = [&](int64_t elems, const char* what) {
-    buffer_bytes_ += uint64_t(elems) * 2;
-    return static_cast<bf16_bits*>(device_alloc(size_t(elems) * 2, what));
+  // Zeroed once: a graph's padding rows are computed through every row-wise op (their attention output is never
+  // written), so they must start from finite values; their results are never copied back.
+  auto zeroed = [&](size_t bytes, const char* what) {
+    void* p = device_alloc(bytes, what);
+    check(cudaMemset(p, 0, bytes), "zeroing an activation buffer");
+    buffer_bytes_ += bytes;
+    return p;
   };
-  auto f32_buf = [&](int64_t elems, const char* what) {
-    buffer_bytes_ += uint64_t(elems) * 4;
-    return static_cast<float*>(device_alloc(size_t(elems) * 4, what));
-  };
+  auto bf16_buf = [&](int64_t elems, const char* what) { return static_cast<bf16_bits*>(zeroed(size_t(elems) * 2, what)); };
+  auto f32_buf = [&](int64_t elems, const char* what) { return static_cast<float*>(zeroed(size_t(elems) * 4, what)); };
   x_ = f32_buf(T * hidden, "the residual stream");
   h_ = bf16_buf(T * hidden, "the norm output");
   q_ = bf16_buf(T * nq, "q");
@@ -270,8 +272,7 @@ void CudaBackend::allocate_kv_cache(const CudaBackendOptions& options) {
            block_size_, " tokens)");
   }
   num_blocks_ = int32_t(blocks);
-  pad_block_ = num_blocks_;  // the extra block: padded graph rows write their K/V here, never read by a real row
-  const int64_t total_blocks = int64_t(num_blocks_) + 1;
+  const int64_t total_blocks = num_blocks_;
   kv_bytes_ = uint64_t(total_blocks) * per_block;
   auto* base = static_cast<bf16_bits*>(device_alloc(kv_bytes_, "the KV cache"));
   const int64_t layer_elems = total_blocks * block_size_ * int64_t(c.num_kv_heads) * c.head_dim;  // one of K, V
@@ -286,10 +287,10 @@ void CudaBackend::allocate_kv_cache(const CudaBackendOptions& options) {
 
 void CudaBackend::capture_graphs() {
   const auto t0 = std::chrono::steady_clock::now();
-  const StepPlan empty;  // every row a padding row: K/V go to the padding block only
+  const StepPlan empty;  // every row a padding row: the cache is neither read nor written
   for (int32_t b : buckets_) {
     const StepLayout layout = cuda_step_layout(b, b, table_width_, b);
-    cuda_fill_staging(empty, layout, table_width_, pad_block_, b, staging_host_);
+    cuda_fill_staging(empty, layout, table_width_, b, staging_host_);
     StepShape shape{b, b, b, table_width_, 1, table_width_ * block_size_, layout.token_ids, layout.positions,
                     layout.cu_seqlens, layout.kv_lens, layout.block_table, layout.logit_rows};
     check(cudaMemcpyAsync(staging_dev_, staging_host_, size_t(layout.total) * 4, cudaMemcpyHostToDevice, stream_),
@@ -331,14 +332,14 @@ void CudaBackend::forward(const StepPlan& plan, float* logits) {
   if (bucket >= 0) {
     const int32_t b = buckets_[size_t(bucket)];
     const StepLayout layout = cuda_step_layout(b, b, table_width_, b);
-    cuda_fill_staging(plan, layout, table_width_, pad_block_, b, staging_host_);
+    cuda_fill_staging(plan, layout, table_width_, b, staging_host_);
     check(cudaMemcpyAsync(staging_dev_, staging_host_, size_t(layout.total) * 4, cudaMemcpyHostToDevice, stream_),
           "uploading the step's inputs");
     check(cudaGraphLaunch(graphs_[size_t(bucket)], stream_), "replaying a decode graph");
   } else {
     const int32_t width = std::max(plan.max_blocks_per_seq, 1);
     const StepLayout layout = cuda_step_layout(n, s, width, rows);
-    const StepMaxima m = cuda_fill_staging(plan, layout, width, pad_block_, 0, staging_host_);
+    const StepMaxima m = cuda_fill_staging(plan, layout, width, 0, staging_host_);
     check(cudaMemcpyAsync(staging_dev_, staging_host_, size_t(layout.total) * 4, cudaMemcpyHostToDevice, stream_),
           "uploading the step's inputs");
     StepShape shape{n, s, rows, width, m.max_q_len, m.max_kv_len, layout.token_ids, layout.positions,

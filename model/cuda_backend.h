@@ -5,13 +5,13 @@
 //   weights   one device allocation; every tensor dequantized from its file type to bf16 on the device
 //             (cuda::dequantize). q/k/v rows concatenated (and their biases) for the Qkv epilogue, gate/up rows
 //             interleaved for the SiluMul epilogue (model/cuda_backend_host.h says how).
-//   KV cache  bf16, all layers in one allocation, make_paged_kv_cache per layer; one block more than reported,
-//             the sink that padded graph rows write to. Sized from kv_cache_memory, else kCudaDefaultKvFraction
-//             of the memory free after weights and activations.
+//   KV cache  bf16, all layers in one allocation, make_paged_kv_cache per layer. Sized from kv_cache_memory,
+//             else kCudaDefaultKvFraction of the memory free after weights and activations.
 //   buffers   activations for max_tokens_per_step tokens, matmul and attention workspaces for the largest step,
 //             a pinned staging buffer and its device mirror for the step's index arrays (one copy per step).
 //   graphs    one CUDA graph per decode batch bucket (cuda_graph_buckets), captured at construction; a decode-only
-//             step is padded to its bucket and replays it. Prefill and mixed steps run eagerly.
+//             step is padded to its bucket (padding sequences: kv_len 0, position -1, attention_params.h) and
+//             replays it. Prefill and mixed steps run eagerly.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -81,7 +81,7 @@ class CudaBackend : public Backend {
   void observe_kv(const std::string& name, const bf16_bits* cache_base, const StepPlan& plan);
 
   ModelConfig config_;
-  int32_t block_size_ = 0, num_blocks_ = 0, pad_block_ = 0, table_width_ = 0;
+  int32_t block_size_ = 0, num_blocks_ = 0, table_width_ = 0;
   int32_t max_tokens_ = 0, max_seqs_ = 0, max_logit_rows_ = 0;
   cudaStream_t stream_ = nullptr;
   std::string device_name_;

@@ -56,8 +56,8 @@ StepLayout cuda_step_layout(int32_t num_tokens, int32_t num_seqs, int32_t table_
   return l;
 }
 
-StepMaxima cuda_fill_staging(const StepPlan& plan, const StepLayout& layout, int32_t table_width, int32_t pad_block,
-                             int32_t pad_to_seqs, int32_t* staging) {
+StepMaxima cuda_fill_staging(const StepPlan& plan, const StepLayout& layout, int32_t table_width, int32_t pad_to_seqs,
+                             int32_t* staging) {
   const int32_t n = plan.num_tokens(), s = plan.num_seqs();
   if (plan.max_blocks_per_seq > table_width)
     fail("cuda backend: a sequence spans ", plan.max_blocks_per_seq, " KV blocks, more than the ", table_width,
@@ -76,18 +76,18 @@ StepMaxima cuda_fill_staging(const StepPlan& plan, const StepLayout& layout, int
     int32_t* row = staging + layout.block_table + int64_t(i) * table_width;
     for (int32_t j = 0; j < table_width; ++j)
       row[j] = j < plan.max_blocks_per_seq ? plan.block_table[size_t(i) * size_t(plan.max_blocks_per_seq) + size_t(j)]
-                                           : pad_block;
+                                           : 0;
   }
   if (!pad) {
     std::copy(plan.logit_rows.begin(), plan.logit_rows.end(), staging + layout.logit_rows);
     return m;
   }
-  for (int32_t i = s; i < pad_to_seqs; ++i) {  // one token each at position 0, its KV in the padding block
+  for (int32_t i = s; i < pad_to_seqs; ++i) {  // padding: one token at position -1, kv_len 0
     staging[layout.token_ids + i] = 0;
-    staging[layout.positions + i] = 0;
+    staging[layout.positions + i] = -1;
     staging[layout.cu_seqlens + i + 1] = n + (i - s) + 1;
-    staging[layout.kv_lens + i] = 1;
-    std::fill_n(staging + layout.block_table + int64_t(i) * table_width, table_width, pad_block);
+    staging[layout.kv_lens + i] = 0;
+    std::fill_n(staging + layout.block_table + int64_t(i) * table_width, table_width, 0);
   }
   for (int32_t i = 0; i < pad_to_seqs; ++i) staging[layout.logit_rows + i] = i;
   return m;

@@ -42,15 +42,16 @@ struct StepLayout {
   int64_t total = 0;  // int32 elements in all
 };
 StepLayout cuda_step_layout(int32_t num_tokens, int32_t num_seqs, int32_t table_width, int32_t num_logit_rows);
-// Writes plan's arrays into `staging` at `layout` (block table rows widened to `table_width`, padded with
-// `pad_block`). With pad_to_seqs > plan.num_seqs() (a graph bucket; decode-only plans only), appends padding
-// sequences of one token (id 0, position 0, kv_len 1) whose KV goes to `pad_block`, and lists every row
-// 0..pad_to_seqs-1 as a logit row (an empty plan gives all-padding inputs, for the graph capture). Returns the largest kv_len and query length of the real sequences.
+// Writes plan's arrays into `staging` at `layout` (block table rows widened to `table_width` with block 0, never
+// read). With pad_to_seqs > plan.num_seqs() (a graph bucket; decode-only plans only), appends padding sequences as
+// kernels/attention_params.h defines them (one token, id 0, at position -1, kv_len 0: nothing read or written in
+// the cache) and lists every row 0..pad_to_seqs-1 as a logit row (an empty plan gives all-padding inputs, for the
+// graph capture). Returns the largest kv_len and query length of the real sequences.
 struct StepMaxima {
   int32_t max_kv_len = 0, max_q_len = 0;
 };
-StepMaxima cuda_fill_staging(const StepPlan& plan, const StepLayout& layout, int32_t table_width, int32_t pad_block,
-                             int32_t pad_to_seqs, int32_t* staging);
+StepMaxima cuda_fill_staging(const StepPlan& plan, const StepLayout& layout, int32_t table_width, int32_t pad_to_seqs,
+                             int32_t* staging);
 
 // ---- Weight packing. A packed weight is one bf16 (rows, K) matrix; each source tensor is dequantized into it by
 // one dequantize call that views `group_rows` consecutive source rows as one row of group_rows · K values and

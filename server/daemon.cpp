@@ -9,7 +9,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "common/error.h"
-#include "model/cpu_backend.h"
+#include "model/backend_factory.h"
 
 namespace flint::server {
 
@@ -33,8 +33,6 @@ int64_t count_parameters(const WeightSource& source) {
 
 Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   std::fprintf(stderr, "flintd %s starting with\n%s", kVersion, describe(options_).c_str());
-  if (options_.device == "cuda")
-    fail("--device cuda: this flintd has no CUDA backend yet; run with --device cpu (or auto)");
   // Keys and certificates first: a wrong file should not wait for the model to load.
   api_keys_.set_default_max_concurrent(options_.max_requests_per_key);
   if (!options_.api_key.empty()) api_keys_.add(options_.api_key, "default");
@@ -59,28 +57,25 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   std::fprintf(stderr, "flintd: [2/3] tokenizer: %d tokens; chat template: %s\n", model_.tokenizer->vocab_size(),
                std::string(chat_template_->name()).c_str());
 
-  // The KV cache: fp32 K and V for every layer, in blocks of block_size tokens.
+  // The backend (--device) and its KV cache: fp32 K/V on the CPU, bf16 on CUDA (model/backend_factory.h).
   ModelConfig config = model_.config;
   if (options_.max_context > 0) config.max_context = config.max_context > 0 ? std::min(config.max_context, options_.max_context) : options_.max_context;
-  const uint64_t bytes_per_token = 2ull * uint64_t(config.num_layers) * uint64_t(config.num_kv_heads) *
-                                   uint64_t(config.head_dim) * sizeof(float);
-  const uint64_t bytes_per_block = bytes_per_token * uint64_t(options_.block_size);
-  const uint64_t num_blocks = options_.kv_cache_memory / bytes_per_block;
-  if (num_blocks < 1)
-    fail("--kv-cache-memory ", format_size(options_.kv_cache_memory), " holds less than one KV block (",
-         format_size(bytes_per_block), " for ", options_.block_size, " tokens)");
-  if (num_blocks > (1u << 30)) fail("--kv-cache-memory is too large");
   t0 = Clock::now();
-  CpuBackendOptions backend_options;
-  backend_options.num_kv_blocks = int32_t(num_blocks);
+  BackendOptions backend_options;
+  backend_options.device = options_.device;
   backend_options.block_size = options_.block_size;
+  backend_options.kv_cache_memory = options_.kv_cache_memory;
   backend_options.num_threads = options_.threads;
-  auto backend = std::make_unique<CpuBackend>(config, model_.weights, backend_options);
-  std::fprintf(stderr, "flintd: [3/3] device cpu, %d threads; KV cache %llu blocks x %d tokens = %llu tokens (%s), in %.2f s\n",
-               backend->num_threads(), static_cast<unsigned long long>(num_blocks), options_.block_size,
-               static_cast<unsigned long long>(num_blocks * uint64_t(options_.block_size)),
-               format_size(num_blocks * bytes_per_block).c_str(), seconds_since(t0));
-  backend_ = std::move(backend);
+  backend_options.max_tokens_per_step = options_.max_batched_tokens;
+  backend_options.max_seqs_per_step = options_.max_running_seqs;
+  backend_options.cuda_graphs = options_.cuda_graphs;
+  MadeBackend made = make_backend(config, model_.weights, backend_options);
+  const int32_t num_blocks = made.backend->num_kv_blocks();
+  std::fprintf(stderr, "flintd: [3/3] device %s; KV cache %d blocks x %d tokens = %lld tokens, in %.2f s\n",
+               made.description.c_str(), num_blocks, options_.block_size,
+               static_cast<long long>(int64_t(num_blocks) * options_.block_size), seconds_since(t0));
+  backend_ = std::move(made.backend);
+  device_ = made.device;
 
   EngineConfig engine_config;
   engine_config.scheduler.max_num_seqs = options_.max_running_seqs;
@@ -109,7 +104,7 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   for (int32_t id : model_.tokenizer->eog_ids()) info.add_eos_token_ids(id);
   info.set_weight_type(std::string(dtype_info(model_.weights.layers.at(0).wq->dtype).name));
   info.set_num_parameters(count_parameters(*model_.source));
-  info.set_device("cpu");
+  info.set_device(device_);
   info.set_max_running_seqs(options_.max_running_seqs);
   info.set_max_batched_tokens(options_.max_batched_tokens);
   info.set_kv_block_size(options_.block_size);

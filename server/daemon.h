@@ -52,6 +52,7 @@ class Daemon {
   LoadedModel model_;
   std::optional<ChatTemplate> chat_template_;
   std::unique_ptr<Backend> backend_;
+  std::string device_;  // "cpu" or "cuda", as --device resolved
   std::unique_ptr<ServerMetrics> metrics_;  // before engine_: the engine records into it
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<InferenceService> service_;

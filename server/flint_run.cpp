@@ -1,5 +1,6 @@
 // flint-run: the model in-process, no server. Streams a completion of one
 // prompt to stdout as it is made; prompt and generation speed go to stderr.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -13,7 +14,8 @@
 #include "engine/offline_runner.h"
 #include "engine/sampler.h"
 #include "model/chat_template.h"
-#include "model/cpu_backend.h"
+#include "model/backend_diff.h"
+#include "model/backend_factory.h"
 #include "model/model_loader.h"
 #include "model/tokenizer.h"
 
@@ -21,7 +23,9 @@ namespace {
 
 struct Options {
   std::string model, prompt, template_name, system;
-  bool chat = false, think = true, show_prompt = false;
+  bool chat = false, think = true, show_prompt = false, cuda_graphs = true, diff = false;
+  std::string device = "auto";
+  double diff_bound = flint::kDiffDefaultRelBound;
   int max_tokens = 256, threads = 0, context = 4096;
   flint::SamplingParams sampling;
 };
@@ -41,6 +45,12 @@ const char* kUsage =
     "  --seed S                same seed, same tokens (default 0)\n"
     "  -t, --threads N         CPU threads (default: all)\n"
     "  -c, --context N         KV cache capacity in tokens (default 4096)\n"
+    "  --device auto|cpu|cuda  where the model runs; auto: CUDA when built with it and a GPU is present (default auto)\n"
+    "  --cuda-graphs on|off    CUDA graphs for decode steps (default on; off: every step eager)\n"
+    "  --diff-backends         instead of generating: run the prompt's prefill and one decode step on the CPU\n"
+    "                          backend and on --device's, print the error of every named intermediate in layer\n"
+    "                          order and flag the first over the bound; exit 1 when one is over\n"
+    "  --diff-bound R          the bound on max|diff| / max|cpu| per intermediate (default 0.03125)\n"
     "  --show-prompt           print the rendered prompt to stderr\n";
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -82,6 +92,15 @@ Options parse(int argc, char** argv) {
     else if (a == "-t" || a == "--threads") o.threads = int(number());
     else if (a == "-c" || a == "--context") o.context = int(number());
     else if (a == "--show-prompt") o.show_prompt = true;
+    else if (a == "--device") {
+      o.device = value();
+      if (o.device != "auto" && o.device != "cpu" && o.device != "cuda") usage_error("--device must be auto, cpu or cuda");
+    } else if (a == "--cuda-graphs") {
+      const std::string v = value();
+      if (v != "on" && v != "off") usage_error("--cuda-graphs must be on or off");
+      o.cuda_graphs = v == "on";
+    } else if (a == "--diff-backends") o.diff = true;
+    else if (a == "--diff-bound") o.diff_bound = number();
     else if (a == "-h" || a == "--help") { std::cout << kUsage; std::exit(0); }
     else usage_error("unknown option " + a);
   }
@@ -94,6 +113,22 @@ Options parse(int argc, char** argv) {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// --diff-backends: the CPU backend as the reference, --device's as the test, on the prompt's prefill and one decode
+// step (model/backend_diff.h). Exit 1 when an intermediate is over the bound.
+int diff(const flint::LoadedModel& model, const std::vector<int32_t>& prompt, flint::BackendOptions bopts, double bound) {
+  bopts.max_tokens_per_step = std::max<int32_t>(int32_t(prompt.size()), 1);  // the prefill runs as one step
+  flint::BackendOptions cpu_opts = bopts;
+  cpu_opts.device = "cpu";
+  flint::MadeBackend ref = flint::make_backend(model.config, model.weights, cpu_opts);
+  flint::MadeBackend test = flint::make_backend(model.config, model.weights, bopts);
+  std::fprintf(stderr, "[flint-run] diff: reference %s\n[flint-run] diff: test %s\n", ref.description.c_str(),
+               test.description.c_str());
+  if (test.device == "cpu") std::fprintf(stderr, "[flint-run] diff: note: --device resolved to cpu: CPU against CPU\n");
+  const flint::DiffReport report = flint::diff_backends(*ref.backend, *test.backend, prompt, bound);
+  std::fputs(flint::format_diff_report(report, bound).c_str(), stdout);
+  return report.first_over < 0 ? 0 : 1;
 }
 
 int run(const Options& o) {
@@ -125,10 +160,16 @@ int run(const Options& o) {
     flint::fail("prompt of ", prompt_ids.size(), " tokens plus ", o.max_tokens, " new tokens exceeds the context of ", o.context,
                 " tokens (raise --context or lower --max-tokens)");
 
-  flint::CpuBackendOptions bopts;
+  flint::BackendOptions bopts;
+  bopts.device = o.device;
   bopts.num_threads = o.threads;
   bopts.num_kv_blocks = (o.context + bopts.block_size - 1) / bopts.block_size;
-  flint::CpuBackend backend(model.config, model.weights, bopts);
+  bopts.max_tokens_per_step = 512;  // OfflineRunner's prefill chunk
+  bopts.max_seqs_per_step = 1;      // one sequence: one decode graph (batch 1)
+  bopts.cuda_graphs = o.cuda_graphs;
+  if (o.diff) return diff(model, prompt_ids, bopts, o.diff_bound);
+  flint::MadeBackend made = flint::make_backend(model.config, model.weights, bopts);
+  flint::Backend& backend = *made.backend;
   flint::OfflineRunner runner(backend);
   flint::Sampler sampler(o.sampling);
   flint::IncrementalDetokenizer detok(tok, /*skip_special=*/true);
@@ -158,8 +199,8 @@ int run(const Options& o) {
   std::fwrite(rest.data(), 1, rest.size(), stdout);
   std::fputc('\n', stdout);
   const double decode_s = seconds_since(t1);
-  std::fprintf(stderr, "\n[flint-run] %s | %d threads | finish: %s\n", model.config.describe().c_str(),
-               backend.num_threads(), finish.c_str());
+  std::fprintf(stderr, "\n[flint-run] %s | %s | finish: %s\n", model.config.describe().c_str(),
+               made.description.c_str(), finish.c_str());
   std::fprintf(stderr, "[flint-run] prompt: %zu tokens in %.3f s (%.1f tok/s) | generation: %zu tokens in %.3f s (%.1f tok/s)\n",
                prompt_ids.size(), prefill_s, double(prompt_ids.size()) / prefill_s, generated.size(), decode_s,
                generated.empty() ? 0.0 : double(generated.size()) / decode_s);

@@ -33,10 +33,14 @@ std::string flintd_usage() {
     << format_size(d.max_request_bytes) << ")\n"
     << "  --max-prompt-tokens N     tokens one prompt may have, 0 for the sequence limit (default "
     << d.max_prompt_tokens << ")\n"
-    << "  --device auto|cpu|cuda    where the model runs (default " << d.device << "; no CUDA backend yet: auto is cpu)\n"
+    << "  --device auto|cpu|cuda    where the model runs; auto: CUDA when built with it and a GPU is present, else\n"
+    << "                            the CPU (default " << d.device << ")\n"
+    << "  --cuda-graphs on|off      CUDA graphs for decode steps, one per batch bucket, captured at start; off runs\n"
+    << "                            every step eagerly, for debugging (default on)\n"
     << "  --max-running-seqs N      sequences batched in one step (default " << d.max_running_seqs << ")\n"
     << "  --max-batched-tokens N    tokens in one step; longer prompts prefill in chunks (default " << d.max_batched_tokens << ")\n"
-    << "  --kv-cache-memory SIZE    KV cache size, e.g. 512MiB, 2GiB (default " << format_size(d.kv_cache_memory) << ")\n"
+    << "  --kv-cache-memory SIZE    KV cache size, e.g. 512MiB, 2GiB (default: 1GiB on the CPU; on CUDA 40% of the\n"
+    << "                            GPU memory free after the weights and buffers)\n"
     << "  --block-size N            tokens per KV cache block (default " << d.block_size << ")\n"
     << "  --max-queue N             waiting requests; more get RESOURCE_EXHAUSTED (default " << d.max_queue << ")\n"
     << "  --drain-timeout SECONDS   on SIGTERM/SIGINT, time running streams get to finish (default " << d.drain_timeout_s << ")\n"
@@ -149,6 +153,10 @@ std::optional<std::string> parse_flintd_args(const std::vector<std::string>& arg
       auto v = take();
       if (!v || (*v != "auto" && *v != "cpu" && *v != "cuda")) return "--device must be auto, cpu or cuda";
       o.device = *v;
+    } else if (flag == "--cuda-graphs") {
+      auto v = take();
+      if (!v || (*v != "on" && *v != "off")) return "--cuda-graphs must be on or off";
+      o.cuda_graphs = *v == "on";
     } else if (flag == "--max-running-seqs") {
       error = integer(1, 4096, o.max_running_seqs);
     } else if (flag == "--max-batched-tokens") {
@@ -211,7 +219,8 @@ std::string describe(const FlintdOptions& o) {
     << "  device:             " << o.device << "\n"
     << "  max running seqs:   " << o.max_running_seqs << "\n"
     << "  max batched tokens: " << o.max_batched_tokens << "\n"
-    << "  kv cache memory:    " << format_size(o.kv_cache_memory) << "\n"
+    << "  kv cache memory:    " << (o.kv_cache_memory ? format_size(o.kv_cache_memory) : std::string("device default (cpu 1GiB, cuda 40% of free)")) << "\n"
+    << "  cuda graphs:        " << (o.cuda_graphs ? "on" : "off") << "\n"
     << "  block size:         " << o.block_size << "\n"
     << "  max queue:          " << o.max_queue << "\n"
     << "  drain timeout:      " << o.drain_timeout_s << " s\n"

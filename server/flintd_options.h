@@ -25,7 +25,8 @@ struct FlintdOptions {
   std::string device = "auto";           // auto | cpu | cuda
   int32_t max_running_seqs = 64;         // sequences in one step
   int32_t max_batched_tokens = 2048;     // tokens in one step (chunked prefill budget)
-  uint64_t kv_cache_memory = 1ull << 30; // bytes of KV cache
+  uint64_t kv_cache_memory = 0;          // bytes of KV cache; 0: the device's default (cpu 1GiB, cuda 40% of free)
+  bool cuda_graphs = true;               // --cuda-graphs on|off: CUDA graphs for decode steps
   int32_t block_size = 16;               // tokens per KV block
   int32_t max_queue = 256;               // waiting requests; more get RESOURCE_EXHAUSTED
   double drain_timeout_s = 30.0;         // on SIGTERM: how long running streams may finish

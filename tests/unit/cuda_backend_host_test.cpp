@@ -1,0 +1,268 @@
+// The CUDA backend's host-side arithmetic (model/cuda_backend_host.h), which runs on any machine: the KV budget,
+// the graph buckets, the step's staging layout and padding, and the weight packing, the last checked by running
+// the packed weights through the bf16 matmul's CPU twin (the arithmetic the CUDA kernels share) against the
+// unpacked q/k/v and gate/up weights of real model files.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "kernels/bf16.h"
+#include "kernels/cpu/matmul_bf16.h"
+#include "kernels/cpu/quant.h"
+#include "model/cuda_backend_host.h"
+#include "model/model_loader.h"
+#include "test_util.h"
+
+namespace flint {
+namespace {
+
+ModelConfig smol_shape() {  // SmolLM2-135M: 30 layers, 3 kv heads of 64
+  ModelConfig c;
+  c.num_layers = 30, c.num_kv_heads = 3, c.head_dim = 64, c.num_qo_heads = 9, c.hidden_size = 576;
+  return c;
+}
+
+TEST(CudaKvBudget, BlocksFromBytes) {
+  const ModelConfig c = smol_shape();
+  // 2 (K, V) x 30 layers x 3 heads x 64 dims x 16 tokens x 2 bytes = 368,640 bytes per block.
+  EXPECT_EQ(cuda_kv_bytes_per_block(c, 16), 368640u);
+  EXPECT_EQ(cuda_kv_blocks_for_bytes(368640u * 100, c, 16), 100);
+  EXPECT_EQ(cuda_kv_blocks_for_bytes(368640u * 100 - 1, c, 16), 99);  // whole blocks only
+  EXPECT_EQ(cuda_kv_blocks_for_bytes(368639u, c, 16), 0);
+  EXPECT_EQ(cuda_kv_blocks_for_bytes(1ull << 62, c, 16), (1 << 30) - 1);  // capped, no overflow
+  EXPECT_EQ(cuda_kv_blocks_for_bytes(368640u * 2, c, 32), 1);             // twice the tokens per block
+  test::expect_error([&] { cuda_kv_bytes_per_block(c, 0); }, {"block size 0"});
+}
+
+TEST(CudaKvBudget, DefaultIsFortyPercentOfFree) {
+  EXPECT_EQ(cuda_default_kv_budget(80ull << 30), uint64_t(0.4 * double(80ull << 30)));
+  EXPECT_EQ(cuda_default_kv_budget(0), 0u);
+}
+
+TEST(CudaGraphBuckets, PowersOfTwoUpToTheMaxAndTheMaxItself) {
+  EXPECT_EQ(cuda_graph_buckets(1), (std::vector<int32_t>{1}));
+  EXPECT_EQ(cuda_graph_buckets(64), (std::vector<int32_t>{1, 2, 4, 8, 16, 32, 64}));
+  EXPECT_EQ(cuda_graph_buckets(100), (std::vector<int32_t>{1, 2, 4, 8, 16, 32, 64, 100}));
+  EXPECT_EQ(cuda_graph_buckets(256), (std::vector<int32_t>{1, 2, 4, 8, 16, 32, 64, 128, 256}));
+  EXPECT_EQ(cuda_graph_buckets(1000), (std::vector<int32_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 1000}));
+}
+
+TEST(CudaGraphBuckets, PicksTheSmallestThatHolds) {
+  const std::vector<int32_t> b = cuda_graph_buckets(100);
+  EXPECT_EQ(cuda_pick_graph_bucket(b, 1), 0);
+  EXPECT_EQ(b[size_t(cuda_pick_graph_bucket(b, 3))], 4);
+  EXPECT_EQ(b[size_t(cuda_pick_graph_bucket(b, 64))], 64);
+  EXPECT_EQ(b[size_t(cuda_pick_graph_bucket(b, 65))], 100);
+  EXPECT_EQ(cuda_pick_graph_bucket(b, 101), -1);
+}
+
+StepPlan decode_plan(int32_t num_seqs) {
+  StepPlan p;
+  for (int32_t s = 0; s < num_seqs; ++s) p.add_sequence({100 + s}, 17 + 5 * s, {3 * s, 3 * s + 1, 3 * s + 2}, true);
+  return p;
+}
+
+TEST(CudaStaging, DecodeOnlyIsOneTokenPerSequenceWithItsLogits) {
+  EXPECT_TRUE(is_decode_only(decode_plan(3)));
+  StepPlan prefill;
+  prefill.add_sequence({1, 2, 3}, 3, {0}, true);
+  EXPECT_FALSE(is_decode_only(prefill));
+  StepPlan mixed = decode_plan(2);
+  mixed.add_sequence({5, 6}, 2, {9}, true);
+  EXPECT_FALSE(is_decode_only(mixed));
+  StepPlan no_logits;
+  no_logits.add_sequence({1}, 4, {0}, false);
+  EXPECT_FALSE(is_decode_only(no_logits));
+  EXPECT_FALSE(is_decode_only(StepPlan{}));
+}
+
+TEST(CudaStaging, LayoutIsAlignedAndDisjoint) {
+  const StepLayout l = cuda_step_layout(5, 3, 7, 2);
+  for (int64_t off : {l.token_ids, l.positions, l.cu_seqlens, l.kv_lens, l.block_table, l.logit_rows})
+    EXPECT_EQ(off % 4, 0) << off;  // 16-byte boundaries
+  EXPECT_GE(l.positions - l.token_ids, 5);
+  EXPECT_GE(l.kv_lens - l.cu_seqlens, 4);
+  EXPECT_GE(l.logit_rows - l.block_table, 21);
+  EXPECT_GE(l.total - l.logit_rows, 2);
+}
+
+TEST(CudaStaging, EagerStepCopiesThePlanAndWidensTheTable) {
+  StepPlan p;
+  p.add_sequence({11, 12, 13}, 5, {4}, false);   // 3 new tokens on a cached prefix of 2
+  p.add_sequence({21}, 20, {7, 8}, true);
+  const int32_t width = 4;
+  const StepLayout l = cuda_step_layout(p.num_tokens(), p.num_seqs(), width, 1);
+  std::vector<int32_t> st(size_t(l.total), -777);
+  const StepMaxima m = cuda_fill_staging(p, l, width, 0, st.data());
+  EXPECT_EQ(m.max_kv_len, 20);
+  EXPECT_EQ(m.max_q_len, 3);
+  EXPECT_EQ(std::vector<int32_t>(st.begin() + l.token_ids, st.begin() + l.token_ids + 4), (std::vector<int32_t>{11, 12, 13, 21}));
+  EXPECT_EQ(std::vector<int32_t>(st.begin() + l.positions, st.begin() + l.positions + 4), (std::vector<int32_t>{2, 3, 4, 19}));
+  EXPECT_EQ(std::vector<int32_t>(st.begin() + l.cu_seqlens, st.begin() + l.cu_seqlens + 3), (std::vector<int32_t>{0, 3, 4}));
+  EXPECT_EQ(std::vector<int32_t>(st.begin() + l.kv_lens, st.begin() + l.kv_lens + 2), (std::vector<int32_t>{5, 20}));
+  EXPECT_EQ(std::vector<int32_t>(st.begin() + l.block_table, st.begin() + l.block_table + 8),
+            (std::vector<int32_t>{4, 0, 0, 0, 7, 8, 0, 0}));
+  EXPECT_EQ(st[size_t(l.logit_rows)], 3);
+  test::expect_error([&] { cuda_fill_staging(p, l, 1, 0, st.data()); }, {"2 KV blocks", "1 of the model's context"});
+  test::expect_error([&] { cuda_fill_staging(p, cuda_step_layout(4, 4, width, 4), width, 4, st.data()); },
+                     {"only a decode-only step is padded"});
+}
+
+TEST(CudaStaging, GraphBucketPadsWithSequencesThatTouchNothing) {
+  const StepPlan p = decode_plan(3);
+  const int32_t width = 5, b = 8;
+  const StepLayout l = cuda_step_layout(b, b, width, b);
+  std::vector<int32_t> st(size_t(l.total), -777);
+  cuda_fill_staging(p, l, width, b, st.data());
+  for (int32_t i = 0; i < b; ++i) {
+    const bool real = i < 3;
+    EXPECT_EQ(st[size_t(l.token_ids + i)], real ? 100 + i : 0);
+    EXPECT_EQ(st[size_t(l.positions + i)], real ? 17 + 5 * i - 1 : -1);  // padding: position -1 ...
+    EXPECT_EQ(st[size_t(l.kv_lens + i)], real ? 17 + 5 * i : 0);          // ... and kv_len 0
+    EXPECT_EQ(st[size_t(l.cu_seqlens + i + 1)], i + 1);
+    EXPECT_EQ(st[size_t(l.logit_rows + i)], i);
+    EXPECT_EQ(st[size_t(l.block_table + int64_t(i) * width)], real ? 3 * i : 0);
+  }
+  EXPECT_EQ(st[size_t(l.cu_seqlens)], 0);
+  // The capture's inputs: an empty plan, all padding.
+  std::vector<int32_t> cap(size_t(l.total), -777);
+  cuda_fill_staging(StepPlan{}, l, width, b, cap.data());
+  for (int32_t i = 0; i < b; ++i) EXPECT_EQ(cap[size_t(l.kv_lens + i)], 0);
+  EXPECT_EQ(cap[size_t(l.cu_seqlens)], 0);
+  EXPECT_EQ(cap[size_t(l.cu_seqlens + b)], b);
+}
+
+// ---- Weight packing, through the matmul twin.
+
+// What cuda::dequantize does with p, on the host (kernels/ops_params.h: f32_to_bf16 of dequantize_row, row by row).
+void dequantize_on_host(const DequantParams& p) {
+  std::vector<float> row(size_t(p.row_elems));
+  for (int64_t r = 0; r < p.num_rows; ++r) {
+    cpu::dequantize_row(p.type, static_cast<const uint8_t*>(p.src) + uint64_t(r) * p.src_row_bytes, row.data(), p.row_elems);
+    for (int64_t i = 0; i < p.row_elems; ++i) p.dst[r * p.ld_dst + i] = f32_to_bf16_bits(row[size_t(i)]);
+  }
+}
+
+std::vector<bf16_bits> pack_on_host(const PackedWeight& w) {
+  std::vector<bf16_bits> out(size_t(w.rows * w.cols), 0xFFFF);  // NaN: an unwritten element shows
+  for (const PackPiece& piece : w.pieces) dequantize_on_host(pack_piece_params(w, piece, piece.src->data, out.data()));
+  return out;
+}
+
+// Row r of a tensor as bf16 values in fp64 (the packed weight's values exactly).
+std::vector<double> row_bf16(const Tensor& t, int64_t r) {
+  std::vector<float> f(size_t(t.cols()));
+  cpu::dequantize_row(t.dtype, t.data + uint64_t(r) * t.row_bytes(), f.data(), t.cols());
+  std::vector<double> d(f.size());
+  for (size_t i = 0; i < f.size(); ++i) d[i] = bf16_bits_to_f32(f32_to_bf16_bits(f[i]));
+  return d;
+}
+
+std::vector<double> vec_bf16(const Tensor* t) {
+  if (!t) return {};
+  return row_bf16(*t, 0);
+}
+
+double dot(const std::vector<bf16_bits>& x, int64_t m, const std::vector<double>& w) {
+  double s = 0;
+  for (size_t k = 0; k < w.size(); ++k) s += double(bf16_bits_to_f32(x[size_t(m) * w.size() + k])) * w[k];
+  return s;
+}
+
+std::vector<bf16_bits> random_x(int64_t m, int64_t k) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<bf16_bits> x(size_t(m * k));
+  for (auto& v : x) v = f32_to_bf16_bits(u(rng));
+  return x;
+}
+
+// |got - want| within fp32 summation of bf16 products (relative to Σ|products|) plus one bf16 rounding of the output.
+void expect_close(float got, double want, double abs_sum, const std::string& what) {
+  EXPECT_LE(std::fabs(double(got) - want), 1e-5 * abs_sum + std::fabs(want) * (1.0 / 128)) << what;
+}
+
+void check_layer_packing(const LoadedModel& model, int layer) {
+  const ModelConfig& c = model.config;
+  const LayerWeights& lw = model.weights.layers[size_t(layer)];
+  const int64_t M = 3, K = c.hidden_size, nq = int64_t(c.num_qo_heads) * c.head_dim, nkv = int64_t(c.num_kv_heads) * c.head_dim;
+  const std::vector<bf16_bits> x = random_x(M, K);
+
+  // QKV: one matmul with the Qkv epilogue over the packed weight (and bias) against each of wq, wk, wv alone.
+  const PackedWeight qkv = pack_qkv(lw, c);
+  ASSERT_EQ(qkv.rows, nq + 2 * nkv);
+  const std::vector<bf16_bits> wqkv = pack_on_host(qkv);
+  const PackedWeight bias = pack_qkv_bias(lw, c);
+  ASSERT_EQ(bias.rows > 0, c.qkv_bias);
+  const std::vector<bf16_bits> b = bias.rows > 0 ? pack_on_host(bias) : std::vector<bf16_bits>{};
+  std::vector<float> q(size_t(M * nq)), k(size_t(M * nkv)), v(size_t(M * nkv));
+  MatmulParams p;
+  p.M = int(M), p.N = int(nq + 2 * nkv), p.K = int(K);
+  p.x = x.data(), p.ldx = K, p.w = wqkv.data(), p.ldw = K, p.maybe_bias = b.empty() ? nullptr : b.data();
+  p.epilogue = MatmulEpilogue::Qkv, p.out_type = MatmulOut::F32;
+  p.y = q.data(), p.ldy = nq, p.num_q = int(nq), p.num_kv = int(nkv);
+  p.k_out = k.data(), p.ld_k = nkv, p.v_out = v.data(), p.ld_v = nkv;
+  cpu::matmul_bf16(p);
+  const std::vector<double> bq = vec_bf16(lw.maybe_bq), bk = vec_bf16(lw.maybe_bk), bv = vec_bf16(lw.maybe_bv);
+  for (auto [t, out, cols, bias_v, name] : {std::tuple{lw.wq, &q, nq, &bq, "q"}, std::tuple{lw.wk, &k, nkv, &bk, "k"},
+                                           std::tuple{lw.wv, &v, nkv, &bv, "v"}}) {
+    for (int64_t n = 0; n < cols; ++n) {
+      const std::vector<double> w = row_bf16(*t, n);
+      for (int64_t m = 0; m < M; ++m) {
+        double abs_sum = 0;
+        for (int64_t kk = 0; kk < K; ++kk) abs_sum += std::fabs(double(bf16_bits_to_f32(x[size_t(m * K + kk)])) * w[size_t(kk)]);
+        const double want = dot(x, m, w) + (bias_v->empty() ? 0.0 : (*bias_v)[size_t(n)]);
+        expect_close((*out)[size_t(m * cols + n)], want, abs_sum, std::string(name) + " row " + std::to_string(n));
+      }
+    }
+  }
+
+  // gate+up: the SiluMul epilogue over the interleaved weight against silu(x·gate)·(x·up) from the two tensors.
+  const int64_t F = c.ffn_size;
+  const PackedWeight gu = pack_gate_up(lw, c);
+  const std::vector<bf16_bits> wgu = pack_on_host(gu);
+  std::vector<float> act(size_t(M * F));
+  MatmulParams g;
+  g.M = int(M), g.N = int(2 * F), g.K = int(K);
+  g.x = x.data(), g.ldx = K, g.w = wgu.data(), g.ldw = K;
+  g.epilogue = MatmulEpilogue::SiluMul, g.out_type = MatmulOut::F32, g.y = act.data(), g.ldy = F;
+  cpu::matmul_bf16(g);
+  for (int64_t f = 0; f < F; ++f) {
+    const std::vector<double> wg = row_bf16(*lw.w_gate, f), wu = row_bf16(*lw.w_up, f);
+    for (int64_t m = 0; m < M; ++m) {
+      const double a = dot(x, m, wg), u = dot(x, m, wu);
+      double abs_sum = 0;
+      for (int64_t kk = 0; kk < K; ++kk)
+        abs_sum += std::fabs(double(bf16_bits_to_f32(x[size_t(m * K + kk)]))) * (std::fabs(wg[size_t(kk)]) + std::fabs(wu[size_t(kk)]));
+      const double want = a / (1 + std::exp(-a)) * u;
+      EXPECT_LE(std::fabs(double(act[size_t(m * F + f)]) - want), 1e-5 * abs_sum * (1 + std::fabs(u) + std::fabs(a)) + 1e-6)
+          << "gate/up row " << f << " token " << m;
+    }
+  }
+}
+
+TEST(CudaWeightPacking, QkvWithBiasAndGateUpMatchTheUnpackedWeights) {
+  const LoadedModel model = load_model(std::string(FLINT_TEST_DATA_DIR) + "/tiny-qwen2");  // f32, q/k/v biases
+  check_layer_packing(model, 1);
+}
+
+TEST(CudaWeightPacking, QuantizedRowsGroupedByEightLandWhereTheInterleaveWantsThem) {
+  const std::string path = std::string(FLINT_MODELS_DIR) + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << "run scripts/fetch-model.sh";
+  const LoadedModel model = load_model(path);
+  check_layer_packing(model, 0);
+}
+
+TEST(CudaWeightPacking, RefusesPiecesThatDoNotFit) {
+  const LoadedModel model = load_model(std::string(FLINT_TEST_DATA_DIR) + "/tiny-llama");
+  PackedWeight w = pack_qkv(model.weights.layers[0], model.config);
+  w.rows -= 1;  // v's last row would fall outside
+  std::vector<bf16_bits> out(size_t((w.rows + 1) * w.cols));
+  test::expect_error([&] { pack_piece_params(w, w.pieces[2], nullptr, out.data()); }, {"overruns the packed weight"});
+  EXPECT_EQ(pack_qkv_bias(model.weights.layers[0], model.config).rows, 0);  // llama: no biases
+}
+
+}  // namespace
+}  // namespace flint
