@@ -119,6 +119,8 @@ NOTE=""
 GPU_BASELINES="$BUILD/bench/gpu_baselines"
 GPU_TESTS="$BUILD/tests/gpu/flint_gpu_tests"
 MATMUL_BENCH="$BUILD/bench/matmul_bench"
+GPU_MODEL_TESTS="$BUILD/tests/gpu/flint_gpu_model_tests"
+FLINT_RUN="$BUILD/server/flint-run"
 
 missing_libs() {  # prints what ldd cannot resolve for $1: "libfoo.so.1" or "GLIBC_2.36 (required by ...)"
   ldd "$1" 2>&1 | grep "not found" | sed -E 's/^\s*//; s/ => not found//; s/.*version .([A-Za-z_0-9.]+). not found.*/\1 (version)/'
@@ -189,6 +191,64 @@ check_loads() {
   return $bad
 }
 
+# The model the CUDA backend steps run: the default GGUF when it is here, else a random-initialised Llama of
+# SmolLM2-135M's shape (hidden 576, 30 layers, 9 heads, 3 KV heads of 64, ffn 1536; tiny-llama's 512-token
+# tokenizer) built with transformers, seed 0, bf16 safetensors, in $WORK. Sets FLINT_GPU_MODEL.
+pick_model() {
+  if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
+    FLINT_GPU_MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
+  else
+    FLINT_GPU_MODEL="$WORK/smol-shape"
+    "$PY" - "$FLINT_GPU_MODEL" <<'EOF2' || return 1
+import shutil, sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+out = sys.argv[1]
+torch.manual_seed(0)
+cfg = LlamaConfig(vocab_size=512, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                  num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, rms_norm_eps=1e-5,
+                  rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=507, eos_token_id=511)
+LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+for f in ("tokenizer.json", "tokenizer_config.json"):
+    shutil.copy("tests/data/tiny-llama/" + f, out)
+print("random SmolLM2-shaped model in", out)
+EOF2
+    NOTE="random SmolLM2-shaped model (no GGUF here)"
+  fi
+  export FLINT_GPU_MODEL
+  echo "model: $FLINT_GPU_MODEL"
+}
+
+# flint-run greedy on the CPU and on CUDA (graphs on) from the same prompt: both must run; the texts are printed
+# and compared (a near-tie may part them after some tokens under bf16, so a difference is reported, not failed).
+flint_run_cuda() {
+  local prompt="The capital of France is" cpu cuda rc
+  cpu=$("$FLINT_RUN" -m "$FLINT_GPU_MODEL" -p "$prompt" -n 48 --temperature 0 --device cpu 2> "$WORK/flint_run_cpu.err")
+  rc=$?
+  [ $rc -eq 0 ] || { echo "flint-run --device cpu failed ($rc):"; tail -5 "$WORK/flint_run_cpu.err"; return $rc; }
+  cuda=$("$FLINT_RUN" -m "$FLINT_GPU_MODEL" -p "$prompt" -n 48 --temperature 0 --device cuda 2> "$WORK/flint_run_cuda.err")
+  rc=$?
+  cat "$WORK/flint_run_cuda.err"
+  [ $rc -eq 0 ] || { echo "flint-run --device cuda failed ($rc)"; return $rc; }
+  echo "cpu:  $cpu"
+  echo "cuda: $cuda"
+  echo "## summary flint-run --device cuda"
+  grep -E "cuda backend: (captured|ready|weights 100)|\[flint-run\] prompt" "$WORK/flint_run_cuda.err"
+  if [ "$cpu" = "$cuda" ]; then echo "greedy text: identical to the CPU's"; else
+    echo "greedy text: DIFFERS from the CPU's (see cpu:/cuda: above)"; NOTE="greedy text differs from the CPU's"; fi
+}
+
+# The per-layer diff: the error of every named intermediate, CPU vs CUDA, one prefill and one decode step.
+diff_backends() {
+  "$FLINT_RUN" -m "$FLINT_GPU_MODEL" -p "The quick brown fox jumps over the lazy dog. It was a sunny day" \
+    --device cuda --diff-backends > "$WORK/diff_table.txt"
+  local rc=$?
+  cat "$WORK/diff_table.txt"
+  echo "## summary per-layer diff (flint-run --diff-backends)"
+  grep -E "first over the bound" "$WORK/diff_table.txt" | head -3
+  tail -1 "$WORK/diff_table.txt"
+  return $rc
+}
+
 card_info() {
   nvidia-smi -L
   nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw,power.limit,ecc.mode.current,persistence_mode \
@@ -212,6 +272,15 @@ main_steps() {
   # shellcheck disable=SC2086  # FLINT_TORCH_ARGS is a list of arguments
   run_step torch_baselines 330 env PYTHONUNBUFFERED=1 "$PY" bench/torch_baselines.py \
     --json "$WORK/torch_baselines.json" $QUICK ${FLINT_TORCH_ARGS:-}
+  # The CUDA backend (issue 6). model: the default GGUF, else a random SmolLM2-shaped model built here (~20 s).
+  run_inline model pick_model show
+  # gpu_model_tests: CUDA backend vs CPU backend: 256-position prefill logits (top-1 >= 99%, rel error <= 5%),
+  # graph decode bit-identical to eager decode, the per-layer diff (~1 min: most of it is the CPU backend).
+  run_step gpu_model_tests 300 env FLINT_REQUIRE_GPU=1 "$GPU_MODEL_TESTS" --gtest_output="json:$WORK/gpu_model_tests.json"
+  # flint-run --device cuda end to end (load, dequantize, graphs, generate), beside --device cpu.
+  run_inline flint_run_cuda flint_run_cuda show
+  # The per-layer diff table; fails when an intermediate is over the bound.
+  run_inline diff_backends diff_backends
 }
 
 main_steps

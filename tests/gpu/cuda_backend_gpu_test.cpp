@@ -1,4 +1,4 @@
-// The CUDA backend (model/cuda_backend.h) against the CPU backend on real model files: logits of a 256-token
+// The CUDA backend (model/cuda_backend.h) against the CPU backend on a model of SmolLM2-135M's shape: logits of a 256-token
 // prefill, batched decode through the CUDA graphs against the same steps run eagerly, and the per-layer diff.
 // Built into its own binary (flint_gpu_model_tests: the model code needs PCRE2, which the kernel tests do not),
 // run by scripts/gpu-check.sh; every test that needs a GPU skips without one (fails with FLINT_REQUIRE_GPU set).
@@ -44,7 +44,18 @@ bool have_gpu() {
     GTEST_SKIP() << "no usable CUDA device (" << gpu_error() << ")";                                    \
   } while (0)
 
-const std::string kSmolLM2 = std::string(FLINT_MODELS_DIR) + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+// The model: $FLINT_GPU_MODEL (scripts/gpu-check.sh sets it: the default GGUF when it is on the GPU machine, else
+// a random-initialised model of SmolLM2-135M's shape it builds with transformers), else the default GGUF.
+std::string model_path() {
+  const char* env = std::getenv("FLINT_GPU_MODEL");
+  return env && *env ? env : std::string(FLINT_MODELS_DIR) + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+#define REQUIRE_MODEL()                                                                                  \
+  do {                                                                                                   \
+    if (std::filesystem::exists(model_path())) break;                                                    \
+    if (std::getenv("FLINT_REQUIRE_GPU")) FAIL() << "no model at " << model_path() << " (FLINT_GPU_MODEL)"; \
+    GTEST_SKIP() << "no model at " << model_path() << " (scripts/fetch-model.sh or FLINT_GPU_MODEL)";   \
+  } while (0)
 constexpr double kLogitRelBound = 0.05;
 
 std::vector<int32_t> random_tokens(int n, int32_t vocab, uint32_t seed) {
@@ -97,10 +108,10 @@ TEST(CudaBackend, RefusesHeadDimsTheAttentionKernelsDoNotHave) {
   }
 }
 
-TEST(CudaBackend, SmolLM2PrefillLogitsMatchTheCpuBackend) {
+TEST(CudaBackend, PrefillLogitsMatchTheCpuBackend) {
   REQUIRE_GPU();
-  if (!std::filesystem::exists(kSmolLM2)) GTEST_SKIP() << "no " << kSmolLM2 << " (scripts/fetch-model.sh)";
-  const LoadedModel model = load_model(kSmolLM2);
+  REQUIRE_MODEL();
+  const LoadedModel model = load_model(model_path());
   const int32_t vocab = model.config.vocab_size, n = 256;
   CpuBackend cpu(model.config, model.weights, {.num_kv_blocks = 16});
   CudaBackend gpu(model.config, model.weights,
@@ -111,7 +122,7 @@ TEST(CudaBackend, SmolLM2PrefillLogitsMatchTheCpuBackend) {
   std::vector<float> a(size_t(n) * size_t(vocab)), b(a.size(), NAN);
   cpu.forward(plan, a.data());
   gpu.forward(plan, b.data());
-  const auto [agree, worst] = compare_logits(a, b, vocab, "SmolLM2 prefill 256");
+  const auto [agree, worst] = compare_logits(a, b, vocab, "prefill 256");
   EXPECT_GE(agree, 0.99);
   EXPECT_LE(worst, kLogitRelBound);
 }
@@ -120,8 +131,8 @@ TEST(CudaBackend, SmolLM2PrefillLogitsMatchTheCpuBackend) {
 // graphs (5 sequences padded to the bucket of 8) and on CUDA eagerly. Graph and eager must give the same bits.
 TEST(CudaBackend, GraphDecodeEqualsEagerDecodeBitForBitAndTracksTheCpu) {
   REQUIRE_GPU();
-  if (!std::filesystem::exists(kSmolLM2)) GTEST_SKIP() << "no " << kSmolLM2 << " (scripts/fetch-model.sh)";
-  const LoadedModel model = load_model(kSmolLM2);
+  REQUIRE_MODEL();
+  const LoadedModel model = load_model(model_path());
   const int32_t vocab = model.config.vocab_size, per_seq = 16;
   const std::vector<int32_t> lens = {7, 19, 33, 64, 100};
   const int32_t seqs = int32_t(lens.size());
@@ -164,8 +175,8 @@ TEST(CudaBackend, GraphDecodeEqualsEagerDecodeBitForBitAndTracksTheCpu) {
 
 TEST(CudaBackend, PerLayerDiffAgainstTheCpuIsWithinTheBound) {
   REQUIRE_GPU();
-  if (!std::filesystem::exists(kSmolLM2)) GTEST_SKIP() << "no " << kSmolLM2 << " (scripts/fetch-model.sh)";
-  const LoadedModel model = load_model(kSmolLM2);
+  REQUIRE_MODEL();
+  const LoadedModel model = load_model(model_path());
   CpuBackend cpu(model.config, model.weights, {.num_kv_blocks = 4});
   CudaBackend gpu(model.config, model.weights, {.num_kv_blocks = 4, .max_tokens_per_step = 40, .max_seqs_per_step = 1});
   const DiffReport r = diff_backends(cpu, gpu, random_tokens(40, model.config.vocab_size, 5), kDiffDefaultRelBound);
