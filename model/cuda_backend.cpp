@@ -324,6 +324,8 @@ void CudaBackend::forward(const StepPlan& plan, float* logits) {
   if (n == 0) return;
   if (n > max_tokens_) fail("cuda backend: a step of ", n, " tokens exceeds max_tokens_per_step ", max_tokens_);
   if (s > max_seqs_) fail("cuda backend: a step of ", s, " sequences exceeds max_seqs_per_step ", max_seqs_);
+  if (rows > max_logit_rows_)
+    fail("cuda backend: a step wants ", rows, " logit rows, more than max_seqs_per_step ", max_logit_rows_);
   for (int32_t id : plan.token_ids)
     if (id < 0 || id >= config_.vocab_size) fail("token id ", id, " outside the vocabulary [0, ", config_.vocab_size, ")");
 
