@@ -122,6 +122,10 @@ TEST(SamplingTwin, GreedyPicksSamplersTokenWithItsLogprob) {
     for (uint32_t seed = 0; seed < 5; ++seed) {
       auto l = random_logits(size_t(vocab), seed + 17 * uint32_t(vocab));
       if (seed == 1) for (float& x : l) x = std::round(x);  // many ties: the lowest id must win
+      if (seed == 2 && vocab > 2) {  // the largest logits are -0 (id 1) and +0 (ids 2, last): Sampler takes id 1
+        for (float& x : l) x = -std::fabs(x) - 1.0f;
+        l[1] = -0.0f, l[2] = 0.0f, l[size_t(vocab) - 1] = 0.0f;
+      }
       auto copy = l;
       Sampler sampler(s);
       const SampleResult want = sampler.sample(copy, {}, {});
