@@ -175,6 +175,7 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(SampleParams p) {
       if (lane >= off) incl += t;
     }
     if (lane == 31) sh.warp[warp] = incl;
+    if (threadIdx.x == 0) sh.token = top;  // overwritten below by the one thread whose range holds u
     __syncthreads();
     uint64_t before = incl - own, kept_total = 0;
     for (int w = 0; w < kWarps; ++w) {
