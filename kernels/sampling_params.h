@@ -192,9 +192,10 @@ FLINT_HOST_DEVICE inline uint64_t weight(float s, float m) {
 }
 
 // A key whose unsigned order is the order Sampler sorts by: logit descending, then id ascending (larger key
-// first). The logit's bits are mapped so that unsigned order is float order (-0 just below +0; NaN not allowed).
+// first). The logit's bits are mapped so that unsigned order is float order; -0 counts as +0 (Sampler compares
+// them equal, so their tie goes to the lower id). Logits must not be NaN.
 FLINT_HOST_DEVICE inline uint64_t order_key(float logit, int32_t id) {
-  const uint32_t b = f32_bits(logit);
+  const uint32_t b = f32_bits(logit) == 0x80000000u ? 0u : f32_bits(logit);
   const uint32_t k = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
   return (uint64_t(k) << 32) | uint64_t(0xFFFFFFFFu - uint32_t(id));
 }

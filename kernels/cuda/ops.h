@@ -15,7 +15,7 @@
 
 namespace flint::cuda {
 
-// One warp per token row; 16-byte copies when hidden, ld_table, ld_out are multiples of 8 and the pointers are
+// One block of 128 threads per token row; 16-byte copies when hidden, ld_table, ld_out are multiples of 8 and the pointers are
 // 16-byte aligned, else element by element.
 cudaError_t embedding(const EmbeddingParams& p, cudaStream_t stream, std::string* error = nullptr);
 
