@@ -53,7 +53,7 @@ void* CudaBackend::device_alloc(size_t bytes, const char* what) {
 }
 
 CudaBackend::CudaBackend(const ModelConfig& config, const ModelWeights& weights, const CudaBackendOptions& options)
-    : config_(config), block_size_(options.block_size) {
+    : config_(config), block_size_(options.block_size), log_(options.log) {
   config_.validate();
   const auto t0 = std::chrono::steady_clock::now();
   // Shapes the kernels take; refused here with the reason rather than by a launcher mid-step.
@@ -176,7 +176,7 @@ void CudaBackend::upload_weights(const ModelWeights& weights) {
     }
     // Progress every tenth of the layers' weights (the bulk of the bytes).
     const int tenth = i < layer_jobs ? int(10 * (i + 1) / layer_jobs) : 10;
-    if (tenth > logged_tenth && tenth < 10) {
+    if (log_ && tenth > logged_tenth && tenth < 10) {
       check(cudaStreamSynchronize(stream_), "uploading the weights");
       std::fprintf(stderr, "cuda backend: weights %d%% (%.2f GiB from the file) in %.1f s\n", tenth * 10,
                    gib(file_bytes), seconds_since(t0));
@@ -202,8 +202,9 @@ void CudaBackend::upload_weights(const ModelWeights& weights) {
   // The staging buffer is not needed any more; give its memory back before the KV cache is sized.
   check(cudaFree(src_dev), "freeing the weight staging buffer");
   allocations_.erase(std::find(allocations_.begin(), allocations_.end(), src_dev));
-  std::fprintf(stderr, "cuda backend: weights 100%%: %.2f GiB from the file -> %.2f GiB bf16 in %.2f s\n",
-               gib(file_bytes), gib(weight_bytes_), seconds_since(t0));
+  if (log_)
+    std::fprintf(stderr, "cuda backend: weights 100%%: %.2f GiB from the file -> %.2f GiB bf16 in %.2f s\n",
+                 gib(file_bytes), gib(weight_bytes_), seconds_since(t0));
 }
 
 void CudaBackend::allocate_buffers() {

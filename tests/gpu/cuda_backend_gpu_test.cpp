@@ -146,7 +146,10 @@ TEST(CudaBackend, GraphDecodeEqualsEagerDecodeBitForBitAndTracksTheCpu) {
   std::vector<std::vector<int32_t>> tokens;
   for (int32_t s = 0; s < seqs; ++s) tokens.push_back(random_tokens(lens[size_t(s)], vocab, 100 + uint32_t(s)));
   auto blocks = [&](int32_t s) { return iota(s * per_seq, per_seq); };
-  std::vector<float> lc(size_t(seqs) * size_t(vocab)), lg(lc.size(), NAN), le(lc.size(), NAN);
+  const size_t num_logits = size_t(seqs) * size_t(vocab);
+  std::vector<float> lc(num_logits), lg(num_logits), le(num_logits);
+  std::fill(lg.begin(), lg.end(), NAN);  // poisoned: a row the backend does not write shows
+  std::fill(le.begin(), le.end(), NAN);
   for (int32_t s = 0; s < seqs; ++s) {  // prefill, one sequence per step (eager on CUDA)
     StepPlan p;
     p.add_sequence(tokens[size_t(s)], lens[size_t(s)], blocks(s), true);
