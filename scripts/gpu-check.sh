@@ -121,6 +121,7 @@ GPU_TESTS="$BUILD/tests/gpu/flint_gpu_tests"
 MATMUL_BENCH="$BUILD/bench/matmul_bench"
 GPU_MODEL_TESTS="$BUILD/tests/gpu/flint_gpu_model_tests"
 FLINT_RUN="$BUILD/server/flint-run"
+BUNDLE="$BUILD/lib"  # shared libraries flintd brings (scripts/bundle-libs.sh), put on LD_LIBRARY_PATH for flintd only
 OPS_BENCH="$BUILD/bench/ops_bench"
 
 missing_libs() {  # prints what ldd cannot resolve for $1: "libfoo.so.1" or "GLIBC_2.36 (required by ...)"
@@ -155,7 +156,7 @@ check_loads() {
   else
     while IFS= read -r f; do
       LC_ALL=C head -c 4 "$f" 2>/dev/null | grep -q ELF && bins+=("$f")
-    done < <(find "$BUILD" -type f -perm -u+x -not -path '*/CMakeFiles/*' | sort)
+    done < <(find "$BUILD" -type f -perm -u+x -not -path '*/CMakeFiles/*' -not -name '*.so*' | sort)
     echo "${#bins[@]} binaries in $BUILD"
     for f in "${bins[@]}"; do
       if [ -n "$(missing_libs "$f")" ] && [ -z "${FLINT_LD_ADDED:-}" ]; then
@@ -166,7 +167,11 @@ check_loads() {
         NOTE="${NOTE:+$NOTE; }LD_LIBRARY_PATH extended"
       fi
       local miss
-      miss=$(missing_libs "$f" | paste -sd, -)
+      if [[ "$f" == */flintd ]] && [ -d "$BUNDLE" ]; then  # flintd runs with its bundled libraries
+        miss=$(LD_LIBRARY_PATH="$BUNDLE${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" missing_libs "$f" | paste -sd, -)
+      else
+        miss=$(missing_libs "$f" | paste -sd, -)
+      fi
       if [ -n "$miss" ]; then
         echo "CANNOT LOAD $f: missing $miss"
         NOTE="${NOTE:+$NOTE; }$(basename "$f") needs $miss"
@@ -250,6 +255,28 @@ diff_backends() {
   return $rc
 }
 
+# flintd --device cuda end to end over HTTP (no grpcio there): start it on the model, scripts/http-smoke.py sends a
+# greedy completion alone and 8 at once (batched decode through the graph buckets): all identical and non-empty.
+# flintd needs gRPC's shared libraries: carry them in $BUNDLE (scripts/bundle-libs.sh on the build machine).
+flintd_cuda() {
+  local bin="$BUILD/server/flintd" port=18431 pid rc
+  if [ ! -x "$bin" ]; then
+    echo "no $bin: build flintd and carry it with its libraries (scripts/bundle-libs.sh $bin $BUNDLE)"
+    return 1
+  fi
+  LD_LIBRARY_PATH="$BUNDLE${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$bin" --device cuda --model "$FLINT_GPU_MODEL" \
+    --port 0 --http-port "$port" --max-running-seqs 16 --quiet 2> "$WORK/flintd_cuda.err" &
+  pid=$!
+  "$PY" scripts/http-smoke.py --port "$port" --concurrency 8 --wait 180 --pid "$pid"
+  rc=$?
+  kill -TERM "$pid" 2>/dev/null
+  wait "$pid"
+  echo "flintd exited with $? after SIGTERM"
+  grep -E "cuda backend|flintd: \[" "$WORK/flintd_cuda.err"
+  [ $rc -eq 0 ] || tail -n 15 "$WORK/flintd_cuda.err"
+  return $rc
+}
+
 card_info() {
   nvidia-smi -L
   nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw,power.limit,ecc.mode.current,persistence_mode \
@@ -285,6 +312,8 @@ main_steps() {
   run_inline flint_run_cuda flint_run_cuda show
   # The per-layer diff table; fails when an intermediate is over the bound.
   run_inline diff_backends diff_backends
+  # flintd --device cuda serving over HTTP: one greedy completion alone, then 8 at once, all identical.
+  run_inline flintd_cuda flintd_cuda
 }
 
 main_steps

@@ -33,6 +33,11 @@ int64_t count_parameters(const WeightSource& source) {
 
 Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   std::fprintf(stderr, "flintd %s starting with\n%s", kVersion, describe(options_).c_str());
+  {  // The device first: --device cuda on a machine without one should not wait for the model to load.
+    std::string why;
+    const int gpus = options_.device == "cpu" ? 0 : cuda_device_count(&why);
+    resolve_device(options_.device, cuda_backend_built(), gpus, why);
+  }
   // Keys and certificates first: a wrong file should not wait for the model to load.
   api_keys_.set_default_max_concurrent(options_.max_requests_per_key);
   if (!options_.api_key.empty()) api_keys_.add(options_.api_key, "default");
@@ -71,8 +76,7 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
   backend_options.cuda_graphs = options_.cuda_graphs;
   MadeBackend made = make_backend(config, model_.weights, backend_options);
   const int32_t num_blocks = made.backend->num_kv_blocks();
-  std::fprintf(stderr, "flintd: [3/3] device %s; KV cache %d blocks x %d tokens = %lld tokens, in %.2f s\n",
-               made.description.c_str(), num_blocks, options_.block_size,
+  std::fprintf(stderr, "flintd: [3/3] device %s; KV capacity %lld tokens; in %.2f s\n", made.description.c_str(),
                static_cast<long long>(int64_t(num_blocks) * options_.block_size), seconds_since(t0));
   backend_ = std::move(made.backend);
   device_ = made.device;
