@@ -222,6 +222,22 @@ EOF2
   fi
   export FLINT_GPU_MODEL
   echo "model: $FLINT_GPU_MODEL"
+  # Small random Qwen2 (q/k/v biases, head_dim 64) and Qwen3 (q/k norm, head_dim 128) models: the paths the
+  # SmolLM2 shape (llama) does not take. gpu_model_tests compares their prefill and per-layer diff too.
+  "$PY" - "$WORK" <<'EOF2' || return 1
+import sys, torch
+from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+work = sys.argv[1]
+common = dict(vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False)
+torch.manual_seed(0)
+Qwen2ForCausalLM(Qwen2Config(**common)).to(torch.bfloat16).save_pretrained(work + "/qwen2-small")
+torch.manual_seed(0)
+Qwen3ForCausalLM(Qwen3Config(head_dim=128, **common)).to(torch.bfloat16).save_pretrained(work + "/qwen3-small")
+print("random qwen2 and qwen3 models in", work)
+EOF2
+  FLINT_GPU_EXTRA_MODELS="$WORK/qwen2-small:$WORK/qwen3-small"
+  export FLINT_GPU_EXTRA_MODELS
 }
 
 # flint-run greedy on the CPU and on CUDA (graphs on) from the same prompt: both must run; the texts are printed

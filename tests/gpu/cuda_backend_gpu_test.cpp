@@ -96,6 +96,63 @@ std::pair<double, double> compare_logits(const std::vector<float>& cpu, const st
   return {frac, worst};
 }
 
+// $FLINT_GPU_EXTRA_MODELS: more model directories, ':'-separated (gpu-check.sh builds small random Qwen2 and Qwen3
+// models: q/k/v biases, q/k norm, head_dim 128), each compared like the main model's prefill and per-layer diff.
+std::vector<std::string> extra_models() {
+  std::vector<std::string> out;
+  const char* env = std::getenv("FLINT_GPU_EXTRA_MODELS");
+  std::string list = env ? env : "";
+  for (size_t at = 0; at < list.size();) {
+    const size_t end = std::min(list.find(':', at), list.size());
+    if (end > at) out.push_back(list.substr(at, end - at));
+    at = end + 1;
+  }
+  return out;
+}
+
+void check_prefill(const LoadedModel& model, int32_t n, const std::string& what) {
+  const int32_t vocab = model.config.vocab_size, blocks = (n + 15) / 16;
+  CpuBackend cpu(model.config, model.weights, {.num_kv_blocks = blocks});
+  CudaBackend gpu(model.config, model.weights,
+                  {.num_kv_blocks = blocks, .max_tokens_per_step = n, .max_seqs_per_step = n, .cuda_graphs = false,
+                   .log = false});
+  StepPlan plan;
+  plan.add_sequence(random_tokens(n, vocab, 11), n, iota(0, blocks), false);
+  plan.logit_rows = iota(0, n);  // every position
+  std::vector<float> a(size_t(n) * size_t(vocab)), b(a.size());
+  std::fill(b.begin(), b.end(), NAN);
+  cpu.forward(plan, a.data());
+  gpu.forward(plan, b.data());
+  const auto [agree, worst] = compare_logits(a, b, vocab, what.c_str());
+  EXPECT_GE(agree, 0.99) << what;
+  EXPECT_LE(worst, kLogitRelBound) << what;
+}
+
+void check_diff(const LoadedModel& model, const std::string& what) {
+  CpuBackend cpu(model.config, model.weights, {.num_kv_blocks = 4});
+  CudaBackend gpu(model.config, model.weights,
+                  {.num_kv_blocks = 4, .max_tokens_per_step = 40, .max_seqs_per_step = 1, .log = false});
+  const DiffReport r = diff_backends(cpu, gpu, random_tokens(40, model.config.vocab_size, 5), kDiffDefaultRelBound);
+  const std::string table = format_diff_report(r, kDiffDefaultRelBound);
+  std::printf("## %s per-layer diff: %s", what.c_str(), table.substr(table.rfind("top-1")).c_str());
+  EXPECT_EQ(r.first_over, -1) << what << "\n" << table;
+  EXPECT_EQ(r.top1_agree, r.top1_total) << what;
+}
+
+TEST(CudaBackend, ExtraModelsPrefillAndPerLayerDiffMatchTheCpu) {
+  REQUIRE_GPU();
+  const std::vector<std::string> models = extra_models();
+  if (models.empty()) {
+    if (std::getenv("FLINT_REQUIRE_GPU")) FAIL() << "FLINT_GPU_EXTRA_MODELS is empty (gpu-check.sh's model step sets it)";
+    GTEST_SKIP() << "no FLINT_GPU_EXTRA_MODELS";
+  }
+  for (const std::string& path : models) {
+    const LoadedModel model = load_model(path);
+    check_prefill(model, 128, path + " prefill 128");
+    check_diff(model, path);
+  }
+}
+
 TEST(CudaBackend, RefusesHeadDimsTheAttentionKernelsDoNotHave) {
   // The tiny test models have head_dim 16 and 32; the CUDA attention is built for 64 and 128. Checked before any
   // CUDA call, so this runs without a GPU too.
@@ -111,20 +168,7 @@ TEST(CudaBackend, RefusesHeadDimsTheAttentionKernelsDoNotHave) {
 TEST(CudaBackend, PrefillLogitsMatchTheCpuBackend) {
   REQUIRE_GPU();
   REQUIRE_MODEL();
-  const LoadedModel model = load_model(model_path());
-  const int32_t vocab = model.config.vocab_size, n = 256;
-  CpuBackend cpu(model.config, model.weights, {.num_kv_blocks = 16});
-  CudaBackend gpu(model.config, model.weights,
-                  {.num_kv_blocks = 16, .max_tokens_per_step = n, .max_seqs_per_step = n, .cuda_graphs = false});
-  StepPlan plan;
-  plan.add_sequence(random_tokens(n, vocab, 11), n, iota(0, 16), false);
-  plan.logit_rows = iota(0, n);  // every position
-  std::vector<float> a(size_t(n) * size_t(vocab)), b(a.size(), NAN);
-  cpu.forward(plan, a.data());
-  gpu.forward(plan, b.data());
-  const auto [agree, worst] = compare_logits(a, b, vocab, "prefill 256");
-  EXPECT_GE(agree, 0.99);
-  EXPECT_LE(worst, kLogitRelBound);
+  check_prefill(load_model(model_path()), 256, model_path() + " prefill 256");
 }
 
 // Five sequences of different lengths prefilled, then decoded together for four steps: on the CPU, on CUDA with
@@ -179,14 +223,7 @@ TEST(CudaBackend, GraphDecodeEqualsEagerDecodeBitForBitAndTracksTheCpu) {
 TEST(CudaBackend, PerLayerDiffAgainstTheCpuIsWithinTheBound) {
   REQUIRE_GPU();
   REQUIRE_MODEL();
-  const LoadedModel model = load_model(model_path());
-  CpuBackend cpu(model.config, model.weights, {.num_kv_blocks = 4});
-  CudaBackend gpu(model.config, model.weights, {.num_kv_blocks = 4, .max_tokens_per_step = 40, .max_seqs_per_step = 1});
-  const DiffReport r = diff_backends(cpu, gpu, random_tokens(40, model.config.vocab_size, 5), kDiffDefaultRelBound);
-  const std::string table = format_diff_report(r, kDiffDefaultRelBound);
-  std::printf("%s", table.c_str());
-  EXPECT_EQ(r.first_over, -1) << table;
-  EXPECT_EQ(r.top1_agree, r.top1_total);
+  check_diff(load_model(model_path()), model_path());
 }
 
 }  // namespace
