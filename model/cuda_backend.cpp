@@ -77,7 +77,8 @@ CudaBackend::CudaBackend(const ModelConfig& config, const ModelWeights& weights,
     fail("cuda backend: no CUDA device (", e != cudaSuccess ? cudaGetErrorName(e) : "0 devices", ")");
   if (options.device < 0 || options.device >= num_devices)
     fail("cuda backend: device ", options.device, " does not exist (", num_devices, " devices)");
-  check(cudaSetDevice(options.device), "cudaSetDevice");
+  device_ = options.device;
+  check(cudaSetDevice(device_), "cudaSetDevice");
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, options.device), "cudaGetDeviceProperties");
   device_name_ = prop.name;
@@ -320,6 +321,8 @@ void CudaBackend::capture_graphs() {
 }
 
 void CudaBackend::forward(const StepPlan& plan, float* logits) {
+  // The current device is per host thread, and the engine calls from its own thread, not the constructor's.
+  check(cudaSetDevice(device_), "cudaSetDevice");
   plan.validate(block_size_, num_blocks_);
   const int32_t n = plan.num_tokens(), s = plan.num_seqs(), rows = int32_t(plan.logit_rows.size());
   if (n == 0) return;

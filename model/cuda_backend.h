@@ -83,6 +83,7 @@ class CudaBackend : public Backend {
   ModelConfig config_;
   int32_t block_size_ = 0, num_blocks_ = 0, table_width_ = 0;
   bool log_ = true;
+  int device_ = 0;
   int32_t max_tokens_ = 0, max_seqs_ = 0, max_logit_rows_ = 0;
   cudaStream_t stream_ = nullptr;
   std::string device_name_;
