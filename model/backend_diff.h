@@ -28,11 +28,12 @@ class ObserverRecorder {
 };
 
 // The error measure: max_abs = max |test - ref| over the tensor; rel = max_abs / max |ref| (normwise: elementwise
-// relative error is meaningless where ref is near 0). Default bound 2^-5 = 3.1%: a bf16 value carries 8 bits
-// (relative rounding 2^-9), weights rounded to bf16 and each stored activation rounded again, accumulated over
-// the layers (the residual stream itself is fp32 on both backends); a wrong layer (a transposed weight, a wrong
-// RoPE, a missing bias) gives errors of order 1.
-constexpr double kDiffDefaultRelBound = 1.0 / 32;
+// relative error is meaningless where ref is near 0). Default bound 2^-4 = 6.25%: the CUDA backend's twin
+// (model/twin_backend.h: bf16 weights and activations, fp32 residual) against the fp32 CPU backend on SmolLM2-135M
+// reaches 4.5% at its worst intermediate (an attention output: q and k rounded to bf16 move the softmax; layer 18
+// of a 7-token prefill) while its logits stay within 0.6%; a wrong layer (a transposed weight, a wrong RoPE, a
+// missing bias, a weight scaled by 1.5) gives errors from 10% up to order 1.
+constexpr double kDiffDefaultRelBound = 1.0 / 16;
 
 struct DiffRow {
   std::string step;  // "prefill" or "decode"

@@ -126,13 +126,13 @@ void CudaBackend::upload_weights(const ModelWeights& weights) {
   // Every packed weight and where it goes; sizes first, so one allocation holds them all.
   struct Job {
     PackedWeight w;
-    bf16_bits** dst;
+    const bf16_bits** dst;
   };
   std::vector<Job> jobs;
   layers_.resize(size_t(c.num_layers));
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = weights.layers[size_t(l)];
-    DeviceLayer& dl = layers_[size_t(l)];
+    ForwardLayer& dl = layers_[size_t(l)];
     jobs.push_back({pack_qkv(lw, c), &dl.qkv});
     if (PackedWeight b = pack_qkv_bias(lw, c); b.rows > 0) jobs.push_back({b, &dl.maybe_qkv_bias});
     jobs.push_back({pack_plain(*lw.wo), &dl.wo});
@@ -144,10 +144,10 @@ void CudaBackend::upload_weights(const ModelWeights& weights) {
     if (lw.maybe_k_norm) jobs.push_back({pack_plain(*lw.maybe_k_norm), &dl.maybe_k_norm});
   }
   const size_t layer_jobs = jobs.size();
-  jobs.push_back({pack_plain(*weights.tok_embd), &tok_embd_});
-  jobs.push_back({pack_plain(*weights.output_norm), &output_norm_});
+  jobs.push_back({pack_plain(*weights.tok_embd), &B_.tok_embd});
+  jobs.push_back({pack_plain(*weights.output_norm), &B_.output_norm});
   const bool tied = weights.output == weights.tok_embd;
-  if (!tied) jobs.push_back({pack_plain(*weights.output), &output_});
+  if (!tied) jobs.push_back({pack_plain(*weights.output), &B_.output});
 
   size_t total = 0, staging = 0;
   for (const Job& j : jobs) {
@@ -184,7 +184,7 @@ void CudaBackend::upload_weights(const ModelWeights& weights) {
       logged_tenth = tenth;
     }
   }
-  if (tied) output_ = tok_embd_;
+  if (tied) B_.output = B_.tok_embd;
   // RoPE frequencies with the model's scaling, as the CPU backend computes them.
   cpu::RopeParams rope;
   rope.head_dim = c.head_dim;
@@ -196,8 +196,9 @@ void CudaBackend::upload_weights(const ModelWeights& weights) {
   rope.original_max_position = c.rope_scaling.original_max_position;
   std::vector<float> inv_freq(size_t(c.head_dim / 2));
   cpu::rope_inv_freq(rope, inv_freq.data());
-  inv_freq_ = static_cast<float*>(device_alloc(inv_freq.size() * sizeof(float), "rope inv_freq"));
-  check(cudaMemcpyAsync(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice, stream_),
+  auto* inv_freq_dev = static_cast<float*>(device_alloc(inv_freq.size() * sizeof(float), "rope inv_freq"));
+  B_.inv_freq = inv_freq_dev;
+  check(cudaMemcpyAsync(inv_freq_dev, inv_freq.data(), inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice, stream_),
         "copying rope inv_freq");
   check(cudaStreamSynchronize(stream_), "uploading the weights");
   // The staging buffer is not needed any more; give its memory back before the KV cache is sized.
@@ -222,33 +223,34 @@ void CudaBackend::allocate_buffers() {
   };
   auto bf16_buf = [&](int64_t elems, const char* what) { return static_cast<bf16_bits*>(zeroed(size_t(elems) * 2, what)); };
   auto f32_buf = [&](int64_t elems, const char* what) { return static_cast<float*>(zeroed(size_t(elems) * 4, what)); };
-  x_ = f32_buf(T * hidden, "the residual stream");
-  h_ = bf16_buf(T * hidden, "the norm output");
-  q_ = bf16_buf(T * nq, "q");
-  k_ = bf16_buf(T * nkv, "k");
-  v_ = bf16_buf(T * nkv, "v");
-  attn_ = bf16_buf(T * nq, "the attention output");
-  proj_ = bf16_buf(T * hidden, "the projection output");
-  act_ = bf16_buf(T * ffn, "the MLP activation");
-  gx_ = f32_buf(R * hidden, "the gathered residual rows");
-  gp_ = bf16_buf(R * hidden, "the gathered projection rows");
-  gh_ = bf16_buf(R * hidden, "the final norm rows");
-  logits_ = f32_buf(R * int64_t(c.vocab_size), "the logits");
+  B_.x = f32_buf(T * hidden, "the residual stream");
+  B_.h = bf16_buf(T * hidden, "the norm output");
+  B_.q = bf16_buf(T * nq, "q");
+  B_.k = bf16_buf(T * nkv, "k");
+  B_.v = bf16_buf(T * nkv, "v");
+  B_.attn = bf16_buf(T * nq, "the attention output");
+  B_.proj = bf16_buf(T * hidden, "the projection output");
+  B_.act = bf16_buf(T * ffn, "the MLP activation");
+  B_.gx = f32_buf(R * hidden, "the gathered residual rows");
+  B_.gp = bf16_buf(R * hidden, "the gathered projection rows");
+  B_.gh = bf16_buf(R * hidden, "the final norm rows");
+  B_.logits = f32_buf(R * int64_t(c.vocab_size), "the logits");
   // Workspaces for the largest step: split-K partial sums grow with M, so the largest M of each shape decides.
   const int M = int(T);
   for (auto [m, n, k] : {std::tuple{M, int(nq + 2 * nkv), int(hidden)}, std::tuple{M, int(hidden), int(nq)},
                          std::tuple{M, int(2 * ffn), int(hidden)}, std::tuple{M, int(hidden), int(ffn)},
                          std::tuple{int(R), c.vocab_size, int(hidden)}})
-    matmul_ws_bytes_ = std::max(matmul_ws_bytes_, cuda::matmul_workspace_bytes(m, n, k, cuda::MatmulKernel::Auto));
-  if (matmul_ws_bytes_) matmul_ws_ = device_alloc(matmul_ws_bytes_, "the matmul workspace");
-  attn_ws_bytes_ = attention_workspace_bytes(max_seqs_, c.num_qo_heads, c.head_dim, table_width_ * block_size_);
-  if (attn_ws_bytes_) attn_ws_ = device_alloc(attn_ws_bytes_, "the attention workspace");
-  buffer_bytes_ += matmul_ws_bytes_ + attn_ws_bytes_;
+    B_.matmul_ws_bytes = std::max(B_.matmul_ws_bytes, cuda::matmul_workspace_bytes(m, n, k, cuda::MatmulKernel::Auto));
+  if (B_.matmul_ws_bytes) B_.matmul_ws = device_alloc(B_.matmul_ws_bytes, "the matmul workspace");
+  B_.attn_ws_bytes = attention_workspace_bytes(max_seqs_, c.num_qo_heads, c.head_dim, table_width_ * block_size_);
+  if (B_.attn_ws_bytes) B_.attn_ws = device_alloc(B_.attn_ws_bytes, "the attention workspace");
+  buffer_bytes_ += B_.matmul_ws_bytes + B_.attn_ws_bytes;
   // The index arrays of the largest step (a graph bucket's layout is never larger: b <= max_seqs <= max_tokens).
   staging_elems_ = cuda_step_layout(max_tokens_, max_seqs_, table_width_, max_logit_rows_).total;
   check(cudaHostAlloc(reinterpret_cast<void**>(&staging_host_), size_t(staging_elems_) * 4, cudaHostAllocDefault),
         "allocating the pinned staging buffer");
   staging_dev_ = static_cast<int32_t*>(device_alloc(size_t(staging_elems_) * 4, "the step's index arrays"));
+  B_.staging = staging_dev_;
   buffer_bytes_ += uint64_t(staging_elems_) * 4;
 }
 
@@ -283,7 +285,7 @@ void CudaBackend::allocate_kv_cache(const CudaBackendOptions& options) {
     PagedKvCache cache = make_paged_kv_cache(k, k + layer_elems, int32_t(total_blocks), block_size_, c.num_kv_heads,
                                              c.head_dim);
     if (std::string why = paged_kv_cache_error(cache); !why.empty()) fail("cuda backend: ", why);
-    caches_.push_back(cache);
+    layers_[size_t(l)].cache = cache;
   }
 }
 
@@ -291,11 +293,9 @@ void CudaBackend::capture_graphs() {
   const auto t0 = std::chrono::steady_clock::now();
   const StepPlan empty;  // every row a padding row: the cache is neither read nor written
   for (int32_t b : buckets_) {
-    const StepLayout layout = cuda_step_layout(b, b, table_width_, b);
-    cuda_fill_staging(empty, layout, table_width_, b, staging_host_);
-    StepShape shape{b, b, b, table_width_, 1, table_width_ * block_size_, layout.token_ids, layout.positions,
-                    layout.cu_seqlens, layout.kv_lens, layout.block_table, layout.logit_rows};
-    check(cudaMemcpyAsync(staging_dev_, staging_host_, size_t(layout.total) * 4, cudaMemcpyHostToDevice, stream_),
+    int64_t elems = 0;
+    const StepShape shape = cuda_prepare_step(empty, b, table_width_, block_size_, staging_host_, &elems);
+    check(cudaMemcpyAsync(staging_dev_, staging_host_, size_t(elems) * 4, cudaMemcpyHostToDevice, stream_),
           "uploading a graph bucket's inputs");
     enqueue_forward(shape, nullptr);  // eager once first: launchers set their one-time attributes outside capture
     check(cudaStreamSynchronize(stream_), "the warm-up step before graph capture");
@@ -330,219 +330,107 @@ void CudaBackend::forward(const StepPlan& plan, float* logits) {
   if (s > max_seqs_) fail("cuda backend: a step of ", s, " sequences exceeds max_seqs_per_step ", max_seqs_);
   if (rows > max_logit_rows_)
     fail("cuda backend: a step wants ", rows, " logit rows, more than max_seqs_per_step ", max_logit_rows_);
+  if (plan.max_blocks_per_seq > table_width_)
+    fail("cuda backend: a sequence spans ", plan.max_blocks_per_seq, " KV blocks, more than the ", table_width_,
+         " of the model's context");
   for (int32_t id : plan.token_ids)
     if (id < 0 || id >= config_.vocab_size) fail("token id ", id, " outside the vocabulary [0, ", config_.vocab_size, ")");
 
   const int32_t bucket = graphs_.empty() || observer_ || !is_decode_only(plan) ? -1
                                                                                : cuda_pick_graph_bucket(buckets_, s);
-  if (bucket >= 0) {
-    const int32_t b = buckets_[size_t(bucket)];
-    const StepLayout layout = cuda_step_layout(b, b, table_width_, b);
-    cuda_fill_staging(plan, layout, table_width_, b, staging_host_);
-    check(cudaMemcpyAsync(staging_dev_, staging_host_, size_t(layout.total) * 4, cudaMemcpyHostToDevice, stream_),
-          "uploading the step's inputs");
+  int64_t elems = 0;
+  const StepShape shape =
+      cuda_prepare_step(plan, bucket >= 0 ? buckets_[size_t(bucket)] : 0, table_width_, block_size_, staging_host_, &elems);
+  check(cudaMemcpyAsync(staging_dev_, staging_host_, size_t(elems) * 4, cudaMemcpyHostToDevice, stream_),
+        "uploading the step's inputs");
+  if (bucket >= 0)
     check(cudaGraphLaunch(graphs_[size_t(bucket)], stream_), "replaying a decode graph");
-  } else {
-    const int32_t width = std::max(plan.max_blocks_per_seq, 1);
-    const StepLayout layout = cuda_step_layout(n, s, width, rows);
-    const StepMaxima m = cuda_fill_staging(plan, layout, width, 0, staging_host_);
-    check(cudaMemcpyAsync(staging_dev_, staging_host_, size_t(layout.total) * 4, cudaMemcpyHostToDevice, stream_),
-          "uploading the step's inputs");
-    StepShape shape{n, s, rows, width, m.max_q_len, m.max_kv_len, layout.token_ids, layout.positions,
-                    layout.cu_seqlens, layout.kv_lens, layout.block_table, layout.logit_rows};
+  else
     enqueue_forward(shape, &plan);
-  }
-  // Logit row i is at row i of logits_ (eager: gathered in plan order; graph: decode rows are 0..n-1 in order).
+  // Logit row i is at row i of the logits buffer (eager: gathered in plan order; graph: decode rows are 0..n-1 in order).
   if (rows > 0)
-    check(cudaMemcpyAsync(logits, logits_, size_t(rows) * size_t(config_.vocab_size) * sizeof(float),
+    check(cudaMemcpyAsync(logits, B_.logits, size_t(rows) * size_t(config_.vocab_size) * sizeof(float),
                           cudaMemcpyDeviceToHost, stream_),
           "copying the logits back");
   check(cudaStreamSynchronize(stream_), "the forward step");
 }
 
-void CudaBackend::enqueue_forward(const StepShape& sh, const StepPlan* plan) {
-  const ModelConfig& c = config_;
-  const int32_t n = sh.num_tokens, hidden = c.hidden_size, ffn = c.ffn_size, hd = c.head_dim;
-  const int32_t nq = c.num_qo_heads * hd, nkv = c.num_kv_heads * hd;
-  const int32_t* d = staging_dev_;
+// The launchers on the backend's stream, each result checked; the observer's copies back to the host.
+struct CudaOps {
+  CudaBackend& b;
+  const StepPlan* plan;  // for observe_kv; null while capturing (no observer then)
   std::string why;
 
-  EmbeddingParams emb;
-  emb.num_tokens = n;
-  emb.ids = d + sh.layout_token_ids;
-  emb.vocab = c.vocab_size;
-  emb.hidden = hidden;
-  emb.table = tok_embd_;
-  emb.ld_table = hidden;
-  emb.out_type = ActType::F32;
-  emb.out = x_;
-  emb.ld_out = hidden;
-  check_op(cuda::embedding(emb, stream_, &why), "embedding", why);
-  if (observer_) observe("embedding", x_, false, n, hidden);
+  void embedding(const EmbeddingParams& p, const char* what) { check_op(cuda::embedding(p, b.stream_, &why), what, why); }
+  void add_rmsnorm(const AddRmsNormParams& p, const char* what) {
+    check_op(cuda::add_rmsnorm(p, b.stream_, &why), what, why);
+  }
+  void matmul(const MatmulParams& p, const char* what) {
+    check_op(cuda::matmul(p, b.stream_, cuda::MatmulKernel::Auto, &why), what, why);
+  }
+  void rope_write_kv(const RopeKvParams& p, const char* what) {
+    check_op(cuda::rope_write_kv(p, b.stream_, &why), what, why);
+  }
+  void paged_attention(const AttentionParams& p, const char* what) {
+    check_op(cuda::paged_attention(p, b.stream_, &why), what, why);
+  }
+  void gather_rows(const GatherRowsParams& p, const char* what) { check_op(cuda::gather_rows(p, b.stream_, &why), what, why); }
+  bool observing() const { return bool(b.observer_); }
 
-  AttentionBatch batch;
-  batch.cu_seqlens = d + sh.layout_cu_seqlens;
-  batch.kv_lens = d + sh.layout_kv_lens;
-  batch.block_table = d + sh.layout_block_table;
-  batch.max_blocks_per_seq = sh.table_width;
-  batch.positions = d + sh.layout_positions;
-  batch.num_seqs = sh.num_seqs;
-  batch.num_tokens = n;
-  batch.max_q_len = sh.max_q_len;
-  batch.max_kv_len = sh.max_kv_len;
-
-  auto norm = [&](const bf16_bits* maybe_delta, const bf16_bits* w, const char* what) {
-    AddRmsNormParams p;
-    p.num_rows = n;
-    p.hidden = hidden;
-    p.x = x_;
-    p.ldx = hidden;
-    p.maybe_delta = maybe_delta;
-    p.ld_delta = hidden;
-    p.w = w;
-    p.out = h_;
-    p.ld_out = hidden;
-    p.eps = c.rms_eps;
-    check_op(cuda::add_rmsnorm(p, stream_, &why), what, why);
-  };
-  auto matmul = [&](MatmulParams p, const char* what) {
-    p.workspace = matmul_ws_;
-    p.workspace_bytes = matmul_ws_bytes_;
-    check_op(cuda::matmul(p, stream_, cuda::MatmulKernel::Auto, &why), what, why);
-  };
-  auto lname = [](int l, const char* what) { return "layer." + std::to_string(l) + "." + what; };
-
-  for (int l = 0; l < c.num_layers; ++l) {
-    const DeviceLayer& L = layers_[size_t(l)];
-    // Attention block. x += proj (the previous layer's MLP output) fused with this layer's first norm.
-    norm(l == 0 ? nullptr : proj_, L.attn_norm, "attention norm");
-    if (observer_ && l > 0) observe(lname(l - 1, "out"), x_, false, n, hidden);
-    MatmulParams qkv;
-    qkv.M = n, qkv.N = nq + 2 * nkv, qkv.K = hidden;
-    qkv.x = h_, qkv.ldx = hidden, qkv.w = L.qkv, qkv.ldw = hidden, qkv.maybe_bias = L.maybe_qkv_bias;
-    qkv.epilogue = MatmulEpilogue::Qkv;
-    qkv.y = q_, qkv.ldy = nq, qkv.num_q = nq, qkv.num_kv = nkv;
-    qkv.k_out = k_, qkv.ld_k = nkv, qkv.v_out = v_, qkv.ld_v = nkv;
-    matmul(qkv, "qkv matmul");
-
-    RopeKvParams rope;
-    rope.cache = caches_[size_t(l)];
-    rope.batch = batch;
-    rope.q = q_, rope.ld_q = nq, rope.k = k_, rope.ld_k = nkv, rope.v = v_, rope.ld_v = nkv;
-    rope.num_qo_heads = c.num_qo_heads;
-    rope.inv_freq = inv_freq_;
-    rope.style = c.rope_style;
-    rope.maybe_q_norm = L.maybe_q_norm;
-    rope.maybe_k_norm = L.maybe_k_norm;
-    rope.norm_eps = c.rms_eps;
-    check_op(cuda::rope_write_kv(rope, stream_, &why), "rope_write_kv", why);
-    if (observer_) {
-      observe(lname(l, "q"), q_, true, n, nq);
-      observe_kv(lname(l, "k"), caches_[size_t(l)].k, *plan);
-      observe_kv(lname(l, "v"), caches_[size_t(l)].v, *plan);
+  template <class T>
+  std::vector<T> download(const void* src, size_t count) {
+    std::vector<T> host(count);
+    check(cudaMemcpyAsync(host.data(), src, count * sizeof(T), cudaMemcpyDeviceToHost, b.stream_), "observer copy");
+    check(cudaStreamSynchronize(b.stream_), "observer copy");
+    return host;
+  }
+  void observe(const std::string& name, const void* data, bool bf16, int64_t rows, int64_t cols) {
+    const size_t count = size_t(rows) * size_t(cols);
+    std::vector<float> host;
+    if (bf16) {
+      const std::vector<bf16_bits> raw = download<bf16_bits>(data, count);
+      host.resize(count);
+      for (size_t i = 0; i < count; ++i) host[i] = bf16_bits_to_f32(raw[i]);
+    } else {
+      host = download<float>(data, count);
     }
-
-    AttentionParams attn;
-    attn.cache = caches_[size_t(l)];
-    attn.batch = batch;
-    attn.q = q_, attn.ld_q = nq, attn.out = attn_, attn.ld_out = nq;
-    attn.num_qo_heads = c.num_qo_heads;
-    attn.scale = 1.0f / std::sqrt(float(hd));
-    attn.workspace = attn_ws_, attn.workspace_bytes = attn_ws_bytes_;
-    check_op(cuda::paged_attention(attn, stream_, &why), "paged_attention", why);
-    if (observer_) observe(lname(l, "attn"), attn_, true, n, nq);
-
-    MatmulParams wo;
-    wo.M = n, wo.N = hidden, wo.K = nq;
-    wo.x = attn_, wo.ldx = nq, wo.w = L.wo, wo.ldw = nq, wo.y = proj_, wo.ldy = hidden;
-    matmul(wo, "attention output matmul");
-
-    // MLP block: x += proj fused with the MLP norm; then silu(gate) · up in the gate+up matmul's epilogue.
-    norm(proj_, L.ffn_norm, "mlp norm");
-    if (observer_) observe(lname(l, "attn_residual"), x_, false, n, hidden);
-    MatmulParams gu;
-    gu.M = n, gu.N = 2 * ffn, gu.K = hidden;
-    gu.x = h_, gu.ldx = hidden, gu.w = L.gate_up, gu.ldw = hidden;
-    gu.epilogue = MatmulEpilogue::SiluMul;
-    gu.y = act_, gu.ldy = ffn;
-    matmul(gu, "gate+up matmul");
-    MatmulParams down;
-    down.M = n, down.N = hidden, down.K = ffn;
-    down.x = act_, down.ldx = ffn, down.w = L.down, down.ldw = ffn, down.y = proj_, down.ldy = hidden;
-    matmul(down, "down matmul");
+    b.observer_(name, host.data(), rows, cols);
   }
-  if (observer_) {  // the last layer's out = x + proj, added on the host as add_rmsnorm adds it (fp32 + float(bf16))
-    std::vector<float> x(size_t(n) * size_t(hidden));
-    std::vector<bf16_bits> p(x.size());
-    check(cudaMemcpyAsync(x.data(), x_, x.size() * 4, cudaMemcpyDeviceToHost, stream_), "observer copy");
-    check(cudaMemcpyAsync(p.data(), proj_, p.size() * 2, cudaMemcpyDeviceToHost, stream_), "observer copy");
-    check(cudaStreamSynchronize(stream_), "observer copy");
-    for (size_t i = 0; i < x.size(); ++i) x[i] += bf16_bits_to_f32(p[i]);
-    observer_(lname(c.num_layers - 1, "out"), x.data(), n, hidden);
-  }
-
-  // Logits only for the rows that sample: gather x and the last projection, add + final norm, LM head.
-  const int32_t rows = sh.num_logit_rows;
-  if (rows == 0) return;
-  GatherRowsParams g;
-  g.num_rows = rows;
-  g.row_ids = d + sh.layout_logit_rows;
-  g.num_src_rows = n;
-  g.row_elems = hidden;
-  g.type = ActType::F32, g.src = x_, g.ld_src = hidden, g.dst = gx_, g.ld_dst = hidden;
-  check_op(cuda::gather_rows(g, stream_, &why), "gather_rows (residual)", why);
-  g.type = ActType::BF16, g.src = proj_, g.dst = gp_;
-  check_op(cuda::gather_rows(g, stream_, &why), "gather_rows (projection)", why);
-  AddRmsNormParams fn;
-  fn.num_rows = rows;
-  fn.hidden = hidden;
-  fn.x = gx_, fn.ldx = hidden, fn.maybe_delta = gp_, fn.ld_delta = hidden;
-  fn.w = output_norm_, fn.out = gh_, fn.ld_out = hidden, fn.eps = c.rms_eps;
-  check_op(cuda::add_rmsnorm(fn, stream_, &why), "final norm", why);
-  if (observer_) observe("final_norm", gh_, true, rows, hidden);
-  MatmulParams head;
-  head.M = rows, head.N = c.vocab_size, head.K = hidden;
-  head.x = gh_, head.ldx = hidden, head.w = output_, head.ldw = hidden;
-  head.out_type = MatmulOut::F32;
-  head.y = logits_, head.ldy = c.vocab_size;
-  matmul(head, "lm head");
-}
-
-void CudaBackend::observe(const std::string& name, const void* device_data, bool bf16, int64_t rows, int64_t cols) {
-  const size_t count = size_t(rows) * size_t(cols);
-  std::vector<float> host(count);
-  if (bf16) {
-    std::vector<bf16_bits> raw(count);
-    check(cudaMemcpyAsync(raw.data(), device_data, count * 2, cudaMemcpyDeviceToHost, stream_), "observer copy");
-    check(cudaStreamSynchronize(stream_), "observer copy");
-    for (size_t i = 0; i < count; ++i) host[i] = bf16_bits_to_f32(raw[i]);
-  } else {
-    check(cudaMemcpyAsync(host.data(), device_data, count * 4, cudaMemcpyDeviceToHost, stream_), "observer copy");
-    check(cudaStreamSynchronize(stream_), "observer copy");
-  }
-  observer_(name, host.data(), rows, cols);
-}
-
-// K or V of every token of the plan, read back from the cache slots rope_write_kv stored them in (RoPE applied to
-// K), in token order: (num_tokens, num_kv_heads · head_dim), as the CPU backend reports them.
-void CudaBackend::observe_kv(const std::string& name, const bf16_bits* cache_base, const StepPlan& plan) {
-  const PagedKvCache& layout = caches_.front();  // every layer has the same strides
-  const int32_t nkv = config_.num_kv_heads, hd = config_.head_dim, n = plan.num_tokens();
-  std::vector<bf16_bits> raw(size_t(n) * size_t(nkv) * size_t(hd));
-  for (int32_t s = 0; s < plan.num_seqs(); ++s) {
-    for (int32_t t = plan.cu_seqlens[size_t(s)]; t < plan.cu_seqlens[size_t(s) + 1]; ++t) {
-      const int32_t pos = plan.positions[size_t(t)];
-      const int32_t block = plan.block_table[size_t(s) * size_t(plan.max_blocks_per_seq) + size_t(pos / block_size_)];
-      for (int32_t h = 0; h < nkv; ++h)
-        check(cudaMemcpyAsync(raw.data() + (int64_t(t) * nkv + h) * hd, cache_base + layout.offset(block, pos % block_size_, h),
-                              size_t(hd) * 2, cudaMemcpyDeviceToHost, stream_),
-              "observer copy of the KV cache");
+  // K or V of every token of the plan, read back from the cache slots rope_write_kv stored them in (RoPE applied
+  // to K), in token order: (num_tokens, num_kv_heads · head_dim), as the CPU backend reports them.
+  void observe_kv(const std::string& name, int layer, bool is_v) {
+    const PagedKvCache& cache = b.layers_[size_t(layer)].cache;
+    const bf16_bits* base = is_v ? cache.v : cache.k;
+    const int32_t nkv = cache.num_kv_heads, hd = cache.head_dim, n = plan->num_tokens(), bs = cache.block_size;
+    std::vector<bf16_bits> raw(size_t(n) * size_t(nkv) * size_t(hd));
+    for (int32_t s = 0; s < plan->num_seqs(); ++s) {
+      for (int32_t t = plan->cu_seqlens[size_t(s)]; t < plan->cu_seqlens[size_t(s) + 1]; ++t) {
+        const int32_t pos = plan->positions[size_t(t)];
+        const int32_t block = plan->block_table[size_t(s) * size_t(plan->max_blocks_per_seq) + size_t(pos / bs)];
+        for (int32_t h = 0; h < nkv; ++h)
+          check(cudaMemcpyAsync(raw.data() + (int64_t(t) * nkv + h) * hd, base + cache.offset(block, pos % bs, h),
+                                size_t(hd) * 2, cudaMemcpyDeviceToHost, b.stream_),
+                "observer copy of the KV cache");
+      }
     }
+    check(cudaStreamSynchronize(b.stream_), "observer copy of the KV cache");
+    std::vector<float> host(raw.size());
+    for (size_t i = 0; i < raw.size(); ++i) host[i] = bf16_bits_to_f32(raw[i]);
+    b.observer_(name, host.data(), n, int64_t(nkv) * hd);
   }
-  check(cudaStreamSynchronize(stream_), "observer copy of the KV cache");
-  std::vector<float> host(raw.size());
-  for (size_t i = 0; i < raw.size(); ++i) host[i] = bf16_bits_to_f32(raw[i]);
-  observer_(name, host.data(), n, int64_t(nkv) * hd);
+  // x + float(delta), added on the host as add_rmsnorm adds it (fp32).
+  void observe_sum(const std::string& name, const float* x, const bf16_bits* delta, int64_t rows, int64_t cols) {
+    const size_t count = size_t(rows) * size_t(cols);
+    std::vector<float> sum = download<float>(x, count);
+    const std::vector<bf16_bits> d = download<bf16_bits>(delta, count);
+    for (size_t i = 0; i < count; ++i) sum[i] += bf16_bits_to_f32(d[i]);
+    b.observer_(name, sum.data(), rows, cols);
+  }
+};
+
+void CudaBackend::enqueue_forward(const StepShape& shape, const StepPlan* plan) {
+  CudaOps ops{*this, plan, {}};
+  run_forward(config_, layers_, B_, shape, ops);
 }
 
 }  // namespace flint

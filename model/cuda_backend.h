@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/attention_params.h"
 #include "model/backend.h"
+#include "model/cuda_forward.h"
 #include "model/model_weights.h"
 
 namespace flint {
@@ -57,28 +57,15 @@ class CudaBackend : public Backend {
   const std::vector<int32_t>& graph_buckets() const { return buckets_; }
 
  private:
-  struct DeviceLayer {
-    bf16_bits *qkv = nullptr, *maybe_qkv_bias = nullptr, *wo = nullptr, *gate_up = nullptr, *down = nullptr;
-    bf16_bits *attn_norm = nullptr, *ffn_norm = nullptr, *maybe_q_norm = nullptr, *maybe_k_norm = nullptr;
-  };
-  // What one enqueued forward pass covers: the staging layout its index arrays are at, and the attention maxima.
-  struct StepShape {
-    int32_t num_tokens = 0, num_seqs = 0, num_logit_rows = 0, table_width = 0;
-    int32_t max_q_len = 0, max_kv_len = 0;
-    int64_t layout_token_ids = 0, layout_positions = 0, layout_cu_seqlens = 0, layout_kv_lens = 0;
-    int64_t layout_block_table = 0, layout_logit_rows = 0;
-  };
-
   void* device_alloc(size_t bytes, const char* what);
   void upload_weights(const ModelWeights& weights);
   void allocate_buffers();
   void allocate_kv_cache(const CudaBackendOptions& options);
   void capture_graphs();
-  // Queues the whole forward pass for `shape` on stream_ (staging already uploaded). `plan` is given for the
-  // observer (which reads K/V back from the cache slots it names); null while capturing.
+  // Queues the whole forward pass (model/cuda_forward.h) for `shape` on stream_ (staging already uploaded).
+  // `plan` is given for the observer (which reads K/V back from the cache slots it names); null while capturing.
   void enqueue_forward(const StepShape& shape, const StepPlan* plan);
-  void observe(const std::string& name, const void* device_data, bool bf16, int64_t rows, int64_t cols);
-  void observe_kv(const std::string& name, const bf16_bits* cache_base, const StepPlan& plan);
+  friend struct CudaOps;
 
   ModelConfig config_;
   int32_t block_size_ = 0, num_blocks_ = 0, table_width_ = 0;
@@ -90,22 +77,8 @@ class CudaBackend : public Backend {
   std::vector<void*> allocations_;  // every cudaMalloc, freed in the destructor
   uint64_t weight_bytes_ = 0, kv_bytes_ = 0, buffer_bytes_ = 0;
 
-  std::vector<DeviceLayer> layers_;
-  bf16_bits *tok_embd_ = nullptr, *output_ = nullptr, *output_norm_ = nullptr;
-  float* inv_freq_ = nullptr;
-  std::vector<PagedKvCache> caches_;  // per layer
-
-  // Activations (max_tokens_ rows) and the logit rows' buffers (max_logit_rows_ rows).
-  float* x_ = nullptr;  // the fp32 residual stream
-  bf16_bits *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *attn_ = nullptr, *proj_ = nullptr,
-            *act_ = nullptr;
-  float* gx_ = nullptr;
-  bf16_bits *gp_ = nullptr, *gh_ = nullptr;
-  float* logits_ = nullptr;
-  void* matmul_ws_ = nullptr;
-  size_t matmul_ws_bytes_ = 0;
-  void* attn_ws_ = nullptr;
-  size_t attn_ws_bytes_ = 0;
+  std::vector<ForwardLayer> layers_;  // packed weights and KV cache per layer
+  ForwardBuffers B_;                  // activations, workspaces, the device staging mirror, the other weights
   int32_t* staging_host_ = nullptr;  // pinned
   int32_t* staging_dev_ = nullptr;
   int64_t staging_elems_ = 0;

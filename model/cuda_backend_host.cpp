@@ -93,6 +93,35 @@ StepMaxima cuda_fill_staging(const StepPlan& plan, const StepLayout& layout, int
   return m;
 }
 
+StepShape cuda_prepare_step(const StepPlan& plan, int32_t bucket_size, int32_t table_width, int32_t block_size,
+                            int32_t* staging, int64_t* elems) {
+  StepShape sh;
+  StepLayout layout;
+  if (bucket_size > 0) {
+    if (plan.num_seqs() > bucket_size) fail("cuda backend: ", plan.num_seqs(), " sequences in a bucket of ", bucket_size);
+    layout = cuda_step_layout(bucket_size, bucket_size, table_width, bucket_size);
+    cuda_fill_staging(plan, layout, table_width, bucket_size, staging);
+    sh.num_tokens = sh.num_seqs = sh.num_logit_rows = bucket_size;
+    sh.table_width = table_width;
+    sh.max_q_len = 1;
+    sh.max_kv_len = table_width * block_size;
+  } else {
+    const int32_t width = std::max(plan.max_blocks_per_seq, 1);
+    layout = cuda_step_layout(plan.num_tokens(), plan.num_seqs(), width, int32_t(plan.logit_rows.size()));
+    const StepMaxima m = cuda_fill_staging(plan, layout, width, 0, staging);
+    sh.num_tokens = plan.num_tokens();
+    sh.num_seqs = plan.num_seqs();
+    sh.num_logit_rows = int32_t(plan.logit_rows.size());
+    sh.table_width = width;
+    sh.max_q_len = m.max_q_len;
+    sh.max_kv_len = m.max_kv_len;
+  }
+  sh.token_ids = layout.token_ids, sh.positions = layout.positions, sh.cu_seqlens = layout.cu_seqlens;
+  sh.kv_lens = layout.kv_lens, sh.block_table = layout.block_table, sh.logit_rows = layout.logit_rows;
+  *elems = layout.total;
+  return sh;
+}
+
 PackedWeight pack_qkv(const LayerWeights& lw, const ModelConfig& c) {
   const int64_t nq = int64_t(c.num_qo_heads) * c.head_dim, nkv = int64_t(c.num_kv_heads) * c.head_dim;
   PackedWeight w{nq + 2 * nkv, c.hidden_size, {}};

@@ -9,6 +9,7 @@
 
 #include "kernels/ops_params.h"
 #include "model/config.h"
+#include "model/cuda_forward.h"
 #include "model/model_weights.h"
 #include "model/step_plan.h"
 
@@ -52,6 +53,13 @@ struct StepMaxima {
 };
 StepMaxima cuda_fill_staging(const StepPlan& plan, const StepLayout& layout, int32_t table_width, int32_t pad_to_seqs,
                              int32_t* staging);
+
+// One step's inputs: fills `staging` for `plan` and returns the shape run_forward takes. bucket_size > 0: a graph
+// replay (decode-only plan, or an empty plan at capture) padded to bucket_size sequences, the block table
+// table_width wide and max_kv_len the context's upper bound (table_width · block_size), as the captured graph
+// was. bucket_size 0: an eager step, the plan's own width and maxima. *elems gets the int32 count to upload.
+StepShape cuda_prepare_step(const StepPlan& plan, int32_t bucket_size, int32_t table_width, int32_t block_size,
+                            int32_t* staging, int64_t* elems);
 
 // ---- Weight packing. A packed weight is one bf16 (rows, K) matrix; each source tensor is dequantized into it by
 // one dequantize call that views `group_rows` consecutive source rows as one row of group_rows · K values and

@@ -50,7 +50,7 @@ const char* kUsage =
     "  --diff-backends         instead of generating: run the prompt's prefill and one decode step on the CPU\n"
     "                          backend and on --device's, print the error of every named intermediate in layer\n"
     "                          order and flag the first over the bound; exit 1 when one is over\n"
-    "  --diff-bound R          the bound on max|diff| / max|cpu| per intermediate (default 0.03125)\n"
+    "  --diff-bound R          the bound on max|diff| / max|cpu| per intermediate (default 0.0625)\n"
     "  --show-prompt           print the rendered prompt to stderr\n";
 
 [[noreturn]] void usage_error(const std::string& msg) {

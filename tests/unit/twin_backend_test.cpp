@@ -1,0 +1,111 @@
+// TwinBackend (model/twin_backend.h): the CUDA backend's forward pass, packing, staging and graph-bucket padding
+// run through the kernels' CPU twins, against CpuBackend on SmolLM2-135M (head_dim 64: the tiny test models' head
+// dims are not ones the attention kernels take). What this leaves to the GPU: the kernels against the same twins
+// (tests/gpu/*_test.cu) and the CUDA calls themselves (tests/gpu/cuda_backend_gpu_test.cpp).
+//
+// Bounds as the GPU test's: top-1 identical, per-row max|twin - cpu| / max|cpu| <= 5% (bf16 weights and
+// activations against fp32); padded and unpadded decode bit-identical; the per-layer diff within 2^-4.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "model/backend_diff.h"
+#include "model/cpu_backend.h"
+#include "model/model_loader.h"
+#include "model/twin_backend.h"
+#include "test_util.h"
+
+namespace flint {
+namespace {
+
+const std::string kSmolLM2 = std::string(FLINT_MODELS_DIR) + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+double worst_rel(const float* a, const float* b, int32_t vocab) {
+  double max_abs = 0, ref = 0;
+  for (int32_t i = 0; i < vocab; ++i) {
+    const double d = std::fabs(double(a[i]) - double(b[i]));
+    max_abs = std::max(max_abs, std::isnan(d) ? INFINITY : d);
+    ref = std::max(ref, std::fabs(double(a[i])));
+  }
+  return max_abs / ref;
+}
+
+int32_t argmax(const float* v, int32_t n) { return int32_t(std::max_element(v, v + n) - v); }
+
+TEST(TwinBackend, PrefillAndBucketPaddedDecodeTrackTheCpuBackend) {
+  if (!std::filesystem::exists(kSmolLM2)) GTEST_SKIP() << "run scripts/fetch-model.sh";
+  const LoadedModel model = load_model(kSmolLM2);
+  const int32_t vocab = model.config.vocab_size;
+  CpuBackend cpu(model.config, model.weights, {.num_kv_blocks = 12, .num_threads = 2});
+  // max_seqs_per_step 17: the prefill below wants all 17 positions' logits (a bucket of 17 tops 1, 2, ..., 16).
+  TwinBackend padded(model.config, model.weights, {.num_kv_blocks = 12, .max_tokens_per_step = 32, .max_seqs_per_step = 17});
+  TwinBackend eager(model.config, model.weights,
+                    {.num_kv_blocks = 12, .max_tokens_per_step = 32, .max_seqs_per_step = 17, .pad_decode_to_buckets = false});
+  test::expect_error([&] {
+    TwinBackend small(model.config, model.weights, {.num_kv_blocks = 12, .max_tokens_per_step = 32, .max_seqs_per_step = 8});
+    StepPlan p;
+    p.add_sequence(test::iota_tokens(1, 9), 9, {0}, false);
+    p.logit_rows = test::iota_tokens(0, 9);
+    std::vector<float> out(9 * size_t(vocab));
+    small.forward(p, out.data());
+  }, {"9 logit rows exceeds its buffers"});
+  // Three sequences prefilled in one mixed step (lengths 5, 9, 3), every position's logits.
+  const std::vector<std::vector<int32_t>> prompts = {test::iota_tokens(100, 5), test::iota_tokens(2000, 9),
+                                                     test::iota_tokens(30000, 3)};
+  StepPlan prefill;
+  for (int32_t s = 0; s < 3; ++s)
+    prefill.add_sequence(prompts[size_t(s)], int32_t(prompts[size_t(s)].size()), {4 * s, 4 * s + 1}, false);
+  for (int32_t t = 0; t < prefill.num_tokens(); ++t) prefill.logit_rows.push_back(t);
+  const size_t rows = prefill.logit_rows.size();
+  std::vector<float> a(rows * size_t(vocab)), b(a.size()), e(a.size());
+  cpu.forward(prefill, a.data());
+  padded.forward(prefill, b.data());
+  eager.forward(prefill, e.data());
+  EXPECT_EQ(padded.last_bucket(), 0);  // a prefill runs eagerly
+  for (size_t r = 0; r < rows; ++r) {
+    EXPECT_EQ(argmax(a.data() + r * vocab, vocab), argmax(b.data() + r * vocab, vocab)) << "row " << r;
+    EXPECT_LE(worst_rel(a.data() + r * vocab, b.data() + r * vocab, vocab), 0.05) << "row " << r;
+  }
+  EXPECT_EQ(0, std::memcmp(b.data(), e.data(), b.size() * sizeof(float)));
+
+  // Two decode steps of the three: padded to the bucket of 4 (as a graph replay) and unpadded, the same bits.
+  std::vector<int32_t> kv = {5, 9, 3}, last_rows = {4, 13, 16};
+  std::vector<float> da(3 * size_t(vocab)), db(da.size()), de(da.size());
+  std::vector<int32_t> next(3);
+  for (int32_t s = 0; s < 3; ++s) next[size_t(s)] = argmax(a.data() + size_t(last_rows[size_t(s)]) * vocab, vocab);
+  for (int step = 0; step < 2; ++step) {
+    StepPlan p;
+    for (int32_t s = 0; s < 3; ++s) p.add_sequence({next[size_t(s)]}, ++kv[size_t(s)], {4 * s, 4 * s + 1}, true);
+    cpu.forward(p, da.data());
+    padded.forward(p, db.data());
+    eager.forward(p, de.data());
+    EXPECT_EQ(padded.last_bucket(), 4);
+    EXPECT_EQ(eager.last_bucket(), 0);
+    EXPECT_EQ(0, std::memcmp(db.data(), de.data(), db.size() * sizeof(float))) << "decode step " << step;
+    for (int32_t s = 0; s < 3; ++s) {
+      EXPECT_EQ(argmax(da.data() + s * vocab, vocab), argmax(db.data() + s * vocab, vocab)) << step << " " << s;
+      EXPECT_LE(worst_rel(da.data() + s * vocab, db.data() + s * vocab, vocab), 0.05) << step << " " << s;
+      next[size_t(s)] = argmax(da.data() + s * vocab, vocab);
+    }
+  }
+}
+
+TEST(TwinBackend, PerLayerDiffAgainstTheCpuBackendIsWithinTheBound) {
+  if (!std::filesystem::exists(kSmolLM2)) GTEST_SKIP() << "run scripts/fetch-model.sh";
+  const LoadedModel model = load_model(kSmolLM2);
+  CpuBackend cpu(model.config, model.weights, {.num_kv_blocks = 2, .num_threads = 2});
+  TwinBackend twin(model.config, model.weights, {.num_kv_blocks = 2, .max_tokens_per_step = 16, .max_seqs_per_step = 1});
+  const DiffReport r = diff_backends(cpu, twin, test::iota_tokens(40, 7), kDiffDefaultRelBound);
+  EXPECT_EQ(r.first_over, -1) << format_diff_report(r, kDiffDefaultRelBound);
+  EXPECT_EQ(r.top1_agree, r.top1_total);
+  ASSERT_EQ(r.rows.size(), 2u * (1 + 30 * 6 + 1 + 1));
+  double worst = 0;
+  for (const DiffRow& row : r.rows) worst = std::max(worst, row.rel);
+  std::printf("twin vs cpu: worst intermediate rel error %.4g\n", worst);
+}
+
+}  // namespace
+}  // namespace flint
