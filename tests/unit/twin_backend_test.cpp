@@ -3,8 +3,9 @@
 // dims are not ones the attention kernels take). What this leaves to the GPU: the kernels against the same twins
 // (tests/gpu/*_test.cu) and the CUDA calls themselves (tests/gpu/cuda_backend_gpu_test.cpp).
 //
-// Bounds as the GPU test's: top-1 identical, per-row max|twin - cpu| / max|cpu| <= 5% (bf16 weights and
-// activations against fp32); padded and unpadded decode bit-identical; the per-layer diff within 2^-4.
+// Bounds: top-1 identical or a near-tie (within 1% of the row's largest |logit|), per-row max|twin - cpu| /
+// max|cpu| <= 5% (bf16 weights and activations against fp32); padded and unpadded decode bit-identical; the
+// per-layer diff within 2^-4.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -35,16 +36,48 @@ double worst_rel(const float* a, const float* b, int32_t vocab) {
 
 int32_t argmax(const float* v, int32_t n) { return int32_t(std::max_element(v, v + n) - v); }
 
+// Top-1 equal, or a near-tie under the CPU's logits: its logit for the twin's choice within 1% of the row's largest
+// |logit| below its own top (bf16 rounding may flip a near-tie; a wrong computation picks tokens far down).
+void expect_top1_or_near_tie(const float* cpu, const float* twin, int32_t vocab, const std::string& what) {
+  const int32_t a = argmax(cpu, vocab), b = argmax(twin, vocab);
+  if (a == b) return;
+  double scale = 0;
+  for (int32_t i = 0; i < vocab; ++i) scale = std::max(scale, std::fabs(double(cpu[i])));
+  EXPECT_LE(double(cpu[a]) - double(cpu[b]), 0.01 * scale)
+      << what << ": top-1 " << a << " (cpu) vs " << b << " (twin) is not a near-tie";
+}
+
+void check_prefill_and_padded_decode(const LoadedModel& model);
+
 TEST(TwinBackend, PrefillAndBucketPaddedDecodeTrackTheCpuBackend) {
   if (!std::filesystem::exists(kSmolLM2)) GTEST_SKIP() << "run scripts/fetch-model.sh";
-  const LoadedModel model = load_model(kSmolLM2);
+  check_prefill_and_padded_decode(load_model(kSmolLM2));
+}
+
+// The Qwen paths SmolLM2 (llama) does not take: q/k/v biases (head_dim 64), q/k norm with head_dim 128 and tied
+// embeddings (scripts/make-cuda-tiny-models.py).
+class TwinBackendQwen : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(TwinBackendQwen, PrefillPaddedDecodeAndPerLayerDiffTrackTheCpuBackend) {
+  const LoadedModel model = load_model(std::string(FLINT_TEST_DATA_DIR) + "/" + GetParam());
+  check_prefill_and_padded_decode(model);
+  CpuBackend cpu(model.config, model.weights, {.num_kv_blocks = 4, .num_threads = 1});
+  TwinBackend twin(model.config, model.weights, {.num_kv_blocks = 4, .max_tokens_per_step = 16, .max_seqs_per_step = 1});
+  const DiffReport r = diff_backends(cpu, twin, test::iota_tokens(17, 13), kDiffDefaultRelBound);
+  EXPECT_EQ(r.first_over, -1) << format_diff_report(r, kDiffDefaultRelBound);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, TwinBackendQwen, ::testing::Values("tiny-cuda-qwen2", "tiny-cuda-qwen3"),
+                         [](const auto& info) { return std::string(info.param).substr(10); });
+
+void check_prefill_and_padded_decode(const LoadedModel& model) {
   const int32_t vocab = model.config.vocab_size;
   CpuBackend cpu(model.config, model.weights, {.num_kv_blocks = 12, .num_threads = 2});
   // max_seqs_per_step 17: the prefill below wants all 17 positions' logits (a bucket of 17 tops 1, 2, ..., 16).
   TwinBackend padded(model.config, model.weights, {.num_kv_blocks = 12, .max_tokens_per_step = 32, .max_seqs_per_step = 17});
   TwinBackend eager(model.config, model.weights,
                     {.num_kv_blocks = 12, .max_tokens_per_step = 32, .max_seqs_per_step = 17, .pad_decode_to_buckets = false});
-  test::expect_error([&] {
+  test::expect_error([&] {  // more logit rows than its buffers hold
     TwinBackend small(model.config, model.weights, {.num_kv_blocks = 12, .max_tokens_per_step = 32, .max_seqs_per_step = 8});
     StepPlan p;
     p.add_sequence(test::iota_tokens(1, 9), 9, {0}, false);
@@ -53,8 +86,8 @@ TEST(TwinBackend, PrefillAndBucketPaddedDecodeTrackTheCpuBackend) {
     small.forward(p, out.data());
   }, {"9 logit rows exceeds its buffers"});
   // Three sequences prefilled in one mixed step (lengths 5, 9, 3), every position's logits.
-  const std::vector<std::vector<int32_t>> prompts = {test::iota_tokens(100, 5), test::iota_tokens(2000, 9),
-                                                     test::iota_tokens(30000, 3)};
+  const std::vector<std::vector<int32_t>> prompts = {test::iota_tokens(vocab / 7, 5), test::iota_tokens(vocab / 3, 9),
+                                                     test::iota_tokens(vocab - 3, 3)};
   StepPlan prefill;
   for (int32_t s = 0; s < 3; ++s)
     prefill.add_sequence(prompts[size_t(s)], int32_t(prompts[size_t(s)].size()), {4 * s, 4 * s + 1}, false);
@@ -66,7 +99,7 @@ TEST(TwinBackend, PrefillAndBucketPaddedDecodeTrackTheCpuBackend) {
   eager.forward(prefill, e.data());
   EXPECT_EQ(padded.last_bucket(), 0);  // a prefill runs eagerly
   for (size_t r = 0; r < rows; ++r) {
-    EXPECT_EQ(argmax(a.data() + r * vocab, vocab), argmax(b.data() + r * vocab, vocab)) << "row " << r;
+    expect_top1_or_near_tie(a.data() + r * vocab, b.data() + r * vocab, vocab, "prefill row " + std::to_string(r));
     EXPECT_LE(worst_rel(a.data() + r * vocab, b.data() + r * vocab, vocab), 0.05) << "row " << r;
   }
   EXPECT_EQ(0, std::memcmp(b.data(), e.data(), b.size() * sizeof(float)));
@@ -86,7 +119,8 @@ TEST(TwinBackend, PrefillAndBucketPaddedDecodeTrackTheCpuBackend) {
     EXPECT_EQ(eager.last_bucket(), 0);
     EXPECT_EQ(0, std::memcmp(db.data(), de.data(), db.size() * sizeof(float))) << "decode step " << step;
     for (int32_t s = 0; s < 3; ++s) {
-      EXPECT_EQ(argmax(da.data() + s * vocab, vocab), argmax(db.data() + s * vocab, vocab)) << step << " " << s;
+      expect_top1_or_near_tie(da.data() + s * vocab, db.data() + s * vocab, vocab,
+                              "decode step " + std::to_string(step) + " sequence " + std::to_string(s));
       EXPECT_LE(worst_rel(da.data() + s * vocab, db.data() + s * vocab, vocab), 0.05) << step << " " << s;
       next[size_t(s)] = argmax(da.data() + s * vocab, vocab);
     }
