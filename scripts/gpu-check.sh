@@ -212,7 +212,8 @@ out = sys.argv[1]
 torch.manual_seed(0)
 cfg = LlamaConfig(vocab_size=512, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                   num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, rms_norm_eps=1e-5,
-                  rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=507, eos_token_id=511)
+                  rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=507, eos_token_id=511,
+                  initializer_range=0.1)  # logits far from flat: fewer near-ties than the default 0.02 gives
 LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
 for f in ("tokenizer.json", "tokenizer_config.json"):
     shutil.copy("tests/data/tiny-llama/" + f, out)

@@ -4,7 +4,8 @@
 // run by scripts/gpu-check.sh; every test that needs a GPU skips without one (fails with FLINT_REQUIRE_GPU set).
 //
 // Bounds (CPU backend: fp32 activations over the file's weights; CUDA: bf16 weights and activations, fp32 residual):
-//   top-1 token identical on >= 99% of positions (a near-tie may flip under bf16 rounding; a wrong layer flips most);
+//   top-1 token identical on >= 99% of positions (a near-tie may flip under bf16 rounding; a wrong layer flips most),
+//   and every differing top-1 a near-tie (the GPU's token within 1% of the row's largest |logit| of the CPU's top);
 //   per row max|cuda - cpu| / max|cpu| <= 5% (2^-4.3): every weight and stored activation rounded to bf16 (2^-9
 //   relative each) over 30 layers, allowing about 16 bf16 ulps of the row's largest logit in accumulated drift.
 //   Graph replay against eager steps: bit-identical (the kernels are batch invariant and padding rows touch nothing).
@@ -73,28 +74,36 @@ std::vector<int32_t> iota(int32_t first, int32_t n) {
   return v;
 }
 
-// Compares logits row by row; returns (top-1 agreement fraction, worst normwise relative error) and prints both.
-std::pair<double, double> compare_logits(const std::vector<float>& cpu, const std::vector<float>& gpu, int32_t vocab,
-                                         const char* what) {
+// Compares logits row by row; returns the top-1 agreement fraction, the worst normwise relative error, and the rows
+// whose top-1 differs without being a near-tie under the CPU's logits (the GPU's choice more than 1% of the row's
+// largest |logit| below the CPU's top: a wrong computation, not bf16 flipping a tie). Prints them.
+struct LogitCompare {
+  double agree = 0, worst = 0;
+  int hard_mismatches = 0;
+};
+LogitCompare compare_logits(const std::vector<float>& cpu, const std::vector<float>& gpu, int32_t vocab,
+                            const char* what) {
   const size_t rows = cpu.size() / size_t(vocab);
   size_t agree = 0;
-  double worst = 0;
+  LogitCompare out;
   for (size_t r = 0; r < rows; ++r) {
     const float* a = cpu.data() + r * size_t(vocab);
     const float* b = gpu.data() + r * size_t(vocab);
-    agree += std::max_element(a, a + vocab) - a == std::max_element(b, b + vocab) - b;
+    const auto ia = std::max_element(a, a + vocab) - a, ib = std::max_element(b, b + vocab) - b;
     double max_abs = 0, ref = 0;
     for (int32_t i = 0; i < vocab; ++i) {
       const double d = std::fabs(double(a[i]) - double(b[i]));
       max_abs = std::max(max_abs, std::isnan(d) ? INFINITY : d);
       ref = std::max(ref, std::fabs(double(a[i])));
     }
-    worst = std::max(worst, max_abs / ref);
+    agree += ia == ib;
+    if (ia != ib && !(double(a[ia]) - double(a[ib]) <= 0.01 * ref)) out.hard_mismatches += 1;
+    out.worst = std::max(out.worst, max_abs / ref);
   }
-  const double frac = double(agree) / double(rows);
-  std::printf("## %s: top-1 agree %zu/%zu (%.1f%%), max rel logit error %.4f (bound %.3f)\n", what, agree, rows,
-              100 * frac, worst, kLogitRelBound);
-  return {frac, worst};
+  out.agree = double(agree) / double(rows);
+  std::printf("## %s: top-1 agree %zu/%zu (%.1f%%), %d not near-ties, max rel logit error %.4f (bound %.3f)\n", what,
+              agree, rows, 100 * out.agree, out.hard_mismatches, out.worst, kLogitRelBound);
+  return out;
 }
 
 // tests/data/tiny-cuda-qwen{2,3} and $FLINT_GPU_EXTRA_MODELS (':'-separated directories; gpu-check.sh builds larger
@@ -113,7 +122,9 @@ std::vector<std::string> extra_models() {
   return out;
 }
 
-void check_prefill(const LoadedModel& model, int32_t n, const std::string& what) {
+// min_agree: the proof asks >= 99% identical top-1 over 256 positions of the SmolLM2 shape; the tiny random
+// models' logits have more near-ties, so there only the hard mismatches count.
+void check_prefill(const LoadedModel& model, int32_t n, const std::string& what, double min_agree) {
   const int32_t vocab = model.config.vocab_size, blocks = (n + 15) / 16;
   CpuBackend cpu(model.config, model.weights, {.num_kv_blocks = blocks});
   CudaBackend gpu(model.config, model.weights,
@@ -126,9 +137,10 @@ void check_prefill(const LoadedModel& model, int32_t n, const std::string& what)
   std::fill(b.begin(), b.end(), NAN);
   cpu.forward(plan, a.data());
   gpu.forward(plan, b.data());
-  const auto [agree, worst] = compare_logits(a, b, vocab, what.c_str());
-  EXPECT_GE(agree, 0.99) << what;
-  EXPECT_LE(worst, kLogitRelBound) << what;
+  const LogitCompare cmp = compare_logits(a, b, vocab, what.c_str());
+  EXPECT_GE(cmp.agree, min_agree) << what;
+  EXPECT_EQ(cmp.hard_mismatches, 0) << what;
+  EXPECT_LE(cmp.worst, kLogitRelBound) << what;
 }
 
 void check_diff(const LoadedModel& model, const std::string& what) {
@@ -147,7 +159,7 @@ TEST(CudaBackend, ExtraModelsPrefillAndPerLayerDiffMatchTheCpu) {
   const std::vector<std::string> models = extra_models();
   for (const std::string& path : models) {
     const LoadedModel model = load_model(path);
-    check_prefill(model, 128, path + " prefill 128");
+    check_prefill(model, 128, path + " prefill 128", 0.0);
     check_diff(model, path);
   }
 }
@@ -167,7 +179,10 @@ TEST(CudaBackend, RefusesHeadDimsTheAttentionKernelsDoNotHave) {
 TEST(CudaBackend, PrefillLogitsMatchTheCpuBackend) {
   REQUIRE_GPU();
   REQUIRE_MODEL();
-  check_prefill(load_model(model_path()), 256, model_path() + " prefill 256");
+  // The 99% holds the real SmolLM2 to the proof; a random stand-in (no GGUF on the machine) has flatter logits
+  // and more near-ties, so there only the hard mismatches count.
+  const bool real = model_path().ends_with(".gguf");
+  check_prefill(load_model(model_path()), 256, model_path() + " prefill 256", real ? 0.99 : 0.0);
 }
 
 // Five sequences of different lengths prefilled, then decoded together for four steps: on the CPU, on CUDA with
@@ -213,9 +228,9 @@ TEST(CudaBackend, GraphDecodeEqualsEagerDecodeBitForBitAndTracksTheCpu) {
     graphs.forward(p, lg.data());
     eager.forward(p, le.data());
     EXPECT_EQ(0, std::memcmp(lg.data(), le.data(), lg.size() * sizeof(float))) << "decode step " << step;
-    const auto [agree, worst] = compare_logits(lc, lg, vocab, ("graph decode step " + std::to_string(step)).c_str());
-    EXPECT_GE(agree, 0.8);  // 5 rows: one near-tie may flip
-    EXPECT_LE(worst, kLogitRelBound);
+    const LogitCompare cmp = compare_logits(lc, lg, vocab, ("graph decode step " + std::to_string(step)).c_str());
+    EXPECT_EQ(cmp.hard_mismatches, 0);
+    EXPECT_LE(cmp.worst, kLogitRelBound);
   }
 }
 
