@@ -94,7 +94,7 @@ void paged_attention_bf16(const AttentionParams& p) {
   const PagedKvCache& c = p.cache;
   const AttentionBatch& b = p.batch;
   const int32_t hd = c.head_dim, group = p.num_qo_heads / c.num_kv_heads;
-  std::vector<float> qf(size_t(hd)), acc(size_t(hd)), scores;
+  std::vector<float> qf(static_cast<size_t>(hd)), acc(static_cast<size_t>(hd)), scores;
   for (int32_t t = 0; t < b.num_tokens; ++t) {
     const int32_t s = seq_of_token(b, t);
     const int32_t n_keys = std::min(b.positions[t] + 1, b.kv_lens[s]);
