@@ -9,8 +9,8 @@
 #
 # To add a step: write it as a command (run_step NAME TIMEOUT_S CMD...) in main_steps below; a step that writes
 # JSON writes $WORK/NAME.json and it is merged into results.json under NAME; a step whose log has a line starting
-# "## summary" has everything from that line on repeated in the final summary. $OUT brings back at most 8 files:
-# this script writes three (gpu-check.log, results.json, summary.txt), whatever the number of steps.
+# "## summary" has everything from its first such line on repeated in the final summary. $OUT brings back at most
+# 8 files: this script writes three (gpu-check.log, results.json, summary.txt), whatever the number of steps.
 set -u
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -119,6 +119,7 @@ NOTE=""
 GPU_BASELINES="$BUILD/bench/gpu_baselines"
 GPU_TESTS="$BUILD/tests/gpu/flint_gpu_tests"
 MATMUL_BENCH="$BUILD/bench/matmul_bench"
+ATTENTION_BENCH="$BUILD/bench/attention_bench"
 
 missing_libs() {  # prints what ldd cannot resolve for $1: "libfoo.so.1" or "GLIBC_2.36 (required by ...)"
   ldd "$1" 2>&1 | grep "not found" | sed -E 's/^\s*//; s/ => not found//; s/.*version .([A-Za-z_0-9.]+). not found.*/\1 (version)/'
@@ -199,8 +200,9 @@ card_info() {
 main_steps() {
   run_inline loads check_loads
   run_inline card card_info show
-  # gpu_tests: the CUDA kernels against their CPU twins, every element, and batch invariance (~1 min on an H100:
-  # most of it is the CPU twin on the bigger shapes). Its "## summary" block gives the worst error per kernel.
+  # gpu_tests: the CUDA kernels against their CPU twins, every element, and batch invariance (~1.5 min on an H100,
+  # estimated: most of it is the CPU twins, matmul on the bigger shapes and attention on the long prefills, ~30 s).
+  # Its "## summary" blocks (matmul, attention) give the worst error per kernel.
   # FLINT_REQUIRE_GPU: a test that finds no usable GPU fails here instead of skipping.
   run_step gpu_tests 300 env FLINT_REQUIRE_GPU=1 "$GPU_TESTS" --gtest_output="json:$WORK/gpu_tests.json"
   # gpu_baselines: ~30 s on an H100 (121 cuBLASLt shapes, copy and matmul ceilings).
@@ -208,10 +210,20 @@ main_steps() {
   # matmul_bench: Flint's matmul beside cuBLASLt on the same 120 shapes, ceilings measured again in the same run,
   # issue 4's targets as PASS/MISS per shape in its "## summary" block (~1 min on an H100).
   run_step matmul_bench 240 "$MATMUL_BENCH" --json "$WORK/matmul_bench.json" $QUICK
-  # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at three batch sizes).
+  # attention_bench: Flint's paged attention, decode at 36 shapes (3 models x batch 1..256 x context 512..32768,
+  # up to 17 GB of KV) and prefill at 9, with the copy ceiling measured again; decode's target as PASS/MISS in its
+  # "## summary" block. Estimate: ~20 s on an H100 (~70 GB of KV filled in all, ~2,000 timed calls of at most
+  # ~6 ms each at the copy ceiling); the timeout allows a kernel several times slower than that.
+  run_step attention_bench 180 "$ATTENTION_BENCH" --json "$WORK/attention_bench.json" $QUICK
+  # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at three batch sizes; 58 s
+  # on the H200 run of 2026-11-26, before the Qwen2.5-1.5B decode shapes were added).
   # shellcheck disable=SC2086  # FLINT_TORCH_ARGS is a list of arguments
   run_step torch_baselines 330 env PYTHONUNBUFFERED=1 "$PY" bench/torch_baselines.py \
     --json "$WORK/torch_baselines.json" $QUICK ${FLINT_TORCH_ARGS:-}
+  # attention_vs_torch: attention_bench's figures beside torch SDPA's from the two JSONs above (prefill target:
+  # >= 1.0x torch), a second or two. Needs both steps in the same run (with --only, name all three).
+  run_step attention_vs_torch 60 "$PY" bench/attention_vs_torch.py "$WORK/attention_bench.json" \
+    "$WORK/torch_baselines.json" --json "$WORK/attention_vs_torch.json"
 }
 
 main_steps
@@ -225,7 +237,7 @@ failed=0
   echo "card: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
   for name in "${STEP_NAMES[@]}"; do
     if grep -q '^## summary' "$WORK/$name.log" 2>/dev/null; then
-      awk '/^## summary/{buf=""; on=1} on{buf=buf $0 "\n"} END{printf "%s", buf}' "$WORK/$name.log"
+      awk '/^## summary/{on=1} on' "$WORK/$name.log"  # every block (flint_gpu_tests prints one per kernel family)
     fi
   done
   echo
