@@ -7,7 +7,12 @@
 // [cu_seqlens[s], cu_seqlens[s+1]) and has kv_lens[s] tokens in the cache after this step; token t sits at
 // position positions[t] and attends to its sequence's keys [0, positions[t]] (causal, the cached prefix
 // included). So one call serves decode (one query token on a long cache), prefill, chunked prefill and a cached
-// prefix plus a new chunk alike.
+// prefix plus a new chunk alike. Positions ascend within a sequence (the prefill kernel loads keys up to its
+// tile's last row).
+//
+// Padding: a sequence with kv_lens[s] = 0 whose one token sits at position -1 is padding. Nothing is read from the
+// cache or written to it or to out for it (its q row is still rotated, harmlessly). A CUDA graph captured for a
+// batch-size bucket fills its unused sequences this way.
 //
 // Batch invariance: a sequence's output depends on its own queries and cache only, never on the other sequences
 // in the call. Which kernel runs a sequence depends on its own query length only (1: decode, more: prefill), and

@@ -9,7 +9,7 @@ packages=(
   libpcre2-dev nlohmann-json3-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libcpp-httplib-dev libssl-dev openssl zlib1g-dev libbrotli-dev
-  clang libclang-rt-dev
+  clang libclang-rt-dev lld
   python3 python3-pip python3-venv
   chromium chromium-driver
 )

@@ -72,7 +72,7 @@ void rope_write_kv_bf16(const RopeKvParams& p) {
       norm_and_rotate(x.data(), hd, p.maybe_q_norm, p.norm_eps, pos, p.inv_freq, p.style);
       for (int32_t i = 0; i < hd; ++i) q[i] = f32_to_bf16_bits(x[size_t(i)]);
     }
-    if (pos < 0) fail("rope_kv: token ", t, " has negative position ", pos);
+    if (pos < 0) continue;  // padding (attention_params.h): q rotated, nothing stored
     const int32_t block = block_of(c, b, s, pos), slot = pos % c.block_size;
     for (int32_t h = 0; h < c.num_kv_heads; ++h) {
       const bf16_bits* k = p.k + int64_t(t) * p.ld_k + int64_t(h) * hd;
@@ -98,8 +98,7 @@ void paged_attention_bf16(const AttentionParams& p) {
   for (int32_t t = 0; t < b.num_tokens; ++t) {
     const int32_t s = seq_of_token(b, t);
     const int32_t n_keys = std::min(b.positions[t] + 1, b.kv_lens[s]);
-    if (n_keys < 1) fail("attention: token ", t, " of sequence ", s, " sees no key (position ", b.positions[t],
-                         ", kv_len ", b.kv_lens[s], ")");
+    if (n_keys < 1) continue;  // padding (attention_params.h): out left as it is
     scores.resize(size_t(n_keys));
     for (int32_t h = 0; h < p.num_qo_heads; ++h) {
       const int32_t kvh = h / group;

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <mutex>
 
+#include "kernels/cuda/device_util.cuh"
+
 namespace flint::cuda {
 
 namespace {
@@ -17,15 +19,6 @@ namespace {
 using bf16 = __nv_bfloat16;
 
 // ---- The arithmetic every kernel shares.
-
-// d += a · b for one m16n8k16 tile: a 16×16 bf16 (row-major fragment), b 16×8 bf16 (column-major), d fp32.
-__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                             uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 // One 32-value k step of a 16 (weight rows) × 8 (tokens) tile. Lane (g = lane / 4, t = lane % 4) holds values
 // 8t .. 8t+7 of the step for weight row g (w_lo), weight row g + 8 (w_hi) and token g (xv): the first mma gets
@@ -213,15 +206,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) matmul_decode(const MatmulP
 constexpr int kPrefillRows = 128, kPrefillTokens = 128, kPrefillStages = 4, kPrefillThreads = 256;
 constexpr int kChunksPerStage = (kPrefillRows + kPrefillTokens) * 4;  // 16-byte chunks: 4 per 32-value row
 constexpr size_t kPrefillSmemBytes = size_t(kPrefillStages) * kChunksPerStage * 16;
-
-__device__ __forceinline__ void cp_async16(void* smem_dst, const void* src, bool fill) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
-  const int src_bytes = fill ? 16 : 0;  // 0: write 16 zero bytes, read nothing
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending)); }
 
 // kFold: the block runs every split of K itself and adds each split's sums into `total` when the split ends
 // (total = split 0, then total + split 1, ...: the very fp32 additions reduce_splits makes, in the same order), so
