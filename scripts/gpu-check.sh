@@ -201,7 +201,8 @@ main_steps() {
   run_inline loads check_loads
   run_inline card card_info show
   # gpu_tests: the CUDA kernels against their CPU twins, every element, and batch invariance (~1.5 min on an H100,
-  # estimated: most of it is the CPU twins, matmul on the bigger shapes and attention on the long prefills, ~30 s).
+  # estimated: most of it is the CPU twins; the attention twins add ~20 s of one core's work, measured on the build
+  # machine, spread over the cores).
   # Its "## summary" blocks (matmul, attention) give the worst error per kernel.
   # FLINT_REQUIRE_GPU: a test that finds no usable GPU fails here instead of skipping.
   run_step gpu_tests 300 env FLINT_REQUIRE_GPU=1 "$GPU_TESTS" --gtest_output="json:$WORK/gpu_tests.json"

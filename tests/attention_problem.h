@@ -33,7 +33,7 @@ struct Shape {
 };
 
 // One sequence of the batch: its last q_len tokens are this step's queries, the kv_len - q_len before them a
-// cached prefix (q_len 1: decode; q_len == kv_len: a whole prefill).
+// cached prefix (q_len 1: decode; q_len == kv_len: a whole prefill; {1, 0}: padding, one token at position -1).
 struct Seq {
   int32_t q_len, kv_len;
 };
@@ -149,7 +149,7 @@ inline std::vector<bf16_bits> run_twin(Problem& p, int threads = 0) {
         a.batch.block_table = &p.block_table[size_t(it.s) * p.max_blocks_per_seq];
         a.batch.positions = &p.positions[size_t(it.t0)];
         a.batch.num_seqs = 1, a.batch.num_tokens = it.n, a.batch.max_q_len = it.n;
-        a.batch.max_kv_len = p.kv_lens[size_t(it.s)];
+        a.batch.max_kv_len = std::max(1, p.kv_lens[size_t(it.s)]);  // a padding sequence has kv_len 0
         std::vector<char> ws(attention_workspace_bytes(1, p.shape.num_qo_heads, p.shape.head_dim, a.batch.max_kv_len));
         a.workspace = ws.data(), a.workspace_bytes = ws.size();
         cpu::paged_attention_bf16(a);

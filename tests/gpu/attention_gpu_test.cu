@@ -132,7 +132,7 @@ std::string describe(const Shape& sh) {
 }
 
 // Every output element against the twin (decode or prefill tolerance by the token's sequence), the row padding
-// untouched; logs the worst ratio per kernel.
+// and padding sequences' rows (kv_len 0) untouched; logs the worst ratio per kernel.
 void expect_close_to_twin(const std::string& what, Problem& p, const std::vector<bf16_bits>& got,
                           const std::vector<bf16_bits>& twin) {
   const double max_v = p.max_abs_v();
@@ -143,7 +143,12 @@ void expect_close_to_twin(const std::string& what, Problem& p, const std::vector
   } worst[2];  // decode, prefill
   int bad_pad = 0;
   for (int32_t t = 0; t < p.num_tokens; ++t) {
-    const bool decode = p.seqs[size_t(p.seq_of_token(t))].q_len == 1;
+    const Seq seq = p.seqs[size_t(p.seq_of_token(t))];
+    if (seq.kv_len == 0) {  // padding: nothing written
+      for (int64_t i = 0; i < p.ld_out; ++i) bad_pad += got[size_t(t * p.ld_out + i)] != kNanBf16;
+      continue;
+    }
+    const bool decode = seq.q_len == 1;
     Worst& w = worst[decode ? 0 : 1];
     w.cases = 1;
     const double atol = std::ldexp(max_v, decode ? -14 : -8);
@@ -160,7 +165,7 @@ void expect_close_to_twin(const std::string& what, Problem& p, const std::vector
     }
     for (int64_t i = p.width(); i < p.ld_out; ++i) bad_pad += got[size_t(t * p.ld_out + i)] != kNanBf16;
   }
-  EXPECT_EQ(bad_pad, 0) << what << ": " << bad_pad << " padding elements of out were written";
+  EXPECT_EQ(bad_pad, 0) << what << ": " << bad_pad << " elements of out's row padding or padding rows were written";
   for (int d = 0; d < 2; ++d) {
     const Worst& w = worst[d];
     if (!w.cases) continue;
@@ -212,14 +217,17 @@ TEST(AttentionGpu, PrefillMatchesTheTwinOverHeadDimsRatiosLengthsAndBlockSizes) 
       }
 }
 
-// Decode and prefill sequences of random lengths in one call, on the three models' head shapes.
+// Decode and prefill sequences of random lengths in one call, on the three models' head shapes, with padding
+// sequences (kv_len 0, position -1: a CUDA graph bucket's unused slots) among them.
 TEST(AttentionGpu, MixedDecodeAndPrefillBatchesMatchTheTwin) {
   REQUIRE_GPU();
   for (const Shape sh : {Shape{64, 32, 8, 16}, Shape{128, 12, 2, 16}, Shape{128, 28, 4, 16}}) {
     std::mt19937 rng(sh.num_qo_heads);
     std::vector<Seq> seqs;
     for (int i = 0; i < 40; ++i) {
-      if (rng() % 5 < 3) {
+      if (i % 9 == 4) {
+        seqs.push_back({1, 0});
+      } else if (rng() % 5 < 3) {
         seqs.push_back({1, 1 + int32_t(rng() % 3000)});
       } else {
         const int32_t q_len = 2 + int32_t(rng() % 79), prefix = rng() % 2 ? int32_t(rng() % 1500) : 0;
@@ -326,15 +334,21 @@ Problem alone(const Problem& p, int32_t s) {
 TEST(AttentionGpu, SequenceOutputBitsDoNotDependOnTheBatch) {
   REQUIRE_GPU();
   for (const Shape sh : {Shape{128, 28, 4, 16}, Shape{64, 32, 8, 16}}) {
-    Problem p = make_problem(sh, {{1, 8191}, {1, 129}, {37, 37}, {1, 1}, {64, 2000}, {1, 500}, {200, 200}, {2, 2}},
+    Problem p = make_problem(sh, {{1, 8191}, {1, 129}, {37, 37}, {1, 1}, {1, 0}, {64, 2000}, {1, 500}, {200, 200}, {2, 2}},
                              7000 + sh.head_dim);
     const std::vector<bf16_bits> batch = run_gpu(p), bounded = run_gpu(p, p.num_tokens, 16384);
     const size_t row = size_t(p.ld_out) * 2;
     int differing = 0;
     for (int32_t s = 0; s < int32_t(p.seqs.size()); ++s) {
+      const size_t t0 = size_t(p.cu_seqlens[size_t(s)]), n = size_t(p.seqs[size_t(s)].q_len);
+      if (p.seqs[size_t(s)].kv_len == 0) {  // padding: its row stays poisoned in both launches
+        const std::vector<bf16_bits> nan_row(size_t(p.ld_out), kNanBf16);
+        EXPECT_EQ(0, std::memcmp(&batch[t0 * p.ld_out], nan_row.data(), row)) << "padding sequence " << s << " written";
+        EXPECT_EQ(0, std::memcmp(&bounded[t0 * p.ld_out], nan_row.data(), row)) << "padding sequence " << s << " written";
+        continue;
+      }
       Problem one = alone(p, s);
       const std::vector<bf16_bits> solo = run_gpu(one);
-      const size_t t0 = size_t(p.cu_seqlens[size_t(s)]), n = size_t(p.seqs[size_t(s)].q_len);
       const bool same_alone = std::memcmp(solo.data(), &batch[t0 * p.ld_out], n * row) == 0;
       const bool same_bounded = std::memcmp(&bounded[t0 * p.ld_out], &batch[t0 * p.ld_out], n * row) == 0;
       EXPECT_TRUE(same_alone) << describe(sh) << " sequence " << s << " (q_len " << n << ", kv_len "
@@ -347,7 +361,8 @@ TEST(AttentionGpu, SequenceOutputBitsDoNotDependOnTheBatch) {
   }
 }
 
-// RoPE + KV write against its twin: q in place, K normed and rotated into its slot, V copied.
+// RoPE + KV write against its twin: q in place, K normed and rotated into its slot, V copied; a padding token
+// (position -1) is rotated and stores nothing.
 TEST(AttentionGpu, RopeWriteKvMatchesTheTwin) {
   REQUIRE_GPU();
   uint32_t seed = 8000;
@@ -357,7 +372,7 @@ TEST(AttentionGpu, RopeWriteKvMatchesTheTwin) {
         const Shape sh{hd, 14, 2, 16};
         const std::string what = "rope_kv hd" + std::to_string(hd) + (style == RopeStyle::Halves ? " halves" : " interleaved") +
                                  (norm ? " q/k norm" : "");
-        Problem p = make_problem(sh, {{1, 40}, {20, 20}, {5, 300}, {1, 8000}, {64, 64}}, seed += 10, /*q_pad=*/8);
+        Problem p = make_problem(sh, {{1, 40}, {20, 20}, {1, 0}, {5, 300}, {1, 8000}, {64, 64}}, seed += 10, /*q_pad=*/8);
         const int32_t n = p.num_tokens, nkv = sh.num_kv_heads;
         const int64_t ld_k = int64_t(nkv) * hd + 8, ld_v = int64_t(nkv) * hd + 16;
         const std::vector<bf16_bits> k_in = random_bf16(size_t(n * ld_k), seed + 1), v_in = random_bf16(size_t(n * ld_v), seed + 2);
@@ -414,15 +429,17 @@ TEST(AttentionGpu, RopeWriteKvMatchesTheTwin) {
         std::vector<bool> written(size_t(p.num_blocks) * sh.block_size, false);
         for (int32_t t = 0; t < n; ++t) {
           const int32_t pos_t = p.positions[size_t(t)];
-          written[size_t(p.block_table[size_t(p.seq_of_token(t) * p.max_blocks_per_seq + pos_t / 16)] * 16 + pos_t % 16)] = true;
+          if (pos_t < 0) continue;  // padding: rotated, not stored
+          const int32_t block = p.block_table[size_t(p.seq_of_token(t) * p.max_blocks_per_seq + pos_t / sh.block_size)];
+          written[size_t(block * sh.block_size + pos_t % sh.block_size)] = true;
         }
         const PagedKvCache c = p.cache();
         for (int32_t b = 0; b < p.num_blocks; ++b)
-          for (int32_t slot = 0; slot < 16; ++slot)
+          for (int32_t slot = 0; slot < sh.block_size; ++slot)
             for (int32_t kvh = 0; kvh < nkv; ++kvh) {
               const size_t off = size_t(c.offset(b, slot, kvh));
               const std::string where = "block " + std::to_string(b) + " slot " + std::to_string(slot);
-              compare_head(&got_k[off], &want.k[off], written[size_t(b * 16 + slot)], "k " + where);
+              compare_head(&got_k[off], &want.k[off], written[size_t(b * sh.block_size + slot)], "k " + where);
               compare_head(&got_v[off], &want.v[off], false, "v " + where);
             }
         error_log().add("rope_kv", bad ? INFINITY : worst, worst_abs);

@@ -146,7 +146,7 @@ TEST(AttentionBf16Twin, ExplicitStridesGiveTheSameOutput) {
 
 // A sequence's output is the same alone as in any batch (run_twin calls it per 64-token slice of one sequence).
 TEST(AttentionBf16Twin, OutputDoesNotDependOnTheOtherSequences) {
-  Problem p = make_problem(Shape{64, 12, 4, 16}, {{1, 1000}, {100, 100}, {1, 16}, {20, 530}, {1, 129}}, 41);
+  Problem p = make_problem(Shape{64, 12, 4, 16}, {{1, 1000}, {100, 100}, {1, 0}, {1, 16}, {20, 530}, {1, 129}}, 41);
   const std::vector<bf16_bits> whole = twin_one_call(p), sliced = run_twin(p, 2);
   EXPECT_EQ(0, std::memcmp(whole.data(), sliced.data(), whole.size() * 2));
 }
@@ -317,9 +317,40 @@ TEST(AttentionBf16Twin, BadCallsThrowAnErrorNamingTheProblem) {
   positions[3] = p.max_blocks_per_seq * 16;
   kv_lens[1] = positions[3] + 1;
   bad([&](AttentionParams& a) { a.batch.positions = positions.data(), a.batch.kv_lens = kv_lens.data(); }, "of a table 13 wide");
-  kv_lens = p.kv_lens;
-  kv_lens[1] = 0;
-  bad([&](AttentionParams& a) { a.batch.kv_lens = kv_lens.data(); }, "sees no key");
+}
+
+// Padding sequences (kv_len 0, one token at position -1, as a CUDA graph's bucket fills its unused sequences):
+// their out rows and the cache are left as they are, q is rotated, and the other sequences' bits do not change.
+TEST(AttentionBf16Twin, PaddingSequencesReadAndWriteNothing) {
+  const Shape sh{64, 8, 2, 16};
+  Problem p = make_problem(sh, {{1, 0}, {1, 300}, {12, 40}, {1, 0}, {1, 0}}, 81);
+  const std::vector<bf16_bits> out = twin_one_call(p);
+  for (int32_t s : {0, 3, 4})
+    for (int64_t i = 0; i < p.ld_out; ++i) ASSERT_EQ(out[size_t(p.cu_seqlens[size_t(s)] * p.ld_out + i)], kNanBf16);
+  Problem real = make_problem(sh, {{1, 300}, {12, 40}}, 0);  // the same two sequences, no padding
+  real.k = p.k, real.v = p.v, real.num_blocks = p.num_blocks, real.max_blocks_per_seq = p.max_blocks_per_seq;
+  real.block_table.assign(p.block_table.begin() + p.max_blocks_per_seq, p.block_table.begin() + 3 * p.max_blocks_per_seq);
+  real.q.assign(p.q.begin() + p.ld_q, p.q.begin() + 14 * p.ld_q);
+  real.ld_q = p.ld_q;
+  const std::vector<bf16_bits> want = twin_one_call(real);
+  EXPECT_EQ(0, std::memcmp(want.data(), &out[size_t(p.ld_out)], want.size() * 2));
+
+  // RoPE + KV write: a padding token's q row is rotated, nothing of it is stored.
+  const std::vector<float> inv_freq(32, 0.02f);
+  const int64_t kw = 2 * 64;
+  const std::vector<bf16_bits> k = random_bf16(size_t(p.num_tokens * kw), 1), v = random_bf16(size_t(p.num_tokens * kw), 2);
+  const Problem before = p;
+  RopeKvParams r;
+  r.cache = p.cache(), r.batch = p.batch(), r.q = p.q.data(), r.ld_q = p.ld_q, r.k = k.data(), r.ld_k = kw;
+  r.v = v.data(), r.ld_v = kw, r.num_qo_heads = 8, r.inv_freq = inv_freq.data();
+  cpu::rope_write_kv_bf16(r);
+  EXPECT_NE(0, std::memcmp(&p.q[0], &before.q[0], size_t(p.width()) * 2)) << "padding token's q was not rotated";
+  int changed_slots = 0;
+  const PagedKvCache c = p.cache();
+  for (int32_t b = 0; b < p.num_blocks; ++b)
+    for (int32_t slot = 0; slot < 16; ++slot)
+      changed_slots += std::memcmp(&p.k[size_t(c.offset(b, slot, 0))], &before.k[size_t(c.offset(b, slot, 0))], 128) != 0;
+  EXPECT_EQ(changed_slots, p.num_tokens - 3) << "only the real tokens' slots are written";
 }
 
 TEST(RopeWriteKvBf16Twin, BadCallsThrowAnErrorNamingTheProblem) {
@@ -345,11 +376,9 @@ TEST(RopeWriteKvBf16Twin, BadCallsThrowAnErrorNamingTheProblem) {
   bad([](RopeKvParams& r) { r.ld_v = 255; }, "ld_q, ld_k, ld_v must cover their heads");
   bad([](RopeKvParams& r) { r.style = RopeStyle(7); }, "unknown rope style 7");
   bad([](RopeKvParams& r) { r.norm_eps = 0.0f; }, "norm_eps must be > 0");
-  std::vector<int32_t> table = p.block_table, positions = p.positions;
+  std::vector<int32_t> table = p.block_table;
   table[2] = p.num_blocks + 3;  // position 39's block
   bad([&](RopeKvParams& r) { r.batch.block_table = table.data(); }, "outside the cache's");
-  positions[0] = -2;
-  bad([&](RopeKvParams& r) { r.batch.positions = positions.data(); }, "negative position -2");
 }
 
 }  // namespace
