@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <numeric>
 #include <random>
 #include <thread>
@@ -137,25 +138,35 @@ inline std::vector<bf16_bits> run_twin(Problem& p, int threads = 0) {
   for (int32_t s = 0; s < int32_t(p.seqs.size()); ++s)
     for (int32_t t = p.cu_seqlens[size_t(s)]; t < p.cu_seqlens[size_t(s) + 1]; t += 64)
       items.push_back({s, t, std::min(64, p.cu_seqlens[size_t(s) + 1] - t)});
+  auto work = [&](size_t first, size_t step) {
+    for (size_t i = first; i < items.size(); i += step) {
+      const Item& it = items[i];
+      const int32_t cu[2] = {0, it.n};
+      AttentionParams a = attention_params(p, out.data() + int64_t(it.t0) * p.ld_out, nullptr, 0);
+      a.q = p.q.data() + int64_t(it.t0) * p.ld_q;
+      a.batch.cu_seqlens = cu, a.batch.kv_lens = &p.kv_lens[size_t(it.s)];
+      a.batch.block_table = &p.block_table[size_t(it.s) * p.max_blocks_per_seq];
+      a.batch.positions = &p.positions[size_t(it.t0)];
+      a.batch.num_seqs = 1, a.batch.num_tokens = it.n, a.batch.max_q_len = it.n;
+      a.batch.max_kv_len = std::max(1, p.kv_lens[size_t(it.s)]);  // a padding sequence has kv_len 0
+      std::vector<char> ws(attention_workspace_bytes(1, p.shape.num_qo_heads, p.shape.head_dim, a.batch.max_kv_len));
+      a.workspace = ws.data(), a.workspace_bytes = ws.size();
+      cpu::paged_attention_bf16(a);
+    }
+  };
   std::vector<std::thread> pool;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));  // a twin's flint::Error, rethrown on this thread
   for (int w = 0; w < threads; ++w)
     pool.emplace_back([&, w] {
-      for (size_t i = size_t(w); i < items.size(); i += size_t(threads)) {
-        const Item& it = items[i];
-        const int32_t cu[2] = {0, it.n};
-        AttentionParams a = attention_params(p, out.data() + int64_t(it.t0) * p.ld_out, nullptr, 0);
-        a.q = p.q.data() + int64_t(it.t0) * p.ld_q;
-        a.batch.cu_seqlens = cu, a.batch.kv_lens = &p.kv_lens[size_t(it.s)];
-        a.batch.block_table = &p.block_table[size_t(it.s) * p.max_blocks_per_seq];
-        a.batch.positions = &p.positions[size_t(it.t0)];
-        a.batch.num_seqs = 1, a.batch.num_tokens = it.n, a.batch.max_q_len = it.n;
-        a.batch.max_kv_len = std::max(1, p.kv_lens[size_t(it.s)]);  // a padding sequence has kv_len 0
-        std::vector<char> ws(attention_workspace_bytes(1, p.shape.num_qo_heads, p.shape.head_dim, a.batch.max_kv_len));
-        a.workspace = ws.data(), a.workspace_bytes = ws.size();
-        cpu::paged_attention_bf16(a);
+      try {
+        work(size_t(w), size_t(threads));
+      } catch (...) {
+        errors[size_t(w)] = std::current_exception();
       }
     });
   for (auto& t : pool) t.join();
+  for (const auto& e : errors)
+    if (e) std::rethrow_exception(e);
   return out;
 }
 
