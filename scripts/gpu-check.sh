@@ -119,6 +119,7 @@ NOTE=""
 GPU_BASELINES="$BUILD/bench/gpu_baselines"
 GPU_TESTS="$BUILD/tests/gpu/flint_gpu_tests"
 MATMUL_BENCH="$BUILD/bench/matmul_bench"
+OPS_BENCH="$BUILD/bench/ops_bench"
 
 missing_libs() {  # prints what ldd cannot resolve for $1: "libfoo.so.1" or "GLIBC_2.36 (required by ...)"
   ldd "$1" 2>&1 | grep "not found" | sed -E 's/^\s*//; s/ => not found//; s/.*version .([A-Za-z_0-9.]+). not found.*/\1 (version)/'
@@ -208,6 +209,9 @@ main_steps() {
   # matmul_bench: Flint's matmul beside cuBLASLt on the same 120 shapes, ceilings measured again in the same run,
   # issue 4's targets as PASS/MISS per shape in its "## summary" block (~1 min on an H100).
   run_step matmul_bench 240 "$MATMUL_BENCH" --json "$WORK/matmul_bench.json" $QUICK
+  # ops_bench: add_rmsnorm GB/s, sampling µs per row (vocab 49152 and 151936, batch 1/32/256), dequantisation at
+  # load, with the copy ceiling measured again (~20 s on an H100, estimated).
+  run_step ops_bench 180 "$OPS_BENCH" --json "$WORK/ops_bench.json" $QUICK
   # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at three batch sizes).
   # shellcheck disable=SC2086  # FLINT_TORCH_ARGS is a list of arguments
   run_step torch_baselines 330 env PYTHONUNBUFFERED=1 "$PY" bench/torch_baselines.py \
