@@ -22,7 +22,62 @@ void SamplingParams::validate() const {
   if (num_logprobs < 0 || num_logprobs > 20) fail("num_logprobs ", num_logprobs, " must be in [0, 20]");
 }
 
+namespace {
+// Log-sum-exp of the tempered logits (the distribution logprobs report).
+float tempered_lse(std::span<const float> logits, float inv_t) {
+  float mx = -INFINITY;
+  for (float l : logits) mx = std::max(mx, l * inv_t);
+  double sum = 0.0;
+  for (float l : logits) sum += std::exp(double(l * inv_t - mx));
+  return mx + float(std::log(sum));
+}
+}  // namespace
+
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) { params_.validate(); }
+
+size_t Sampler::truncate(std::span<const float> logits, float inv_t, float lse) {
+  const int32_t vocab = int32_t(logits.size());
+  auto logprob = [&](int32_t t) { return logits[size_t(t)] * inv_t - lse; };
+  // Candidates sorted by logit (ties by id), truncated by top-k, top-p, min-p.
+  order_.resize(size_t(vocab));
+  std::iota(order_.begin(), order_.end(), 0);
+  auto by_logit = [&](int32_t a, int32_t b) {
+    return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
+  };
+  size_t keep = size_t(vocab);
+  if (params_.top_k > 0 && params_.top_k < vocab) {
+    keep = size_t(params_.top_k);
+    std::partial_sort(order_.begin(), order_.begin() + long(keep), order_.end(), by_logit);
+  } else {
+    std::sort(order_.begin(), order_.end(), by_logit);
+  }
+  probs_.resize(keep);
+  for (size_t i = 0; i < keep; ++i) probs_[i] = std::exp(logprob(order_[i]));
+  if (params_.min_p > 0.0f) {
+    const float floor = params_.min_p * probs_[0];
+    size_t k = 1;
+    while (k < keep && probs_[k] >= floor) ++k;
+    keep = k;
+  }
+  if (params_.top_p < 1.0f) {
+    double kept_mass = 0.0, total = 0.0;
+    for (size_t i = 0; i < keep; ++i) total += probs_[i];
+    size_t k = 0;
+    while (k < keep && kept_mass < params_.top_p * total) kept_mass += probs_[k++];
+    keep = std::max<size_t>(k, 1);
+  }
+  return keep;
+}
+
+std::vector<int32_t> Sampler::kept_tokens(std::span<const float> logits) {
+  if (logits.empty()) fail("sampler: empty logits");
+  const float inv_t = params_.temperature == 0.0f ? 1.0f : 1.0f / params_.temperature;
+  const float lse = tempered_lse(logits, inv_t);
+  if (params_.temperature == 0.0f)
+    return {int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin())};
+  const size_t keep = truncate(logits, inv_t, lse);
+  return std::vector<int32_t>(order_.begin(), order_.begin() + long(keep));
+}
 
 SampleResult Sampler::sample(std::span<float> logits, std::span<const int32_t> context,
                              std::span<const int32_t> generated) {
@@ -49,11 +104,7 @@ SampleResult Sampler::sample(std::span<float> logits, std::span<const int32_t> c
   const bool greedy = params_.temperature == 0.0f;
   const float inv_t = greedy ? 1.0f : 1.0f / params_.temperature;
   // Log-softmax of the tempered logits (the distribution logprobs report).
-  float mx = -INFINITY;
-  for (float l : logits) mx = std::max(mx, l * inv_t);
-  double sum = 0.0;
-  for (float l : logits) sum += std::exp(double(l * inv_t - mx));
-  const float lse = mx + float(std::log(sum));
+  const float lse = tempered_lse(logits, inv_t);
   auto logprob = [&](int32_t t) { return logits[size_t(t)] * inv_t - lse; };
 
   SampleResult result;
@@ -61,34 +112,7 @@ SampleResult Sampler::sample(std::span<float> logits, std::span<const int32_t> c
     // Lowest id among equal maxima: deterministic.
     result.token_id = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
   } else {
-    // Candidates sorted by logit (ties by id), truncated by top-k, top-p, min-p.
-    order_.resize(size_t(vocab));
-    std::iota(order_.begin(), order_.end(), 0);
-    auto by_logit = [&](int32_t a, int32_t b) {
-      return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
-    };
-    size_t keep = size_t(vocab);
-    if (params_.top_k > 0 && params_.top_k < vocab) {
-      keep = size_t(params_.top_k);
-      std::partial_sort(order_.begin(), order_.begin() + long(keep), order_.end(), by_logit);
-    } else {
-      std::sort(order_.begin(), order_.end(), by_logit);
-    }
-    probs_.resize(keep);
-    for (size_t i = 0; i < keep; ++i) probs_[i] = std::exp(logprob(order_[i]));
-    if (params_.min_p > 0.0f) {
-      const float floor = params_.min_p * probs_[0];
-      size_t k = 1;
-      while (k < keep && probs_[k] >= floor) ++k;
-      keep = k;
-    }
-    if (params_.top_p < 1.0f) {
-      double kept_mass = 0.0, total = 0.0;
-      for (size_t i = 0; i < keep; ++i) total += probs_[i];
-      size_t k = 0;
-      while (k < keep && kept_mass < params_.top_p * total) kept_mass += probs_[k++];
-      keep = std::max<size_t>(k, 1);
-    }
+    const size_t keep = truncate(logits, inv_t, lse);
     double total = 0.0;
     for (size_t i = 0; i < keep; ++i) total += probs_[i];
     const double u = std::uniform_real_distribution<double>(0.0, total)(rng_);

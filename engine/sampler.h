@@ -44,7 +44,15 @@ class Sampler {
   SampleResult sample(std::span<float> logits, std::span<const int32_t> context,
                       std::span<const int32_t> generated);
 
+  // The tokens the truncation (top-k, min-p, top-p) keeps for these (already penalised) logits, in the order the
+  // draw walks them: what sample() draws from when temperature > 0. For tests (the GPU sampler's twin must keep
+  // the same set). Consumes no randomness.
+  std::vector<int32_t> kept_tokens(std::span<const float> logits);
+
  private:
+  // Sorts order_ and fills probs_ for the candidates sample() draws from; returns how many are kept.
+  size_t truncate(std::span<const float> logits, float inv_t, float lse);
+
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<int32_t> order_;

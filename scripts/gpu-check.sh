@@ -9,8 +9,8 @@
 #
 # To add a step: write it as a command (run_step NAME TIMEOUT_S CMD...) in main_steps below; a step that writes
 # JSON writes $WORK/NAME.json and it is merged into results.json under NAME; a step whose log has a line starting
-# "## summary" has everything from its first such line on repeated in the final summary. $OUT brings back at most
-# 8 files: this script writes three (gpu-check.log, results.json, summary.txt), whatever the number of steps.
+# "## summary" has everything from that line on repeated in the final summary. $OUT brings back at most 8 files:
+# this script writes three (gpu-check.log, results.json, summary.txt), whatever the number of steps.
 set -u
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -119,6 +119,7 @@ NOTE=""
 GPU_BASELINES="$BUILD/bench/gpu_baselines"
 GPU_TESTS="$BUILD/tests/gpu/flint_gpu_tests"
 MATMUL_BENCH="$BUILD/bench/matmul_bench"
+OPS_BENCH="$BUILD/bench/ops_bench"
 ATTENTION_BENCH="$BUILD/bench/attention_bench"
 
 missing_libs() {  # prints what ldd cannot resolve for $1: "libfoo.so.1" or "GLIBC_2.36 (required by ...)"
@@ -202,8 +203,7 @@ main_steps() {
   run_inline card card_info show
   # gpu_tests: the CUDA kernels against their CPU twins, every element, and batch invariance (~1.5 min on an H100,
   # estimated: most of it is the CPU twins; the attention twins add ~20 s of one core's work, measured on the build
-  # machine, spread over the cores).
-  # Its "## summary" blocks (matmul, attention) give the worst error per kernel.
+  # machine, spread over the cores). Its "## summary" block gives the worst error per kernel.
   # FLINT_REQUIRE_GPU: a test that finds no usable GPU fails here instead of skipping.
   run_step gpu_tests 300 env FLINT_REQUIRE_GPU=1 "$GPU_TESTS" --gtest_output="json:$WORK/gpu_tests.json"
   # gpu_baselines: ~30 s on an H100 (121 cuBLASLt shapes, copy and matmul ceilings).
@@ -211,6 +211,9 @@ main_steps() {
   # matmul_bench: Flint's matmul beside cuBLASLt on the same 120 shapes, ceilings measured again in the same run,
   # issue 4's targets as PASS/MISS per shape in its "## summary" block (~1 min on an H100).
   run_step matmul_bench 240 "$MATMUL_BENCH" --json "$WORK/matmul_bench.json" $QUICK
+  # ops_bench: add_rmsnorm GB/s, sampling µs per row (vocab 49152 and 151936, batch 1/32/256), dequantisation at
+  # load, with the copy ceiling measured again (~20 s on an H100, estimated).
+  run_step ops_bench 180 "$OPS_BENCH" --json "$WORK/ops_bench.json" $QUICK
   # attention_bench: Flint's paged attention, decode at 36 shapes (3 models x batch 1..256 x context 512..32768,
   # up to 17 GB of KV) and prefill at 9, with the copy ceiling measured again; decode's target as PASS/MISS in its
   # "## summary" block. Estimate: ~20 s on an H100 (~70 GB of KV filled in all, ~2,000 timed calls of at most
@@ -238,7 +241,7 @@ failed=0
   echo "card: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
   for name in "${STEP_NAMES[@]}"; do
     if grep -q '^## summary' "$WORK/$name.log" 2>/dev/null; then
-      awk '/^## summary/{on=1} on' "$WORK/$name.log"  # every block (flint_gpu_tests prints one per kernel family)
+      awk '/^## summary/{buf=""; on=1} on{buf=buf $0 "\n"} END{printf "%s", buf}' "$WORK/$name.log"
     fi
   done
   echo

@@ -58,11 +58,13 @@ inline void deq_block(const BlockQ8_0& b, float* y) {
   for (int i = 0; i < 32; ++i) y[i] = d * float(b.qs[i]);
 }
 
+// q·d + (-8d), as the AVX2 path computes it: the same value as d·(q - 8) (every step is exact), and the same
+// zero: +0 where d·(q - 8) would give -0 for a negative d, so scalar, AVX2 and GPU dequantisation agree bit for bit.
 inline void deq_block(const BlockQ4_0& b, float* y) {
-  const float d = half(b.d);
+  const float d = half(b.d), m = -8.0f * d;
   for (int j = 0; j < 16; ++j) {
-    y[j] = d * float((b.qs[j] & 0x0F) - 8);
-    y[j + 16] = d * float((b.qs[j] >> 4) - 8);
+    y[j] = float(b.qs[j] & 0x0F) * d + m;
+    y[j + 16] = float(b.qs[j] >> 4) * d + m;
   }
 }
 

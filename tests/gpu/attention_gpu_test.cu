@@ -24,7 +24,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -32,6 +31,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_check.h"
 #include "tests/attention_problem.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace flint::cuda {
 namespace {
@@ -43,72 +43,21 @@ using attn_test::random_bf16;
 using attn_test::Seq;
 using attn_test::Shape;
 
-const char* gpu_error() {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  return e != cudaSuccess ? cudaGetErrorName(e) : n == 0 ? "no device" : "ok";
-}
-bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-// No GPU: skip, unless FLINT_REQUIRE_GPU is set (scripts/gpu-check.sh sets it).
-#define REQUIRE_GPU()                                                                                \
-  do {                                                                                               \
-    if (have_gpu()) break;                                                                           \
-    if (std::getenv("FLINT_REQUIRE_GPU")) FAIL() << "no usable CUDA device (" << gpu_error() << ")"; \
-    GTEST_SKIP() << "no usable CUDA device (" << gpu_error() << ")";                                 \
-  } while (0)
+using gpu_test::DeviceBuffer;
+using gpu_test::summary_add;
 
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) : bytes_(std::max<size_t>(bytes, 16)) { CUDA_CHECK(cudaMalloc(&p_, bytes_)); }
+// A device buffer holding a copy of v.
+struct DeviceCopy : DeviceBuffer {
   template <class T>
-  explicit DeviceBuffer(const std::vector<T>& v) : DeviceBuffer(v.size() * sizeof(T)) {
-    CUDA_CHECK(cudaMemcpy(p_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <class T>
-  T* as() const { return static_cast<T*>(p_); }
-  void poison() { CUDA_CHECK(cudaMemset(p_, 0xFF, bytes_)); }  // 0xFFFF / 0xFFFFFFFF: NaN in bf16 and fp32
-  template <class T>
-  std::vector<T> fetch(size_t n) const {
-    std::vector<T> v(n);
-    CUDA_CHECK(cudaMemcpy(v.data(), p_, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return v;
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* p_ = nullptr;
-  size_t bytes_;
-};
-
-// Worst error per kernel as a share of its tolerance (exact checks log 0 or infinity), for the summary.
-struct ErrorLog {
-  struct Entry {
-    double max_ratio = 0, max_abs = 0;
-    int cases = 0;
-  };
-  std::map<std::string, Entry> by_kernel;
-  void add(const std::string& kernel, double ratio, double abs_err) {
-    Entry& e = by_kernel[kernel];
-    e.max_ratio = std::max(e.max_ratio, ratio);
-    e.max_abs = std::max(e.max_abs, abs_err);
-    ++e.cases;
+  explicit DeviceCopy(const std::vector<T>& v) : DeviceBuffer(v.size() * sizeof(T)) {
+    upload(v);
   }
 };
-ErrorLog& error_log() {
-  static ErrorLog log;
-  return log;
-}
 
 // The kernels' output for p (host arrays copied to the device; out and workspace poisoned first). The batch's
 // maxima can be raised to upper bounds, as a CUDA graph replayed with new inputs gives them.
 std::vector<bf16_bits> run_gpu(Problem& p, int32_t max_q_len_bound = 0, int32_t max_kv_len_bound = 0) {
-  DeviceBuffer k(p.k), v(p.v), q(p.q), cu(p.cu_seqlens), kv_lens(p.kv_lens), table(p.block_table), pos(p.positions);
+  DeviceCopy k(p.k), v(p.v), q(p.q), cu(p.cu_seqlens), kv_lens(p.kv_lens), table(p.block_table), pos(p.positions);
   DeviceBuffer out(size_t(p.num_tokens) * p.ld_out * 2);
   AttentionParams a = attn_test::attention_params(p, out.as<bf16_bits>(), nullptr, 0);
   a.cache.k = k.as<bf16_bits>(), a.cache.v = v.as<bf16_bits>(), a.q = q.as<bf16_bits>();
@@ -123,7 +72,7 @@ std::vector<bf16_bits> run_gpu(Problem& p, int32_t max_q_len_bound = 0, int32_t 
   const cudaError_t e = paged_attention(a, nullptr, &why);
   EXPECT_EQ(e, cudaSuccess) << cudaGetErrorName(e) << ": " << why;
   CUDA_CHECK(cudaDeviceSynchronize());
-  return out.fetch<bf16_bits>(size_t(p.num_tokens) * p.ld_out);
+  return out.download<bf16_bits>(size_t(p.num_tokens) * p.ld_out);
 }
 
 std::string describe(const Shape& sh) {
@@ -170,7 +119,7 @@ void expect_close_to_twin(const std::string& what, Problem& p, const std::vector
     const Worst& w = worst[d];
     if (!w.cases) continue;
     const char* kernel = d == 0 ? "attn.decode" : "attn.prefill";
-    error_log().add(kernel, w.bad ? INFINITY : w.ratio, w.abs);
+    summary_add(kernel, w.bad ? INFINITY : w.ratio, w.abs);
     EXPECT_EQ(w.bad, 0) << what << " [" << kernel << "]: " << w.bad << " elements outside tolerance; first at " << w.first;
     std::printf("  %-52s %-12s max |err| %.3g = %.3f of tolerance\n", what.c_str(), kernel, w.abs, w.ratio);
   }
@@ -276,8 +225,8 @@ TEST(AttentionGpu, OneHotSoftmaxGivesTheKeysValueRowExactly) {
                         << key_of(s, t) << "'s V row";
       }
     }
-    error_log().add("onehot.decode", bad[0] ? INFINITY : 0, 0);
-    error_log().add("onehot.prefill", bad[1] ? INFINITY : 0, 0);
+    summary_add("onehot.decode", bad[0] ? INFINITY : 0, 0);
+    summary_add("onehot.prefill", bad[1] ? INFINITY : 0, 0);
     std::printf("  one-hot hd%-4d decode rows wrong: %d, prefill rows wrong: %d (min score gap %.1f)\n", hd, bad[0],
                 bad[1], gap);
   }
@@ -302,7 +251,7 @@ TEST(AttentionGpu, ExplicitCacheStridesMatchTheTwin) {
           k[size_t(odd.offset(b, slot, h) + i)] = p.k[size_t(c.offset(b, slot, h) + i)];
           v[size_t(odd.offset(b, slot, h) + i)] = p.v[size_t(c.offset(b, slot, h) + i)];
         }
-  DeviceBuffer dk(k), dv(v), q(p.q), cu(p.cu_seqlens), kv_lens(p.kv_lens), table(p.block_table), pos(p.positions);
+  DeviceCopy dk(k), dv(v), q(p.q), cu(p.cu_seqlens), kv_lens(p.kv_lens), table(p.block_table), pos(p.positions);
   DeviceBuffer out(size_t(p.num_tokens) * p.ld_out * 2);
   DeviceBuffer ws(attention_workspace_bytes(int32_t(p.seqs.size()), sh.num_qo_heads, sh.head_dim, p.max_kv_len));
   AttentionParams a = attn_test::attention_params(p, out.as<bf16_bits>(), ws.as<void>(), ws.bytes());
@@ -313,7 +262,7 @@ TEST(AttentionGpu, ExplicitCacheStridesMatchTheTwin) {
   std::string why;
   ASSERT_EQ(paged_attention(a, nullptr, &why), cudaSuccess) << why;
   CUDA_CHECK(cudaDeviceSynchronize());
-  expect_close_to_twin("slot-major padded cache " + describe(sh), p, out.fetch<bf16_bits>(size_t(p.num_tokens) * p.ld_out), twin);
+  expect_close_to_twin("slot-major padded cache " + describe(sh), p, out.download<bf16_bits>(size_t(p.num_tokens) * p.ld_out), twin);
 }
 
 // The problem of sequence s alone: its queries, its block-table row, the same cache.
@@ -356,7 +305,7 @@ TEST(AttentionGpu, SequenceOutputBitsDoNotDependOnTheBatch) {
       EXPECT_TRUE(same_bounded) << describe(sh) << " sequence " << s << ": bounded launch differs";
       differing += !same_alone + !same_bounded;
     }
-    error_log().add("invariance", differing ? INFINITY : 0, 0);
+    summary_add("invariance", differing ? INFINITY : 0, 0);
     std::printf("  batch invariance %-24s %zu sequences, %d differ\n", describe(sh).c_str(), p.seqs.size(), differing);
   }
 }
@@ -391,8 +340,8 @@ TEST(AttentionGpu, RopeWriteKvMatchesTheTwin) {
         if (norm) h.maybe_q_norm = q_norm.data(), h.maybe_k_norm = k_norm.data();
         cpu::rope_write_kv_bf16(h);
         // The kernel on device copies of the same inputs.
-        DeviceBuffer dk(p.k), dv(p.v), dq(p.q), dk_in(k_in), dv_in(v_in), dqn(q_norm), dkn(k_norm), dfreq(inv_freq);
-        DeviceBuffer cu(p.cu_seqlens), kv_lens(p.kv_lens), table(p.block_table), pos(p.positions);
+        DeviceCopy dk(p.k), dv(p.v), dq(p.q), dk_in(k_in), dv_in(v_in), dqn(q_norm), dkn(k_norm), dfreq(inv_freq);
+        DeviceCopy cu(p.cu_seqlens), kv_lens(p.kv_lens), table(p.block_table), pos(p.positions);
         RopeKvParams d = r;
         d.cache = p.cache(), d.cache.k = dk.as<bf16_bits>(), d.cache.v = dv.as<bf16_bits>();
         d.batch = p.batch(), d.batch.cu_seqlens = cu.as<int32_t>(), d.batch.kv_lens = kv_lens.as<int32_t>();
@@ -402,8 +351,8 @@ TEST(AttentionGpu, RopeWriteKvMatchesTheTwin) {
         std::string why;
         ASSERT_EQ(rope_write_kv(d, nullptr, &why), cudaSuccess) << why;
         CUDA_CHECK(cudaDeviceSynchronize());
-        const std::vector<bf16_bits> got_q = dq.fetch<bf16_bits>(p.q.size()), got_k = dk.fetch<bf16_bits>(p.k.size());
-        const std::vector<bf16_bits> got_v = dv.fetch<bf16_bits>(p.v.size());
+        const std::vector<bf16_bits> got_q = dq.download<bf16_bits>(p.q.size()), got_k = dk.download<bf16_bits>(p.k.size());
+        const std::vector<bf16_bits> got_v = dv.download<bf16_bits>(p.v.size());
         // Per head of hd values: tolerance where the twin rotated (q heads, written K slots), bits elsewhere.
         double worst = 0, worst_abs = 0;
         int bad = 0;
@@ -442,7 +391,7 @@ TEST(AttentionGpu, RopeWriteKvMatchesTheTwin) {
               compare_head(&got_k[off], &want.k[off], written[size_t(b * sh.block_size + slot)], "k " + where);
               compare_head(&got_v[off], &want.v[off], false, "v " + where);
             }
-        error_log().add("rope_kv", bad ? INFINITY : worst, worst_abs);
+        summary_add("rope_kv", bad ? INFINITY : worst, worst_abs);
         EXPECT_EQ(bad, 0) << what;
         std::printf("  %-52s %-12s max |err| %.3g = %.3f of tolerance\n", what.c_str(), "rope_kv", worst_abs, worst);
       }
@@ -468,20 +417,6 @@ TEST(AttentionGpu, LaunchersRejectBadParamsWithAReason) {
   EXPECT_EQ(rope_write_kv(r, nullptr, &why), cudaErrorInvalidValue);  // no inv_freq
   EXPECT_NE(why.find("inv_freq must not be null"), std::string::npos) << why;
 }
-
-// Prints, after all tests, the worst error per kernel as a "## summary" block (scripts/gpu-check.sh repeats it).
-class SummaryPrinter : public ::testing::Environment {
- public:
-  void TearDown() override {
-    std::printf("\n## summary flint_gpu_tests (attention vs CPU twin; ratio = worst |err| / tolerance, must be <= 1; "
-                "onehot and invariance are exact: 0 or inf)\n");
-    if (error_log().by_kernel.empty()) std::printf("no attention kernel ran (no GPU?)\n");
-    for (const auto& [kernel, e] : error_log().by_kernel)
-      std::printf("%-14s %4d cases  worst ratio %.3f  worst |err| %.3g  %s\n", kernel.c_str(), e.cases, e.max_ratio,
-                  e.max_abs, e.max_ratio <= 1 ? "PASS" : "FAIL");
-  }
-};
-[[maybe_unused]] const auto* const kSummary = ::testing::AddGlobalTestEnvironment(new SummaryPrinter);
 
 }  // namespace
 }  // namespace flint::cuda

@@ -25,6 +25,7 @@
 #include "kernels/cpu/matmul_bf16.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/matmul.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace flint::cuda {
 namespace {
@@ -35,24 +36,6 @@ bf16_bits to_bf16(float f) {
   return bf16_bits((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);
 }
 
-const char* gpu_error() {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  return e != cudaSuccess ? cudaGetErrorName(e) : n == 0 ? "no device" : "ok";
-}
-bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-// No GPU: skip, unless FLINT_REQUIRE_GPU is set (scripts/gpu-check.sh sets it: on the GPU machine a skip would hide
-// a broken driver or runtime behind a green step).
-#define REQUIRE_GPU()                                                                  \
-  do {                                                                                 \
-    if (have_gpu()) break;                                                             \
-    if (std::getenv("FLINT_REQUIRE_GPU")) FAIL() << "no usable CUDA device (" << gpu_error() << ")"; \
-    GTEST_SKIP() << "no usable CUDA device (" << gpu_error() << ")";                   \
-  } while (0)
-
 std::vector<bf16_bits> random_bf16(size_t n, uint32_t seed) {  // uniform in [-1, 1): never zeros
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -61,27 +44,8 @@ std::vector<bf16_bits> random_bf16(size_t n, uint32_t seed) {  // uniform in [-1
   return v;
 }
 
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    if (bytes_) CUDA_CHECK(cudaMalloc(&p_, bytes_));
-  }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <class T>
-  T* as() const { return static_cast<T*>(p_); }
-  template <class T>
-  void upload(const std::vector<T>& v) { CUDA_CHECK(cudaMemcpy(p_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice)); }
-  void poison() {
-    if (bytes_) CUDA_CHECK(cudaMemset(p_, 0xFF, bytes_));
-  }  // 0xFFFF / 0xFFFFFFFF: NaN in bf16 and fp32
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* p_ = nullptr;
-  size_t bytes_;
-};
+using gpu_test::DeviceBuffer;
+using gpu_test::have_gpu;
 
 // The twin over row slices on every core: allowed because a row's result depends only on that row.
 void twin_parallel(const MatmulParams& p) {
@@ -103,24 +67,6 @@ void twin_parallel(const MatmulParams& p) {
   for (auto& t : pool) t.join();
 }
 
-// Largest error seen per kernel, as a share of its tolerance, for the summary printed at the end.
-struct ErrorLog {
-  struct Entry {
-    double max_ratio = 0, max_abs = 0;
-    int cases = 0;
-  };
-  std::map<std::string, Entry> by_kernel;
-  void add(const std::string& kernel, double ratio, double abs_err) {
-    Entry& e = by_kernel[kernel];
-    e.max_ratio = std::max(e.max_ratio, ratio);
-    e.max_abs = std::max(e.max_abs, abs_err);
-    ++e.cases;
-  }
-};
-ErrorLog& error_log() {
-  static ErrorLog log;
-  return log;
-}
 
 // One problem: inputs on host and device, the twin's fp32 sums (no epilogue) and Σ|x·w| per output.
 struct Problem {
@@ -212,7 +158,7 @@ void expect_close(const std::string& what, const std::string& kernel, const std:
       worst = std::max(worst, err / t);
       worst_abs = std::max(worst_abs, err);
     }
-  error_log().add(kernel, bad ? INFINITY : worst, worst_abs);
+  gpu_test::summary_add(kernel, bad ? INFINITY : worst, worst_abs);
   EXPECT_EQ(bad, 0) << what << " [" << kernel << "]: " << bad << " of " << size_t(M) * cols
                     << " outside tolerance; first at row " << first_m << " col " << first_c << ": got "
                     << (bad ? got[size_t(first_m) * cols + first_c] : 0.0f) << ", twin "
@@ -402,19 +348,6 @@ TEST(MatmulGpu, LauncherRejectsBadParamsWithAReason) {
   EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Cublas, &why), cudaErrorInvalidValue);
   EXPECT_NE(why.find("workspace"), std::string::npos) << why;
 }
-
-// Prints, after all tests, the worst error per kernel as a "## summary" block (scripts/gpu-check.sh repeats it).
-class SummaryPrinter : public ::testing::Environment {
- public:
-  void TearDown() override {
-    std::printf("\n## summary flint_gpu_tests (matmul vs CPU twin; ratio = worst |err| / tolerance, must be <= 1)\n");
-    if (error_log().by_kernel.empty()) std::printf("no kernel ran (no GPU?)\n");
-    for (const auto& [kernel, e] : error_log().by_kernel)
-      std::printf("%-8s %4d cases  worst ratio %.3f  worst |err| %.3g  %s\n", kernel.c_str(), e.cases, e.max_ratio,
-                  e.max_abs, e.max_ratio <= 1 ? "PASS" : "FAIL");
-  }
-};
-[[maybe_unused]] const auto* const kSummary = ::testing::AddGlobalTestEnvironment(new SummaryPrinter);
 
 }  // namespace
 }  // namespace flint::cuda

@@ -1,0 +1,31 @@
+// The CPU twin of the GPU sampler (kernels/cuda/sampling.h): the same SampleParams with host pointers and the same
+// arithmetic (kernels/sampling_params.h), so it picks the same token as the kernel for the same logits; and the
+// host helper that builds the penalty lists both read.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kernels/sampling_params.h"
+
+namespace flint::cpu {
+
+// Samples every row of p (host pointers). Throws flint::Error naming the bad field when p or a row's parameters
+// are invalid.
+void sample(const SampleParams& p);
+
+// Row r of p (penalties already applied to its logits, as sample() does first): which tokens the truncation keeps
+// (kept[i] != 0), for tests that compare the filters with engine/sampler.
+void sample_kept_tokens(const SampleParams& p, int row, std::vector<uint8_t>* kept);
+
+// Penalty lists in SampleParams' CSR layout, appended for one row at a time (call once per row, in row order).
+struct PenaltyLists {
+  std::vector<int32_t> rep_offsets{0}, rep_ids;
+  std::vector<int32_t> freq_offsets{0}, freq_ids, freq_counts;
+  // context: the tokens the repetition penalty looks at (prompt and output); generated: those presence and
+  // frequency count (output only), as Sampler::sample takes them. Ids are deduplicated; ids outside [0, vocab)
+  // dropped.
+  void add_row(std::span<const int32_t> context, std::span<const int32_t> generated, int32_t vocab);
+};
+
+}  // namespace flint::cpu

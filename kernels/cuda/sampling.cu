@@ -1,0 +1,221 @@
+// Sampling on the GPU (kernels/cuda/sampling.h): one block of kSampleThreads per row; semantics and the shared
+// per-value arithmetic in kernels/sampling_params.h, the CPU twin in kernels/cpu/sampling.cpp. Every sum is of
+// integer weights (exact, so the same in any order), every float operation an explicit __f*_rn intrinsic (as the
+// twin rounds them), so kernel and twin pick the same token.
+#include "kernels/cuda/sampling.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+namespace flint::cuda {
+namespace {
+
+using namespace flint::sampling;
+
+constexpr int kThreads = kSampleThreads;
+constexpr int kWarps = kThreads / 32;
+constexpr unsigned kFull = 0xFFFFFFFFu;
+
+struct Shared {
+  unsigned long long hist[256];  // a radix pass's histogram: counts or weights per 8-bit digit
+  unsigned long long warp[kWarps];
+  unsigned long long pick[2];    // the chosen digit and what remains of the target
+  int token;
+};
+
+__device__ uint64_t block_sum(uint64_t v, Shared& sh) {
+  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(kFull, v, off);
+  if (threadIdx.x % 32 == 0) sh.warp[threadIdx.x / 32] = v;
+  __syncthreads();
+  uint64_t total = 0;
+  for (int w = 0; w < kWarps; ++w) total += sh.warp[w];  // every thread reads the same 32 values: no broadcast
+  __syncthreads();
+  return total;
+}
+
+__device__ uint64_t block_max(uint64_t v, Shared& sh) {
+  for (int off = 16; off > 0; off /= 2) v = max(v, (uint64_t)__shfl_xor_sync(kFull, v, off));
+  if (threadIdx.x % 32 == 0) sh.warp[threadIdx.x / 32] = v;
+  __syncthreads();
+  uint64_t best = 0;
+  for (int w = 0; w < kWarps; ++w) best = max(best, (uint64_t)sh.warp[w]);
+  __syncthreads();
+  return best;
+}
+
+// The order key K of the candidate at which the running weight, in order-key order (largest first), reaches
+// `target`: Σ_{key > K} w < target <= Σ_{key >= K} w, over tokens with weigh(i, logit) > 0. target must be in
+// [1, Σ w]. Eight passes of 8 bits from the top; each pass histograms the weights of the tokens whose higher
+// digits match those chosen so far (shared-memory atomics, one per run of equal digits in a thread's sweep: the
+// top digits of a row's keys are mostly equal, and per-token atomics on one address would serialise).
+template <class Weigh>
+__device__ uint64_t radix_select(const float* logits, int vocab, uint64_t target, Weigh weigh, Shared& sh) {
+  uint64_t prefix = 0, remaining = target;
+  for (int d = 7; d >= 0; --d) {
+    const int shift = 8 * d;
+    const uint64_t hi_mask = d == 7 ? 0 : ~0ull << (shift + 8);
+    for (int b = threadIdx.x; b < 256; b += kThreads) sh.hist[b] = 0;
+    __syncthreads();
+    uint32_t run_digit = 0;
+    uint64_t run = 0;
+    for (int i = threadIdx.x; i < vocab; i += kThreads) {
+      const float l = logits[i];
+      const uint64_t key = order_key(l, i);
+      if ((key & hi_mask) != prefix) continue;
+      const uint64_t w = weigh(i, l, key);
+      if (w == 0) continue;
+      const uint32_t digit = uint32_t(key >> shift) & 255u;
+      if (digit != run_digit && run) atomicAdd(&sh.hist[run_digit], (unsigned long long)run), run = 0;
+      run_digit = digit;
+      run += w;
+    }
+    if (run) atomicAdd(&sh.hist[run_digit], (unsigned long long)run);
+    __syncthreads();
+    if (threadIdx.x < 32) {  // warp 0: lane l holds digits 255 - 8l down to 248 - 8l
+      const int lane = threadIdx.x;
+      uint64_t own = 0;
+      for (int j = 0; j < 8; ++j) own += sh.hist[255 - 8 * lane - j];
+      uint64_t incl = own;
+      for (int off = 1; off < 32; off *= 2) {
+        const uint64_t t = __shfl_up_sync(kFull, incl, off);
+        if (lane >= off) incl += t;
+      }
+      const unsigned hit = __ballot_sync(kFull, incl >= remaining);
+      if (hit && lane == __ffs(hit) - 1) {
+        uint64_t cum = incl - own;
+        for (int j = 0; j < 8; ++j) {
+          const int b = 255 - 8 * lane - j;
+          if (cum + sh.hist[b] >= remaining) {
+            sh.pick[0] = uint64_t(b);
+            sh.pick[1] = remaining - cum;
+            break;
+          }
+          cum += sh.hist[b];
+        }
+      }
+    }
+    __syncthreads();
+    prefix |= uint64_t(sh.pick[0]) << shift;
+    remaining = sh.pick[1];
+    __syncthreads();
+  }
+  return prefix;
+}
+
+__global__ void __launch_bounds__(kThreads, 1) sample_kernel(SampleParams p) {
+  __shared__ Shared sh;
+  const int r = blockIdx.x;
+  const SampleRow row = p.rows[r];
+  float* logits = p.logits + int64_t(r) * p.ld_logits;
+  const int vocab = p.vocab;
+
+  // 1. Penalties, one thread per listed id (ids distinct: no two threads write one logit).
+  if (p.maybe_rep_offsets && row.repetition_penalty != 1.0f) {
+    for (int j = p.maybe_rep_offsets[r] + threadIdx.x; j < p.maybe_rep_offsets[r + 1]; j += kThreads) {
+      const int32_t t = p.rep_ids[j];
+      if (t < 0 || t >= vocab) continue;
+      const float l = logits[t];
+      logits[t] = l > 0.0f ? div(l, row.repetition_penalty) : mul(l, row.repetition_penalty);
+    }
+  }
+  __syncthreads();
+  if (p.maybe_freq_offsets && (row.presence_penalty != 0.0f || row.frequency_penalty != 0.0f)) {
+    for (int j = p.maybe_freq_offsets[r] + threadIdx.x; j < p.maybe_freq_offsets[r + 1]; j += kThreads) {
+      const int32_t t = p.freq_ids[j];
+      if (t < 0 || t >= vocab) continue;
+      logits[t] = sub(logits[t], add(row.presence_penalty, mul(row.frequency_penalty, float(p.freq_counts[j]))));
+    }
+  }
+  __syncthreads();
+
+  // 2-3. The top token (largest key), the tempered max m, every token's weight summed.
+  const bool greedy = row.temperature == 0.0f;
+  const float inv_t = greedy ? 1.0f : div(1.0f, row.temperature);
+  uint64_t kmax = 0;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) kmax = max(kmax, order_key(logits[i], i));
+  kmax = block_max(kmax, sh);
+  const int32_t top = int32_t(0xFFFFFFFFu - uint32_t(kmax));
+  const float m = mul(logits[top], inv_t);
+  uint64_t part = 0;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) part += weight(mul(logits[i], inv_t), m);
+  const uint64_t total_all = block_sum(part, sh);
+
+  int32_t token = top;
+  if (!greedy) {
+    // 4. Truncation as order-key thresholds: kept = key >= max(k_topk, k_topp) and passes min-p.
+    const float min_p = row.min_p;
+    auto passes_min_p = [&](int32_t i, float l) {
+      return i == top || min_p == 0.0f || sample_exp(sub(mul(l, inv_t), m)) >= min_p;
+    };
+    uint64_t k_min = 0;
+    if (row.top_k > 0 && row.top_k < vocab)
+      k_min = radix_select(logits, vocab, uint64_t(row.top_k), [](int32_t, float, uint64_t) { return uint64_t(1); }, sh);
+    auto kept_weight = [&](int32_t i, float l, uint64_t key) -> uint64_t {
+      return key >= k_min && passes_min_p(i, l) ? weight(mul(l, inv_t), m) : 0;
+    };
+    if (row.top_p < 1.0f) {
+      part = 0;
+      for (int i = threadIdx.x; i < vocab; i += kThreads) part += kept_weight(i, logits[i], order_key(logits[i], i));
+      const uint64_t total = block_sum(part, sh);
+      uint64_t target = uint64_t(ceil(__dmul_rn(double(row.top_p), __ull2double_rn(total))));
+      if (target > total) target = total;
+      const uint64_t k_topp = radix_select(logits, vocab, target, kept_weight, sh);
+      k_min = max(k_min, k_topp);
+    }
+    // 5. The draw: the kept weights laid out in id order, thread t's contiguous share of ids after threads < t.
+    const int chunk = (vocab + kThreads - 1) / kThreads;
+    const int begin = min(vocab, int(threadIdx.x) * chunk), end = min(vocab, begin + chunk);
+    uint64_t own = 0;
+    for (int i = begin; i < end; ++i) own += kept_weight(i, logits[i], order_key(logits[i], i));
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    uint64_t incl = own;
+    for (int off = 1; off < 32; off *= 2) {
+      const uint64_t t = __shfl_up_sync(kFull, incl, off);
+      if (lane >= off) incl += t;
+    }
+    if (lane == 31) sh.warp[warp] = incl;
+    if (threadIdx.x == 0) sh.token = top;  // overwritten below by the one thread whose range holds u
+    __syncthreads();
+    uint64_t before = incl - own, kept_total = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      if (w < warp) before += sh.warp[w];
+      kept_total += sh.warp[w];
+    }
+    const uint64_t u = uniform_below(kept_total, row.seed, row.step);
+    if (before <= u && u < before + own) {  // exactly one thread's range holds u
+      uint64_t acc = before;
+      for (int i = begin; i < end; ++i) {
+        acc += kept_weight(i, logits[i], order_key(logits[i], i));
+        if (u < acc) {
+          sh.token = i;
+          break;
+        }
+      }
+    }
+    __syncthreads();
+    token = sh.token;
+  }
+  if (threadIdx.x == 0) {
+    p.token_ids[r] = token;
+    if (p.maybe_logprobs) {
+      // 6. log-softmax of the chosen token: s - m - log(Σ q · 2^-40).
+      const double lse_shift = log(__ull2double_rn(total_all)) - double(kSampleWeightShift) * 0.69314718055994530942;
+      p.maybe_logprobs[r] = float(double(sub(mul(logits[token], inv_t), m)) - lse_shift);
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t sample(const SampleParams& p, cudaStream_t stream, std::string* error) {
+  if (std::string e = sample_params_error(p); !e.empty()) {
+    if (error) *error = std::move(e);
+    return cudaErrorInvalidValue;
+  }
+  if (p.num_rows == 0) return cudaSuccess;
+  sample_kernel<<<p.num_rows, kThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace flint::cuda

@@ -1,0 +1,98 @@
+// What every GPU test file shares: REQUIRE_GPU (skip without a GPU, fail under FLINT_REQUIRE_GPU), DeviceBuffer,
+// and the one "## summary" block of flint_gpu_tests: each file adds its worst error per kernel, and one printer
+// prints them all after the last test (scripts/gpu-check.sh repeats the last "## summary" block of a step's log,
+// so two files each printing their own block would hide one of them).
+#pragma once
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/cuda_check.h"
+
+namespace flint::gpu_test {
+
+inline const char* gpu_error() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  return e != cudaSuccess ? cudaGetErrorName(e) : n == 0 ? "no device" : "ok";
+}
+inline bool have_gpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+// No GPU: skip, unless FLINT_REQUIRE_GPU is set (scripts/gpu-check.sh sets it: on the GPU machine a skip would hide
+// a broken driver or runtime behind a green step).
+#define REQUIRE_GPU()                                                                                      \
+  do {                                                                                                     \
+    if (::flint::gpu_test::have_gpu()) break;                                                              \
+    if (std::getenv("FLINT_REQUIRE_GPU")) FAIL() << "no usable CUDA device (" << ::flint::gpu_test::gpu_error() << ")"; \
+    GTEST_SKIP() << "no usable CUDA device (" << ::flint::gpu_test::gpu_error() << ")";                   \
+  } while (0)
+
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (bytes_) CUDA_CHECK(cudaMalloc(&p_, bytes_));
+  }
+  ~DeviceBuffer() { cudaFree(p_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <class T>
+  T* as() const { return static_cast<T*>(p_); }
+  template <class T>
+  void upload(const std::vector<T>& v) { CUDA_CHECK(cudaMemcpy(p_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice)); }
+  template <class T>
+  std::vector<T> download(size_t n) const {
+    std::vector<T> v(n);
+    CUDA_CHECK(cudaMemcpy(v.data(), p_, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return v;
+  }
+  void poison() {
+    if (bytes_) CUDA_CHECK(cudaMemset(p_, 0xFF, bytes_));
+  }  // 0xFFFF / 0xFFFFFFFF: NaN in bf16 and fp32
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_;
+};
+
+struct SummaryEntry {
+  double max_ratio = 0, max_abs = 0;  // worst |err| / tolerance (must be <= 1), worst |err|
+  int cases = 0;
+};
+
+inline std::map<std::string, SummaryEntry>& summary_entries() {
+  static std::map<std::string, SummaryEntry> entries;
+  return entries;
+}
+
+// One compared case of `kernel`: ratio = worst |err| / tolerance over its elements (0 when bit-exact is asked
+// and met; infinity for a NaN or a mismatch where equal bits are asked).
+inline void summary_add(const std::string& kernel, double ratio, double abs_err) {
+  SummaryEntry& e = summary_entries()[kernel];
+  e.max_ratio = std::max(e.max_ratio, ratio);
+  e.max_abs = std::max(e.max_abs, abs_err);
+  ++e.cases;
+}
+
+class SummaryPrinter : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::printf("\n## summary flint_gpu_tests (kernels vs CPU twins; ratio = worst |err| / tolerance, must be <= 1)\n");
+    if (summary_entries().empty()) std::printf("no kernel ran (no GPU?)\n");
+    for (const auto& [kernel, e] : summary_entries())
+      std::printf("%-16s %4d cases  worst ratio %.3f  worst |err| %.3g  %s\n", kernel.c_str(), e.cases, e.max_ratio,
+                  e.max_abs, e.max_ratio <= 1 ? "PASS" : "FAIL");
+  }
+};
+// Registered once for the whole binary (an inline variable is initialised once, whichever files include this).
+inline const auto* const kSummaryPrinter = ::testing::AddGlobalTestEnvironment(new SummaryPrinter);
+
+}  // namespace flint::gpu_test
