@@ -11,11 +11,14 @@
 //           only the order differs (online softmax in splits of 128 keys merged by rescaling, exp2 with the scale
 //           folded into log2 e): relative differences of ~2^-20 in the weights, 2^-14 leaves a margin of ~64.
 //   prefill (more than one query token): atol = 2^-8·max|V|. The kernel rounds P (in [0, 1] after subtracting the
-//           running max) to bf16 for the tensor-core P·V step: each weight is off by at most half an ulp, 2^-9
-//           relative, so the weighted mean of V is off by at most 2^-9·max|V| (the row sum uses the same or the
-//           unrounded weights), doubled for the online rescaling and fp32 reordering.
-//   rope_kv: atol = 2^-14·max|head| (the same fp32 formulas; sincosf, rsqrtf and the norm's sum differ by a few
-//           fp32 ulps), V bit for bit, untouched slots and row padding bit for bit.
+//           running max) to bf16 for the tensor-core P·V step while the row sum adds the unrounded weights: each
+//           weight is off by at most half an ulp (2^-8 relative at worst), so the weighted mean of V is off by at
+//           most 2^-8·max|V|, a bound reached only if every rounding went the same way as its V; with random
+//           data the errors cancel to far less (the summary's ratio shows the margin). fp32 reordering (~2^-20)
+//           is small beside it. Masking mistakes move an output by about |v| / keys, over 2^-7 at the short
+//           lengths tested (2 .. 65 keys).
+//   rope_kv: atol = 2^-14·max|head| (the same fp32 formulas; sincosf, sqrtf and the norm's sum of squares differ
+//           by a few fp32 ulps), V bit for bit, untouched slots and row padding bit for bit.
 // max|V| is over the whole cache (uniform in [-1, 1): about 1). The one-hot case and batch invariance are exact.
 #include <gtest/gtest.h>
 
