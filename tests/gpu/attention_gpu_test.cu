@@ -414,6 +414,18 @@ TEST(AttentionGpu, LaunchersRejectBadParamsWithAReason) {
   a.cache.head_dim = 128, a.num_qo_heads = 7;
   EXPECT_EQ(paged_attention(a, nullptr, &why), cudaErrorInvalidValue);
   EXPECT_NE(why.find("positive multiple of num_kv_heads"), std::string::npos) << why;
+  // The launcher's own limits, past the shared validation.
+  a.num_qo_heads = 8, a.workspace_bytes = size_t(1) << 40;
+  const AttentionParams valid = a;
+  a.q = p.q.data() + 1;  // 2 bytes off
+  EXPECT_EQ(paged_attention(a, nullptr, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("16-byte aligned"), std::string::npos) << why;
+  a = valid, a.batch.num_seqs = a.batch.num_tokens = 70000;
+  EXPECT_EQ(paged_attention(a, nullptr, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("at most 65535 sequences"), std::string::npos) << why;
+  a = valid, a.batch.max_kv_len = 10'000'000;  // 78125 splits
+  EXPECT_EQ(paged_attention(a, nullptr, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("is too long"), std::string::npos) << why;
   RopeKvParams r;
   r.cache = p.cache(), r.batch = p.batch(), r.q = p.q.data(), r.ld_q = p.ld_q, r.k = p.q.data(), r.ld_k = 256;
   r.v = p.q.data(), r.ld_v = 256, r.num_qo_heads = 8;
