@@ -161,9 +161,10 @@ flint::LoadedModel load(const Options& o) {
   const flint::RandomModelSpec spec = flint::parse_random_model_spec(o.random_weights);
   auto t0 = std::chrono::steady_clock::now();
   flint::LoadedModel model = flint::load_random_model(spec, o.threads);
+  uint64_t bytes = 0;
+  for (const flint::Tensor& t : model.source->tensors()) bytes += t.nbytes;
   std::fprintf(stderr, "[flint-run] random weights %s: %.2f GB bf16 in %.2f s\n", spec.to_string().c_str(),
-               double(static_cast<const flint::RandomWeightSource&>(*model.source).total_bytes()) / 1e9,
-               seconds_since(t0));
+               double(bytes) / 1e9, seconds_since(t0));
   return model;
 }
 
