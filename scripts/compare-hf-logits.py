@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,38 @@ def compare(flint, ref, atol, rtol):
     }
 
 
+def check_shape(args, hfr, shape, model_dir, work, tolerance):
+    """Builds the model, runs both sides and returns the result dict ("pass" says whether it passed)."""
+    atol, rtol, min_top1 = tolerance
+    t0 = time.time()
+    model = hfr.build(shape, model_dir, args.layers, args.seed, args.dtype)
+    config = model.config
+    build_s = time.time() - t0
+    ids = token_ids(config.vocab_size, args.tokens, args.seed)
+    t0 = time.time()
+    ref = hf_logits(model, ids)
+    del model
+    r = {"layers": config.num_hidden_layers, "tokens": len(ids), "device": args.device, "atol": atol, "rtol": rtol,
+         "min_top1": min_top1, "build_s": round(build_s, 2), "hf_s": round(time.time() - t0, 2), "pass": False}
+    try:
+        out, described, flint_s = flint_logits(args.flint_run, model_dir, ids, args.device, args.threads, work)
+    except RuntimeError as e:
+        r["error"] = str(e)
+        return r
+    r["flint_s"] = round(flint_s, 2)
+    expected = table_line(args.flint_run, shape, config.num_hidden_layers)
+    r["config_matches_table"] = described == expected
+    if not r["config_matches_table"]:
+        print(f"{shape}: config mismatch\n  flint reads  {described}\n  table says   {expected}")
+    if out.shape != ref.shape:
+        r["error"] = f"Flint's logits have shape {out.shape}, transformers' {ref.shape}"
+        return r
+    r.update(compare(out, ref, atol, rtol))
+    r["pass"] = (r["config_matches_table"] and r["finite"] and r["outside_tolerance"] == 0.0
+                 and r["top1_agreement"] >= min_top1)
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", default="llama-3.2-1b,qwen2.5-1.5b,qwen3-0.6b")
@@ -154,51 +187,16 @@ def main():
             return 2
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="flint-hf-")
     work = args.work or tmp.name
-    results, failed = {}, []
+    results = {}
     for shape in shapes:
         model_dir = os.path.join(work, shape)
-        t0 = time.time()
-        model = hfr.build(shape, model_dir, args.layers, args.seed, args.dtype)
-        config = model.config
-        build_s = time.time() - t0
-        ids = token_ids(config.vocab_size, args.tokens, args.seed)
-        t0 = time.time()
-        ref = hf_logits(model, ids)
-        del model
-        hf_s = time.time() - t0
-        r = {"layers": config.num_hidden_layers, "tokens": len(ids), "device": args.device, "atol": atol,
-             "rtol": rtol, "min_top1": min_top1, "build_s": round(build_s, 2), "hf_s": round(hf_s, 2)}
         try:
-            out, described, flint_s = flint_logits(args.flint_run, model_dir, ids, args.device, args.threads, work)
-        except RuntimeError as e:
-            r["error"] = str(e)
-            results[shape] = r
-            failed.append(shape)
-            print(f"{shape}: {e}")
-            if tmp is None:
-                continue
-            import shutil
-            shutil.rmtree(model_dir, ignore_errors=True)
-            continue
-        r["flint_s"] = round(flint_s, 2)
-        expected = table_line(args.flint_run, shape, config.num_hidden_layers)
-        r["config_matches_table"] = described == expected
-        if out.shape != ref.shape:
-            r["error"] = f"Flint's logits have shape {out.shape}, transformers' {ref.shape}"
-        else:
-            r.update(compare(out, ref, atol, rtol))
-        ok = ("error" not in r and r["config_matches_table"] and r["finite"] and r["outside_tolerance"] == 0.0
-              and r["top1_agreement"] >= min_top1)
-        r["pass"] = ok
-        results[shape] = r
-        if not ok:
-            failed.append(shape)
-        if not r["config_matches_table"]:
-            print(f"{shape}: config mismatch\n  flint reads  {described}\n  table says   {expected}")
-        print(f"{shape}: {json.dumps(r)}", flush=True)
-        if tmp is not None:
-            import shutil
-            shutil.rmtree(model_dir, ignore_errors=True)
+            results[shape] = check_shape(args, hfr, shape, model_dir, work, (atol, rtol, min_top1))
+        finally:
+            if tmp is not None:
+                shutil.rmtree(model_dir, ignore_errors=True)
+        print(f"{shape}: {json.dumps(results[shape])}", flush=True)
+    failed = [shape for shape, r in results.items() if not r["pass"]]
     if tmp is not None:
         tmp.cleanup()
     if args.json:
