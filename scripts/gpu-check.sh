@@ -228,6 +228,13 @@ main_steps() {
   # >= 1.0x torch), a second or two. Needs both steps in the same run (with --only, name all three).
   run_step attention_vs_torch 60 "$PY" bench/attention_vs_torch.py "$WORK/attention_bench.json" \
     "$WORK/torch_baselines.json" --json "$WORK/attention_vs_torch.json"
+  # hf_logits: Flint on --device cuda against transformers (fp32, CPU) on random-initialised 2-layer models of the
+  # llama-3.2-1b, qwen2.5-1.5b and qwen3-0.6b shapes (scripts/compare-hf-logits.py; its "## summary" block gives
+  # max abs/rel logit error and top-1 agreement per shape). Until flint-run has a CUDA backend it fails in about a
+  # second, before building any model ("no CUDA backend yet"). flint-run runs on the GPU host's CPU: a build-gpu
+  # configured with FLINT_NATIVE=ON on the build machine may not (SIGILL); configure it with -DFLINT_NATIVE=OFF.
+  run_step hf_logits 300 env PYTHONUNBUFFERED=1 "$PY" scripts/compare-hf-logits.py --device cuda --layers 2 \
+    --flint-run "$BUILD/server/flint-run" --json "$WORK/hf_logits.json"
 }
 
 main_steps
