@@ -1,6 +1,8 @@
 // cpu_model_bench: prompt (prefill) and decode tokens/s of the CPU backend on a
 // model, median of several runs. Prints a table; --json PATH writes the figures.
-//   cpu_model_bench -m MODEL [-t THREADS] [--prompt N] [--decode N] [--runs R] [--json PATH]
+//   cpu_model_bench (-m MODEL | --random-weights SPEC) [-t THREADS] [--prompt N] [--decode N] [--runs R] [--json PATH]
+// --random-weights NAME[:layers=N][,seed=S] benchmarks a bf16 model of a real shape made in memory
+// (model/random_weights.h), so a model's speed can be measured without its file.
 // Prefill: one forward pass over N prompt tokens (chunked at 512). Decode: N
 // steps of one token each after that prompt, greedy. The roofline line counts
 // the weight bytes one decode step reads (every matrix once, as stored).
@@ -16,6 +18,7 @@
 #include "engine/offline_runner.h"
 #include "model/cpu_backend.h"
 #include "model/model_loader.h"
+#include "model/random_weights.h"
 
 namespace {
 
@@ -36,7 +39,7 @@ uint64_t decode_weight_bytes(const flint::ModelWeights& w) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, json_path;
+  std::string model_path, random_spec, json_path;
   int threads = 0, prompt_len = 128, decode_len = 128, runs = 3;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -48,22 +51,32 @@ int main(int argc, char** argv) {
       return std::string(argv[++i]);
     };
     if (a == "-m") model_path = next();
+    else if (a == "--random-weights") random_spec = next();
     else if (a == "-t") threads = std::atoi(next().c_str());
     else if (a == "--prompt") prompt_len = std::atoi(next().c_str());
     else if (a == "--decode") decode_len = std::atoi(next().c_str());
     else if (a == "--runs") runs = std::atoi(next().c_str());
     else if (a == "--json") json_path = next();
     else {
-      std::fprintf(stderr, "usage: cpu_model_bench -m MODEL [-t THREADS] [--prompt N] [--decode N] [--runs R] [--json PATH]\n");
+      std::fprintf(stderr, "usage: cpu_model_bench (-m MODEL | --random-weights NAME[:layers=N][,seed=S]) [-t THREADS]\n"
+                           "                       [--prompt N] [--decode N] [--runs R] [--json PATH]\n");
       return 2;
     }
   }
-  if (model_path.empty() || prompt_len < 1 || decode_len < 1 || runs < 1) {
-    std::fprintf(stderr, "cpu_model_bench: -m MODEL is required; counts must be positive\n");
+  if (model_path.empty() == random_spec.empty() || prompt_len < 1 || decode_len < 1 || runs < 1) {
+    std::fprintf(stderr, "cpu_model_bench: give one of -m MODEL and --random-weights SPEC; counts must be positive\n");
     return 2;
   }
   try {
-    flint::LoadedModel model = flint::load_model(model_path);
+    const auto t_load = std::chrono::steady_clock::now();
+    flint::LoadedModel model = random_spec.empty()
+                                   ? flint::load_model(model_path)
+                                   : flint::load_random_model(flint::parse_random_model_spec(random_spec), threads);
+    if (!random_spec.empty()) {
+      model_path = model.path;
+      std::printf("random weights generated in %.2f s\n",
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
+    }
     flint::CpuBackendOptions opts;
     opts.num_threads = threads;
     opts.num_kv_blocks = (prompt_len + decode_len + 15) / 16 + 1;

@@ -309,7 +309,8 @@ def main():
               f"{fmt(r.get('tflops'), '8.1f')} {r.get('error', '')}")
     sys.stdout.flush()
 
-    dec_models = {k: models[k] for k in ("Llama-3.2-1B", "Qwen2.5-7B")}
+    # The heads bench/attention_bench.cu measures Flint's decode on (bench/attention_vs_torch.py pairs them up).
+    dec_models = {k: models[k] for k in ("Llama-3.2-1B", "Qwen2.5-1.5B", "Qwen2.5-7B")}
     batches = [1, 4] if tiny else [1, 16, 64, 256]
     contexts = [64, 256] if tiny else [512, 4096, 32768]
     max_kv = 40e9

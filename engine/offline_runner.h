@@ -18,11 +18,17 @@ class OfflineRunner {
   // Appends `tokens` to the sequence and returns the logits (vocab) of the last
   // one. Throws flint::Error when the sequence would outgrow the KV cache.
   const std::vector<float>& feed(std::span<const int32_t> tokens);
+  // Like feed, but returns the logits of every token fed: (tokens.size(), vocab), row-major. For
+  // comparing a whole prompt's logits with a reference (flint-run --dump-logits).
+  std::vector<float> feed_all(std::span<const int32_t> tokens);
   void reset() { length_ = 0; }
   int32_t length() const { return length_; }
   int32_t capacity() const { return backend_.num_kv_blocks() * backend_.block_size(); }
 
  private:
+  // Feeds `tokens` in chunks; writes the last token's logits, or every token's when all_rows, to out.
+  void run(std::span<const int32_t> tokens, bool all_rows, float* out);
+
   Backend& backend_;
   int32_t prefill_chunk_;
   int32_t length_ = 0;

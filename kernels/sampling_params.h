@@ -47,6 +47,8 @@ struct SampleRow {
   uint64_t step = 0;                // the draw's counter: e.g. the sequence's output position
 };
 
+static_assert(sizeof(SampleRow) == 48 && alignof(SampleRow) == 8, "SampleRow is copied to the device as is");
+
 // A batch of rows to sample. Pointers are device pointers for the kernel, host pointers for the twin.
 struct SampleParams {
   int num_rows = 0, vocab = 0;

@@ -88,6 +88,7 @@ MadeBackend make_backend(const ModelConfig& config, const ModelWeights& weights,
   o.kv_cache_memory = options.kv_cache_memory;
   o.max_tokens_per_step = options.max_tokens_per_step;
   o.max_seqs_per_step = options.max_seqs_per_step;
+  o.max_logit_rows_per_step = options.max_logit_rows_per_step;
   o.cuda_graphs = options.cuda_graphs;
   o.log = options.log;
   auto cuda = std::make_unique<CudaBackend>(config, weights, o);

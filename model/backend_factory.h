@@ -21,6 +21,7 @@ struct BackendOptions {
   int32_t num_threads = 0;            // CPU threads, 0: all
   int32_t max_tokens_per_step = 2048; // CUDA: activations are sized for this many tokens per step
   int32_t max_seqs_per_step = 256;    // CUDA: sequences per step (graph buckets, attention workspace)
+  int32_t max_logit_rows_per_step = 0;  // CUDA: logit rows per step, 0: max_seqs_per_step (one per sequence)
   bool cuda_graphs = true;            // CUDA: capture decode graphs
   bool log = true;                    // CUDA: progress of the load on stderr
 };

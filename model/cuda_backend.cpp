@@ -68,7 +68,8 @@ CudaBackend::CudaBackend(const ModelConfig& config, const ModelWeights& weights,
   if (config_.max_context < 1) fail("cuda backend: the model's max_context is ", config_.max_context);
   max_tokens_ = options.max_tokens_per_step;
   max_seqs_ = std::min(options.max_seqs_per_step, max_tokens_);
-  max_logit_rows_ = max_seqs_;  // one sampled row per sequence at most
+  // One sampled row per sequence (a graph bucket's every row) unless asked for more, never more than a step's tokens.
+  max_logit_rows_ = std::max(max_seqs_, std::min(options.max_logit_rows_per_step, max_tokens_));
   table_width_ = (config_.max_context + block_size_ - 1) / block_size_;
 
   int num_devices = 0;
@@ -329,7 +330,8 @@ void CudaBackend::forward(const StepPlan& plan, float* logits) {
   if (n > max_tokens_) fail("cuda backend: a step of ", n, " tokens exceeds max_tokens_per_step ", max_tokens_);
   if (s > max_seqs_) fail("cuda backend: a step of ", s, " sequences exceeds max_seqs_per_step ", max_seqs_);
   if (rows > max_logit_rows_)
-    fail("cuda backend: a step wants ", rows, " logit rows, more than max_seqs_per_step ", max_logit_rows_);
+    fail("cuda backend: a step wants ", rows, " logit rows, more than the ", max_logit_rows_,
+         " its buffers hold (max_logit_rows_per_step)");
   if (plan.max_blocks_per_seq > table_width_)
     fail("cuda backend: a sequence spans ", plan.max_blocks_per_seq, " KV blocks, more than the ", table_width_,
          " of the model's context");

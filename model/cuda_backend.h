@@ -31,6 +31,8 @@ struct CudaBackendOptions {
   uint64_t kv_cache_memory = 0;    // bytes of KV cache; 0: kCudaDefaultKvFraction of the free memory
   int32_t max_tokens_per_step = 2048;  // the scheduler's token budget: activations are sized for it
   int32_t max_seqs_per_step = 256;     // the scheduler's sequence limit: graph buckets and attention workspace
+  int32_t max_logit_rows_per_step = 0; // rows of logits one step may ask for; 0: max_seqs_per_step (the engine's
+                                       // one per sequence); flint-run --dump-logits asks for every prompt position
   bool cuda_graphs = true;         // capture decode graphs (off: every step eager, for debugging)
   bool log = true;                 // progress of the load and capture on stderr
 };

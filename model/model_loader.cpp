@@ -50,14 +50,30 @@ void check_tokenizer_fits(const LoadedModel& m) {
          m.config.vocab_size);
 }
 
+// The GGUF's tokenizer (when it has tokenizer.ggml.* metadata) and chat template into m.
+void read_gguf_tokenizer(const GgufFile& gguf, LoadedModel& m) {
+  if (gguf.has("tokenizer.ggml.tokens")) m.tokenizer = Tokenizer::from_gguf(gguf);
+  m.chat_template_source = gguf.get_string("tokenizer.chat_template").value_or("");
+}
+
+// A HF directory's tokenizer.json (when there is one) and chat template into m.
+void read_hf_tokenizer(const fs::path& dir, LoadedModel& m) {
+  std::optional<std::string> tok_config = read_text_if_exists(dir / "tokenizer_config.json");
+  if (std::optional<std::string> tok_json = read_text_if_exists(dir / "tokenizer.json"))
+    m.tokenizer = Tokenizer::from_hf_json(*tok_json, tok_config.value_or(""));
+  if (std::optional<std::string> jinja = read_text_if_exists(dir / "chat_template.jinja"))
+    m.chat_template_source = *jinja;
+  else if (tok_config)
+    m.chat_template_source = template_from_tokenizer_config(*tok_config, dir / "tokenizer_config.json");
+}
+
 LoadedModel load_gguf(const std::string& path) {
   LoadedModel m;
   m.path = path;
   auto gguf = std::make_unique<GgufFile>(path);
   m.config = config_from_gguf(*gguf);
   m.weights = bind_weights(*gguf, m.config, WeightNaming::Gguf);
-  if (gguf->has("tokenizer.ggml.tokens")) m.tokenizer = Tokenizer::from_gguf(*gguf);
-  m.chat_template_source = gguf->get_string("tokenizer.chat_template").value_or("");
+  read_gguf_tokenizer(*gguf, m);
   m.source = std::move(gguf);
   check_tokenizer_fits(m);
   return m;
@@ -76,14 +92,7 @@ LoadedModel load_hf_dir(const std::string& path) {
   }
   m.source = std::make_unique<SafetensorsSource>(path);
   m.weights = bind_weights(*m.source, m.config, WeightNaming::HuggingFace);
-
-  std::optional<std::string> tok_config = read_text_if_exists(dir / "tokenizer_config.json");
-  if (std::optional<std::string> tok_json = read_text_if_exists(dir / "tokenizer.json"))
-    m.tokenizer = Tokenizer::from_hf_json(*tok_json, tok_config.value_or(""));
-  if (std::optional<std::string> jinja = read_text_if_exists(dir / "chat_template.jinja"))
-    m.chat_template_source = *jinja;
-  else if (tok_config)
-    m.chat_template_source = template_from_tokenizer_config(*tok_config, dir / "tokenizer_config.json");
+  read_hf_tokenizer(dir, m);
   check_tokenizer_fits(m);
   return m;
 }
@@ -97,6 +106,22 @@ LoadedModel load_model(const std::string& path) {
   if (!fs::exists(st)) fail(path, ": no such file or directory");
   if (fs::is_regular_file(st) && path.ends_with(".gguf")) return load_gguf(path);
   fail(path, ": expected a .gguf file or a model directory (config.json + safetensors)");
+}
+
+void attach_tokenizer(LoadedModel& m, const std::string& tokenizer_path) {
+  m.tokenizer.reset();
+  m.chat_template_source.clear();
+  std::error_code ec;
+  const fs::file_status st = fs::status(tokenizer_path, ec);
+  if (fs::is_directory(st)) {
+    read_hf_tokenizer(tokenizer_path, m);
+  } else if (fs::is_regular_file(st) && tokenizer_path.ends_with(".gguf")) {
+    read_gguf_tokenizer(GgufFile(tokenizer_path), m);
+  } else {
+    fail(tokenizer_path, ": expected a .gguf file or a directory holding tokenizer.json");
+  }
+  if (!m.tokenizer) fail(tokenizer_path, ": no tokenizer (tokenizer.json or GGUF vocabulary) there");
+  check_tokenizer_fits(m);
 }
 
 }  // namespace flint

@@ -33,4 +33,10 @@ struct LoadedModel {
 // file and what is wrong.
 LoadedModel load_model(const std::string& path);
 
+// Sets m's tokenizer and chat template source from `tokenizer_path` (a .gguf file, or a directory holding
+// tokenizer.json and optionally tokenizer_config.json / chat_template.jinja), for a model that came without
+// one (a random-weight model). Throws flint::Error when there is no tokenizer there or it has more tokens
+// than m's vocab_size.
+void attach_tokenizer(LoadedModel& m, const std::string& tokenizer_path);
+
 }  // namespace flint

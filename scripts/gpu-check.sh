@@ -123,6 +123,7 @@ GPU_MODEL_TESTS="$BUILD/tests/gpu/flint_gpu_model_tests"
 FLINT_RUN="$BUILD/server/flint-run"
 BUNDLE="$BUILD/lib"  # shared libraries flintd brings (scripts/bundle-libs.sh), put on LD_LIBRARY_PATH for flintd only
 OPS_BENCH="$BUILD/bench/ops_bench"
+ATTENTION_BENCH="$BUILD/bench/attention_bench"
 
 missing_libs() {  # prints what ldd cannot resolve for $1: "libfoo.so.1" or "GLIBC_2.36 (required by ...)"
   ldd "$1" 2>&1 | grep "not found" | sed -E 's/^\s*//; s/ => not found//; s/.*version .([A-Za-z_0-9.]+). not found.*/\1 (version)/'
@@ -304,8 +305,9 @@ card_info() {
 main_steps() {
   run_inline loads check_loads
   run_inline card card_info show
-  # gpu_tests: the CUDA kernels against their CPU twins, every element, and batch invariance (~1 min on an H100:
-  # most of it is the CPU twin on the bigger shapes). Its "## summary" block gives the worst error per kernel.
+  # gpu_tests: the CUDA kernels against their CPU twins, every element, and batch invariance (~1.5 min on an H100,
+  # estimated: most of it is the CPU twins; the attention twins add ~20 s of one core's work, measured on the build
+  # machine, spread over the cores). Its "## summary" block gives the worst error per kernel.
   # FLINT_REQUIRE_GPU: a test that finds no usable GPU fails here instead of skipping.
   run_step gpu_tests 300 env FLINT_REQUIRE_GPU=1 "$GPU_TESTS" --gtest_output="json:$WORK/gpu_tests.json"
   # gpu_baselines: ~30 s on an H100 (121 cuBLASLt shapes, copy and matmul ceilings).
@@ -316,7 +318,13 @@ main_steps() {
   # ops_bench: add_rmsnorm GB/s, sampling µs per row (vocab 49152 and 151936, batch 1/32/256), dequantisation at
   # load, with the copy ceiling measured again (~20 s on an H100, estimated).
   run_step ops_bench 180 "$OPS_BENCH" --json "$WORK/ops_bench.json" $QUICK
-  # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at three batch sizes).
+  # attention_bench: Flint's paged attention, decode at 36 shapes (3 models x batch 1..256 x context 512..32768,
+  # up to 17 GB of KV) and prefill at 9, with the copy ceiling measured again; decode's target as PASS/MISS in its
+  # "## summary" block. Estimate: ~20 s on an H100 (~70 GB of KV filled in all, ~2,000 timed calls of at most
+  # ~6 ms each at the copy ceiling); the timeout allows a kernel several times slower than that.
+  run_step attention_bench 180 "$ATTENTION_BENCH" --json "$WORK/attention_bench.json" $QUICK
+  # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at three batch sizes; 58 s
+  # on the H200 run of 2026-11-26, before the Qwen2.5-1.5B decode shapes were added).
   # shellcheck disable=SC2086  # FLINT_TORCH_ARGS is a list of arguments
   run_step torch_baselines 330 env PYTHONUNBUFFERED=1 "$PY" bench/torch_baselines.py \
     --json "$WORK/torch_baselines.json" $QUICK ${FLINT_TORCH_ARGS:-}
@@ -331,6 +339,16 @@ main_steps() {
   run_inline diff_backends diff_backends
   # flintd --device cuda serving over HTTP: one greedy completion alone, then 8 at once, all identical.
   run_inline flintd_cuda flintd_cuda
+  # attention_vs_torch: attention_bench's figures beside torch SDPA's from the two JSONs above (prefill target:
+  # >= 1.0x torch), a second or two. Needs both steps in the same run (with --only, name all three).
+  run_step attention_vs_torch 60 "$PY" bench/attention_vs_torch.py "$WORK/attention_bench.json" \
+    "$WORK/torch_baselines.json" --json "$WORK/attention_vs_torch.json"
+  # hf_logits: Flint on --device cuda against transformers (fp32, CPU) on random-initialised 2-layer models of the
+  # llama-3.2-1b, qwen2.5-1.5b and qwen3-0.6b shapes (scripts/compare-hf-logits.py; its "## summary" block gives
+  # max abs/rel logit error and top-1 agreement per shape). flint-run runs on the GPU host's CPU: a build-gpu
+  # configured with FLINT_NATIVE=ON on the build machine may not (SIGILL); configure it with -DFLINT_NATIVE=OFF.
+  run_step hf_logits 300 env PYTHONUNBUFFERED=1 "$PY" scripts/compare-hf-logits.py --device cuda --layers 2 \
+    --flint-run "$BUILD/server/flint-run" --json "$WORK/hf_logits.json"
 }
 
 main_steps

@@ -83,7 +83,7 @@ for p in "${phases[@]}"; do
     export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:report_error_type=1:log_path=$reports/ubsan"
     export LSAN_OPTIONS="suppressions=$root/tests/sanitizers/lsan.supp:print_suppressions=0"
     export FLINT_TEST_SLOWDOWN=${FLINT_TEST_SLOWDOWN:-4}
-    run "asan: unit tests" ctest --test-dir $dir --output-on-failure -j"$jobs" -E '^(e2e|deploy|soak|gpu)\.'
+    run "asan: unit tests" ctest --test-dir $dir --output-on-failure -j"$jobs" -E '^(e2e|deploy|soak|gpu|hf)\.'
     if [ $ci = 1 ]; then
       run "asan: e2e.flint_run" ctest --test-dir $dir --output-on-failure -R '^e2e\.flint_run$'
       run "asan: e2e (part)" env FLINTD=$dir/server/flintd FLINT=$dir/client/flint .venv/bin/python -m pytest -q \

@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "model/backend_factory.h"
+#include "model/random_weights.h"
 
 namespace flint::server {
 
@@ -50,9 +51,17 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
                  options_.host.c_str());
 
   auto t0 = Clock::now();
-  std::fprintf(stderr, "flintd: [1/3] loading %s\n", options_.model.c_str());
-  model_ = load_model(options_.model);
-  if (!model_.tokenizer) fail(options_.model, ": no tokenizer (tokenizer.json or GGUF vocabulary) to serve text with");
+  if (options_.random_weights.empty()) {
+    std::fprintf(stderr, "flintd: [1/3] loading %s\n", options_.model.c_str());
+    model_ = load_model(options_.model);
+    if (!model_.tokenizer) fail(options_.model, ": no tokenizer (tokenizer.json or GGUF vocabulary) to serve text with");
+  } else {
+    // A random-weight model has no vocabulary of its own; flintd serves text, so it borrows --tokenizer's
+    // (parse_flintd_args requires one), whose token count must fit the shape's vocab_size.
+    std::fprintf(stderr, "flintd: [1/3] generating random weights %s\n", options_.random_weights.c_str());
+    model_ = load_random_model(parse_random_model_spec(options_.random_weights), options_.threads);
+    attach_tokenizer(model_, options_.tokenizer);
+  }
   std::fprintf(stderr, "flintd: [1/3] %s, %.0fM parameters, loaded in %.2f s\n", model_.config.describe().c_str(),
                double(count_parameters(*model_.source)) / 1e6, seconds_since(t0));
 
@@ -97,7 +106,7 @@ Daemon::Daemon(const FlintdOptions& options) : options_(options) {
                      .max_sequence_tokens = engine_->max_num_tokens_per_seq(),
                      .max_prompt_tokens = options_.max_prompt_tokens};
   v1::ModelInfo info;
-  info.set_name(std::filesystem::path(options_.model).stem().string());
+  info.set_name(options_.random_weights.empty() ? std::filesystem::path(options_.model).stem().string() : model_.path);
   info.set_architecture(std::string(arch_name(model_.config.arch)));
   info.set_vocab_size(model_.config.vocab_size);
   info.set_context_length(model_.config.max_context);

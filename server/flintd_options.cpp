@@ -13,6 +13,11 @@ std::string flintd_usage() {
   std::ostringstream s;
   s << "usage: flintd [options]\n"
     << "  --model PATH              GGUF file or HF directory (default " << d.model << ")\n"
+    << "  --random-weights SPEC     serve a random bf16 model of a real shape instead of --model, for\n"
+    << "                            benchmarks: NAME[:layers=N][,seed=S] (flint-run --list-shapes); needs\n"
+    << "                            --tokenizer, as flintd serves text and such a model has no vocabulary\n"
+    << "  --tokenizer PATH          with --random-weights: a .gguf file or HF directory whose tokenizer and\n"
+    << "                            chat template to use (at most the shape's vocab_size tokens)\n"
     << "  --host ADDR               address to listen on (default " << d.host << ")\n"
     << "  --port N                  gRPC port, 0 picks a free one (default " << d.port << ")\n"
     << "  --http-port N             OpenAI-compatible HTTP API port on the same host, 0 picks a free one,\n"
@@ -116,6 +121,10 @@ std::optional<std::string> parse_flintd_args(const std::vector<std::string>& arg
       auto v = take();
       if (!v || v->empty()) return "--model needs a path";
       o.model = *v;
+    } else if (flag == "--random-weights" || flag == "--tokenizer") {
+      auto v = take();
+      if (!v || v->empty()) return flag + (flag == "--tokenizer" ? " needs a path" : " needs NAME[:layers=N][,seed=S]");
+      (flag == "--tokenizer" ? o.tokenizer : o.random_weights) = *v;
     } else if (flag == "--host") {
       auto v = take();
       if (!v || v->empty()) return "--host needs an address";
@@ -191,13 +200,18 @@ std::optional<std::string> parse_flintd_args(const std::vector<std::string>& arg
     }
     if (error) return error;
   }
+  if (!o.random_weights.empty() && o.tokenizer.empty())
+    return "--random-weights needs --tokenizer PATH: flintd serves text and a random model has no vocabulary "
+           "(flint-run --random-weights --prompt-ids runs one without a tokenizer)";
+  if (o.random_weights.empty() && !o.tokenizer.empty()) return "--tokenizer is only for --random-weights";
   return std::nullopt;
 }
 
 std::string describe(const FlintdOptions& o) {
   std::ostringstream s;
   const bool keys = !o.api_key.empty() || !o.api_key_file.empty();
-  s << "  model:              " << o.model << "\n"
+  s << "  model:              "
+    << (o.random_weights.empty() ? o.model : "random weights " + o.random_weights + ", tokenizer " + o.tokenizer) << "\n"
     << "  listen:             " << o.host << ":" << o.port << "\n"
     << "  http:               " << (o.http_port < 0 ? std::string("off") : o.host + ":" + std::to_string(o.http_port))
     << (o.http_port < 0 ? "" : ", " + std::to_string(o.http_threads) + " threads") << "\n"

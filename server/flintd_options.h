@@ -10,6 +10,8 @@ namespace flint::server {
 
 struct FlintdOptions {
   std::string model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  std::string random_weights;            // NAME[:layers=N][,seed=S]: a random bf16 model instead of --model
+  std::string tokenizer;                 // with random_weights: a .gguf or HF directory whose tokenizer to use
   std::string host = "127.0.0.1";
   int port = 50051;                      // gRPC; 0: any free port (printed when serving)
   int http_port = 8000;                  // the OpenAI-compatible HTTP API; 0: any free port, -1: none

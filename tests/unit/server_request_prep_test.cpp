@@ -247,6 +247,22 @@ TEST(FlintdOptions, ABadFlagOrValueIsAnErrorThatNamesIt) {
   EXPECT_EQ(parse_flintd_args({"--max-running-seqs"}, o, help), "--max-running-seqs needs a value");
 }
 
+TEST(FlintdOptions, RandomWeightsNeedATokenizerAndATokenizerNeedsRandomWeights) {
+  FlintdOptions o;
+  bool help = false;
+  const auto error = parse_flintd_args({"--random-weights", "llama-3.2-1b:layers=2"}, o, help);
+  ASSERT_TRUE(error);
+  EXPECT_NE(error->find("--random-weights needs --tokenizer PATH"), std::string::npos) << *error;
+  FlintdOptions t;
+  EXPECT_EQ(parse_flintd_args({"--tokenizer", "models/x.gguf"}, t, help), "--tokenizer is only for --random-weights");
+  FlintdOptions ok;
+  ASSERT_FALSE(parse_flintd_args({"--random-weights=qwen3-0.6b", "--tokenizer", "tok"}, ok, help));
+  EXPECT_EQ(ok.random_weights, "qwen3-0.6b");
+  EXPECT_EQ(ok.tokenizer, "tok");
+  EXPECT_NE(describe(ok).find("random weights qwen3-0.6b, tokenizer tok"), std::string::npos) << describe(ok);
+  EXPECT_NE(flintd_usage().find("--random-weights SPEC"), std::string::npos);
+}
+
 TEST(FlintdOptions, HttpServesOnPort8000WithoutAKeyUntilFlagsSayOtherwise) {
   FlintdOptions o;
   bool help = false;
