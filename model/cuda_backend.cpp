@@ -71,6 +71,15 @@ CudaBackend::CudaBackend(const ModelConfig& config, const ModelWeights& weights,
   // One sampled row per sequence (a graph bucket's every row) unless asked for more, never more than a step's tokens.
   max_logit_rows_ = std::max(max_seqs_, std::min(options.max_logit_rows_per_step, max_tokens_));
   table_width_ = (config_.max_context + block_size_ - 1) / block_size_;
+  // A sequence never spans more blocks than the cache has: when the cache size is given, it caps the block table's
+  // width, and with it what a graph's attention is sized for (max_kv_len) and the attention workspace. (Sized from
+  // the free memory, the cache is only known after the buffers are allocated: then the context decides.)
+  if (options.num_kv_blocks > 0) {
+    table_width_ = std::min(table_width_, options.num_kv_blocks);
+  } else if (options.kv_cache_memory > 0) {
+    const int64_t blocks = cuda_kv_blocks_for_bytes(options.kv_cache_memory, config_, block_size_);
+    if (blocks > 0) table_width_ = int32_t(std::min<int64_t>(table_width_, blocks));
+  }
 
   int num_devices = 0;
   const cudaError_t e = cudaGetDeviceCount(&num_devices);
@@ -334,7 +343,7 @@ void CudaBackend::forward(const StepPlan& plan, float* logits) {
          " its buffers hold (max_logit_rows_per_step)");
   if (plan.max_blocks_per_seq > table_width_)
     fail("cuda backend: a sequence spans ", plan.max_blocks_per_seq, " KV blocks, more than the ", table_width_,
-         " of the model's context");
+         " the block table holds (the model's context, or the KV cache when smaller)");
   for (int32_t id : plan.token_ids)
     if (id < 0 || id >= config_.vocab_size) fail("token id ", id, " outside the vocabulary [0, ", config_.vocab_size, ")");
 

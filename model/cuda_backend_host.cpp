@@ -61,7 +61,7 @@ StepMaxima cuda_fill_staging(const StepPlan& plan, const StepLayout& layout, int
   const int32_t n = plan.num_tokens(), s = plan.num_seqs();
   if (plan.max_blocks_per_seq > table_width)
     fail("cuda backend: a sequence spans ", plan.max_blocks_per_seq, " KV blocks, more than the ", table_width,
-         " of the model's context");
+         " the block table holds (the model's context, or the KV cache when smaller)");
   const bool pad = pad_to_seqs > s;
   if (pad && s > 0 && !is_decode_only(plan)) fail("cuda backend: only a decode-only step is padded to a graph bucket");
   StepMaxima m;

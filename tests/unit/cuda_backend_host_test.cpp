@@ -105,7 +105,7 @@ TEST(CudaStaging, EagerStepCopiesThePlanAndWidensTheTable) {
   EXPECT_EQ(std::vector<int32_t>(st.begin() + l.block_table, st.begin() + l.block_table + 8),
             (std::vector<int32_t>{4, 0, 0, 0, 7, 8, 0, 0}));
   EXPECT_EQ(st[size_t(l.logit_rows)], 3);
-  test::expect_error([&] { cuda_fill_staging(p, l, 1, 0, st.data()); }, {"2 KV blocks", "1 of the model's context"});
+  test::expect_error([&] { cuda_fill_staging(p, l, 1, 0, st.data()); }, {"2 KV blocks", "more than the 1 the block table holds"});
   test::expect_error([&] { cuda_fill_staging(p, cuda_step_layout(4, 4, width, 4), width, 4, st.data()); },
                      {"only a decode-only step is padded"});
 }
