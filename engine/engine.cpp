@@ -23,7 +23,8 @@ Engine::Engine(Backend& backend, const Tokenizer* tokenizer, const EngineConfig&
       tokenizer_(tokenizer),
       config_(config),
       max_num_tokens_(capacity_of(backend)),
-      scheduler_(config.scheduler, {.num_blocks = backend.num_kv_blocks(), .block_size = backend.block_size()}) {
+      scheduler_(config.scheduler, {.num_blocks = backend.num_kv_blocks(), .block_size = backend.block_size()}),
+      device_sampling_(config.device_sampling && backend.samples_on_device()) {
   publish_stats();
   last_step_ns_ = Clock::now().time_since_epoch().count();
   running_ = true;
@@ -205,19 +206,10 @@ void Engine::run_step() {
   publish_stats();  // before forward: submit() sees the waiting count of this step
   if (step.empty()) return;
 
-  const int32_t vocab = backend_.config().vocab_size;
-  logits_.resize(step.logit_seq_ids.size() * size_t(vocab));
-  backend_.forward(step.plan, logits_.data());
-  // Each row with its own request's sampler; penalties see prompt + output so far.
-  std::vector<SampleResult> samples;
+  const std::vector<SampleResult> samples = device_sampling_ ? forward_sample_on_device(step) : forward_sample_on_host(step);
   std::vector<int32_t> sampled;
-  for (size_t r = 0; r < step.logit_seq_ids.size(); ++r) {
-    const SeqId id = step.logit_seq_ids[r];
-    const Sequence& seq = *scheduler_.find(id);
-    samples.push_back(active_.at(id).sampler.sample(std::span(logits_.data() + r * size_t(vocab), size_t(vocab)),
-                                                    seq.token_ids(), seq.output_token_ids()));
-    sampled.push_back(samples.back().token_id);
-  }
+  sampled.reserve(samples.size());
+  for (const SampleResult& s : samples) sampled.push_back(s.token_id);
   scheduler_.postprocess(step, sampled);
   const Clock::time_point sampled_at = Clock::now();  // one clock read per step, not per token
   if (config_.metrics) {
@@ -226,6 +218,56 @@ void Engine::run_step() {
   }
   for (size_t r = 0; r < step.logit_seq_ids.size(); ++r)
     on_token(step.logit_seq_ids[r], active_.at(step.logit_seq_ids[r]), samples[r], sampled_at);
+}
+
+std::vector<SampleResult> Engine::forward_sample_on_host(const ScheduledStep& step) {
+  const int32_t vocab = backend_.config().vocab_size;
+  logits_.resize(step.logit_seq_ids.size() * size_t(vocab));
+  backend_.forward(step.plan, logits_.data());
+  // Each row with its own request's sampler; penalties see prompt + output so far.
+  std::vector<SampleResult> samples;
+  for (size_t r = 0; r < step.logit_seq_ids.size(); ++r) {
+    const SeqId id = step.logit_seq_ids[r];
+    const Sequence& seq = *scheduler_.find(id);
+    samples.push_back(active_.at(id).sampler.sample(std::span(logits_.data() + r * size_t(vocab), size_t(vocab)),
+                                                    seq.token_ids(), seq.output_token_ids()));
+  }
+  return samples;
+}
+
+std::vector<SampleResult> Engine::forward_sample_on_device(const ScheduledStep& step) {
+  const int32_t vocab = backend_.config().vocab_size;
+  const size_t rows = step.logit_seq_ids.size();
+  // Each row's draw is keyed by (seed, the sequence's output position): the same tokens whatever else is batched,
+  // and after a preemption's recompute. Penalties see prompt + output so far.
+  sample_batch_.clear();
+  bool want_top = false;
+  for (SeqId id : step.logit_seq_ids) {
+    const Sequence& seq = *scheduler_.find(id);
+    const SamplingParams& params = active_.at(id).request.sampling;
+    sample_batch_.add_row(to_sample_row(params, uint64_t(seq.num_output_tokens())), seq.token_ids(),
+                          seq.output_token_ids(), vocab);
+    want_top = want_top || params.num_logprobs > 0;
+  }
+  sampled_ids_.resize(rows);
+  sampled_logprobs_.resize(rows);
+  std::vector<SampleResult> samples(rows);
+  if (!want_top) {
+    backend_.forward_sample(step.plan, sample_batch_, sampled_ids_.data(), sampled_logprobs_.data());
+  } else {
+    // Top logprobs need the logits: they come back, and the twin samples them on the host as the device would.
+    logits_.resize(rows * size_t(vocab));
+    backend_.forward(step.plan, logits_.data());
+    cpu::sample(sample_batch_.host_params(logits_.data(), vocab, vocab, sampled_ids_.data(), sampled_logprobs_.data()));
+    for (size_t r = 0; r < rows; ++r) {
+      const SamplingParams& params = active_.at(step.logit_seq_ids[r]).request.sampling;
+      if (params.num_logprobs > 0)  // of the penalised logits (cpu::sample applied the penalties in place)
+        samples[r].top = top_logprobs(std::span(logits_.data() + r * size_t(vocab), size_t(vocab)), params.temperature,
+                                      params.num_logprobs);
+    }
+  }
+  for (size_t r = 0; r < rows; ++r) samples[r].token_id = sampled_ids_[r], samples[r].logprob = sampled_logprobs_[r];
+  return samples;
 }
 
 bool Engine::is_stop_token(const Active& active, int32_t token_id) const {

@@ -25,6 +25,8 @@ namespace flint {
 
 struct EngineConfig {
   SchedulerConfig scheduler;
+  // Sample on the backend's device when it can (Backend::samples_on_device); off: on the host (engine/sampler.h).
+  bool device_sampling = true;
   int32_t max_num_waiting = 1024;  // requests submitted and not yet running; more are refused
   // When set, the engine records latencies and tokens into it; it must outlive the engine.
   const EngineMetrics* metrics = nullptr;
@@ -117,6 +119,9 @@ class Engine {
   void admit(Submission&& submission);
   void run_step();
   // The sampled token's effects: stop checks, the reasoning split, the budget, its deltas.
+  // The step's forward pass and one sample per logit row, in row order.
+  std::vector<SampleResult> forward_sample_on_host(const ScheduledStep& step);
+  std::vector<SampleResult> forward_sample_on_device(const ScheduledStep& step);
   void on_token(SeqId seq_id, Active& active, const SampleResult& sample, Clock::time_point now);
   // The token's text for the splitter; a special token spelling a marker keeps its text.
   std::string token_text(Active& active, int32_t token_id);
@@ -149,6 +154,13 @@ class Engine {
   std::unordered_map<SeqId, Active> active_;
   std::unordered_map<uint64_t, SeqId> seq_of_request_;
   std::vector<Finish> finishing_;
+  // Sampling: on the backend's device when it samples (only ids come back), else each request's Sampler on the
+  // host. A device engine's rows are always drawn the device's way (kernels/sampling_params.h), also in a step
+  // that brings logits back for top logprobs (the twin, cpu::sample, picks what the device would).
+  const bool device_sampling_;
+  cpu::SampleBatch sample_batch_;
+  std::vector<int32_t> sampled_ids_;
+  std::vector<float> sampled_logprobs_;
   std::vector<float> logits_;
   int64_t num_steps_ = 0, num_preempted_ = 0;
 

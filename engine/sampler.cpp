@@ -127,16 +127,37 @@ SampleResult Sampler::sample(std::span<float> logits, std::span<const int32_t> c
     }
   }
   result.logprob = logprob(result.token_id);
-  if (params_.num_logprobs > 0) {
-    std::vector<int32_t> ids(static_cast<size_t>(vocab));
-    std::iota(ids.begin(), ids.end(), 0);
-    const size_t n = std::min<size_t>(size_t(params_.num_logprobs), size_t(vocab));
-    std::partial_sort(ids.begin(), ids.begin() + long(n), ids.end(), [&](int32_t a, int32_t b) {
-      return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
-    });
-    for (size_t i = 0; i < n; ++i) result.top.push_back({ids[i], logprob(ids[i])});
-  }
+  if (params_.num_logprobs > 0) result.top = top_logprobs(logits, params_.temperature, params_.num_logprobs);
   return result;
+}
+
+std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, float temperature, int32_t n) {
+  if (logits.empty() || n <= 0) return {};
+  const float inv_t = temperature == 0.0f ? 1.0f : 1.0f / temperature;
+  const float lse = tempered_lse(logits, inv_t);
+  std::vector<int32_t> ids(logits.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  const size_t k = std::min(size_t(n), logits.size());
+  std::partial_sort(ids.begin(), ids.begin() + long(k), ids.end(), [&](int32_t a, int32_t b) {
+    return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
+  });
+  std::vector<TokenLogprob> top;
+  for (size_t i = 0; i < k; ++i) top.push_back({ids[i], logits[size_t(ids[i])] * inv_t - lse});
+  return top;
+}
+
+SampleRow to_sample_row(const SamplingParams& params, uint64_t step) {
+  SampleRow row;
+  row.temperature = params.temperature;
+  row.top_k = params.top_k;
+  row.top_p = params.top_p;
+  row.min_p = params.min_p;
+  row.repetition_penalty = params.repetition_penalty;
+  row.presence_penalty = params.presence_penalty;
+  row.frequency_penalty = params.frequency_penalty;
+  row.seed = params.seed;
+  row.step = step;
+  return row;
 }
 
 }  // namespace flint

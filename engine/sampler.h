@@ -6,6 +6,8 @@
 #include <span>
 #include <vector>
 
+#include "kernels/sampling_params.h"
+
 namespace flint {
 
 struct SamplingParams {
@@ -33,6 +35,14 @@ struct SampleResult {
   float logprob = 0.0f;  // of the chosen token under the final (penalised, tempered) distribution
   std::vector<TokenLogprob> top;  // num_logprobs best, highest first
 };
+
+// The device sampler's row (kernels/sampling_params.h) for these parameters; `step` keys the draw with the seed
+// (the engine passes the sequence's output position, so a request's draws do not depend on its batch).
+SampleRow to_sample_row(const SamplingParams& params, uint64_t step);
+
+// The n most likely tokens (highest first, lowest id among equals) with their logprobs under the tempered
+// distribution of these (already penalised) logits; temperature 0 reports the untempered one.
+std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, float temperature, int32_t n);
 
 class Sampler {
  public:

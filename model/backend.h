@@ -1,11 +1,12 @@
-// Backend: runs one StepPlan through the model and returns logits; owns the
-// weights on its device and the paged KV cache storage.
+// Backend: runs one StepPlan through the model and returns logits (or, on a device that samples, only the sampled
+// token ids); owns the weights on its device and the paged KV cache storage.
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <string>
 
 #include "common/error.h"
+#include "kernels/cpu/sampling.h"
 #include "model/config.h"
 #include "model/step_plan.h"
 
@@ -25,6 +26,15 @@ class Backend {
   virtual const ModelConfig& config() const = 0;
   virtual int32_t block_size() const = 0;
   virtual int32_t num_kv_blocks() const = 0;
+  // Whether forward_sample runs: the backend samples on its device and only token ids and logprobs come back.
+  virtual bool samples_on_device() const { return false; }
+  // forward(plan) without the logits coming back: logit row i is sampled under batch row i on the device
+  // (kernels/sampling_params.h: the tokens cpu::sample would pick from the same logits); token_ids and logprobs
+  // (the chosen token's) get one entry per logit row.
+  virtual void forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids, float* logprobs) {
+    (void)plan, (void)batch, (void)token_ids, (void)logprobs;
+    fail("this backend does not sample on its device");
+  }
   // Set (or clear, with an empty function) the per-layer observer. Slows every step down (a device backend copies
   // each intermediate back); for debugging only. A backend without the hook (a test double) refuses.
   virtual void set_observer(LayerObserver observer) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "common/error.h"
 #include "kernels/bf16.h"
@@ -13,6 +14,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/sampling.h"
 #include "model/cuda_backend_host.h"
 
 namespace flint {
@@ -81,6 +83,16 @@ CudaBackend::CudaBackend(const ModelConfig& config, const ModelWeights& weights,
     if (blocks > 0) table_width_ = int32_t(std::min<int64_t>(table_width_, blocks));
   }
 
+  try {
+    initialize(weights, options);
+  } catch (...) {
+    release();  // the destructor does not run for a constructor that throws: give back what was allocated
+    throw;
+  }
+  if (options.log) std::fprintf(stderr, "cuda backend: ready in %.2f s\n", seconds_since(t0));
+}
+
+void CudaBackend::initialize(const ModelWeights& weights, const CudaBackendOptions& options) {
   int num_devices = 0;
   const cudaError_t e = cudaGetDeviceCount(&num_devices);
   if (e != cudaSuccess || num_devices == 0)
@@ -110,16 +122,22 @@ CudaBackend::CudaBackend(const ModelConfig& config, const ModelWeights& weights,
   } else if (options.log) {
     std::fprintf(stderr, "cuda backend: CUDA graphs off: every step runs eagerly\n");
   }
-  if (options.log) std::fprintf(stderr, "cuda backend: ready in %.2f s\n", seconds_since(t0));
 }
 
-CudaBackend::~CudaBackend() {
+CudaBackend::~CudaBackend() { release(); }
+
+void CudaBackend::release() {
   // No throwing here: errors on the way out are ignored (the process is usually ending).
   if (stream_) cudaStreamSynchronize(stream_);
   for (cudaGraphExec_t g : graphs_) cudaGraphExecDestroy(g);
   for (void* p : allocations_) cudaFree(p);
   if (staging_host_) cudaFreeHost(staging_host_);
+  if (sample_host_) cudaFreeHost(sample_host_);
+  if (sample_out_host_) cudaFreeHost(sample_out_host_);
+  if (sample_dev_) cudaFree(sample_dev_);
   if (stream_) cudaStreamDestroy(stream_);
+  graphs_.clear(), allocations_.clear();
+  staging_host_ = nullptr, sample_host_ = nullptr, sample_dev_ = nullptr, sample_out_host_ = nullptr, stream_ = nullptr;
 }
 
 std::string CudaBackend::describe() const {
@@ -262,6 +280,13 @@ void CudaBackend::allocate_buffers() {
   staging_dev_ = static_cast<int32_t*>(device_alloc(size_t(staging_elems_) * 4, "the step's index arrays"));
   B_.staging = staging_dev_;
   buffer_bytes_ += uint64_t(staging_elems_) * 4;
+  // Device sampling: the sampled ids and logprobs of the largest step, and the batch's buffers, first sized for
+  // penalty lists of 256 ids a row (grown when a batch needs more).
+  check(cudaHostAlloc(reinterpret_cast<void**>(&sample_out_host_), size_t(R) * 8, cudaHostAllocDefault),
+        "allocating the pinned buffer of sampled tokens");
+  sample_out_dev_ = static_cast<int32_t*>(device_alloc(size_t(R) * 8, "the sampled tokens"));
+  grow_sample_staging(cuda_sample_layout(int32_t(R), size_t(R) * 256, size_t(R) * 256).total);
+  buffer_bytes_ += uint64_t(R) * 8 + sample_capacity_;
 }
 
 void CudaBackend::allocate_kv_cache(const CudaBackendOptions& options) {
@@ -331,11 +356,67 @@ void CudaBackend::capture_graphs() {
 }
 
 void CudaBackend::forward(const StepPlan& plan, float* logits) {
+  const int32_t rows = int32_t(plan.logit_rows.size());
+  if (!enqueue_step(plan)) return;
+  // Logit row i is at row i of the logits buffer (eager: gathered in plan order; graph: decode rows are 0..n-1 in order).
+  if (rows > 0)
+    check(cudaMemcpyAsync(logits, B_.logits, size_t(rows) * size_t(config_.vocab_size) * sizeof(float),
+                          cudaMemcpyDeviceToHost, stream_),
+          "copying the logits back");
+  check(cudaStreamSynchronize(stream_), "the forward step");
+}
+
+void CudaBackend::forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids,
+                                 float* logprobs) {
+  const int32_t rows = int32_t(plan.logit_rows.size());
+  if (batch.num_rows() != rows) fail("cuda backend: ", batch.num_rows(), " sampling rows for ", rows, " logit rows");
+  // Checked (the rows' parameters, the lists' shape) and packed before anything is queued.
+  const cpu::PenaltyLists& pl = batch.penalties;
+  const size_t bytes = cuda_sample_layout(rows, pl.rep_ids.size(), pl.freq_ids.size()).total;
+  if (bytes > sample_capacity_) grow_sample_staging(bytes);  // the previous step has finished: nothing reads it
+  CudaSampleLayout layout;
+  try {
+    layout = cuda_pack_sample_batch(batch, sample_host_, sample_capacity_);
+  } catch (const Error& e) {
+    fail("cuda backend: ", e.what());
+  }
+  if (!enqueue_step(plan)) return;
+  if (rows == 0) {
+    check(cudaStreamSynchronize(stream_), "the forward step");
+    return;
+  }
+  check(cudaMemcpyAsync(sample_dev_, sample_host_, layout.total, cudaMemcpyHostToDevice, stream_),
+        "uploading the sampling batch");
+  // Logit row i is at row i of the logits buffer, as forward() copies them back; the penalties apply in place.
+  const SampleParams p = cuda_sample_params(layout, rows, sample_dev_, B_.logits, config_.vocab_size, sample_out_dev_,
+                                            reinterpret_cast<float*>(sample_out_dev_ + max_logit_rows_));
+  std::string why;
+  check_op(cuda::sample(p, stream_, &why), "sampling", why);
+  check(cudaMemcpyAsync(sample_out_host_, sample_out_dev_, size_t(max_logit_rows_) * 8, cudaMemcpyDeviceToHost, stream_),
+        "copying the sampled tokens back");
+  check(cudaStreamSynchronize(stream_), "the forward step and its sampling");
+  std::copy_n(sample_out_host_, rows, token_ids);
+  std::memcpy(logprobs, sample_out_host_ + max_logit_rows_, size_t(rows) * sizeof(float));
+}
+
+void CudaBackend::grow_sample_staging(size_t bytes) {
+  check(cudaStreamSynchronize(stream_), "the step before growing the sampling buffers");
+  const size_t capacity = std::max(bytes, 2 * sample_capacity_);
+  if (sample_host_) cudaFreeHost(sample_host_);
+  if (sample_dev_) cudaFree(sample_dev_);
+  sample_host_ = nullptr, sample_dev_ = nullptr, sample_capacity_ = 0;
+  check(cudaHostAlloc(reinterpret_cast<void**>(&sample_host_), capacity, cudaHostAllocDefault),
+        "allocating the pinned sampling buffer");
+  check(cudaMalloc(reinterpret_cast<void**>(&sample_dev_), capacity), "allocating the device sampling buffer");
+  sample_capacity_ = capacity;
+}
+
+bool CudaBackend::enqueue_step(const StepPlan& plan) {
   // The current device is per host thread, and the engine calls from its own thread, not the constructor's.
   check(cudaSetDevice(device_), "cudaSetDevice");
   plan.validate(block_size_, num_blocks_);
   const int32_t n = plan.num_tokens(), s = plan.num_seqs(), rows = int32_t(plan.logit_rows.size());
-  if (n == 0) return;
+  if (n == 0) return false;
   if (n > max_tokens_) fail("cuda backend: a step of ", n, " tokens exceeds max_tokens_per_step ", max_tokens_);
   if (s > max_seqs_) fail("cuda backend: a step of ", s, " sequences exceeds max_seqs_per_step ", max_seqs_);
   if (rows > max_logit_rows_)
@@ -358,12 +439,7 @@ void CudaBackend::forward(const StepPlan& plan, float* logits) {
     check(cudaGraphLaunch(graphs_[size_t(bucket)], stream_), "replaying a decode graph");
   else
     enqueue_forward(shape, &plan);
-  // Logit row i is at row i of the logits buffer (eager: gathered in plan order; graph: decode rows are 0..n-1 in order).
-  if (rows > 0)
-    check(cudaMemcpyAsync(logits, B_.logits, size_t(rows) * size_t(config_.vocab_size) * sizeof(float),
-                          cudaMemcpyDeviceToHost, stream_),
-          "copying the logits back");
-  check(cudaStreamSynchronize(stream_), "the forward step");
+  return true;
 }
 
 // The launchers on the backend's stream, each result checked; the observer's copies back to the host.

@@ -9,6 +9,8 @@
 //             else kCudaDefaultKvFraction of the memory free after weights and activations.
 //   buffers   activations for max_tokens_per_step tokens, matmul and attention workspaces for the largest step,
 //             a pinned staging buffer and its device mirror for the step's index arrays (one copy per step).
+//   sampling  on the device (forward_sample): the step's rows and penalty lists go over in one copy, the sampler
+//             (kernels/cuda/sampling.h) runs on the logits in place, and only ids and logprobs come back.
 //   graphs    one CUDA graph per decode batch bucket (cuda_graph_buckets), captured at construction; a decode-only
 //             step is padded to its bucket (padding sequences: kv_len 0, position -1, attention_params.h) and
 //             replays it. Prefill and mixed steps run eagerly.
@@ -47,6 +49,9 @@ class CudaBackend : public Backend {
   CudaBackend& operator=(const CudaBackend&) = delete;
 
   void forward(const StepPlan& plan, float* logits) override;
+  // Samples on the GPU (kernels/cuda/sampling.h): only the token ids and logprobs come back.
+  bool samples_on_device() const override { return true; }
+  void forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids, float* logprobs) override;
   const ModelConfig& config() const override { return config_; }
   int32_t block_size() const override { return block_size_; }
   int32_t num_kv_blocks() const override { return num_blocks_; }
@@ -57,8 +62,18 @@ class CudaBackend : public Backend {
   std::string describe() const;
   uint64_t kv_cache_bytes() const { return kv_bytes_; }
   const std::vector<int32_t>& graph_buckets() const { return buckets_; }
+  double graph_capture_seconds() const { return capture_seconds_; }
 
  private:
+  // The constructor's work after its checks; on a throw the constructor calls release() (no leak of device memory
+  // when, say, the KV cache does not fit after the weights were uploaded).
+  void initialize(const ModelWeights& weights, const CudaBackendOptions& options);
+  // Frees everything allocated so far (the destructor's work; safe on a half-built backend).
+  void release();
+  // Validates the plan, uploads its index arrays and queues its forward pass (graph or eager) on stream_; the
+  // logit rows are then in B_.logits. False for an empty plan (nothing queued).
+  bool enqueue_step(const StepPlan& plan);
+  void grow_sample_staging(size_t bytes);
   void* device_alloc(size_t bytes, const char* what);
   void upload_weights(const ModelWeights& weights);
   void allocate_buffers();
@@ -84,6 +99,15 @@ class CudaBackend : public Backend {
   int32_t* staging_host_ = nullptr;  // pinned
   int32_t* staging_dev_ = nullptr;
   int64_t staging_elems_ = 0;
+
+  // Device sampling: the batch (rows, penalty lists) packed in one pinned buffer, copied over in one go
+  // (cuda_sample_layout); grown, rarely, when a batch's penalty lists outgrow it. The ids and logprobs come back
+  // through sample_out_*: (max_logit_rows_) ids, then as many logprobs.
+  uint8_t* sample_host_ = nullptr;
+  uint8_t* sample_dev_ = nullptr;
+  size_t sample_capacity_ = 0;
+  int32_t* sample_out_host_ = nullptr;  // pinned
+  int32_t* sample_out_dev_ = nullptr;
 
   std::vector<int32_t> buckets_;
   std::vector<cudaGraphExec_t> graphs_;  // per bucket (empty when graphs are off)

@@ -1,6 +1,8 @@
 #include "model/cuda_backend_host.h"
 
 #include <algorithm>
+#include <cstring>
+#include <string>
 
 #include "common/error.h"
 
@@ -54,6 +56,68 @@ StepLayout cuda_step_layout(int32_t num_tokens, int32_t num_seqs, int32_t table_
   l.logit_rows = at, at += up4(num_logit_rows);
   l.total = at;
   return l;
+}
+
+CudaSampleLayout cuda_sample_layout(int32_t num_rows, size_t num_rep_ids, size_t num_freq_ids) {
+  auto up16 = [](size_t n) { return (n + 15) / 16 * 16; };
+  const size_t rows = size_t(std::max(num_rows, 0));
+  CudaSampleLayout l;
+  size_t at = 0;
+  l.rows = at, at += up16(rows * sizeof(SampleRow));
+  l.rep_offsets = at, at += up16((rows + 1) * 4);
+  l.rep_ids = at, at += up16(num_rep_ids * 4);
+  l.freq_offsets = at, at += up16((rows + 1) * 4);
+  l.freq_ids = at, at += up16(num_freq_ids * 4);
+  l.freq_counts = at, at += up16(num_freq_ids * 4);
+  l.total = at;
+  return l;
+}
+
+CudaSampleLayout cuda_pack_sample_batch(const cpu::SampleBatch& batch, uint8_t* dst, size_t dst_bytes) {
+  const int32_t rows = batch.num_rows();
+  for (int32_t r = 0; r < rows; ++r)
+    if (std::string why = sample_row_error(batch.rows[size_t(r)]); !why.empty()) fail("row ", r, ": ", why);
+  const cpu::PenaltyLists& pl = batch.penalties;
+  auto consistent = [&](const std::vector<int32_t>& offsets, size_t ids) {
+    if (offsets.size() != size_t(rows) + 1 || offsets.front() != 0 || size_t(offsets.back()) != ids) return false;
+    for (size_t i = 1; i < offsets.size(); ++i)
+      if (offsets[i] < offsets[i - 1]) return false;
+    return true;
+  };
+  if (!consistent(pl.rep_offsets, pl.rep_ids.size()) || !consistent(pl.freq_offsets, pl.freq_ids.size()) ||
+      pl.freq_counts.size() != pl.freq_ids.size())
+    fail("sampling batch: the penalty lists do not describe its ", rows, " rows");
+  const CudaSampleLayout l = cuda_sample_layout(rows, pl.rep_ids.size(), pl.freq_ids.size());
+  if (l.total > dst_bytes) fail("sampling batch: ", l.total, " bytes do not fit the ", dst_bytes, " byte buffer");
+  auto put = [&](size_t at, const void* src, size_t bytes) {
+    if (bytes) std::memcpy(dst + at, src, bytes);
+  };
+  put(l.rows, batch.rows.data(), size_t(rows) * sizeof(SampleRow));
+  put(l.rep_offsets, pl.rep_offsets.data(), pl.rep_offsets.size() * 4);
+  put(l.rep_ids, pl.rep_ids.data(), pl.rep_ids.size() * 4);
+  put(l.freq_offsets, pl.freq_offsets.data(), pl.freq_offsets.size() * 4);
+  put(l.freq_ids, pl.freq_ids.data(), pl.freq_ids.size() * 4);
+  put(l.freq_counts, pl.freq_counts.data(), pl.freq_counts.size() * 4);
+  return l;
+}
+
+SampleParams cuda_sample_params(const CudaSampleLayout& layout, int32_t num_rows, uint8_t* base, float* logits,
+                                int32_t vocab, int32_t* token_ids, float* maybe_logprobs) {
+  auto at = [&](size_t offset) { return reinterpret_cast<int32_t*>(base + offset); };
+  SampleParams p;
+  p.num_rows = num_rows;
+  p.vocab = vocab;
+  p.logits = logits;
+  p.ld_logits = vocab;
+  p.rows = reinterpret_cast<const SampleRow*>(base + layout.rows);
+  p.maybe_rep_offsets = at(layout.rep_offsets);
+  p.rep_ids = at(layout.rep_ids);
+  p.maybe_freq_offsets = at(layout.freq_offsets);
+  p.freq_ids = at(layout.freq_ids);
+  p.freq_counts = at(layout.freq_counts);
+  p.token_ids = token_ids;
+  p.maybe_logprobs = maybe_logprobs;
+  return p;
 }
 
 StepMaxima cuda_fill_staging(const StepPlan& plan, const StepLayout& layout, int32_t table_width, int32_t pad_to_seqs,

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/sampling.h"
 #include "kernels/ops_params.h"
 #include "model/config.h"
 #include "model/cuda_forward.h"
@@ -60,6 +61,21 @@ StepMaxima cuda_fill_staging(const StepPlan& plan, const StepLayout& layout, int
 // was. bucket_size 0: an eager step, the plan's own width and maxima. *elems gets the int32 count to upload.
 StepShape cuda_prepare_step(const StepPlan& plan, int32_t bucket_size, int32_t table_width, int32_t block_size,
                             int32_t* staging, int64_t* elems);
+
+// ---- A step's sampling batch (cpu::SampleBatch) in one buffer, for one copy to the device: the rows, then the
+// penalty lists' arrays, each at a 16-byte aligned byte offset.
+struct CudaSampleLayout {
+  size_t rows = 0, rep_offsets = 0, rep_ids = 0, freq_offsets = 0, freq_ids = 0, freq_counts = 0;
+  size_t total = 0;  // bytes in all
+};
+CudaSampleLayout cuda_sample_layout(int32_t num_rows, size_t num_rep_ids, size_t num_freq_ids);
+// Checks the batch (its rows' parameters, sample_row_error, and that its lists have one entry per row: the kernel
+// takes both as given) and copies it into dst (the layout's total bytes); returns the layout.
+CudaSampleLayout cuda_pack_sample_batch(const cpu::SampleBatch& batch, uint8_t* dst, size_t dst_bytes);
+// The SampleParams of a packed batch whose copy starts at `base` (device memory for the kernel; the host buffer for
+// a test of the packing with the twin).
+SampleParams cuda_sample_params(const CudaSampleLayout& layout, int32_t num_rows, uint8_t* base, float* logits,
+                                int32_t vocab, int32_t* token_ids, float* maybe_logprobs);
 
 // ---- Weight packing. A packed weight is one bf16 (rows, K) matrix; each source tensor is dequantized into it by
 // one dequantize call that views `group_rows` consecutive source rows as one row of group_rows · K values and

@@ -119,6 +119,26 @@ TwinBackend::TwinBackend(const ModelConfig& config, const ModelWeights& weights,
 }
 
 void TwinBackend::forward(const StepPlan& plan, float* logits) {
+  run(plan);
+  std::copy_n(B_.logits, plan.logit_rows.size() * size_t(config_.vocab_size), logits);
+}
+
+void TwinBackend::forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids,
+                                 float* logprobs) {
+  if (!options_.sample_on_device) fail("twin backend: built without device sampling (sample_on_device)");
+  if (size_t(batch.num_rows()) != plan.logit_rows.size())
+    fail("twin backend: ", batch.num_rows(), " sampling rows for ", plan.logit_rows.size(), " logit rows");
+  // Packed into one buffer as CudaBackend uploads it, and sampled by the kernel's twin from there.
+  const cpu::PenaltyLists& pl = batch.penalties;
+  sample_staging_.resize(cuda_sample_layout(batch.num_rows(), pl.rep_ids.size(), pl.freq_ids.size()).total);
+  const CudaSampleLayout layout = cuda_pack_sample_batch(batch, sample_staging_.data(), sample_staging_.size());
+  run(plan);
+  if (batch.num_rows() == 0) return;
+  cpu::sample(cuda_sample_params(layout, batch.num_rows(), sample_staging_.data(), B_.logits, config_.vocab_size,
+                                 token_ids, logprobs));
+}
+
+void TwinBackend::run(const StepPlan& plan) {
   plan.validate(block_size_, num_blocks_);
   const int32_t n = plan.num_tokens(), rows = int32_t(plan.logit_rows.size());
   if (n == 0) return;
@@ -136,7 +156,6 @@ void TwinBackend::forward(const StepPlan& plan, float* logits) {
   TwinOps ops{*this};
   run_forward(config_, layers_, B_, shape, ops);
   plan_ = nullptr;
-  std::copy_n(B_.logits, size_t(rows) * size_t(config_.vocab_size), logits);
 }
 
 }  // namespace flint

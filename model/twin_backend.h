@@ -18,12 +18,15 @@ struct TwinBackendOptions {
   int32_t max_tokens_per_step = 256;
   int32_t max_seqs_per_step = 16;
   bool pad_decode_to_buckets = true;  // run decode-only steps as CudaBackend replays its graphs: padded to a bucket
+  bool sample_on_device = true;       // forward_sample as CudaBackend's: the twin sampler (cpu::sample) on its logits
 };
 
 class TwinBackend : public Backend {
  public:
   TwinBackend(const ModelConfig& config, const ModelWeights& weights, const TwinBackendOptions& options = {});
   void forward(const StepPlan& plan, float* logits) override;
+  bool samples_on_device() const override { return options_.sample_on_device; }
+  void forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids, float* logprobs) override;
   const ModelConfig& config() const override { return config_; }
   int32_t block_size() const override { return block_size_; }
   int32_t num_kv_blocks() const override { return num_blocks_; }
@@ -33,6 +36,8 @@ class TwinBackend : public Backend {
 
  private:
   friend struct TwinOps;
+  // The forward pass; the plan's logit rows are left in B_.logits.
+  void run(const StepPlan& plan);
   ModelConfig config_;
   TwinBackendOptions options_;
   int32_t block_size_ = 0, num_blocks_ = 0, table_width_ = 0, last_bucket_ = 0;
@@ -42,6 +47,7 @@ class TwinBackend : public Backend {
   std::vector<bf16_bits> bf16_buffers_[9];
   std::vector<uint8_t> matmul_ws_, attn_ws_;
   std::vector<int32_t> staging_;
+  std::vector<uint8_t> sample_staging_;  // the packed sampling batch (cuda_sample_layout)
   std::vector<int32_t> buckets_;
   std::vector<ForwardLayer> layers_;
   ForwardBuffers B_;

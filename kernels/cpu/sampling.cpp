@@ -141,4 +141,34 @@ void PenaltyLists::add_row(std::span<const int32_t> context, std::span<const int
   freq_offsets.push_back(int32_t(freq_ids.size()));
 }
 
+void SampleBatch::add_row(const SampleRow& row, std::span<const int32_t> context, std::span<const int32_t> generated,
+                          int32_t vocab) {
+  rows.push_back(row);
+  const bool rep = row.repetition_penalty != 1.0f;
+  const bool freq = row.presence_penalty != 0.0f || row.frequency_penalty != 0.0f;
+  penalties.add_row(rep ? context : std::span<const int32_t>{}, freq ? generated : std::span<const int32_t>{}, vocab);
+}
+
+SampleParams SampleBatch::host_params(float* logits, int32_t vocab, int64_t ld_logits, int32_t* token_ids,
+                                      float* maybe_logprobs) const {
+  SampleParams p;
+  p.num_rows = num_rows();
+  p.vocab = vocab;
+  p.logits = logits;
+  p.ld_logits = ld_logits;
+  p.rows = rows.data();
+  if (!penalties.rep_ids.empty()) {  // else no row has a list (and an empty vector's data() may be null)
+    p.maybe_rep_offsets = penalties.rep_offsets.data();
+    p.rep_ids = penalties.rep_ids.data();
+  }
+  if (!penalties.freq_ids.empty()) {
+    p.maybe_freq_offsets = penalties.freq_offsets.data();
+    p.freq_ids = penalties.freq_ids.data();
+    p.freq_counts = penalties.freq_counts.data();
+  }
+  p.token_ids = token_ids;
+  p.maybe_logprobs = maybe_logprobs;
+  return p;
+}
+
 }  // namespace flint::cpu

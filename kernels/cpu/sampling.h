@@ -28,4 +28,21 @@ struct PenaltyLists {
   void add_row(std::span<const int32_t> context, std::span<const int32_t> generated, int32_t vocab);
 };
 
+// A step's rows with their penalty lists, on the host: what the engine hands a backend that samples on its device
+// (model/backend.h Backend::forward_sample), which copies it over as is, and what the twin samples directly.
+struct SampleBatch {
+  std::vector<SampleRow> rows;
+  PenaltyLists penalties;
+
+  int num_rows() const { return int(rows.size()); }
+  void clear() { *this = SampleBatch{}; }
+  // Appends one row. Its repetition list is built from `context` only when its repetition penalty is on, its
+  // presence/frequency list from `generated` only when one of those is on (an unused list costs nothing).
+  void add_row(const SampleRow& row, std::span<const int32_t> context, std::span<const int32_t> generated,
+               int32_t vocab);
+  // The SampleParams of these rows over host arrays: the twin's (cpu::sample) input.
+  SampleParams host_params(float* logits, int32_t vocab, int64_t ld_logits, int32_t* token_ids,
+                           float* maybe_logprobs) const;
+};
+
 }  // namespace flint::cpu

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <random>
 
+#include "kernels/cpu/sampling.h"
 #include "model/backend_diff.h"
 #include "model/cpu_backend.h"
 #include "model/cuda_backend.h"
@@ -231,6 +232,69 @@ TEST(CudaBackend, GraphDecodeEqualsEagerDecodeBitForBitAndTracksTheCpu) {
     const LogitCompare cmp = compare_logits(lc, lg, vocab, ("graph decode step " + std::to_string(step)).c_str());
     EXPECT_EQ(cmp.hard_mismatches, 0);
     EXPECT_LE(cmp.worst, kLogitRelBound);
+  }
+}
+
+// Sampling on the device (forward_sample) against the twin (cpu::sample) on the logits of the same step: the same
+// tokens and the same logprob bits, for greedy, temperature, top-k, top-p, min-p and penalties, eager (prefill) and
+// through a graph (decode). Each step runs twice, forward then forward_sample: it rewrites its own KV slots with the
+// same values, so both see the same logits.
+TEST(CudaBackend, DeviceSamplingPicksTheTwinsTokensFromTheSameLogits) {
+  REQUIRE_GPU();
+  REQUIRE_MODEL();
+  const LoadedModel model = load_model(model_path());
+  const int32_t vocab = model.config.vocab_size, per_seq = 8, seqs = 5;
+  CudaBackend gpu(model.config, model.weights,
+                  {.num_kv_blocks = seqs * per_seq, .max_tokens_per_step = 128, .max_seqs_per_step = 8});
+  std::vector<std::vector<int32_t>> history;
+  std::vector<SampleRow> params(static_cast<size_t>(seqs));
+  params[0].temperature = 0.0f;
+  params[1].temperature = 0.8f, params[1].top_k = 40, params[1].seed = 7;
+  params[2].top_p = 0.9f, params[2].seed = 8, params[2].repetition_penalty = 1.3f;
+  params[3].min_p = 0.1f, params[3].temperature = 0.6f, params[3].seed = 9, params[3].presence_penalty = 0.5f,
+  params[3].frequency_penalty = 0.4f;
+  params[4].temperature = 1.2f, params[4].seed = 10;
+  for (int32_t s = 0; s < seqs; ++s) history.push_back(random_tokens(10 + 7 * s, vocab, 300 + uint32_t(s)));
+  auto blocks = [&](int32_t s) { return iota(s * per_seq, per_seq); };
+  auto batch_for = [&](const std::vector<int32_t>& rows, int step) {
+    cpu::SampleBatch b;
+    for (int32_t s : rows) {
+      SampleRow r = params[size_t(s)];
+      r.step = uint64_t(step);
+      const std::vector<int32_t>& h = history[size_t(s)];
+      b.add_row(r, h, std::span(h).subspan(std::min<size_t>(h.size(), 4)), vocab);
+    }
+    return b;
+  };
+  auto check_step = [&](const StepPlan& plan, const std::vector<int32_t>& rows, int step, const char* what) {
+    const cpu::SampleBatch batch = batch_for(rows, step);
+    std::vector<float> logits(rows.size() * size_t(vocab), NAN);
+    gpu.forward(plan, logits.data());
+    std::vector<int32_t> want(rows.size(), -1), got(rows.size(), -2);
+    std::vector<float> want_lp(rows.size(), NAN), got_lp(rows.size(), NAN);
+    cpu::sample(batch.host_params(logits.data(), vocab, vocab, want.data(), want_lp.data()));
+    gpu.forward_sample(plan, batch, got.data(), got_lp.data());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      EXPECT_EQ(got[i], want[i]) << what << " row " << i;
+      EXPECT_EQ(got_lp[i], want_lp[i]) << what << " row " << i;
+    }
+    return got;
+  };
+  for (int32_t s = 0; s < seqs; ++s) {  // prefill, one sequence a step: eager
+    StepPlan p;
+    p.add_sequence(history[size_t(s)], int32_t(history[size_t(s)].size()), blocks(s), true);
+    history[size_t(s)].push_back(check_step(p, {s}, 0, "prefill")[0]);
+  }
+  for (int step = 1; step <= 6; ++step) {  // decode, all five together: the graph of 8
+    StepPlan p;
+    std::vector<int32_t> rows;
+    for (int32_t s = 0; s < seqs; ++s) {
+      const std::vector<int32_t>& h = history[size_t(s)];
+      p.add_sequence({h.back()}, int32_t(h.size()), blocks(s), true);
+      rows.push_back(s);
+    }
+    const std::vector<int32_t> got = check_step(p, rows, step, "decode");
+    for (int32_t s = 0; s < seqs; ++s) history[size_t(s)].push_back(got[size_t(s)]);
   }
 }
 

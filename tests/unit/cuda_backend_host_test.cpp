@@ -11,6 +11,7 @@
 #include "kernels/bf16.h"
 #include "kernels/cpu/matmul_bf16.h"
 #include "kernels/cpu/quant.h"
+#include "kernels/cpu/sampling.h"
 #include "model/cuda_backend_host.h"
 #include "model/model_loader.h"
 #include "test_util.h"
@@ -241,6 +242,67 @@ void check_layer_packing(const LoadedModel& model, int layer) {
           << "gate/up row " << f << " token " << m;
     }
   }
+}
+
+// The sampling batch packed into one buffer as CudaBackend uploads it: sampled from the packed copy (the twin on
+// the host buffer, where the kernel reads the device copy), every row gives what the batch itself gives.
+TEST(CudaSampleBatch, PackedCopySamplesAsTheBatchAndTheLayoutIsAlignedAndDisjoint) {
+  const int32_t vocab = 320, rows = 4;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> logits(size_t(rows) * vocab);
+  for (float& x : logits) x = normal(rng);
+  cpu::SampleBatch batch;
+  const std::vector<int32_t> context = {1, 2, 3, 250, 2}, generated = {3, 250, 250};
+  for (int32_t r = 0; r < rows; ++r) {
+    SampleRow row;
+    row.temperature = r == 0 ? 0.0f : 0.8f;
+    row.repetition_penalty = r == 1 ? 1.5f : 1.0f;
+    row.presence_penalty = r >= 2 ? 0.5f : 0.0f;
+    row.frequency_penalty = r == 3 ? 1.0f : 0.0f;
+    row.top_k = r == 2 ? 20 : 0;
+    row.seed = 11 + uint64_t(r), row.step = uint64_t(r) * 3;
+    batch.add_row(row, context, generated, vocab);
+  }
+  const CudaSampleLayout l =
+      cuda_sample_layout(rows, batch.penalties.rep_ids.size(), batch.penalties.freq_ids.size());
+  const size_t starts[] = {l.rows, l.rep_offsets, l.rep_ids, l.freq_offsets, l.freq_ids, l.freq_counts, l.total};
+  for (size_t i = 0; i + 1 < std::size(starts); ++i) {
+    EXPECT_EQ(starts[i] % 16, 0u) << i;
+    EXPECT_LT(starts[i], starts[i + 1]) << i;
+  }
+  EXPECT_GE(l.rep_offsets - l.rows, size_t(rows) * sizeof(SampleRow));
+
+  std::vector<uint8_t> buffer(l.total + 64, 0xAB);
+  const CudaSampleLayout packed = cuda_pack_sample_batch(batch, buffer.data(), buffer.size());
+  EXPECT_EQ(packed.total, l.total);
+  std::vector<float> a = logits, b = logits;
+  int32_t ids_a[rows], ids_b[rows];
+  float lp_a[rows], lp_b[rows];
+  cpu::sample(batch.host_params(a.data(), vocab, vocab, ids_a, lp_a));
+  cpu::sample(cuda_sample_params(packed, rows, buffer.data(), b.data(), vocab, ids_b, lp_b));
+  for (int32_t r = 0; r < rows; ++r) {
+    EXPECT_EQ(ids_a[r], ids_b[r]) << r;
+    EXPECT_EQ(lp_a[r], lp_b[r]) << r;
+  }
+  EXPECT_EQ(a, b);  // the same penalties applied in place
+  EXPECT_NE(a, logits);
+}
+
+TEST(CudaSampleBatch, RefusesBadBatchesBeforeAnythingIsQueued) {
+  cpu::SampleBatch batch;
+  batch.add_row(SampleRow{}, {}, {}, 100);
+  std::vector<uint8_t> buffer(4096);
+  cpu::SampleBatch bad = batch;
+  bad.rows[0].top_p = 0.0f;
+  test::expect_error([&] { cuda_pack_sample_batch(bad, buffer.data(), buffer.size()); }, {"row 0", "top_p"});
+  bad = batch;
+  bad.penalties.rep_offsets.push_back(3);  // a second row's list for a batch of one row
+  test::expect_error([&] { cuda_pack_sample_batch(bad, buffer.data(), buffer.size()); }, {"penalty lists", "1 rows"});
+  bad = batch;
+  bad.penalties.freq_counts.push_back(1);  // a count without an id
+  test::expect_error([&] { cuda_pack_sample_batch(bad, buffer.data(), buffer.size()); }, {"penalty lists"});
+  test::expect_error([&] { cuda_pack_sample_batch(batch, buffer.data(), 16); }, {"do not fit", "16 byte"});
 }
 
 TEST(CudaWeightPacking, QkvWithBiasAndGateUpMatchTheUnpackedWeights) {

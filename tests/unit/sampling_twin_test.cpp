@@ -27,13 +27,7 @@ std::vector<float> random_logits(size_t n, uint32_t seed, float sd = 2.0f) {
   return v;
 }
 
-SampleRow row_of(const SamplingParams& s, uint64_t step = 0) {
-  SampleRow r;
-  r.temperature = s.temperature, r.top_k = s.top_k, r.top_p = s.top_p, r.min_p = s.min_p;
-  r.repetition_penalty = s.repetition_penalty, r.presence_penalty = s.presence_penalty;
-  r.frequency_penalty = s.frequency_penalty, r.seed = s.seed, r.step = step;
-  return r;
-}
+SampleRow row_of(const SamplingParams& s, uint64_t step = 0) { return to_sample_row(s, step); }
 
 struct One {  // one row through the twin
   int32_t token = -1;
@@ -296,6 +290,72 @@ TEST(SamplingTwin, SamplesEveryRowWithItsOwnParameters) {
   EXPECT_EQ(tokens[0], int32_t(std::max_element(l0.begin(), l0.end()) - l0.begin()));
   const std::vector<float> l1(logits.begin() + vocab + 4, logits.begin() + 2 * vocab + 4);
   EXPECT_EQ(tokens[1], int32_t(std::max_element(l1.begin(), l1.end()) - l1.begin()));
+}
+
+TEST(SamplingTwin, ToSampleRowCarriesEveryParameterAndTheStep) {
+  SamplingParams s;
+  s.temperature = 0.7f, s.top_k = 12, s.top_p = 0.8f, s.min_p = 0.05f, s.repetition_penalty = 1.3f;
+  s.presence_penalty = -0.5f, s.frequency_penalty = 1.5f, s.seed = 0x1234567890ull, s.num_logprobs = 4;
+  const SampleRow r = to_sample_row(s, 77);
+  EXPECT_EQ(r.temperature, 0.7f);
+  EXPECT_EQ(r.top_k, 12);
+  EXPECT_EQ(r.top_p, 0.8f);
+  EXPECT_EQ(r.min_p, 0.05f);
+  EXPECT_EQ(r.repetition_penalty, 1.3f);
+  EXPECT_EQ(r.presence_penalty, -0.5f);
+  EXPECT_EQ(r.frequency_penalty, 1.5f);
+  EXPECT_EQ(r.seed, 0x1234567890ull);
+  EXPECT_EQ(r.step, 77u);
+  EXPECT_EQ(r.reserved, 0u);
+}
+
+// SampleBatch (what the engine hands a device that samples): a row's lists hold only what its penalties use, and
+// sampling the batch gives each row what the twin gives it alone with its own lists.
+TEST(SampleBatch, ListsOnlyWhatEachRowsPenaltiesUseAndSamplesEveryRowAsAlone) {
+  const int32_t vocab = 200;
+  const std::vector<int32_t> context = {5, 9, 5, 300, 17, 9, 42}, generated = {17, 9, 42, 42};
+  SamplingParams plain, rep, freq;
+  plain.temperature = 0.0f;
+  rep.repetition_penalty = 1.8f, rep.seed = 3;
+  freq.presence_penalty = 0.7f, freq.frequency_penalty = 0.4f, freq.seed = 4, freq.top_k = 30;
+  SampleBatch batch;
+  batch.add_row(row_of(plain), context, generated, vocab);
+  batch.add_row(row_of(rep, 2), context, generated, vocab);
+  batch.add_row(row_of(freq, 5), context, generated, vocab);
+  const PenaltyLists& pl = batch.penalties;
+  EXPECT_EQ(pl.rep_offsets, (std::vector<int32_t>{0, 0, 4, 4}));
+  EXPECT_EQ(pl.rep_ids, (std::vector<int32_t>{5, 9, 17, 42}));  // distinct, first seen first; 300 is outside
+  EXPECT_EQ(pl.freq_offsets, (std::vector<int32_t>{0, 0, 0, 3}));
+  EXPECT_EQ(pl.freq_ids, (std::vector<int32_t>{17, 9, 42}));
+  EXPECT_EQ(pl.freq_counts, (std::vector<int32_t>{1, 1, 2}));
+
+  std::vector<float> logits;
+  for (int r = 0; r < 3; ++r) {
+    const auto l = random_logits(size_t(vocab), 700 + uint32_t(r));
+    logits.insert(logits.end(), l.begin(), l.end());
+  }
+  auto work = logits;
+  int32_t tokens[3];
+  float logprobs[3];
+  sample(batch.host_params(work.data(), vocab, vocab, tokens, logprobs));
+  for (int r = 0; r < 3; ++r) {
+    PenaltyLists own;
+    own.add_row(context, generated, vocab);
+    const One one = twin_sample(std::vector<float>(logits.begin() + r * vocab, logits.begin() + (r + 1) * vocab),
+                                batch.rows[size_t(r)], &own);
+    EXPECT_EQ(tokens[r], one.token) << r;
+    EXPECT_EQ(logprobs[r], one.logprob) << r;
+  }
+  EXPECT_EQ(tokens[0], int32_t(std::max_element(logits.begin(), logits.begin() + vocab) - logits.begin()));
+
+  SampleBatch none;  // no penalties anywhere: no lists handed over
+  none.add_row(row_of(plain), context, generated, vocab);
+  const SampleParams p = none.host_params(work.data(), vocab, vocab, tokens, logprobs);
+  EXPECT_EQ(p.maybe_rep_offsets, nullptr);
+  EXPECT_EQ(p.maybe_freq_offsets, nullptr);
+  none.clear();
+  EXPECT_EQ(none.num_rows(), 0);
+  EXPECT_EQ(none.penalties.rep_offsets, (std::vector<int32_t>{0}));
 }
 
 TEST(SamplingTwin, RejectsBadArguments) {
