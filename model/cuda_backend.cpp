@@ -141,8 +141,8 @@ void CudaBackend::release() {
 }
 
 std::string CudaBackend::describe() const {
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%s; weights %.2f GiB bf16; KV cache %d blocks x %d tokens (%.2f GiB); %s",
+  char buf[320];
+  std::snprintf(buf, sizeof buf, "%s; weights %.2f GiB bf16; KV cache %d blocks x %d tokens (%.2f GiB); %s; sampling on the device",
                 device_name_.c_str(), gib(weight_bytes_), num_blocks_, block_size_, gib(kv_bytes_),
                 graphs_.empty() ? "no CUDA graphs" : (std::to_string(graphs_.size()) + " decode graphs").c_str());
   return buf;
