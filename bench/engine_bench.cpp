@@ -470,6 +470,7 @@ int main(int argc, char** argv) {
       json m = {{"model", name},
                 {"spec", spec.to_string()},
                 {"layers", model.config.num_layers},
+                {"shape_layers", flint::find_model_shape(name).config.num_layers},
                 {"backend", made.description},
                 {"weight_bytes", weight_bytes},
                 {"kv_bytes_per_token", kv_per_token},
