@@ -328,7 +328,8 @@ def main():
     gen = []
     if not args.skip_generate:
         new_tokens = 8 if tiny else (32 if args.quick else 64)
-        gen_batches = [1, 2] if tiny else [1, 8, 32]
+        # engine_bench's batches (bench/engine_vs_hf.py pairs them up); --quick keeps the three small ones.
+        gen_batches = [1, 2] if tiny else ([1, 8, 32] if args.quick else [1, 8, 32, 128, 256])
         gen = measure_generate(device, clock, args.quick, models, gen_batches, new_tokens, 32 if not tiny else 8,
                                copy_gbps, args.seed)
     elapsed = time.perf_counter() - t_start
