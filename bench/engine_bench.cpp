@@ -4,7 +4,7 @@
 // batch with its % of the bandwidth roofline, prefill tokens/s of one sequence. Prints a table; --json PATH.
 //
 //   engine_bench [--device auto|cpu|cuda] [--models LIST] [--layers N] [--batches LIST] [--prefill LIST]
-//                [--decode-steps N] [--prompt N] [--threads N] [--seed S] [--json PATH] [--quick]
+//                [--decode-steps N] [--prompt N] [--threads N] [--max-context N] [--seed S] [--json PATH] [--quick]
 //
 // Decode: B requests (distinct random prompts of --prompt tokens, greedy, ignore_eos) go to one Engine at once. A
 // wrapper around the backend stamps every step (forward entry and exit, sequences, tokens, summed kv_len); after
@@ -67,6 +67,7 @@ struct Options {
   std::vector<int32_t> batches = {1, 8, 32, 128, 256};
   std::vector<int32_t> prefill = {512, 4096};
   int32_t decode_steps = 64, prompt = 32, threads = 0, prefill_runs = 3;
+  int32_t max_context = 8192;  // caps each model's context, as flintd --max-context does (0: the model's own)
   uint64_t seed = flint::kDefaultRandomWeightSeed;
   std::string json_path;
   bool quick = false;
@@ -343,8 +344,10 @@ int32_t parse_count(const std::string& flag, const std::string& s) { return spli
 
 constexpr const char* kUsage =
     "usage: engine_bench [--device auto|cpu|cuda] [--models LIST] [--layers N] [--batches LIST] [--prefill LIST]\n"
-    "                    [--decode-steps N] [--prompt N] [--threads N] [--seed S] [--json PATH] [--quick]\n"
+    "                    [--decode-steps N] [--prompt N] [--threads N] [--max-context N] [--seed S] [--json PATH]\n"
+    "                    [--quick]\n"
     "  --models: comma-separated shape names (flint-run --list-shapes); default the four of issue 6\n"
+    "  --max-context: tokens per sequence, as flintd's flag (default 8192; 0: the model's own)\n"
     "  --quick: batches 1,8; prefill 512; 16 decode steps; 1 timed prefill run (flags given after it win)\n";
 
 Options parse_args(int argc, char** argv) {
@@ -363,6 +366,10 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--decode-steps") o.decode_steps = parse_count(a, next());
     else if (a == "--prompt") o.prompt = parse_count(a, next());
     else if (a == "--threads") o.threads = parse_count(a, next());
+    else if (a == "--max-context") {
+      const std::string v = next();
+      o.max_context = v == "0" ? 0 : parse_count(a, v);
+    }
     else if (a == "--seed") o.seed = std::strtoull(next().c_str(), nullptr, 0);
     else if (a == "--json") o.json_path = next();
     else if (a == "--quick") {
@@ -440,6 +447,9 @@ int main(int argc, char** argv) {
       const auto t_gen = SteadyClock::now();
       flint::LoadedModel model = flint::load_random_model(spec, opt.threads);
       const double gen_s = seconds_since(t_gen);
+      // As flintd --max-context: on CUDA the block table's width, a graph's attention grid and the attention
+      // workspace are sized for this context (model/cuda_backend.h).
+      if (opt.max_context > 0) model.config.max_context = std::min(model.config.max_context, opt.max_context);
 
       flint::BackendOptions bo;
       bo.device = device;
@@ -447,6 +457,8 @@ int main(int argc, char** argv) {
       bo.log = false;
       // Blocks for the largest batch's sequences and the longest prefill, at the most they ever hold.
       const int32_t per_seq = opt.prompt + kWarmSteps + opt.decode_steps + (max_batch * opt.prompt + 2047) / 2048 + 6;
+      if (model.config.max_context < std::max(max_prefill + 1, per_seq))
+        fail(name, ": a context of ", model.config.max_context, " tokens is too short for these runs (--max-context)");
       const int32_t need_blocks = std::max(max_batch * ((per_seq + bo.block_size - 1) / bo.block_size),
                                            (max_prefill + bo.block_size) / bo.block_size) + 1;
       if (device == "cpu") bo.num_kv_blocks = need_blocks;  // CUDA: the default budget, as flintd sizes it
@@ -472,6 +484,7 @@ int main(int argc, char** argv) {
       json m = {{"model", name},
                 {"spec", spec.to_string()},
                 {"layers", model.config.num_layers},
+                {"max_context", model.config.max_context},
                 {"shape_layers", flint::find_model_shape(name).config.num_layers},
                 {"backend", made.description},
                 {"weight_bytes", weight_bytes},
