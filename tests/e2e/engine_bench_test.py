@@ -40,6 +40,7 @@ def main():
             e = json.load(f)
         check(e.get("device") == "cpu" and e.get("decode_method") == "engine", f"device/method: {e.get('device')}")
         check(positive(e.get("bandwidth_gbps")), f"bandwidth_gbps {e.get('bandwidth_gbps')}")
+        check(e.get("cuda_init_s") == 0, f"cuda_init_s {e.get('cuda_init_s')} on the CPU")
         check(e.get("decode_steps") == 6, f"decode_steps {e.get('decode_steps')}")
         models = e.get("models", [])
         check(len(models) == 1, f"{len(models)} models, want 1")
