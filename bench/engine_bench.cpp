@@ -390,47 +390,200 @@ Options parse_args(int argc, char** argv) {
   return o;
 }
 
+using nlohmann::json;
+
+struct RunContext {
+  explicit RunContext(const Options& o) : opt(o) {}
+  const Options& opt;
+  std::string device;
+  double gbps = 0;
+  int32_t max_batch = 0, max_prefill = 0;
+  uint64_t prompt_seed = 1;  // advanced per request: every prompt is new (no prefix-cache hits)
+};
+
+// One model shape: start-up, decode at every batch, prefill at every length. A batch or length that fails is
+// recorded with its error and the rest go on; a failure to build the model throws.
+json bench_model(const std::string& name, RunContext& ctx) {
+  const Options& opt = ctx.opt;
+  flint::RandomModelSpec spec;
+  spec.shape = name;
+  spec.num_layers = opt.layers;
+  spec.seed = opt.seed;
+  const auto t_gen = SteadyClock::now();
+  flint::LoadedModel model = flint::load_random_model(spec, opt.threads);
+  const double gen_s = seconds_since(t_gen);
+  // As flintd --max-context: on CUDA the block table's width, a graph's attention grid and the attention
+  // workspace are sized for this context (model/cuda_backend.h).
+  if (opt.max_context > 0) model.config.max_context = std::min(model.config.max_context, opt.max_context);
+
+  flint::BackendOptions bo;
+  bo.device = ctx.device;
+  bo.num_threads = opt.threads;
+  bo.log = false;
+  // Blocks for the largest batch's sequences and the longest prefill, at the most they ever hold.
+  const int32_t per_seq = opt.prompt + kWarmSteps + opt.decode_steps + (ctx.max_batch * opt.prompt + 2047) / 2048 + 6;
+  if (model.config.max_context < std::max(ctx.max_prefill + 1, per_seq))
+    fail("a context of ", model.config.max_context, " tokens is too short for these runs (--max-context)");
+  const int32_t need_blocks = std::max(ctx.max_batch * ((per_seq + bo.block_size - 1) / bo.block_size),
+                                       (ctx.max_prefill + bo.block_size) / bo.block_size) + 1;
+  if (ctx.device == "cpu") bo.num_kv_blocks = need_blocks;  // CUDA: the default budget, as flintd sizes it
+  const auto t_ready = SteadyClock::now();
+  flint::MadeBackend made = flint::make_backend(model.config, model.weights, bo);
+  const double backend_s = seconds_since(t_ready);
+  if (made.backend->num_kv_blocks() < need_blocks)
+    fail("the KV cache has ", made.backend->num_kv_blocks(), " blocks, the runs need ", need_blocks);
+  StepRecorder rec(*made.backend);
+  flint::EngineConfig ec;
+  ec.scheduler.max_num_seqs = ctx.max_batch;
+  flint::Engine engine(rec, nullptr, ec);  // destroyed before rec and the backend it runs on
+  const double ready_s = seconds_since(t_ready);
+
+  const uint64_t weight_bytes = decode_weight_bytes(model.weights);
+  const uint64_t kv_per_token = kv_bytes_per_token(model.config, made.device);
+  std::printf("\n%s: %s\n  %s\n  weights %.3f GB read per decode step; KV %.1f KB per token; random weights "
+              "made in %.2f s; backend built in %.2f s (graph capture %.2f s); ready (engine up) in %.2f s\n",
+              spec.to_string().c_str(), model.config.describe().c_str(), made.description.c_str(),
+              double(weight_bytes) / 1e9, double(kv_per_token) / 1e3, gen_s, backend_s, made.graph_capture_seconds,
+              ready_s);
+  std::fflush(stdout);
+  json m = {{"model", name},
+            {"spec", spec.to_string()},
+            {"layers", model.config.num_layers},
+            {"max_context", model.config.max_context},
+            {"shape_layers", flint::find_model_shape(name).config.num_layers},
+            {"backend", made.description},
+            {"weight_bytes", weight_bytes},
+            {"kv_bytes_per_token", kv_per_token},
+            {"random_weights_s", gen_s},
+            {"backend_build_s", backend_s},
+            {"graph_capture_s", made.graph_capture_seconds},
+            {"ready_s", ready_s},
+            {"decode", json::array()},
+            {"prefill", json::array()}};
+  for (int32_t b : opt.batches) {
+    try {
+      const DecodeResult d = measure_decode(engine, rec, model.config, b, opt, weight_bytes, kv_per_token, ctx.gbps,
+                                            ctx.prompt_seed);
+      std::printf("  decode batch %3d: %10.1f tok/s  %8.3f ms/step (forward %.3f)  %5.1f%% of roofline "
+                  "(forward alone %.1f%%)\n",
+                  b, d.tok_s, d.step_ms, d.forward_ms, d.pct_roofline, d.pct_roofline_forward);
+      m["decode"].push_back({{"batch", d.batch},
+                             {"steps", d.steps},
+                             {"seconds", d.seconds},
+                             {"tok_s", d.tok_s},
+                             {"step_ms", d.step_ms},
+                             {"forward_ms", d.forward_ms},
+                             {"mean_kv_len", d.mean_kv_len},
+                             {"kv_bytes_per_step", d.kv_bytes_per_step},
+                             {"roofline_tok_s", double(d.batch) * double(d.steps) / d.roofline_s},
+                             {"pct_roofline", d.pct_roofline},
+                             {"pct_roofline_forward", d.pct_roofline_forward}});
+    } catch (const std::exception& e) {
+      std::printf("  decode batch %3d: FAILED: %s\n", b, e.what());
+      m["decode"].push_back({{"batch", b}, {"error", e.what()}});
+    }
+    ctx.prompt_seed += uint64_t(b);
+    std::fflush(stdout);
+  }
+  for (int32_t len : opt.prefill) {
+    try {
+      const PrefillResult p = measure_prefill(engine, model.config, len, opt.prefill_runs, ctx.prompt_seed);
+      std::printf("  prefill %5d tokens: %10.1f tok/s  (%.3f s to first token)\n", len, p.tok_s, p.seconds);
+      m["prefill"].push_back({{"tokens", p.tokens}, {"runs", p.runs}, {"seconds", p.seconds}, {"tok_s", p.tok_s}});
+    } catch (const std::exception& e) {
+      std::printf("  prefill %5d tokens: FAILED: %s\n", len, e.what());
+      m["prefill"].push_back({{"tokens", len}, {"error", e.what()}});
+    }
+    ctx.prompt_seed += uint64_t(opt.prefill_runs + 1);
+    std::fflush(stdout);
+  }
+  return m;
+}
+
+// The tables from the JSON, as the "## summary" block gpu-check.sh repeats at the end; returns the errors counted.
+int print_summary(const json& out) {
+  int errors = 0;
+  auto num = [](const json& j, const char* key) { return j.contains(key) ? j[key].get<double>() : 0.0; };
+  std::printf("\n## summary engine_bench (%s, %.0f GB/s measured; decode via the Engine)\n",
+              out["device"].get<std::string>().c_str(), out["bandwidth_gbps"].get<double>());
+  std::printf("%-14s %6s %12s %10s %10s %7s %8s\n", "model", "batch", "tok/s", "step_ms", "fwd_ms", "%roof",
+              "%roof_fw");
+  for (const json& m : out["models"])
+    for (const json& d : m.value("decode", json::array())) {
+      if (d.contains("error") && ++errors) {
+        std::printf("%-14s %6d FAILED: %s\n", m["model"].get<std::string>().c_str(), d["batch"].get<int>(),
+                    d["error"].get<std::string>().c_str());
+        continue;
+      }
+      std::printf("%-14s %6d %12.1f %10.3f %10.3f %7.1f %8.1f\n", m["model"].get<std::string>().c_str(),
+                  d["batch"].get<int>(), num(d, "tok_s"), num(d, "step_ms"), num(d, "forward_ms"),
+                  num(d, "pct_roofline"), num(d, "pct_roofline_forward"));
+    }
+  std::printf("%-14s %6s %12s %10s\n", "model", "prefill", "tok/s", "ttft_s");
+  for (const json& m : out["models"])
+    for (const json& p : m.value("prefill", json::array())) {
+      if (p.contains("error") && ++errors) {
+        std::printf("%-14s %6d FAILED: %s\n", m["model"].get<std::string>().c_str(), p["tokens"].get<int>(),
+                    p["error"].get<std::string>().c_str());
+        continue;
+      }
+      std::printf("%-14s %6d %12.1f %10.3f\n", m["model"].get<std::string>().c_str(), p["tokens"].get<int>(),
+                  num(p, "tok_s"), num(p, "seconds"));
+    }
+  std::printf("%-14s %8s %10s %10s\n", "model", "ready_s", "capture_s", "build_s");
+  for (const json& m : out["models"]) {
+    if (m.contains("error") && ++errors) {
+      std::printf("%-14s FAILED: %s\n", m["model"].get<std::string>().c_str(), m["error"].get<std::string>().c_str());
+      continue;
+    }
+    std::printf("%-14s %8.2f %10.2f %10.2f\n", m["model"].get<std::string>().c_str(), num(m, "ready_s"),
+                num(m, "graph_capture_s"), num(m, "backend_build_s"));
+  }
+  if (errors) std::printf("%d FAILED (see above)\n", errors);
+  return errors;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  using nlohmann::json;
   try {
     const Options opt = parse_args(argc, argv);
     std::string why;
-    const std::string device = flint::resolve_device(
-        opt.device, flint::cuda_backend_built(), opt.device == "cpu" ? 0 : flint::cuda_device_count(&why), why);
-    const int32_t max_batch = *std::max_element(opt.batches.begin(), opt.batches.end());
-    const int32_t max_prefill = *std::max_element(opt.prefill.begin(), opt.prefill.end());
-    if (max_batch > 256) fail("--batches: at most 256 sequences per step (the scheduler's and the graphs' limit)");
+    RunContext ctx(opt);
+    ctx.device = flint::resolve_device(opt.device, flint::cuda_backend_built(),
+                                       opt.device == "cpu" ? 0 : flint::cuda_device_count(&why), why);
+    ctx.max_batch = *std::max_element(opt.batches.begin(), opt.batches.end());
+    ctx.max_prefill = *std::max_element(opt.prefill.begin(), opt.prefill.end());
+    if (ctx.max_batch > 256) fail("--batches: at most 256 sequences per step (the scheduler's and the graphs' limit)");
 
     // Bandwidth first, before any model holds memory.
-    int cpu_threads = opt.threads > 0 ? opt.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-    double gbps = 0, cuda_init_s = 0;
+    const int cpu_threads = opt.threads > 0 ? opt.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+    double cuda_init_s = 0;
     std::string bandwidth_how;
 #ifdef FLINT_HAVE_CUDA
-    if (device == "cuda") {
+    if (ctx.device == "cuda") {
       // The context is made once per process (a server pays it once at start too): timed apart, before the models.
       const auto t_init = SteadyClock::now();
       cuda_check(cudaFree(nullptr), "creating the CUDA context");
       cuda_init_s = seconds_since(t_init);
-      gbps = measure_cuda_copy_gbps(opt.quick);
+      ctx.gbps = measure_cuda_copy_gbps(opt.quick);
       bandwidth_how = "cudaMemcpy device to device, 2 x buffer";
     }
 #endif
-    if (device == "cpu") {
-      gbps = measure_cpu_read_gbps(cpu_threads);
+    if (ctx.device == "cpu") {
+      ctx.gbps = measure_cpu_read_gbps(cpu_threads);
       bandwidth_how = "read of 256 MiB over " + std::to_string(cpu_threads) + " threads, 1 x buffer";
     }
-    std::printf("engine_bench: device %s, bandwidth %.1f GB/s (%s)", device.c_str(), gbps, bandwidth_how.c_str());
-    if (device == "cuda") std::printf("; CUDA context made in %.2f s (not in ready_s)", cuda_init_s);
-    std::printf("\n");
-    std::printf("decode through the Engine (scheduler + backend + host sampling), prompt %d, %d timed steps after %d\n",
-                opt.prompt, opt.decode_steps, kWarmSteps);
+    std::printf("engine_bench: device %s, bandwidth %.1f GB/s (%s)", ctx.device.c_str(), ctx.gbps,
+                bandwidth_how.c_str());
+    if (ctx.device == "cuda") std::printf("; CUDA context made in %.2f s (not in ready_s)", cuda_init_s);
+    std::printf("\ndecode through the Engine (scheduler + backend + host sampling), prompt %d, %d timed steps "
+                "after %d\n", opt.prompt, opt.decode_steps, kWarmSteps);
     std::fflush(stdout);
 
     json out = {{"engine", "flint"},
-                {"device", device},
-                {"bandwidth_gbps", gbps},
+                {"device", ctx.device},
+                {"bandwidth_gbps", ctx.gbps},
                 {"bandwidth_method", bandwidth_how},
                 {"cuda_init_s", cuda_init_s},
                 {"decode_method", "engine"},
@@ -438,124 +591,24 @@ int main(int argc, char** argv) {
                 {"decode_steps", opt.decode_steps},
                 {"warm_steps", kWarmSteps},
                 {"models", json::array()}};
-    uint64_t prompt_seed = 1;
-    struct Row {
-      std::string model;
-      DecodeResult d;
-    };
-    std::vector<Row> rows;
-    std::vector<std::pair<std::string, PrefillResult>> prefills;
     for (const std::string& name : opt.models) {
-      flint::RandomModelSpec spec;
-      spec.shape = name;
-      spec.num_layers = opt.layers;
-      spec.seed = opt.seed;
-      const auto t_gen = SteadyClock::now();
-      flint::LoadedModel model = flint::load_random_model(spec, opt.threads);
-      const double gen_s = seconds_since(t_gen);
-      // As flintd --max-context: on CUDA the block table's width, a graph's attention grid and the attention
-      // workspace are sized for this context (model/cuda_backend.h).
-      if (opt.max_context > 0) model.config.max_context = std::min(model.config.max_context, opt.max_context);
-
-      flint::BackendOptions bo;
-      bo.device = device;
-      bo.num_threads = opt.threads;
-      bo.log = false;
-      // Blocks for the largest batch's sequences and the longest prefill, at the most they ever hold.
-      const int32_t per_seq = opt.prompt + kWarmSteps + opt.decode_steps + (max_batch * opt.prompt + 2047) / 2048 + 6;
-      if (model.config.max_context < std::max(max_prefill + 1, per_seq))
-        fail(name, ": a context of ", model.config.max_context, " tokens is too short for these runs (--max-context)");
-      const int32_t need_blocks = std::max(max_batch * ((per_seq + bo.block_size - 1) / bo.block_size),
-                                           (max_prefill + bo.block_size) / bo.block_size) + 1;
-      if (device == "cpu") bo.num_kv_blocks = need_blocks;  // CUDA: the default budget, as flintd sizes it
-      const auto t_ready = SteadyClock::now();
-      flint::MadeBackend made = flint::make_backend(model.config, model.weights, bo);
-      const double backend_s = seconds_since(t_ready);
-      if (made.backend->num_kv_blocks() < need_blocks)
-        fail(name, ": the KV cache has ", made.backend->num_kv_blocks(), " blocks, the runs need ", need_blocks);
-      StepRecorder rec(*made.backend);
-      flint::EngineConfig ec;
-      ec.scheduler.max_num_seqs = std::max(max_batch, 1);
-      auto engine = std::make_unique<flint::Engine>(rec, nullptr, ec);
-      const double ready_s = seconds_since(t_ready);
-
-      const uint64_t weight_bytes = decode_weight_bytes(model.weights);
-      const uint64_t kv_per_token = kv_bytes_per_token(model.config, made.device);
-      std::printf("\n%s: %s\n  %s\n  weights %.3f GB read per decode step; KV %.1f KB per token; random weights "
-                  "made in %.2f s; backend built in %.2f s (graph capture %.2f s); ready (engine up) in %.2f s\n",
-                  spec.to_string().c_str(), model.config.describe().c_str(), made.description.c_str(),
-                  double(weight_bytes) / 1e9, double(kv_per_token) / 1e3, gen_s, backend_s,
-                  made.graph_capture_seconds, ready_s);
-      std::fflush(stdout);
-      json m = {{"model", name},
-                {"spec", spec.to_string()},
-                {"layers", model.config.num_layers},
-                {"max_context", model.config.max_context},
-                {"shape_layers", flint::find_model_shape(name).config.num_layers},
-                {"backend", made.description},
-                {"weight_bytes", weight_bytes},
-                {"kv_bytes_per_token", kv_per_token},
-                {"random_weights_s", gen_s},
-                {"backend_build_s", backend_s},
-                {"graph_capture_s", made.graph_capture_seconds},
-                {"ready_s", ready_s},
-                {"decode", json::array()},
-                {"prefill", json::array()}};
-      for (int32_t b : opt.batches) {
-        const DecodeResult d =
-            measure_decode(*engine, rec, model.config, b, opt, weight_bytes, kv_per_token, gbps, prompt_seed);
-        prompt_seed += uint64_t(b);
-        rows.push_back({name, d});
-        std::printf("  decode batch %3d: %10.1f tok/s  %8.3f ms/step (forward %.3f)  %5.1f%% of roofline "
-                    "(forward alone %.1f%%)\n",
-                    b, d.tok_s, d.step_ms, d.forward_ms, d.pct_roofline, d.pct_roofline_forward);
+      try {
+        out["models"].push_back(bench_model(name, ctx));
+      } catch (const std::exception& e) {  // this model could not be built: the next ones still run
+        std::printf("\n%s: FAILED: %s\n", name.c_str(), e.what());
         std::fflush(stdout);
-        m["decode"].push_back({{"batch", d.batch},
-                               {"steps", d.steps},
-                               {"seconds", d.seconds},
-                               {"tok_s", d.tok_s},
-                               {"step_ms", d.step_ms},
-                               {"forward_ms", d.forward_ms},
-                               {"mean_kv_len", d.mean_kv_len},
-                               {"kv_bytes_per_step", d.kv_bytes_per_step},
-                               {"roofline_tok_s", double(d.batch) * double(d.steps) / d.roofline_s},
-                               {"pct_roofline", d.pct_roofline},
-                               {"pct_roofline_forward", d.pct_roofline_forward}});
+        out["models"].push_back({{"model", name}, {"error", e.what()}});
       }
-      for (int32_t len : opt.prefill) {
-        const PrefillResult p = measure_prefill(*engine, model.config, len, opt.prefill_runs, prompt_seed);
-        prompt_seed += uint64_t(opt.prefill_runs + 1);
-        prefills.push_back({name, p});
-        std::printf("  prefill %5d tokens: %10.1f tok/s  (%.3f s to first token)\n", len, p.tok_s, p.seconds);
-        std::fflush(stdout);
-        m["prefill"].push_back({{"tokens", p.tokens}, {"runs", p.runs}, {"seconds", p.seconds}, {"tok_s", p.tok_s}});
-      }
-      engine.reset();  // before the backend it runs on
-      out["models"].push_back(m);
     }
-
-    // The table, and the summary block gpu-check.sh repeats at the end.
-    std::printf("\n## summary engine_bench (%s, %.0f GB/s measured; decode via the Engine)\n", device.c_str(), gbps);
-    std::printf("%-14s %6s %12s %10s %10s %7s %8s\n", "model", "batch", "tok/s", "step_ms", "fwd_ms", "%roof",
-                "%roof_fw");
-    for (const Row& r : rows)
-      std::printf("%-14s %6d %12.1f %10.3f %10.3f %7.1f %8.1f\n", r.model.c_str(), r.d.batch, r.d.tok_s, r.d.step_ms,
-                  r.d.forward_ms, r.d.pct_roofline, r.d.pct_roofline_forward);
-    std::printf("%-14s %6s %12s %10s\n", "model", "prefill", "tok/s", "ttft_s");
-    for (const auto& [model, p] : prefills)
-      std::printf("%-14s %6d %12.1f %10.3f\n", model.c_str(), p.tokens, p.tok_s, p.seconds);
-    std::printf("%-14s %8s %10s %10s\n", "model", "ready_s", "capture_s", "build_s");
-    for (const json& m : out["models"])
-      std::printf("%-14s %8.2f %10.2f %10.2f\n", m["model"].get<std::string>().c_str(), m["ready_s"].get<double>(),
-                  m["graph_capture_s"].get<double>(), m["backend_build_s"].get<double>());
+    const int errors = print_summary(out);
     if (!opt.json_path.empty()) {
       std::ofstream f(opt.json_path);
       f << out.dump(1) << "\n";
       if (!f) fail("--json ", opt.json_path, ": cannot write");
     }
+    return errors ? 1 : 0;
   } catch (const flint::Error& e) {
     std::fprintf(stderr, "engine_bench: %s\n", e.what());
     return 1;
   }
-  return 0;
 }

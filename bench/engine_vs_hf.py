@@ -48,9 +48,11 @@ def join(engine, torch):
     hf = {}
     for r in torch.get("generate", []):
         hf[(shape_key(r["model"]), int(r["batch"]))] = r
-    rows, seen = [], set()
+    rows, seen, failed = [], set(), {}
     for m in engine.get("models", []):
         model = shape_key(m["model"])
+        if "error" in m:
+            failed[model] = m["error"]
         for d in m.get("decode", []):
             key = (model, int(d["batch"]))
             seen.add(key)
@@ -69,7 +71,8 @@ def join(engine, torch):
             if target is not None and row["flint_pct_roofline"] is not None and full_depth:
                 row["target_pct"] = target
                 row["target_met"] = row["flint_pct_roofline"] >= target
-            row["note"] = t.get("error") or ("" if t else "no generate() figure")
+            row["note"] = (f"engine_bench: {d['error']}" if "error" in d else "") or t.get("error") or \
+                ("" if t else "no generate() figure")
             if t and not same_depth:
                 row["note"] = f"not compared: flint ran {m.get('layers')} layers, generate() {hf_layers}"
             rows.append(row)
@@ -78,7 +81,8 @@ def join(engine, torch):
             rows.append(dict(model=key[0], batch=key[1], flint_tok_s=None, flint_pct_roofline=None,
                              flint_pct_roofline_forward=None, hf_tok_s=t.get("decode_tok_s"),
                              hf_pct_roofline=t.get("pct_roofline"), hf_cache=t.get("cache"),
-                             note=t.get("error") or "no engine_bench figure"))
+                             note=t.get("error") or (f"engine_bench failed: {failed[key[0]]}" if key[0] in failed
+                                                      else "no engine_bench figure")))
     return rows
 
 

@@ -104,6 +104,14 @@ def main():
         p = subprocess.run([bench, "--device", "cpu", "--models", "nosuch"], capture_output=True, text=True, timeout=60)
         check(p.returncode == 1 and "unknown model shape" in p.stderr and "smollm2-135m" in p.stderr,
               f"unknown shape: rc {p.returncode}, {p.stderr.strip()}")
+        # A model that cannot run is recorded with its error, the others still run, the JSON is written, exit 1.
+        err_json = os.path.join(tmp, "err.json")
+        p = subprocess.run([bench, "--device", "cpu", "--models", "smollm2-135m", "--layers", "1", "--quick",
+                            "--max-context", "40", "--json", err_json], capture_output=True, text=True, timeout=60)
+        check(p.returncode == 1 and "FAILED" in p.stdout, f"too short a context: rc {p.returncode}")
+        with open(err_json) as f:
+            err = json.load(f)
+        check("too short" in err["models"][0].get("error", ""), f"model error not recorded: {err['models']}")
         p = subprocess.run([bench, "--batches", "0"], capture_output=True, text=True, timeout=60)
         check(p.returncode == 1 and "--batches" in p.stderr, f"--batches 0: rc {p.returncode}, {p.stderr.strip()}")
         p = subprocess.run([sys.executable, joiner, os.path.join(tmp, "missing.json"), torch_json],
