@@ -22,6 +22,8 @@
 // buffer).
 // Prefill: one request of L tokens, max_tokens 1 (chunked by the scheduler's 2048-token budget); tok/s = L / its
 // time to first token, median of the timed runs after a warm-up, a fresh prompt each run (no prefix-cache hits).
+// A model, batch or prefill length that fails is printed and recorded with its error; the rest still run, the JSON
+// is written, and the exit status is 1.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
