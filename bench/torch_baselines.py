@@ -216,8 +216,8 @@ def measure_generate(device, clock, quick, models, batches, new_tokens, prompt_l
         w_bytes = weight_bytes(model, m["tied"])
         kv_per_token = m["layers"] * m["kv_heads"] * m["head_dim"] * 2 * BF16_BYTES  # K and V, bf16, all layers
         for B in batches:
-            row = dict(model=name, batch=B, new_tokens=new_tokens, prompt=prompt_len, weight_bytes=w_bytes,
-                       kv_bytes_per_token=kv_per_token, build_s=build_s,
+            row = dict(model=name, batch=B, layers=m["layers"], new_tokens=new_tokens, prompt=prompt_len,
+                       weight_bytes=w_bytes, kv_bytes_per_token=kv_per_token, build_s=build_s,
                        attn=getattr(model.config, "_attn_implementation", None))
             # Roofline: each step reads all weights once plus every sequence's KV so far; mean context over the run.
             mean_ctx = prompt_len + (new_tokens - 1) / 2
@@ -328,7 +328,8 @@ def main():
     gen = []
     if not args.skip_generate:
         new_tokens = 8 if tiny else (32 if args.quick else 64)
-        gen_batches = [1, 2] if tiny else [1, 8, 32]
+        # engine_bench's batches (bench/engine_vs_hf.py pairs them up); --quick keeps the three small ones.
+        gen_batches = [1, 2] if tiny else ([1, 8, 32] if args.quick else [1, 8, 32, 128, 256])
         gen = measure_generate(device, clock, args.quick, models, gen_batches, new_tokens, 32 if not tiny else 8,
                                copy_gbps, args.seed)
     elapsed = time.perf_counter() - t_start

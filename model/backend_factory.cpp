@@ -93,6 +93,7 @@ MadeBackend make_backend(const ModelConfig& config, const ModelWeights& weights,
   o.log = options.log;
   auto cuda = std::make_unique<CudaBackend>(config, weights, o);
   made.description = "cuda, " + cuda->describe();
+  made.graph_capture_seconds = cuda->graph_capture_seconds();
   made.backend = std::move(cuda);
   return made;
 #else

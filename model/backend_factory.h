@@ -32,6 +32,7 @@ struct MadeBackend {
   std::unique_ptr<Backend> backend;
   std::string device;       // "cpu" or "cuda"
   std::string description;  // one line for the start-up log (threads or GPU, KV blocks and bytes)
+  double graph_capture_seconds = 0;  // CUDA: of the construction, the decode graphs' capture; 0 on the CPU
 };
 
 // Whether this binary was built with the CUDA backend.

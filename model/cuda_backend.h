@@ -62,6 +62,7 @@ class CudaBackend : public Backend {
   std::string describe() const;
   uint64_t kv_cache_bytes() const { return kv_bytes_; }
   const std::vector<int32_t>& graph_buckets() const { return buckets_; }
+  // Seconds the constructor spent capturing the decode graphs (0 with graphs off), as its log line says.
   double graph_capture_seconds() const { return capture_seconds_; }
 
  private:

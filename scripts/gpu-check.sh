@@ -124,6 +124,9 @@ FLINT_RUN="$BUILD/server/flint-run"
 BUNDLE="$BUILD/lib"  # shared libraries flintd brings (scripts/bundle-libs.sh), put on LD_LIBRARY_PATH for flintd only
 OPS_BENCH="$BUILD/bench/ops_bench"
 ATTENTION_BENCH="$BUILD/bench/attention_bench"
+# The engine benchmark (issue 6): flint_engine + make_backend, so it runs the CPU-side code (random weights, the
+# engine, host sampling) on the GPU host's CPU like flint-run: configure build-gpu with -DFLINT_NATIVE=OFF.
+ENGINE_BENCH="$BUILD/bench/engine_bench"
 
 missing_libs() {  # prints what ldd cannot resolve for $1: "libfoo.so.1" or "GLIBC_2.36 (required by ...)"
   ldd "$1" 2>&1 | grep "not found" | sed -E 's/^\s*//; s/ => not found//; s/.*version .([A-Za-z_0-9.]+). not found.*/\1 (version)/'
@@ -323,8 +326,9 @@ main_steps() {
   # "## summary" block. Estimate: ~20 s on an H100 (~70 GB of KV filled in all, ~2,000 timed calls of at most
   # ~6 ms each at the copy ceiling); the timeout allows a kernel several times slower than that.
   run_step attention_bench 180 "$ATTENTION_BENCH" --json "$WORK/attention_bench.json" $QUICK
-  # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at three batch sizes; 58 s
-  # on the H200 run of 2026-11-26, before the Qwen2.5-1.5B decode shapes were added).
+  # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at batch 1, 8, 32, 128 and
+  # 256 (--quick: 1, 8, 32); 58 s on the H200 run of 2026-11-26, before the Qwen2.5-1.5B decode shapes and batches
+  # 128 and 256 were added: estimate ~40 s more for those).
   # shellcheck disable=SC2086  # FLINT_TORCH_ARGS is a list of arguments
   run_step torch_baselines 330 env PYTHONUNBUFFERED=1 "$PY" bench/torch_baselines.py \
     --json "$WORK/torch_baselines.json" $QUICK ${FLINT_TORCH_ARGS:-}
@@ -349,6 +353,16 @@ main_steps() {
   # configured with FLINT_NATIVE=ON on the build machine may not (SIGILL); configure it with -DFLINT_NATIVE=OFF.
   run_step hf_logits 300 env PYTHONUNBUFFERED=1 "$PY" scripts/compare-hf-logits.py --device cuda --layers 2 \
     --flint-run "$BUILD/server/flint-run" --json "$WORK/hf_logits.json"
+  # engine_bench: decode tok/s through the Engine at batch 1, 8, 32, 128, 256 (--quick: 1, 8) with % of the roofline
+  # (weights + KV read per step over the copy bandwidth measured in the same run), prefill tok/s at 512 and 4096,
+  # time to ready and graph capture, on random-weight smollm2-135m, llama-3.2-1b, qwen2.5-1.5b and qwen2.5-7b.
+  # Estimate (not measured): ~2 min on an H100: making the random weights on the host (~15 GB for 7B) and the
+  # engine's host sampling of fp32 logits at batch 128-256 (vocab 152k) take most of it.
+  run_step engine_bench 300 "$ENGINE_BENCH" --device cuda --json "$WORK/engine_bench.json" $QUICK
+  # engine_vs_hf: engine_bench's decode beside transformers' generate() (torch_baselines above) at the same shape and
+  # batch, issue 6's decode targets as PASS/MISS. Needs both steps in the same run (with --only, name all three).
+  run_step engine_vs_hf 60 "$PY" bench/engine_vs_hf.py "$WORK/engine_bench.json" "$WORK/torch_baselines.json" \
+    --json "$WORK/engine_vs_hf.json"
 }
 
 main_steps
