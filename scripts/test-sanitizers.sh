@@ -12,9 +12,9 @@
 # The ASan tree is also the fuzz tree (FLINT_FUZZ=ON): scripts/fuzz.sh runs every
 # libFuzzer target in it for FUZZ_SECONDS (default 10; 5 with --ci) each.
 #   scripts/test-sanitizers.sh [--ci] [asan] [tsan]     (default: both)
-# --ci (set by .ci/run): the end-to-end phases run a chosen part of each suite (the
-# bad-request, cancel and disconnect tests; under TSan also SIGINT), keeping CI
-# inside its time; without it they run whole (security, 16 streams, drain too).
+# --ci (set by .ci/run): the end-to-end phases run a chosen part of each suite (8 of
+# the 26 bad requests, the cancel and disconnect tests; under TSan also SIGINT), keeping
+# CI inside its time; without it they run whole (security, 16 streams, drain too).
 # Expects what scripts/setup.sh makes: Debian's packages (clang too), the default model, .venv.
 # Env: FLINT_TEST_SLOWDOWN (default 4 under ASan, 10 under TSan) scales the
 # end-to-end tests' timeouts, which are tuned for a Release build.
@@ -106,8 +106,15 @@ for p in "${phases[@]}"; do
     run "asan: unit tests" gtest_shards $dir/tests/flint_tests "${unit_filter[@]}"
     if [ $ci = 1 ]; then
       run "asan: e2e.flint_run" ctest --test-dir $dir --output-on-failure -R '^e2e\.flint_run$'
+      # Of the bad requests, those whose checks parse bytes (UTF-8, token ids, lengths, stop strings, ids): each
+      # runs beside a 16-token stream, several seconds under ASan; the fuzzers cover the parsers besides.
+      bad=tests/e2e/test_flintd_bad_requests.py
+      beside="$bad::test_a_bad_request_is_invalid_argument_naming_the_problem_and_another_stream_runs_on"
       run "asan: e2e (part)" env FLINTD=$dir/server/flintd FLINT=$dir/client/flint .venv/bin/python -m pytest -q \
-        -p no:cacheprovider tests/e2e/test_flintd_bad_requests.py \
+        -p no:cacheprovider "$bad::test_unary_calls_reject_bad_input_with_invalid_argument" \
+        "$beside[chat without messages]" "$beside[prompt over the context]" "$beside[invalid UTF-8 in Generate.text]" \
+        "$beside[invalid UTF-8 in a chat message]" "$beside[invalid UTF-8 in a stop string]" \
+        "$beside[token id out of vocabulary]" "$beside[seventeen stop strings]" "$beside[request_id over 128 bytes]" \
         "tests/e2e/test_flintd.py::test_cancelled_and_expired_requests_give_their_kv_blocks_back" \
         "tests/e2e/test_flintd.py::test_a_client_that_disconnects_mid_stream_frees_its_sequence" \
         "tests/e2e/test_openai_http.py::test_a_client_that_closes_a_stream_mid_way_frees_its_sequence"
