@@ -1,5 +1,6 @@
 // engine_bench: the serving engine's speed on random-weight models of real shapes (model/model_shapes.h), through
-// the real serving path (Engine: scheduler + backend + host sampling), on --device cpu or cuda. Per model: seconds
+// the real serving path (Engine: scheduler + backend + sampling: on the GPU by the backend, on the CPU by the engine),
+// on --device cpu or cuda. Per model: seconds
 // to ready (backend built: weights uploaded, decode graphs captured; then the Engine), decode tokens/s at each
 // batch with its % of the bandwidth roofline, prefill tokens/s of one sequence. Prints a table; --json PATH.
 //
@@ -10,13 +11,14 @@
 // wrapper around the backend stamps every step (forward entry and exit, sequences, tokens, summed kv_len); after
 // the requests end, the window is N steps of the longest run in which all B sequences decode one token each (so
 // every step of it is a pure batch-B decode), skipping the first 4. Time = entry of step k+N - entry of step k:
-// N whole engine steps (schedule, forward, logits to the host, sampling, stream pushes). tok/s = B·N / time.
+// N whole engine steps (schedule, forward and sampling, stream pushes). tok/s = B·N / time.
 // Roofline of a step = (weight bytes + KV bytes) / bandwidth, where weight bytes = every tensor a decode step reads
 // once (all matrices, norms, biases, the LM head; not the embedding table unless it is the tied LM head), as the
 // backend stores them (bf16 here), and KV bytes = Σ kv_len over the step's sequences × layers × kv_heads ×
 // head_dim × 2 (K, V) × element size (CUDA bf16: 2, CPU fp32: 4). % of roofline = Σ roofline times / time; the
-// forward-alone % divides by the time inside Backend::forward instead (the rest is the engine's host work:
-// scheduling, and sampling every row's fp32 logits on the engine thread).
+// forward-alone % divides by the time inside Backend::forward (or forward_sample: the CUDA backend samples on the
+// device, only ids come back) instead; the rest is the engine's host work (scheduling, stream pushes; on the CPU
+// backend, sampling every row's fp32 logits on the engine thread).
 // Bandwidth: measured in the same process: CUDA the median of timed device-to-device cudaMemcpy of 1 GiB (bytes =
 // 2 × buffer: read and write), the CPU the fastest of 5 reads of 256 MiB split over the backend's threads (bytes =
 // buffer).
@@ -90,16 +92,16 @@ class StepRecorder : public flint::Backend {
   void forward(const flint::StepPlan& plan, float* logits) override {
     const int64_t t0 = SteadyClock::now().time_since_epoch().count();
     inner_.forward(plan, logits);
-    const size_t i = count_.load(std::memory_order_relaxed);
-    if (i >= records_.size()) return;  // full: later steps are not recorded (reset() between runs)
-    StepRecord& r = records_[i];
-    r.entry_ns = t0;
-    r.exit_ns = SteadyClock::now().time_since_epoch().count();
-    r.num_seqs = plan.num_seqs();
-    r.num_tokens = plan.num_tokens();
-    r.sum_kv_len = 0;
-    for (int32_t kv : plan.kv_lens) r.sum_kv_len += kv;
-    count_.store(i + 1, std::memory_order_release);
+    record(plan, t0);
+  }
+  // A backend that samples on its device (CUDA) keeps doing so through the recorder: the step is timed with its
+  // sampling, and only ids come back, as when flintd serves.
+  bool samples_on_device() const override { return inner_.samples_on_device(); }
+  void forward_sample(const flint::StepPlan& plan, const flint::cpu::SampleBatch& batch, int32_t* token_ids,
+                      float* logprobs) override {
+    const int64_t t0 = SteadyClock::now().time_since_epoch().count();
+    inner_.forward_sample(plan, batch, token_ids, logprobs);
+    record(plan, t0);
   }
   const flint::ModelConfig& config() const override { return inner_.config(); }
   int32_t block_size() const override { return inner_.block_size(); }
@@ -115,6 +117,19 @@ class StepRecorder : public flint::Backend {
   }
 
  private:
+  void record(const flint::StepPlan& plan, int64_t t0) {
+    const size_t i = count_.load(std::memory_order_relaxed);
+    if (i >= records_.size()) return;  // full: later steps are not recorded (reset() between runs)
+    StepRecord& r = records_[i];
+    r.entry_ns = t0;
+    r.exit_ns = SteadyClock::now().time_since_epoch().count();
+    r.num_seqs = plan.num_seqs();
+    r.num_tokens = plan.num_tokens();
+    r.sum_kv_len = 0;
+    for (int32_t kv : plan.kv_lens) r.sum_kv_len += kv;
+    count_.store(i + 1, std::memory_order_release);
+  }
+
   flint::Backend& inner_;
   std::vector<StepRecord> records_;
   std::atomic<size_t> count_{0};
@@ -579,7 +594,7 @@ int main(int argc, char** argv) {
     std::printf("engine_bench: device %s, bandwidth %.1f GB/s (%s)", ctx.device.c_str(), ctx.gbps,
                 bandwidth_how.c_str());
     if (ctx.device == "cuda") std::printf("; CUDA context made in %.2f s (not in ready_s)", cuda_init_s);
-    std::printf("\ndecode through the Engine (scheduler + backend + host sampling), prompt %d, %d timed steps "
+    std::printf("\ndecode through the Engine (scheduler + backend + sampling), prompt %d, %d timed steps "
                 "after %d\n", opt.prompt, opt.decode_steps, kWarmSteps);
     std::fflush(stdout);
 
