@@ -3,6 +3,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <exception>
 #include <utility>
 
@@ -43,7 +44,8 @@ SubmitResult Engine::submit(EngineRequest request) {
   std::shared_ptr<RequestStream> stream;
   {
     std::lock_guard lock(mu_);
-    if (stop_requested_) return {{StatusCode::Unavailable, "the engine is shutting down"}, nullptr};
+    if (stop_requested_)
+      return {{StatusCode::Unavailable, fatal_.empty() ? "the engine is shutting down" : fatal_}, nullptr};
     if (int64_t(submissions_.size()) + num_waiting_.load() >= config_.max_num_waiting)
       return {{StatusCode::ResourceExhausted,
                "the waiting queue is full (" + std::to_string(config_.max_num_waiting) + " requests)"},
@@ -74,6 +76,11 @@ void Engine::shutdown() {
   cv_.notify_all();
   std::lock_guard join_lock(join_mu_);
   if (thread_.joinable()) thread_.join();
+}
+
+std::string Engine::fatal_error() const {
+  std::lock_guard lock(mu_);
+  return fatal_;
 }
 
 EngineStats Engine::stats() const {
@@ -118,6 +125,19 @@ void Engine::loop() {
     try {
       step(submissions, cancels);
     } catch (const std::exception& e) {
+      if (std::string fatal = backend_.fatal_error(); !fatal.empty()) {
+        // Nothing can run any more: stop as a shutdown does, every request ending with this reason.
+        std::fprintf(stderr, "engine: the backend failed for good: %s (the step: %s)\n", fatal.c_str(), e.what());
+        submissions.clear();  // all admitted by step() before it failed: they end with the running ones below
+        {
+          std::lock_guard lock(mu_);
+          fatal_ = "the backend failed and can run no more steps: " + fatal;
+          stop_requested_ = true;
+          submissions.swap(submissions_);  // submitted since: never admitted
+        }
+        stopping_ = true;
+        break;
+      }
       fail_all(StatusCode::Internal, std::string("engine step failed: ") + e.what());
     }
     submissions.clear();
@@ -125,7 +145,12 @@ void Engine::loop() {
     last_step_ns_ = Clock::now().time_since_epoch().count();
   }
   // Shutting down: requests never admitted, then every admitted one, end with Unavailable.
-  const Status unavailable{StatusCode::Unavailable, "the engine shut down"};
+  std::string why;
+  {
+    std::lock_guard lock(mu_);
+    why = fatal_.empty() ? "the engine shut down" : fatal_;
+  }
+  const Status unavailable{StatusCode::Unavailable, why};
   for (Submission& s : submissions) {
     StreamFinal final;
     final.reason = FinishReason::Error;

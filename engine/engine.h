@@ -64,7 +64,7 @@ class Engine {
 
   // Thread-safe. InvalidArgument (see validate(); also stop strings or reasoning
   // markers without a tokenizer), ResourceExhausted when the waiting queue is full,
-  // Unavailable after shutdown; nothing changes on an error.
+  // Unavailable after shutdown or a fatal backend error; nothing changes on an error.
   SubmitResult submit(EngineRequest request);
   // Thread-safe. Ends the request with Cancelled at the top of the next step;
   // unknown or finished ids are ignored.
@@ -79,6 +79,10 @@ class Engine {
   // For a health check: the thread runs and is not shutting down, and when it
   // last finished a step (it does not advance while idle: nothing waiting or running).
   bool alive() const { return running_.load() && !stopping_.load(); }
+  // Thread-safe. Empty, or why the engine stopped by itself: a step failed and the backend said it can run no
+  // more (Backend::fatal_error). Every request then ended, and every later one is refused, with Unavailable
+  // and this message; alive() is false.
+  std::string fatal_error() const;
   Clock::time_point last_step_time() const { return Clock::time_point(Clock::duration(last_step_ns_.load())); }
 
  private:
@@ -165,12 +169,13 @@ class Engine {
   int64_t num_steps_ = 0, num_preempted_ = 0;
 
   // The submission queue: the only lock the engine thread takes in a step.
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Submission> submissions_;
   std::vector<uint64_t> cancels_;
   uint64_t next_request_id_ = 1;
   bool stop_requested_ = false;
+  std::string fatal_;  // under mu_
 
   std::atomic<bool> running_{false}, stopping_{false};
   std::atomic<int64_t> last_step_ns_{0};

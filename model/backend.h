@@ -35,6 +35,9 @@ class Backend {
     (void)plan, (void)batch, (void)token_ids, (void)logprobs;
     fail("this backend does not sample on its device");
   }
+  // Empty while the backend can run steps; once it cannot run any more (a GPU whose context a fault corrupted:
+  // every later call would fail the same way), why. The engine then stops and its server reports itself down.
+  virtual std::string fatal_error() const { return {}; }
   // Set (or clear, with an empty function) the per-layer observer. Slows every step down (a device backend copies
   // each intermediate back); for debugging only. A backend without the hook (a test double) refuses.
   virtual void set_observer(LayerObserver observer) {

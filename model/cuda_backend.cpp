@@ -355,7 +355,50 @@ void CudaBackend::capture_graphs() {
   capture_seconds_ = seconds_since(t0);
 }
 
+// Errors after which the CUDA context is unusable: every later call in this process fails the same way (a kernel
+// faulted: the CUDA runtime documents these as leaving the process in an inconsistent state).
+static bool cuda_error_is_sticky(cudaError_t e) {
+  switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorAssert:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorECCUncorrectable:
+    case cudaErrorContextIsDestroyed:
+      return true;
+    default:
+      return false;
+  }
+}
+
+template <class F>
+void CudaBackend::guarded(F&& step) {
+  if (!fatal_.empty()) fail("cuda backend: unusable since an earlier step failed: ", fatal_);
+  try {
+    step();
+  } catch (...) {
+    // A launch or copy error may be the sign of a fault that poisoned the context: ask the stream.
+    const cudaError_t e = cudaStreamSynchronize(stream_);
+    if (cuda_error_is_sticky(e)) fatal_ = std::string(cudaGetErrorName(e)) + " (" + cudaGetErrorString(e) + ")";
+    throw;
+  }
+}
+
 void CudaBackend::forward(const StepPlan& plan, float* logits) {
+  guarded([&] { forward_logits(plan, logits); });
+}
+
+void CudaBackend::forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids,
+                                 float* logprobs) {
+  guarded([&] { forward_and_sample(plan, batch, token_ids, logprobs); });
+}
+
+void CudaBackend::forward_logits(const StepPlan& plan, float* logits) {
   const int32_t rows = int32_t(plan.logit_rows.size());
   if (!enqueue_step(plan)) return;
   // Logit row i is at row i of the logits buffer (eager: gathered in plan order; graph: decode rows are 0..n-1 in order).
@@ -366,8 +409,8 @@ void CudaBackend::forward(const StepPlan& plan, float* logits) {
   check(cudaStreamSynchronize(stream_), "the forward step");
 }
 
-void CudaBackend::forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids,
-                                 float* logprobs) {
+void CudaBackend::forward_and_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids,
+                                     float* logprobs) {
   const int32_t rows = int32_t(plan.logit_rows.size());
   if (batch.num_rows() != rows) fail("cuda backend: ", batch.num_rows(), " sampling rows for ", rows, " logit rows");
   // Checked (the rows' parameters, the lists' shape) and packed before anything is queued.

@@ -52,6 +52,9 @@ class CudaBackend : public Backend {
   // Samples on the GPU (kernels/cuda/sampling.h): only the token ids and logprobs come back.
   bool samples_on_device() const override { return true; }
   void forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids, float* logprobs) override;
+  // Set once a step failed with an error that leaves the CUDA context unusable (a kernel fault: illegal address,
+  // launch failure, ...); every later step is refused with it.
+  std::string fatal_error() const override { return fatal_; }
   const ModelConfig& config() const override { return config_; }
   int32_t block_size() const override { return block_size_; }
   int32_t num_kv_blocks() const override { return num_blocks_; }
@@ -74,6 +77,11 @@ class CudaBackend : public Backend {
   // Validates the plan, uploads its index arrays and queues its forward pass (graph or eager) on stream_; the
   // logit rows are then in B_.logits. False for an empty plan (nothing queued).
   bool enqueue_step(const StepPlan& plan);
+  void forward_logits(const StepPlan& plan, float* logits);
+  void forward_and_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids, float* logprobs);
+  // Runs one step; when it throws, records fatal_ if the CUDA context is left unusable. Refuses once fatal_ is set.
+  template <class F>
+  void guarded(F&& step);
   void grow_sample_staging(size_t bytes);
   void* device_alloc(size_t bytes, const char* what);
   void upload_weights(const ModelWeights& weights);
@@ -114,6 +122,7 @@ class CudaBackend : public Backend {
   std::vector<cudaGraphExec_t> graphs_;  // per bucket (empty when graphs are off)
   double capture_seconds_ = 0;
   LayerObserver observer_;
+  std::string fatal_;  // engine thread only (the thread that runs the steps)
 };
 
 }  // namespace flint

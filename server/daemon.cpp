@@ -208,6 +208,17 @@ void Daemon::watch_health() {
     else if (!busy_since) busy_since = now;
     // The loop's last step does not advance while idle: progress counts from when work arrived.
     const Clock::time_point progress = idle ? now : std::max(engine_->last_step_time(), *busy_since);
+    if (std::string fatal = engine_->fatal_error(); !fatal.empty()) {
+      // The backend can run nothing more (a faulted GPU): down for good. Exit non-zero so that a supervisor
+      // (systemd, Kubernetes) restarts the process; the drain ends whatever the engine has not ended already.
+      set_health(false);
+      std::fprintf(stderr, "flintd: health NOT_SERVING: %s; stopping (exit status 1) so that a supervisor restarts "
+                           "flintd\n", fatal.c_str());
+      failed_ = true;
+      ++stop_requests_;
+      cv_.notify_all();
+      break;
+    }
     const bool now_serving = engine_->alive() && now - progress < kStallTimeout;
     if (now_serving != serving) {
       serving = now_serving;

@@ -41,6 +41,9 @@ class Daemon {
   void run_until_stopped();
   // Thread-safe. The first call starts the drain; a second one cuts it short.
   void request_stop();
+  // After run_until_stopped(): whether it stopped because the engine failed for good (Engine::fatal_error),
+  // not on request; flintd then exits 1.
+  bool failed() const { return failed_.load(); }
 
  private:
   void watch_health();
@@ -66,6 +69,7 @@ class Daemon {
   std::condition_variable cv_;
   int stop_requests_ = 0;
   bool stopped_ = false;
+  std::atomic<bool> failed_{false};
   std::thread health_thread_;
 };
 

@@ -1,5 +1,6 @@
 // flintd: the gRPC and HTTP daemon. SIGTERM or SIGINT drains it (a second one cuts the
-// drain short); it exits 0 after a drain, 1 when it cannot start, 2 on bad flags.
+// drain short); it exits 0 after a drain, 1 when it cannot start or its backend failed
+// for good (a faulted GPU: health goes NOT_SERVING first), 2 on bad flags.
 #include <pthread.h>
 #include <signal.h>
 
@@ -45,7 +46,7 @@ int main(int argc, char** argv) {
     });
     waiter.detach();  // it may still wait for a second signal when we exit
     daemon.run_until_stopped();
-    return 0;
+    return daemon.failed() ? 1 : 0;
   } catch (const std::exception& e) {
     std::cerr << "flintd: error: " << e.what() << "\n";
     return 1;

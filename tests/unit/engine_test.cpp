@@ -335,6 +335,61 @@ TEST(Engine, AFailedStepEndsItsRequestsWithInternalAndTheEngineServesOn) {
   EXPECT_EQ(collect(*submit_ok(engine, greedy_request(prompt, 4))).token_ids, solo_greedy(prompt, 4));
 }
 
+// Runs normally for `good_steps` steps, then every forward throws and the backend reports itself unusable (as
+// CudaBackend does after a kernel fault poisons the CUDA context).
+class FaultsForGoodBackend : public Backend {
+ public:
+  FaultsForGoodBackend(Backend& inner, int good_steps) : inner_(inner), good_steps_(good_steps) {}
+  void forward(const StepPlan& plan, float* logits) override {
+    if (steps_++ >= good_steps_) {
+      fatal_ = "cudaErrorIllegalAddress (an illegal memory access was encountered)";
+      throw Error("cuda backend: the forward step: " + fatal_);
+    }
+    inner_.forward(plan, logits);
+  }
+  std::string fatal_error() const override { return fatal_; }
+  const ModelConfig& config() const override { return inner_.config(); }
+  int32_t block_size() const override { return inner_.block_size(); }
+  int32_t num_kv_blocks() const override { return inner_.num_kv_blocks(); }
+
+ private:
+  Backend& inner_;
+  int good_steps_, steps_ = 0;  // engine thread only
+  std::string fatal_;
+};
+
+TEST(Engine, AFatalBackendErrorEndsEveryRequestWithUnavailableAndTheEngineStopsRefusingNewOnes) {
+  CpuBackend backend = make_backend(32);
+  FaultsForGoodBackend faulty(backend, 6);
+  Engine engine(faulty, tiny_tokenizer());
+  ASSERT_TRUE(engine.alive());
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 3; ++i) streams.push_back(submit_ok(engine, greedy_request(prompt_of(8 + i, i), 40)));
+  for (auto& stream : streams) {
+    Collected got = collect(*stream);
+    ASSERT_TRUE(got.final);
+    EXPECT_EQ(got.final->reason, FinishReason::Error);
+    EXPECT_EQ(got.final->status.code, StatusCode::Unavailable);
+    EXPECT_NE(got.final->status.message.find("cudaErrorIllegalAddress"), std::string::npos) << got.final->status.message;
+    EXPECT_LT(got.token_ids.size(), 40u);
+  }
+  EXPECT_FALSE(engine.alive());
+  EXPECT_NE(engine.fatal_error().find("can run no more steps"), std::string::npos) << engine.fatal_error();
+  SubmitResult later = engine.submit(greedy_request(prompt_of(5), 4));
+  EXPECT_EQ(later.status.code, StatusCode::Unavailable);
+  EXPECT_NE(later.status.message.find("cudaErrorIllegalAddress"), std::string::npos) << later.status.message;
+  EXPECT_EQ(later.stream, nullptr);
+}
+
+TEST(Engine, AStepThatFailsWithoutAFatalErrorLeavesTheEngineAlive) {
+  CpuBackend backend = make_backend(32);
+  FailOnceBackend failing(backend);
+  Engine engine(failing, tiny_tokenizer());
+  collect(*submit_ok(engine, greedy_request(prompt_of(8), 4)));
+  EXPECT_TRUE(engine.alive());
+  EXPECT_EQ(engine.fatal_error(), "");
+}
+
 TEST(Engine, WithoutATokenizerIdsStreamWithNoTextAndStopStringsAreRejected) {
   CpuBackend backend = make_backend(32);
   Engine engine(backend, /*tokenizer=*/nullptr);
