@@ -20,7 +20,9 @@
 //               top_p · total, in doubles);
 //  5. the draw: u uniform in [0, kept total) from Philox-4x32-10 keyed by seed, counter (step, draw), by Lemire's
 //     unbiased multiply-and-reject; the token is the one whose weight covers u when the kept weights are laid
-//     out in id order (the distribution is Sampler's: weight / kept total; only the layout differs);
+//     out in id order (the distribution is Sampler's: weight / kept total; only the layout differs); when the
+//     kept total is 0 (every tempered logit non-finite against the max: a temperature so small that 1 / T or
+//     logit / T overflows) the top token;
 //  6. logprob of the chosen token under the tempered, penalised, untruncated distribution (Sampler's):
 //       s_chosen - m - log(Σ_all q_i · 2^-40)   (within ~2e-7 of Sampler's log-softmax).
 #pragma once

@@ -87,12 +87,17 @@ RowResult select(const SampleRow& row, const float* logits, int32_t vocab, std::
     uint64_t kept_total = 0;
     for (int32_t t : cand) kept_total += weight(mul(logits[t], inv_t), m);
     const uint64_t u = uniform_below(kept_total, row.seed, row.step);
+    // No kept weight covers u only when every kept weight is 0 (kept_total 0, u 0: tempered logits that are not
+    // finite, e.g. a temperature so small that 1 / T or logit / T overflows): the top token, as the kernel.
     uint64_t acc = 0;
-    res.token = -1;
-    for (int32_t i = 0; i < vocab && res.token < 0; ++i) {
+    res.token = top;
+    for (int32_t i = 0; i < vocab; ++i) {
       if (!keep[size_t(i)]) continue;
       acc += weight(mul(logits[i], inv_t), m);
-      if (u < acc) res.token = i;
+      if (u < acc) {
+        res.token = i;
+        break;
+      }
     }
   }
   const double lse_shift = std::log(double(total_all)) - double(kSampleWeightShift) * 0.69314718055994530942;

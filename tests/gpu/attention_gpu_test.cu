@@ -1,9 +1,9 @@
 // The CUDA attention kernels (kernels/cuda/attention.h) against their CPU twins (kernels/cpu/attention_bf16.h), every
 // element, on seeded random inputs (tests/attention_problem.h: shuffled block tables, every cache block random):
-// head_dim 64 and 128, GQA ratios 1, 3, 4, 7, 8, contexts 1 .. 8191 around block and split boundaries, block sizes
-// 8, 16 and 32, decode-only, prefill-only and mixed batches, a cached prefix plus a new chunk, a one-hot softmax
-// (exact), odd cache strides, batch invariance bit for bit, and RoPE + KV write. Skips every test that needs a GPU
-// when none is present (FLINT_REQUIRE_GPU turns the skip into a failure).
+// head_dim 64 and 128, GQA ratios 1, 3, 4, 7, 8 (9 and 16 in the mixed batches), contexts 1 .. 8191 around block
+// and split boundaries, block sizes 8, 16 and 32, decode-only, prefill-only and mixed batches, a cached prefix plus
+// a new chunk, a one-hot softmax (exact), odd cache strides, batch invariance bit for bit, and RoPE + KV write.
+// Skips every test that needs a GPU when none is present (FLINT_REQUIRE_GPU turns the skip into a failure).
 //
 // Tolerance, per output element, |gpu - twin| <= atol + 2^-7·|twin| (2^-7·|twin|: one bf16 ulp, since two fp32
 // results that differ slightly can round to neighbouring bf16 values), with atol from the kernel's arithmetic:
@@ -169,11 +169,13 @@ TEST(AttentionGpu, PrefillMatchesTheTwinOverHeadDimsRatiosLengthsAndBlockSizes) 
       }
 }
 
-// Decode and prefill sequences of random lengths in one call, on the three models' head shapes, with padding
-// sequences (kv_len 0, position -1: a CUDA graph bucket's unused slots) among them.
+// Decode and prefill sequences of random lengths in one call, on the three models' head shapes and two GQA groups
+// of more than 8 query heads (9: the decode kernel cuts the group into head chunks of 5 and 4; 16: two of 8), with
+// padding sequences (kv_len 0, position -1: a CUDA graph bucket's unused slots) among them.
 TEST(AttentionGpu, MixedDecodeAndPrefillBatchesMatchTheTwin) {
   REQUIRE_GPU();
-  for (const Shape sh : {Shape{64, 32, 8, 16}, Shape{128, 12, 2, 16}, Shape{128, 28, 4, 16}}) {
+  for (const Shape sh : {Shape{64, 32, 8, 16}, Shape{128, 12, 2, 16}, Shape{128, 28, 4, 16}, Shape{128, 18, 2, 16},
+                         Shape{64, 32, 2, 16}}) {
     std::mt19937 rng(sh.num_qo_heads);
     std::vector<Seq> seqs;
     for (int i = 0; i < 40; ++i) {

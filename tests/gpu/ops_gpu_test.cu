@@ -326,6 +326,41 @@ TEST(OpsGpu, SampleMatchesTwinToken) {
   run_sample(64, 151936, false, seed++);
 }
 
+// A temperature so small that 1 / T overflows (1e-40, inside the API's [0, 100]): every weight is 0, the kept total
+// is 0, and kernel and twin both pick the top token (kernels/sampling_params.h, step 5); the logprob is NaN in both,
+// so only the tokens are compared.
+TEST(OpsGpu, SampleWithAllWeightsZeroPicksTheTopTokenAsTheTwin) {
+  REQUIRE_GPU();
+  const int rows = 4, vocab = 3000;
+  const auto logits = random_f32(size_t(rows) * vocab, 77, 3.0f);
+  std::vector<SampleRow> params(static_cast<size_t>(rows));
+  for (int r = 0; r < rows; ++r) {
+    SampleRow& s = params[size_t(r)];
+    s.temperature = 1e-40f, s.seed = uint64_t(r) + 1, s.step = 5;
+    s.top_k = r % 2 ? 50 : 0, s.top_p = r / 2 ? 0.9f : 1.0f;
+  }
+  auto host = logits;
+  std::vector<int32_t> want(size_t(rows), -2);
+  SampleParams p;
+  p.num_rows = rows, p.vocab = vocab, p.ld_logits = vocab, p.logits = host.data(), p.rows = params.data();
+  p.token_ids = want.data();
+  cpu::sample(p);
+  DeviceBuffer d_logits(logits.size() * 4), d_rows(params.size() * sizeof(SampleRow)), d_tokens(size_t(rows) * 4);
+  d_logits.upload(logits), d_rows.upload(params), d_tokens.poison();
+  p.logits = d_logits.as<float>(), p.rows = d_rows.as<SampleRow>(), p.token_ids = d_tokens.as<int32_t>();
+  std::string why;
+  ASSERT_EQ(sample(p, nullptr, &why), cudaSuccess) << why;
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<int32_t> got = d_tokens.download<int32_t>(size_t(rows));
+  for (int r = 0; r < rows; ++r) {
+    const float* row = logits.data() + int64_t(r) * vocab;
+    const int32_t top = int32_t(std::max_element(row, row + vocab) - row);
+    EXPECT_EQ(want[size_t(r)], top) << "twin, row " << r;
+    EXPECT_EQ(got[size_t(r)], top) << "kernel, row " << r;
+  }
+  summary_add("sample.zero_weights", got == want ? 0.0 : INFINITY, 0);
+}
+
 // ---- argument checks: the launchers refuse before touching the device, so these run anywhere ---------------------
 
 TEST(OpsGpu, LaunchersRejectBadArgumentsWithTheFieldsName) {

@@ -130,6 +130,20 @@ TEST(SamplingTwin, GreedyPicksSamplersTokenWithItsLogprob) {
   }
 }
 
+// A temperature so small that 1 / T overflows (1e-40 is inside the API's [0, 100]) makes every tempered logit
+// infinite or NaN and every weight 0: the draw has nothing to cover u, and the twin must pick the top token, as the
+// kernel does (its default), not -1.
+TEST(SamplingTwin, AllZeroWeightsPickTheTopToken) {
+  SamplingParams s;
+  s.temperature = 1e-40f;
+  for (int32_t top_k : {0, 2})
+    for (float top_p : {1.0f, 0.9f}) {
+      s.top_k = top_k, s.top_p = top_p;
+      const One got = twin_sample({1.0f, 2.0f, -3.0f, 0.5f, 2.0f}, row_of(s, 3));
+      EXPECT_EQ(got.token, 1) << "top_k " << top_k << " top_p " << top_p;
+    }
+}
+
 // The truncation keeps the same set as Sampler's for top-k, top-p, min-p and their combinations.
 TEST(SamplingTwin, FiltersKeepExactlySamplersTokens) {
   struct Case {
