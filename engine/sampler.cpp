@@ -33,7 +33,10 @@ float tempered_lse(std::span<const float> logits, float inv_t) {
 }
 }  // namespace
 
-Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) { params_.validate(); }
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
+  params_.validate();
+  if (params_.temperature < kGreedyBelowTemperature) params_.temperature = 0.0f;
+}
 
 size_t Sampler::truncate(std::span<const float> logits, float inv_t, float lse) {
   const int32_t vocab = int32_t(logits.size());
@@ -148,7 +151,7 @@ std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, float temp
 
 SampleRow to_sample_row(const SamplingParams& params, uint64_t step) {
   SampleRow row;
-  row.temperature = params.temperature;
+  row.temperature = params.temperature < kGreedyBelowTemperature ? 0.0f : params.temperature;
   row.top_k = params.top_k;
   row.top_p = params.top_p;
   row.min_p = params.min_p;

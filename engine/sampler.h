@@ -10,8 +10,11 @@
 
 namespace flint {
 
+// Temperatures below this sample greedily (as vLLM's 1e-5): 1 / T would overflow the tempered logits to inf.
+constexpr float kGreedyBelowTemperature = 1e-5f;
+
 struct SamplingParams {
-  float temperature = 1.0f;         // 0: greedy
+  float temperature = 1.0f;         // 0 (or below kGreedyBelowTemperature): greedy
   int32_t top_k = 0;                // 0: off
   float top_p = 1.0f;               // (0, 1]; 1: off
   float min_p = 0.0f;               // [0, 1]; 0: off

@@ -32,6 +32,27 @@ TEST(Sampler, GreedyPicksTheLargestLogit) {
   }
 }
 
+// 1 / 1e-40 overflows a float: such temperatures sample greedily, on the host and on the device.
+TEST(Sampler, ATemperatureBelowTheGreedyThresholdIsGreedy) {
+  for (float t : {1e-40f, 1e-30f, 9e-6f}) {
+    SamplingParams p;
+    p.temperature = t;
+    p.seed = 5;
+    Sampler s(p);
+    for (uint32_t seed = 0; seed < 10; ++seed) {
+      auto l = random_logits(1000, seed);
+      auto copy = l;
+      const SampleResult r = s.sample(copy, {}, {});
+      EXPECT_EQ(r.token_id, argmax(l)) << t;
+      EXPECT_TRUE(std::isfinite(r.logprob)) << t;
+    }
+    EXPECT_EQ(to_sample_row(p, 0).temperature, 0.0f) << t;
+  }
+  SamplingParams warm;
+  warm.temperature = 1e-5f;
+  EXPECT_EQ(to_sample_row(warm, 0).temperature, 1e-5f);
+}
+
 TEST(Sampler, TopKOneMinPOneAndTinyTopPAreGreedy) {
   for (int variant = 0; variant < 3; ++variant) {
     SamplingParams p;
