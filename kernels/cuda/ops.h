@@ -29,7 +29,7 @@ cudaError_t add_rmsnorm(const AddRmsNormParams& p, cudaStream_t stream, std::str
 cudaError_t gather_rows(const GatherRowsParams& p, cudaStream_t stream, std::string* error = nullptr);
 
 // One thread per 32-value block (Q4_0, Q4_1, Q8_0), per 32 values of a 256-value super-block (Q4_K, Q6_K), or
-// per 8 values (F32, F16, BF16). Bit-for-bit equal to f32_to_bf16 ∘ cpu::dequantize_row (see DequantParams).
+// per value (F32, F16, BF16). Bit-for-bit equal to f32_to_bf16 ∘ cpu::dequantize_row (see DequantParams).
 cudaError_t dequantize(const DequantParams& p, cudaStream_t stream, std::string* error = nullptr);
 
 }  // namespace flint::cuda
