@@ -114,11 +114,13 @@ void CudaBackend::initialize(const ModelWeights& weights, const CudaBackendOptio
     std::fprintf(stderr, "cuda backend: weights %.2f GiB, buffers %.2f GiB, KV cache %d blocks x %d tokens (%.2f GiB)\n",
                  gib(weight_bytes_), gib(buffer_bytes_), num_blocks_, block_size_, gib(kv_bytes_));
   buckets_ = cuda_graph_buckets(max_seqs_);
+  widths_ = cuda_graph_widths(table_width_, block_size_);
   if (options.cuda_graphs) {
     capture_graphs();
     if (options.log)
-      std::fprintf(stderr, "cuda backend: captured %zu decode graphs (batch %d..%d) in %.2f s\n", graphs_.size(),
-                   buckets_.front(), buckets_.back(), capture_seconds_);
+      std::fprintf(stderr, "cuda backend: captured %zu decode graphs (batch %d..%d x context %d..%d) in %.2f s\n",
+                   graphs_.size(), buckets_.front(), buckets_.back(), widths_.front() * block_size_,
+                   widths_.back() * block_size_, capture_seconds_);
   } else if (options.log) {
     std::fprintf(stderr, "cuda backend: CUDA graphs off: every step runs eagerly\n");
   }
@@ -327,9 +329,10 @@ void CudaBackend::allocate_kv_cache(const CudaBackendOptions& options) {
 void CudaBackend::capture_graphs() {
   const auto t0 = std::chrono::steady_clock::now();
   const StepPlan empty;  // every row a padding row: the cache is neither read nor written
-  for (int32_t b : buckets_) {
+  // One graph per (batch bucket, table width), in that order: graphs_[bucket · widths_.size() + width].
+  for (int32_t b : buckets_) for (int32_t w : widths_) {
     int64_t elems = 0;
-    const StepShape shape = cuda_prepare_step(empty, b, table_width_, block_size_, staging_host_, &elems);
+    const StepShape shape = cuda_prepare_step(empty, b, w, block_size_, staging_host_, &elems);
     check(cudaMemcpyAsync(staging_dev_, staging_host_, size_t(elems) * 4, cudaMemcpyHostToDevice, stream_),
           "uploading a graph bucket's inputs");
     enqueue_forward(shape, nullptr);  // eager once first: launchers set their one-time attributes outside capture
@@ -473,13 +476,16 @@ bool CudaBackend::enqueue_step(const StepPlan& plan) {
 
   const int32_t bucket = graphs_.empty() || observer_ || !is_decode_only(plan) ? -1
                                                                                : cuda_pick_graph_bucket(buckets_, s);
+  // The narrowest captured table that holds the step's longest sequence (widths_ ends with table_width_).
+  const int32_t width = bucket < 0 ? -1 : cuda_pick_graph_bucket(widths_, std::max(plan.max_blocks_per_seq, 1));
   int64_t elems = 0;
-  const StepShape shape =
-      cuda_prepare_step(plan, bucket >= 0 ? buckets_[size_t(bucket)] : 0, table_width_, block_size_, staging_host_, &elems);
+  const StepShape shape = cuda_prepare_step(plan, bucket >= 0 ? buckets_[size_t(bucket)] : 0,
+                                            bucket >= 0 ? widths_[size_t(width)] : table_width_, block_size_,
+                                            staging_host_, &elems);
   check(cudaMemcpyAsync(staging_dev_, staging_host_, size_t(elems) * 4, cudaMemcpyHostToDevice, stream_),
         "uploading the step's inputs");
   if (bucket >= 0)
-    check(cudaGraphLaunch(graphs_[size_t(bucket)], stream_), "replaying a decode graph");
+    check(cudaGraphLaunch(graphs_[size_t(bucket) * widths_.size() + size_t(width)], stream_), "replaying a decode graph");
   else
     enqueue_forward(shape, &plan);
   return true;

@@ -11,9 +11,11 @@
 //             a pinned staging buffer and its device mirror for the step's index arrays (one copy per step).
 //   sampling  on the device (forward_sample): the step's rows and penalty lists go over in one copy, the sampler
 //             (kernels/cuda/sampling.h) runs on the logits in place, and only ids and logprobs come back.
-//   graphs    one CUDA graph per decode batch bucket (cuda_graph_buckets), captured at construction; a decode-only
-//             step is padded to its bucket (padding sequences: kv_len 0, position -1, attention_params.h) and
-//             replays it. Prefill and mixed steps run eagerly.
+//   graphs    one CUDA graph per decode batch bucket (cuda_graph_buckets) and block-table width
+//             (cuda_graph_widths: contexts of 512, 2048, ... tokens up to the whole), captured at construction; a
+//             decode-only step is padded to its bucket (padding sequences: kv_len 0, position -1,
+//             attention_params.h) and replays the graph of the narrowest width holding its longest sequence, so
+//             attention launches for the contexts at hand. Prefill and mixed steps run eagerly.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -65,6 +67,7 @@ class CudaBackend : public Backend {
   std::string describe() const;
   uint64_t kv_cache_bytes() const { return kv_bytes_; }
   const std::vector<int32_t>& graph_buckets() const { return buckets_; }
+  const std::vector<int32_t>& graph_widths() const { return widths_; }
   // Seconds the constructor spent capturing the decode graphs (0 with graphs off), as its log line says.
   double graph_capture_seconds() const { return capture_seconds_; }
 
@@ -118,8 +121,9 @@ class CudaBackend : public Backend {
   int32_t* sample_out_host_ = nullptr;  // pinned
   int32_t* sample_out_dev_ = nullptr;
 
-  std::vector<int32_t> buckets_;
-  std::vector<cudaGraphExec_t> graphs_;  // per bucket (empty when graphs are off)
+  std::vector<int32_t> buckets_;         // decode graphs' batch sizes (cuda_graph_buckets)
+  std::vector<int32_t> widths_;          // and block-table widths (cuda_graph_widths)
+  std::vector<cudaGraphExec_t> graphs_;  // [bucket · widths_.size() + width] (empty when graphs are off)
   double capture_seconds_ = 0;
   LayerObserver observer_;
   std::string fatal_;  // engine thread only (the thread that runs the steps)

@@ -35,6 +35,16 @@ int32_t cuda_pick_graph_bucket(const std::vector<int32_t>& buckets, int32_t num_
   return -1;
 }
 
+std::vector<int32_t> cuda_graph_widths(int32_t table_width, int32_t block_size) {
+  std::vector<int32_t> widths;
+  for (int64_t context = 512; context < int64_t(table_width) * block_size; context *= 4) {
+    const int32_t w = int32_t((context + block_size - 1) / block_size);
+    if (w < table_width && (widths.empty() || w > widths.back())) widths.push_back(w);
+  }
+  if (table_width >= 1) widths.push_back(table_width);
+  return widths;
+}
+
 bool is_decode_only(const StepPlan& plan) {
   if (plan.num_seqs() == 0 || plan.num_tokens() != plan.num_seqs()) return false;
   if (plan.logit_rows.size() != size_t(plan.num_seqs())) return false;

@@ -33,6 +33,11 @@ uint64_t cuda_default_kv_budget(uint64_t free_bytes);
 std::vector<int32_t> cuda_graph_buckets(int32_t max_seqs);
 // Index into `buckets` of the smallest bucket >= num_seqs, or -1 when none (the step then runs eagerly).
 int32_t cuda_pick_graph_bucket(const std::vector<int32_t>& buckets, int32_t num_seqs);
+// The block-table widths a decode graph is captured for, ascending: those covering contexts of 512, 2048, 8192,
+// ... tokens (x4) below the full width, then table_width itself. A graph's attention is sized for its width
+// (width · block_size keys a sequence, one split per 128), so a step of short sequences replays a graph that
+// launches for its contexts, not for the model's whole context.
+std::vector<int32_t> cuda_graph_widths(int32_t table_width, int32_t block_size);
 // A decode-only step: every sequence feeds exactly one token and wants its logits (the case graphs replay).
 bool is_decode_only(const StepPlan& plan);
 

@@ -116,6 +116,7 @@ TwinBackend::TwinBackend(const ModelConfig& config, const ModelWeights& weights,
   staging_.resize(size_t(cuda_step_layout(int32_t(T), int32_t(R), table_width_, int32_t(R)).total));
   B_.staging = staging_.data();
   buckets_ = cuda_graph_buckets(int32_t(std::min(R, T)));
+  widths_ = cuda_graph_widths(table_width_, block_size_);
 }
 
 void TwinBackend::forward(const StepPlan& plan, float* logits) {
@@ -150,8 +151,11 @@ void TwinBackend::run(const StepPlan& plan) {
                              ? cuda_pick_graph_bucket(buckets_, plan.num_seqs())
                              : -1;
   last_bucket_ = bucket >= 0 ? buckets_[size_t(bucket)] : 0;
+  const int32_t width = bucket < 0 ? -1 : cuda_pick_graph_bucket(widths_, std::max(plan.max_blocks_per_seq, 1));
+  last_width_ = bucket >= 0 ? widths_[size_t(width)] : 0;
   int64_t elems = 0;
-  const StepShape shape = cuda_prepare_step(plan, last_bucket_, table_width_, block_size_, staging_.data(), &elems);
+  const StepShape shape = cuda_prepare_step(plan, last_bucket_, bucket >= 0 ? last_width_ : table_width_, block_size_,
+                                            staging_.data(), &elems);
   plan_ = &plan;
   TwinOps ops{*this};
   run_forward(config_, layers_, B_, shape, ops);

@@ -31,8 +31,9 @@ class TwinBackend : public Backend {
   int32_t block_size() const override { return block_size_; }
   int32_t num_kv_blocks() const override { return num_blocks_; }
   void set_observer(LayerObserver observer) override { observer_ = std::move(observer); }
-  // The bucket size the last forward was padded to (0: eager), for tests.
+  // The bucket size the last forward was padded to and the graph table width it took (0, 0: eager), for tests.
   int32_t last_bucket() const { return last_bucket_; }
+  int32_t last_width() const { return last_width_; }
 
  private:
   friend struct TwinOps;
@@ -40,7 +41,7 @@ class TwinBackend : public Backend {
   void run(const StepPlan& plan);
   ModelConfig config_;
   TwinBackendOptions options_;
-  int32_t block_size_ = 0, num_blocks_ = 0, table_width_ = 0, last_bucket_ = 0;
+  int32_t block_size_ = 0, num_blocks_ = 0, table_width_ = 0, last_bucket_ = 0, last_width_ = 0;
   std::vector<std::vector<bf16_bits>> weights_;  // every packed weight
   std::vector<bf16_bits> kv_;
   std::vector<float> inv_freq_, f32_buffers_[3];
@@ -48,7 +49,7 @@ class TwinBackend : public Backend {
   std::vector<uint8_t> matmul_ws_, attn_ws_;
   std::vector<int32_t> staging_;
   std::vector<uint8_t> sample_staging_;  // the packed sampling batch (cuda_sample_layout)
-  std::vector<int32_t> buckets_;
+  std::vector<int32_t> buckets_, widths_;
   std::vector<ForwardLayer> layers_;
   ForwardBuffers B_;
   const StepPlan* plan_ = nullptr;  // the step being run, for observe_kv

@@ -50,6 +50,24 @@ TEST(CudaGraphBuckets, PowersOfTwoUpToTheMaxAndTheMaxItself) {
   EXPECT_EQ(cuda_graph_buckets(1000), (std::vector<int32_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 1000}));
 }
 
+TEST(CudaGraphWidths, ContextsOf512TimesPowersOfFourThenTheWholeTable) {
+  EXPECT_EQ(cuda_graph_widths(512, 16), (std::vector<int32_t>{32, 128, 512}));       // 8192 tokens
+  EXPECT_EQ(cuda_graph_widths(8192, 16), (std::vector<int32_t>{32, 128, 512, 2048, 8192}));  // 131072
+  EXPECT_EQ(cuda_graph_widths(2048, 16), (std::vector<int32_t>{32, 128, 512, 2048}));  // 32768: no 8192
+  EXPECT_EQ(cuda_graph_widths(12, 16), (std::vector<int32_t>{12}));                   // under 512 tokens
+  EXPECT_EQ(cuda_graph_widths(33, 16), (std::vector<int32_t>{32, 33}));
+  EXPECT_EQ(cuda_graph_widths(100, 7), (std::vector<int32_t>{74, 100}));              // ceil(512 / 7)
+  EXPECT_EQ(cuda_graph_widths(1, 16), (std::vector<int32_t>{1}));
+  // Every width a decode step can need has a graph: the last is the whole table.
+  for (int32_t w : {1, 5, 32, 33, 511, 512}) {
+    const std::vector<int32_t> widths = cuda_graph_widths(512, 16);
+    const int32_t i = cuda_pick_graph_bucket(widths, w);
+    ASSERT_GE(i, 0) << w;
+    EXPECT_GE(widths[size_t(i)], w);
+    if (i > 0) EXPECT_LT(widths[size_t(i) - 1], w);
+  }
+}
+
 TEST(CudaGraphBuckets, PicksTheSmallestThatHolds) {
   const std::vector<int32_t> b = cuda_graph_buckets(100);
   EXPECT_EQ(cuda_pick_graph_bucket(b, 1), 0);

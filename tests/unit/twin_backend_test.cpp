@@ -127,6 +127,41 @@ void check_prefill_and_padded_decode(const LoadedModel& model) {
   }
 }
 
+// Decode graphs by block-table width (cuda_graph_widths): a step replays the narrowest graph holding its longest
+// sequence; its logits are the same bits as the eager step's, whichever width it took.
+TEST(TwinBackend, DecodeTakesTheNarrowestGraphWidthThatHoldsItsSequencesWithTheSameBits) {
+  LoadedModel model = load_model(std::string(FLINT_TEST_DATA_DIR) + "/tiny-cuda-qwen2");
+  model.config.max_context = 4096;  // a table of 256 blocks: graph widths 32, 128, 256 (contexts 512, 2048, 4096)
+  const int32_t vocab = model.config.vocab_size;
+  TwinBackend padded(model.config, model.weights, {.max_tokens_per_step = 1024, .max_seqs_per_step = 4});
+  TwinBackend eager(model.config, model.weights,
+                    {.max_tokens_per_step = 1024, .max_seqs_per_step = 4, .pad_decode_to_buckets = false});
+  const std::vector<int32_t> lens = {20, 700};  // 2 and 44 blocks
+  // A sequence's blocks, as the scheduler gives them: as many as its keys fill (the plan's table is as wide as the
+  // longest list).
+  auto blocks = [](int32_t first, int32_t kv_len) { return test::iota_tokens(first, (kv_len + 15) / 16); };
+  std::vector<float> out(static_cast<size_t>(vocab)), out_e(static_cast<size_t>(vocab));
+  for (int32_t s = 0; s < 2; ++s) {
+    StepPlan p;
+    p.add_sequence(test::iota_tokens(7 + s, lens[size_t(s)]), lens[size_t(s)], blocks(s * 100, lens[size_t(s)]), true);
+    padded.forward(p, out.data());
+    eager.forward(p, out_e.data());
+  }
+  std::vector<float> a(2 * size_t(vocab)), b(a.size());
+  // The short sequence alone: the 512-token graph; both: the 2048-token one.
+  for (int32_t both = 0; both < 2; ++both) {
+    StepPlan p;
+    p.add_sequence({11}, lens[0] + 1 + both, blocks(0, lens[0] + 1 + both), true);
+    if (both) p.add_sequence({12}, lens[1] + 1, blocks(100, lens[1] + 1), true);
+    a.assign(a.size(), NAN), b.assign(b.size(), NAN);
+    padded.forward(p, a.data());
+    eager.forward(p, b.data());
+    EXPECT_EQ(padded.last_bucket(), both ? 2 : 1);
+    EXPECT_EQ(padded.last_width(), both ? 128 : 32);
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), size_t(p.num_seqs()) * size_t(vocab) * sizeof(float))) << both;
+  }
+}
+
 TEST(TwinBackend, PerLayerDiffAgainstTheCpuBackendIsWithinTheBound) {
   if (!std::filesystem::exists(kSmolLM2)) GTEST_SKIP() << "run scripts/fetch-model.sh";
   const LoadedModel model = load_model(kSmolLM2);
