@@ -33,7 +33,8 @@ constexpr int kDecodeMaxRows = 64;  // the decode kernel keeps all M tokens in e
 // M <= kDecodeMaxRows and Prefill above. FLINT_MATMUL=flint (or unset) is the default.
 MatmulKernel matmul_pick(int M);
 
-// Workspace `kernel` needs for this shape (Auto: the most any kernel needs, so the switch never runs short).
+// Workspace `kernel` needs for this shape (Auto: what the kernel matmul_pick chooses needs, FLINT_MATMUL
+// included; ours grows with M, so sizing at the largest M covers every call with fewer rows).
 size_t matmul_workspace_bytes(int M, int N, int K, MatmulKernel kernel);
 
 // Queues the matmul on `stream`. p's pointers are device pointers (workspace included). Checks p once: an invalid
