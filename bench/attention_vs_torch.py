@@ -13,22 +13,12 @@ import argparse
 import json
 import sys
 
+import side_by_side
+from side_by_side import fmt
+
 
 def load(path, what):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        print(f"attention_vs_torch: cannot read {what} JSON {path}: {e}")
-        return None
-
-
-def fmt(x, spec):
-    """x formatted by spec, or "-" right-aligned to spec's width when there is no figure."""
-    if isinstance(x, (int, float)):
-        return format(x, spec)
-    width = spec.split(".")[0]
-    return "-".rjust(int(width) if width.isdigit() else 0)
+    return side_by_side.load(path, what, "attention_vs_torch")
 
 
 def main():

@@ -16,26 +16,16 @@ import argparse
 import json
 import sys
 
+import side_by_side
+from side_by_side import fmt
+
 # Issue 6: (shape, batch) -> the least % of the roofline engine decode should reach.
 TARGETS = {("llama-3.2-1b", 1): 70.0, ("qwen2.5-1.5b", 1): 70.0, ("llama-3.2-1b", 128): 60.0,
            ("qwen2.5-1.5b", 128): 60.0}
 
 
 def load(path, what):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        print(f"engine_vs_hf: cannot read {what} JSON {path}: {e}")
-        return None
-
-
-def fmt(x, spec):
-    """x formatted by spec, or "-" right-aligned to spec's width when there is no figure."""
-    if isinstance(x, (int, float)):
-        return format(x, spec)
-    width = spec.split(".")[0]
-    return "-".rjust(int(width) if width.isdigit() else 0)
+    return side_by_side.load(path, what, "engine_vs_hf")
 
 
 def shape_key(name):

@@ -1,0 +1,21 @@
+"""side_by_side: what the scripts that set a Flint benchmark's JSON beside torch's share (attention_vs_torch.py,
+engine_vs_hf.py): reading a JSON input with a message naming it, and formatting a figure that may be missing."""
+import json
+
+
+def load(path, what, tool):
+    """The JSON at path, or None after printing why it cannot be read (`what` names the input, `tool` the caller)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"{tool}: cannot read {what} JSON {path}: {e}")
+        return None
+
+
+def fmt(x, spec):
+    """x formatted by spec, or "-" right-aligned to spec's width when there is no figure."""
+    if isinstance(x, (int, float)):
+        return format(x, spec)
+    width = spec.split(".")[0]
+    return "-".rjust(int(width) if width.isdigit() else 0)
