@@ -64,7 +64,9 @@ TEST(CudaGraphWidths, ContextsOf512TimesPowersOfFourThenTheWholeTable) {
     const int32_t i = cuda_pick_graph_bucket(widths, w);
     ASSERT_GE(i, 0) << w;
     EXPECT_GE(widths[size_t(i)], w);
-    if (i > 0) EXPECT_LT(widths[size_t(i) - 1], w);
+    if (i > 0) {
+      EXPECT_LT(widths[size_t(i) - 1], w);
+    }
   }
 }
 
