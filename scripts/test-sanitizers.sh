@@ -11,7 +11,7 @@
 # SIGKILL has no exit code a test looks at).
 # The ASan tree is also the fuzz tree (FLINT_FUZZ=ON): scripts/fuzz.sh runs every
 # libFuzzer target in it for FUZZ_SECONDS (default 10; 5 with --ci) each.
-#   scripts/test-sanitizers.sh [--ci] [asan] [tsan]     (default: both)
+#   scripts/test-sanitizers.sh [--ci] [--build-only] [asan] [tsan]     (default: both)
 # --ci (set by .ci/run): the end-to-end phases run a chosen part of each suite (8 of
 # the 26 bad requests, the cancel and disconnect tests; under TSan also SIGINT), keeping
 # CI inside its time; without it they run whole (security, 16 streams, drain too).
@@ -21,12 +21,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-ci=0
-if [ "${1:-}" = --ci ]; then ci=1; shift; fi
+ci=0 build_only=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --ci) ci=1; shift ;;
+    --build-only) build_only=1; shift ;;
+    *) break ;;
+  esac
+done
 phases=("$@")
 [ ${#phases[@]} -gt 0 ] || phases=(asan tsan)
 for p in "${phases[@]}"; do
-  case $p in asan | tsan) ;; *) echo "usage: $0 [--ci] [asan] [tsan]" >&2; exit 2 ;; esac
+  case $p in asan | tsan) ;; *) echo "usage: $0 [--ci] [--build-only] [asan] [tsan]" >&2; exit 2 ;; esac
 done
 jobs=$(nproc)
 launcher=()
@@ -84,13 +90,29 @@ run() {
   end "$name"
 }
 
+# What each tree builds. The flint client only for the full e2e run (test_security.py drives it); --ci's part
+# does not use it.
+asan_targets=(flint_tests flintd flint-run flint_fuzz)
+[ $ci = 1 ] || asan_targets+=(flint)
+tsan_targets=(flint_threaded_tests flintd)
+
+# --build-only: configure and build the trees the phases need, run nothing (.ci/run builds them at the lowest
+# priority while the normal tests run, then runs the phases on what is built).
+if [ $build_only = 1 ]; then
+  for p in "${phases[@]}"; do
+    if [ "$p" = asan ]; then
+      configure_and_build build-asan address ON "${asan_targets[@]}"
+    else
+      configure_and_build build-tsan thread OFF "${tsan_targets[@]}"
+    fi
+  done
+  exit 0
+fi
+
 for p in "${phases[@]}"; do
   if [ "$p" = asan ]; then
     dir=build-asan reports=$root/build-asan/sanitizer-reports
     begin "asan: configure + build"
-    # The flint client only for the full e2e run (test_security.py drives it); --ci's part does not use it.
-    asan_targets=(flint_tests flintd flint-run flint_fuzz)
-    [ $ci = 1 ] || asan_targets+=(flint)
     configure_and_build $dir address ON "${asan_targets[@]}"
     end "asan: configure + build"
     rm -rf "$reports" && mkdir -p "$reports"
@@ -127,7 +149,7 @@ for p in "${phases[@]}"; do
   else
     dir=build-tsan reports=$root/build-tsan/sanitizer-reports
     begin "tsan: configure + build"
-    configure_and_build $dir thread OFF flint_threaded_tests flintd
+    configure_and_build $dir thread OFF "${tsan_targets[@]}"
     end "tsan: configure + build"
     rm -rf "$reports" && mkdir -p "$reports"
     # ignore_noninstrumented_modules: what Debian's gRPC, protobuf and absl libraries
