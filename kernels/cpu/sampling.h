@@ -35,7 +35,15 @@ struct SampleBatch {
   PenaltyLists penalties;
 
   int num_rows() const { return int(rows.size()); }
-  void clear() { *this = SampleBatch{}; }
+  // Empties it for the next step, keeping the vectors' memory (the engine reuses one batch every step).
+  void clear() {
+    rows.clear();
+    penalties.rep_offsets.assign(1, 0);
+    penalties.rep_ids.clear();
+    penalties.freq_offsets.assign(1, 0);
+    penalties.freq_ids.clear();
+    penalties.freq_counts.clear();
+  }
   // Appends one row. Its repetition list is built from `context` only when its repetition penalty is on, its
   // presence/frequency list from `generated` only when one of those is on (an unused list costs nothing).
   void add_row(const SampleRow& row, std::span<const int32_t> context, std::span<const int32_t> generated,
