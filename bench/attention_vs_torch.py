@@ -9,7 +9,6 @@ missing or unreadable: a MISS is a measured result, not a failure of this step.
 
     python3 bench/attention_vs_torch.py ATTENTION_JSON TORCH_JSON [--json OUT]
 """
-import argparse
 import json
 import sys
 
@@ -17,20 +16,11 @@ import side_by_side
 from side_by_side import fmt
 
 
-def load(path, what):
-    return side_by_side.load(path, what, "attention_vs_torch")
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("attention_json")
-    ap.add_argument("torch_json")
-    ap.add_argument("--json", metavar="PATH", help="write the comparison as JSON")
-    args = ap.parse_args()
-    flint, torch = load(args.attention_json, "attention_bench"), load(args.torch_json, "torch_baselines")
-    if flint is None or torch is None:
-        print("\n## summary attention_vs_torch\nno comparison: an input is missing (did both steps run?)")
+    read = side_by_side.inputs(__doc__, "attention_vs_torch", "attention_json", "attention_bench")
+    if read is None:
         return 1
+    args, flint, torch = read
 
     torch_prefill = {(r["model"], r["L"]): r for r in torch.get("prefill", [])}
     torch_decode = {(r["model"], r["batch"], r["ctx"]): r for r in torch.get("decode", [])}

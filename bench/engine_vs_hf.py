@@ -12,7 +12,6 @@ missing or unreadable: a MISS is a measured result, not a failure of this step.
 
     python3 bench/engine_vs_hf.py ENGINE_JSON TORCH_JSON [--json OUT]
 """
-import argparse
 import json
 import sys
 
@@ -22,10 +21,6 @@ from side_by_side import fmt
 # Issue 6: (shape, batch) -> the least % of the roofline engine decode should reach.
 TARGETS = {("llama-3.2-1b", 1): 70.0, ("qwen2.5-1.5b", 1): 70.0, ("llama-3.2-1b", 128): 60.0,
            ("qwen2.5-1.5b", 128): 60.0}
-
-
-def load(path, what):
-    return side_by_side.load(path, what, "engine_vs_hf")
 
 
 def shape_key(name):
@@ -77,15 +72,10 @@ def join(engine, torch):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("engine_json")
-    ap.add_argument("torch_json")
-    ap.add_argument("--json", metavar="PATH", help="write the comparison as JSON")
-    args = ap.parse_args()
-    engine, torch = load(args.engine_json, "engine_bench"), load(args.torch_json, "torch_baselines")
-    if engine is None or torch is None:
-        print("\n## summary engine_vs_hf\nno comparison: an input is missing (did both steps run?)")
+    read = side_by_side.inputs(__doc__, "engine_vs_hf", "engine_json", "engine_bench")
+    if read is None:
         return 1
+    args, engine, torch = read
     rows = join(engine, torch)
     info = torch.get("info", {})
     print("\n## summary engine_vs_hf")

@@ -19,3 +19,20 @@ def fmt(x, spec):
         return format(x, spec)
     width = spec.split(".")[0]
     return "-".rjust(int(width) if width.isdigit() else 0)
+
+
+def inputs(doc, tool, flint_arg, flint_tool):
+    """Parses `FLINT_JSON TORCH_JSON [--json PATH]` and reads both files: (args, flint, torch), or None after
+    printing the summary that says an input is missing (the caller then exits 1)."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument(flint_arg)
+    ap.add_argument("torch_json")
+    ap.add_argument("--json", metavar="PATH", help="write the comparison as JSON")
+    args = ap.parse_args()
+    flint = load(getattr(args, flint_arg), flint_tool, tool)
+    torch = load(args.torch_json, "torch_baselines", tool)
+    if flint is None or torch is None:
+        print(f"\n## summary {tool}\nno comparison: an input is missing (did both steps run?)")
+        return None
+    return args, flint, torch
