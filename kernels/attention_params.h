@@ -16,8 +16,8 @@
 //
 // Batch invariance: a sequence's output depends on its own queries and cache only, never on the other sequences
 // in the call. Which kernel runs a sequence depends on its own query length only (1: decode, more: prefill), and
-// the decode kernel cuts a sequence's keys into splits of kAttnKeysPerSplit, a constant, so the merge order of
-// the splits is a function of the sequence's own kv length.
+// the decode kernel cuts a sequence's keys into splits whose size is a function of the sequence's own kv length
+// (attention_keys_per_split), so the merge order of the splits is too.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -82,11 +82,45 @@ struct AttentionBatch {
   int32_t max_kv_len = 0;  // >= every kv_lens[s]
 };
 
-// Keys per split of the decode kernel: a constant, so a sequence's splits (and the order the merge adds them in)
-// depend on its own kv length only. 128 keys cut a 4096-token cache into 32 splits per KV head, enough thread
-// blocks to fill the card at batch 1; the partial sums cost (group · (head_dim + 2)) fp32 per split, about 3% of
-// the KV bytes the split reads.
+// Keys per split of the decode kernel, for kv lengths up to kAttnKeysPerSplit · kAttnMaxSplits (16384). 128 keys
+// cut a 4096-token cache into 32 splits per KV head, enough thread blocks to fill the card at batch 1; the partial
+// sums cost (group · (head_dim + 2)) fp32 per split, about 3% of the KV bytes the split reads.
 constexpr int32_t kAttnKeysPerSplit = 128;
+// The most splits one sequence gets. A longer cache gets longer splits (a multiple of 128 keys), so the
+// workspace, sized per sequence for the longest context, stays bounded: 64 sequences of Llama-3.2-1B's 32 heads
+// need 69 MB at any context, where 128-key splits over 131072 tokens would need 553 MB. 128 splits still give a
+// 32k-token sequence 1024 thread blocks over Llama-3.2-1B's 8 KV heads.
+constexpr int32_t kAttnMaxSplits = 128;
+
+// Keys per split of a sequence with kv_len keys: 128, or the smallest multiple of 128 that keeps its splits within
+// kAttnMaxSplits. A function of kv_len alone (batch invariance).
+FLINT_HOST_DEVICE inline int32_t attention_keys_per_split(int32_t kv_len) {
+  const int32_t units = kv_len <= 0 ? 1 : (kv_len - 1) / kAttnKeysPerSplit + 1;  // 128-key units
+  return kAttnKeysPerSplit * ((units - 1) / kAttnMaxSplits + 1);
+}
+
+// Splits of a sequence with kv_len keys in the decode kernel (1 .. kAttnMaxSplits).
+FLINT_HOST_DEVICE inline int32_t attention_num_splits(int32_t kv_len) {
+  if (kv_len <= 0) return 1;
+  const int32_t per = attention_keys_per_split(kv_len);
+  return (kv_len - 1) / per + 1;
+}
+
+// An upper bound on attention_num_splits(n) for every n <= max_kv_len (the splits are not monotone in n: 16384 keys
+// make 128 splits, 16385 make 65): the decode grid's split dimension and the workspace's splits per sequence.
+FLINT_HOST_DEVICE inline int32_t attention_max_splits(int32_t max_kv_len) {
+  const int32_t units = max_kv_len <= 0 ? 1 : (max_kv_len - 1) / kAttnKeysPerSplit + 1;
+  return units < kAttnMaxSplits ? units : kAttnMaxSplits;
+}
+
+// Workspace the decode kernel needs: per (sequence, query head, split) head_dim partial output values plus the
+// running max and sum, when a sequence can have more than one split; else none.
+inline size_t attention_workspace_bytes(int32_t num_seqs, int32_t num_qo_heads, int32_t head_dim,
+                                        int32_t max_kv_len) {
+  const int32_t splits = attention_max_splits(max_kv_len);
+  if (splits <= 1) return 0;
+  return size_t(num_seqs) * size_t(num_qo_heads) * size_t(splits) * (size_t(head_dim) + 2) * sizeof(float);
+}
 
 // RoPE fused with the KV write (before attention, after the QKV matmul):
 //   q (num_tokens, num_qo_heads · head_dim), rows ld_q apart: rotated in place (after q norm when given);
@@ -131,20 +165,6 @@ struct AttentionParams {
 
 // Head dims the kernels are built for.
 inline bool attention_head_dim_supported(int32_t head_dim) { return head_dim == 64 || head_dim == 128; }
-
-// Splits of a sequence with kv_len keys in the decode kernel.
-FLINT_HOST_DEVICE inline int32_t attention_num_splits(int32_t kv_len) {
-  return kv_len <= 0 ? 1 : (kv_len + kAttnKeysPerSplit - 1) / kAttnKeysPerSplit;
-}
-
-// Workspace the decode kernel needs: per (sequence, query head, split) head_dim partial output values plus the
-// running max and sum, when a sequence can have more than one split; else none.
-inline size_t attention_workspace_bytes(int32_t num_seqs, int32_t num_qo_heads, int32_t head_dim,
-                                        int32_t max_kv_len) {
-  const int32_t splits = attention_num_splits(max_kv_len);
-  if (splits <= 1) return 0;
-  return size_t(num_seqs) * size_t(num_qo_heads) * size_t(splits) * (size_t(head_dim) + 2) * sizeof(float);
-}
 
 // Empty when the cache description is valid; else what is wrong, naming the field.
 inline std::string paged_kv_cache_error(const PagedKvCache& c) {

@@ -155,7 +155,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const int n_keys = visible_keys(b, s, t);
   const int n_splits = attention_num_splits(n_keys);
   if (n_keys < 1 || split >= n_splits) return;
-  const int k_begin = split * kAttnKeysPerSplit, k_end = min(k_begin + kAttnKeysPerSplit, n_keys);
+  const int per_split = attention_keys_per_split(n_keys);
+  const int k_begin = split * per_split, k_end = min(k_begin + per_split, n_keys);
   const int h0 = kv_head * group + chunk * kHeads;
   const int heads = min(kHeads, group - chunk * kHeads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -519,7 +520,7 @@ void launch_decode_heads(const AttentionParams& p, int group, int max_splits, fl
 template <int kHeadDim>
 cudaError_t launch_attention(const AttentionParams& p, int group, cudaStream_t stream) {
   const float scale_log2 = p.scale * kLog2e;
-  const int max_splits = attention_num_splits(p.batch.max_kv_len);
+  const int max_splits = attention_max_splits(p.batch.max_kv_len);
   launch_decode_heads<kHeadDim>(p, group, max_splits, scale_log2, stream);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   if (max_splits > 1) {
@@ -563,8 +564,6 @@ cudaError_t paged_attention(const AttentionParams& p, cudaStream_t stream, std::
     return invalid(error, "attention: q, out, the cache's k and v and the workspace must be 16-byte aligned");
   if (p.batch.num_seqs > 65535)
     return invalid(error, "attention: at most 65535 sequences per call (got " + std::to_string(p.batch.num_seqs) + ")");
-  if (attention_num_splits(p.batch.max_kv_len) > 65535)
-    return invalid(error, "attention: max_kv_len " + std::to_string(p.batch.max_kv_len) + " is too long");
   const int group = p.num_qo_heads / p.cache.num_kv_heads;
   return p.cache.head_dim == 64 ? launch_attention<64>(p, group, stream) : launch_attention<128>(p, group, stream);
 }

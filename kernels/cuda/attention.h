@@ -1,12 +1,13 @@
 // Paged GQA attention on the GPU, over the bf16 KV cache kernels/attention_params.h describes. Three kernels:
 //   rope_write_kv: after the QKV matmul; per (token, head) one warp: q/k RMSNorm (qwen3) and RoPE in fp32, q
 //           rotated in place, k and v stored into their cache slots.
-//   Decode  (sequences with one query token): a thread block per (sequence, KV head, split of kAttnKeysPerSplit
-//           keys); all query heads of the GQA group share the block's one pass over its K/V, read with 16-byte
-//           loads (a warp covers 2 keys of head_dim 128 or 4 of 64 per load, 4 such loads of K and 4 of V in
-//           flight per lane); online softmax in fp32 (exp2, scale folded into log2 e), the warps merged through
-//           shared memory. A sequence with more than one split writes (sum, max, partial output) per split to the
-//           workspace and a merge kernel adds the splits in split order.
+//   Decode  (sequences with one query token): a thread block per (sequence, KV head, split of 128 keys; past
+//           16384 keys, of attention_keys_per_split keys, so a sequence has at most 128 splits); all query heads
+//           of the GQA group share the block's one pass over its K/V, read with 16-byte loads (a warp covers 2
+//           keys of head_dim 128 or 4 of 64 per load, 4 such loads of K and 4 of V in flight per lane); online
+//           softmax in fp32 (exp2, scale folded into log2 e), the warps merged through shared memory. A
+//           sequence with more than one split writes (sum, max, partial output) per split to the workspace and
+//           a merge kernel adds the splits in split order.
 //   Prefill (sequences with more than one query token): flash-attention-2 tiles on the tensor cores (mma.sync
 //           m16n8k16 bf16, fp32 accumulate): 64 query rows per block, where a row is a (token, query head) pair of
 //           one KV head's group, so a GQA group shares each K/V tile; K/V tiles of 64 keys gathered through the

@@ -1,15 +1,16 @@
 // The CUDA attention kernels (kernels/cuda/attention.h) against their CPU twins (kernels/cpu/attention_bf16.h), every
 // element, on seeded random inputs (tests/attention_problem.h: shuffled block tables, every cache block random):
-// head_dim 64 and 128, GQA ratios 1, 3, 4, 7, 8 (9 and 16 in the mixed batches), contexts 1 .. 8191 around block
-// and split boundaries, block sizes 8, 16 and 32, decode-only, prefill-only and mixed batches, a cached prefix plus
-// a new chunk, a one-hot softmax (exact), odd cache strides, batch invariance bit for bit, and RoPE + KV write.
+// head_dim 64 and 128, GQA ratios 1, 3, 4, 7, 8 (9 and 16 in the mixed batches), contexts 1 .. 40000 around block
+// and split boundaries and past the split cap, block sizes 8, 16 and 32, decode-only, prefill-only and mixed
+// batches, a cached prefix plus a new chunk, a one-hot softmax (exact), odd cache strides, batch invariance bit for
+// bit, and RoPE + KV write.
 // Skips every test that needs a GPU when none is present (FLINT_REQUIRE_GPU turns the skip into a failure).
 //
 // Tolerance, per output element, |gpu - twin| <= atol + 2^-7·|twin| (2^-7·|twin|: one bf16 ulp, since two fp32
 // results that differ slightly can round to neighbouring bf16 values), with atol from the kernel's arithmetic:
 //   decode  (a sequence with one query token): atol = 2^-14·max|V|. Scores, softmax and P·V are all fp32 in both;
-//           only the order differs (online softmax in splits of 128 keys merged by rescaling, exp2 with the scale
-//           folded into log2 e): relative differences of ~2^-20 in the weights, 2^-14 leaves a margin of ~64.
+//           only the order differs (online softmax in splits of 128 or more keys merged by rescaling, exp2 with the
+//           scale folded into log2 e): relative differences of ~2^-20 in the weights, 2^-14 leaves a margin of ~64.
 //   prefill (more than one query token): atol = 2^-8·max|V|. The kernel rounds P (in [0, 1] after subtracting the
 //           running max) to bf16 for the tensor-core P·V step while the row sum adds the unrounded weights: each
 //           weight is off by at most half an ulp (2^-8 relative at worst), so the weighted mean of V is off by at
@@ -153,6 +154,20 @@ TEST(AttentionGpu, DecodeMatchesTheTwinOverHeadDimsRatiosContextsAndBlockSizes) 
                                  seed += 10);
         check_against_twin("decode " + describe(sh), p);
       }
+}
+
+// Past 16384 keys a split grows by 128-key steps (at most kAttnMaxSplits per sequence): around the step
+// (16384: 128 splits of 128; 16385: 65 of 256), a long one (40000: 105 of 384), and the same sequences under a
+// graph's upper bound on max_kv_len (65536), whose grid and workspace stride are its attention_max_splits.
+TEST(AttentionGpu, LongContextsPastTheSplitCapMatchTheTwin) {
+  REQUIRE_GPU();
+  for (int32_t hd : {64, 128}) {
+    const Shape sh = gqa_shape(hd, 4, 16);
+    Problem p = make_problem(sh, {{1, 16384}, {1, 16385}, {1, 40000}, {1, 300}}, 1500 + hd);
+    check_against_twin("decode past the split cap " + describe(sh), p);
+    const std::vector<bf16_bits> twin = attn_test::run_twin(p), bounded = run_gpu(p, 0, 65536);
+    expect_close_to_twin("decode past the split cap, max_kv_len 65536 " + describe(sh), p, bounded, twin);
+  }
 }
 
 TEST(AttentionGpu, PrefillMatchesTheTwinOverHeadDimsRatiosLengthsAndBlockSizes) {
