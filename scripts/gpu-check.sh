@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# gpu-check.sh: the one-call GPU check, run on the GPU machine from the repo root with the build folder carried
-# from the build machine. Every step runs even if an earlier one failed; full logs and JSON go to $OUT (else
+# gpu-check.sh: the one-call GPU check, run on the GPU machine from the repo root with build-gpu/carry.tar.xz
+# carried from the build machine (scripts/gpu-build.sh makes it; it is unpacked first). Every step runs even if an earlier one failed; full logs and JSON go to $OUT (else
 # ./gpu-check-out/); a short summary and the step table are printed last (only the end of the output comes back).
 #
 #   scripts/gpu-check.sh [--quick] [--only STEP[,STEP...]] [--list]
 #   env: FLINT_BUILD_DIR (default build-gpu), PYTHON (default python3), OUT,
-#        FLINT_TORCH_ARGS (extra torch_baselines.py arguments, e.g. "--device cpu" for a dry run)
+#        FLINT_TORCH_ARGS (extra torch_baselines.py arguments, e.g. "--device cpu" for a dry run),
+#        E2E_FLINTD_ARGS (the e2e_cuda step's flintd flags, default "--device cuda"; "--device cpu" for a dry run)
 #
 # To add a step: write it as a command (run_step NAME TIMEOUT_S CMD...) in main_steps below; a step that writes
 # JSON writes $WORK/NAME.json and it is merged into results.json under NAME; a step whose log has a line starting
@@ -121,7 +122,9 @@ GPU_TESTS="$BUILD/tests/gpu/flint_gpu_tests"
 MATMUL_BENCH="$BUILD/bench/matmul_bench"
 GPU_MODEL_TESTS="$BUILD/tests/gpu/flint_gpu_model_tests"
 FLINT_RUN="$BUILD/server/flint-run"
-BUNDLE="$BUILD/lib"  # shared libraries flintd brings (scripts/bundle-libs.sh), put on LD_LIBRARY_PATH for flintd only
+BUNDLE="$BUILD/lib"  # shared libraries flintd and flint bring (scripts/bundle-libs.sh), on their LD_LIBRARY_PATH only
+E2E_MODEL="$BUILD/e2e/SmolLM2-135M-Instruct.Q4_1.gguf"  # the default model cut to 2 layers (scripts/gpu-build.sh)
+E2E_DESCRIPTORS="$BUILD/e2e/flint.desc"  # the gRPC descriptors flint_stubs.py builds stubs from (no grpc_tools there)
 OPS_BENCH="$BUILD/bench/ops_bench"
 ATTENTION_BENCH="$BUILD/bench/attention_bench"
 # The engine benchmark (issue 6): flint_engine + make_backend, so it runs the CPU-side code (random weights, the
@@ -171,7 +174,7 @@ check_loads() {
         NOTE="${NOTE:+$NOTE; }LD_LIBRARY_PATH extended"
       fi
       local miss
-      if [[ "$f" == */flintd ]] && [ -d "$BUNDLE" ]; then  # flintd runs with its bundled libraries
+      if [[ "$f" == */flintd || "$f" == */flint ]] && [ -d "$BUNDLE" ]; then  # they run with their bundled libraries
         miss=$(LD_LIBRARY_PATH="$BUNDLE${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" missing_libs "$f" | paste -sd, -)
       else
         miss=$(missing_libs "$f" | paste -sd, -)
@@ -264,15 +267,22 @@ flint_run_cuda() {
     echo "greedy text: DIFFERS from the CPU's (see cpu:/cuda: above)"; NOTE="greedy text differs from the CPU's"; fi
 }
 
-# The per-layer diff: the error of every named intermediate, CPU vs CUDA, one prefill and one decode step.
+# The per-layer diff: the error of every named intermediate, CPU vs CUDA, one prefill and one decode step, on the
+# step's model and, when carried, on E2E_MODEL (the default GGUF cut to 2 layers: Q4_1 dequantized on the device).
 diff_backends() {
-  "$FLINT_RUN" -m "$FLINT_GPU_MODEL" -p "The quick brown fox jumps over the lazy dog. It was a sunny day" \
-    --device cuda --diff-backends > "$WORK/diff_table.txt"
-  local rc=$?
-  cat "$WORK/diff_table.txt"
-  echo "## summary per-layer diff (flint-run --diff-backends)"
-  grep -E "first over the bound" "$WORK/diff_table.txt" | head -3
-  tail -1 "$WORK/diff_table.txt"
+  local models=("$FLINT_GPU_MODEL") m rc=0 one
+  [ -f "$E2E_MODEL" ] && [ "$E2E_MODEL" != "$FLINT_GPU_MODEL" ] && models+=("$E2E_MODEL")
+  for m in "${models[@]}"; do
+    "$FLINT_RUN" -m "$m" -p "The quick brown fox jumps over the lazy dog. It was a sunny day" \
+      --device cuda --diff-backends > "$WORK/diff_table.txt"
+    one=$?
+    [ $one -eq 0 ] || rc=$one
+    echo "--- $m"
+    cat "$WORK/diff_table.txt"
+    echo "## summary per-layer diff (flint-run --diff-backends) on $(basename "$m")"
+    grep -E "first over the bound" "$WORK/diff_table.txt" | head -3
+    tail -1 "$WORK/diff_table.txt"
+  done
   return $rc
 }
 
@@ -296,6 +306,26 @@ flintd_cuda() {
   grep -E "cuda backend|flintd: \[" "$WORK/flintd_cuda.err"
   [ $rc -eq 0 ] || tail -n 15 "$WORK/flintd_cuda.err"
   return $rc
+}
+
+# The daemon's end-to-end suite (tests/e2e, gRPC from Python) against flintd --device cuda: every flintd the tests
+# start gets --device cuda (FLINTD_ARGS). The model is E2E_MODEL, the default GGUF cut to 2 layers (FLINT_MODEL_TRIMMED:
+# the one test that needs the whole model's answers skips), or the whole GGUF when models/ has it. The GPU machine
+# has grpcio, protobuf and pytest but not grpc_tools: flint_stubs.py builds the stubs from E2E_DESCRIPTORS. Left out:
+# test_openai_http.py and test_chat_page.py (the openai client, selenium), test_portable_suite.py (it trims the whole
+# model), test_security.py when there is no openssl command.
+e2e_cuda_args() {  # sets E2E_ARGS: the env and pytest command run_step e2e_cuda runs
+  local model="$E2E_MODEL" trimmed=1 files
+  if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then model=models/SmolLM2-135M-Instruct.Q4_1.gguf; trimmed=0; fi
+  files=(tests/e2e/test_flintd.py tests/e2e/test_flintd_bad_requests.py tests/e2e/test_flintd_lifecycle.py
+         tests/e2e/test_metrics.py tests/e2e/test_random_weights_flintd.py)
+  if command -v openssl >/dev/null && [ -x "$BUILD/client/flint" ]; then files+=(tests/e2e/test_security.py); else
+    E2E_NOTE="test_security.py left out (no openssl or flint)"; fi
+  E2E_ARGS=(env "LD_LIBRARY_PATH=$BUNDLE${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "FLINTD=$BUILD/server/flintd"
+            "FLINT=$BUILD/client/flint" "FLINT_MODEL=$model" "FLINT_MODEL_TRIMMED=$trimmed"
+            "FLINTD_ARGS=${E2E_FLINTD_ARGS:---device cuda}" "FLINT_PROTO_DESCRIPTORS=$ROOT/$E2E_DESCRIPTORS"
+            PYTHONUNBUFFERED=1
+            "$PY" -m pytest -q -p no:cacheprovider -rfEs "${files[@]}")
 }
 
 card_info() {
@@ -343,6 +373,11 @@ main_steps() {
   run_inline diff_backends diff_backends
   # flintd --device cuda serving over HTTP: one greedy completion alone, then 8 at once, all identical.
   run_inline flintd_cuda flintd_cuda
+  # The daemon's end-to-end suite over gRPC against flintd --device cuda (~70 gRPC tests; ~1 min of the build
+  # machine's 2 cores on the CPU backend, measured; the GPU's flintd starts are an estimate, a few s each).
+  e2e_cuda_args
+  NOTE=${E2E_NOTE:-}
+  run_step e2e_cuda 420 "${E2E_ARGS[@]}"
   # attention_vs_torch: attention_bench's figures beside torch SDPA's from the two JSONs above (prefill target:
   # >= 1.0x torch), a second or two. Needs both steps in the same run (with --only, name all three).
   run_step attention_vs_torch 60 "$PY" bench/attention_vs_torch.py "$WORK/attention_bench.json" \
@@ -365,6 +400,12 @@ main_steps() {
     --json "$WORK/engine_vs_hf.json"
 }
 
+# scripts/gpu-build.sh packs the build folder's binaries, libraries and e2e files into one archive: unpack it first.
+if [ "$LIST" -eq 0 ] && [ -f "$BUILD/carry.tar.xz" ]; then
+  if command -v xz >/dev/null; then tar -xJf "$BUILD/carry.tar.xz"; else
+    "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(".")' "$BUILD/carry.tar.xz"; fi
+  echo "unpacked $BUILD/carry.tar.xz (rc $?)" | tee -a "$LOG"
+fi
 main_steps
 if [ "$LIST" -eq 1 ]; then rm -rf "$WORK"; exit 0; fi
 

@@ -6,11 +6,15 @@ FLINT_MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf), both relative to
 the repository root when not absolute; FLINT_TEST_SLOWDOWN (default 1), how many
 times slower than a Release build this flintd runs (a sanitizer build:
 scripts/test-sanitizers.sh): it scales the time the tests allow work to take
-(scaled()), never a deadline a test sets to see it expire.
+(scaled()), never a deadline a test sets to see it expire. FLINTD_ARGS: flags
+every flintd gets (e.g. "--device cuda"); FLINT_MODEL_TRIMMED=1: FLINT_MODEL is
+the default model cut to a few layers (scripts/trim-gguf.py); FLINT_STUBS and
+FLINT_PROTO_DESCRIPTORS: where the gRPC stubs come from (flint_stubs.py).
 """
 import ctypes
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -26,7 +30,6 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import grpc  # noqa: E402
 import pytest  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,6 +41,13 @@ def _repo_path(env, default):
 
 FLINTD = _repo_path("FLINTD", "build/server/flintd")
 FLINT_MODEL = _repo_path("FLINT_MODEL", "models/SmolLM2-135M-Instruct.Q4_1.gguf")
+# Flags every flintd the tests start gets first (the tests' own come after and override), e.g. "--device cuda";
+# DEVICE is the device they name ("cpu" by default), which GetModelInfo must report.
+FLINTD_ARGS = shlex.split(os.environ.get("FLINTD_ARGS", ""))
+DEVICE = next((FLINTD_ARGS[i + 1] for i, a in enumerate(FLINTD_ARGS[:-1]) if a == "--device"), "cpu")
+# FLINT_MODEL_TRIMMED=1: FLINT_MODEL is the default model cut to its first layers (scripts/trim-gguf.py), with its
+# tokenizer and template but not its answers; the few tests that need the whole model's behaviour skip.
+TRIMMED = os.environ.get("FLINT_MODEL_TRIMMED", "") == "1"
 SLOWDOWN = float(os.environ.get("FLINT_TEST_SLOWDOWN") or 1)
 if SLOWDOWN < 1:
     raise RuntimeError(f"flintd_harness: FLINT_TEST_SLOWDOWN={SLOWDOWN}: want a factor >= 1")
@@ -53,7 +63,7 @@ for _path, _how in ((FLINTD, "build it (cmake --build build --target flintd) or 
         raise RuntimeError(f"flintd_harness: {_path} not found: {_how}")
 
 
-from flint_stubs import pb, pb_grpc  # noqa: E402  (after the checks above)
+from flint_stubs import health_pb2, health_pb2_grpc, pb, pb_grpc  # noqa: E402  (after the checks above)
 
 OK = grpc.StatusCode.OK
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -95,7 +105,7 @@ class Flintd:
     def __init__(self, log_dir, *flags, threads=2, startup_timeout=scaled(120.0), channel_credentials=None):
         self.log_path = Path(log_dir) / f"flintd-{os.getpid()}-{time.monotonic_ns()}.log"
         self.args = [str(FLINTD), "--model", str(FLINT_MODEL), "--host", "127.0.0.1", "--port", "0",
-                     "--threads", str(threads), *HTTP_FLAGS, *map(str, flags)]
+                     "--threads", str(threads), *FLINTD_ARGS, *HTTP_FLAGS, *map(str, flags)]
         self._log = open(self.log_path, "w+b")
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
                                      preexec_fn=_die_with_parent)

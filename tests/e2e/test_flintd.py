@@ -15,11 +15,9 @@ import uuid
 import grpc
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from flintd_harness import (MAX_QUEUE, MAX_RUNNING_SEQS, SERVING, assert_ok, call_rpc, chat, gen, pb,
-                            pb_grpc, prompt_tokens_of, run, same_output, sampling, scaled, wait_for_idle_stats)
+from flintd_harness import (DEVICE, MAX_QUEUE, MAX_RUNNING_SEQS, SERVING, TRIMMED, assert_ok, call_rpc, chat, gen,
+                            pb, pb_grpc, prompt_tokens_of, run, same_output, sampling, scaled, wait_for_idle_stats)
 
 
 # ---------------------------------------------------------------- batching
@@ -101,6 +99,8 @@ CONTRACT_REQUESTS = {
 
 @pytest.mark.parametrize("name", CONTRACT_REQUESTS)
 def test_deltas_concatenate_to_the_text_of_their_tokens_and_one_finished_with_usage_comes_last(stub, name):
+    if name == "chat-to-end-of-turn" and TRIMMED:
+        pytest.skip("a trimmed model does not end its turn (FLINT_MODEL_TRIMMED=1)")
     request = CONTRACT_REQUESTS[name]()
     r = run(stub, request)
     assert_ok(r, name)
@@ -346,8 +346,8 @@ def test_model_info_describes_the_default_model_and_the_serving_limits(info):
     assert info.think_start == "" and info.think_end == ""
     assert info.eos_token_ids and all(0 <= i < info.vocab_size for i in info.eos_token_ids)
     assert "Q4_1" in info.weight_type
-    assert 100_000_000 < info.num_parameters < 200_000_000
-    assert info.device == "cpu"
+    assert (0 if TRIMMED else 100_000_000) < info.num_parameters < 200_000_000
+    assert info.device == DEVICE
     assert info.max_running_seqs == MAX_RUNNING_SEQS
     assert info.max_queue == MAX_QUEUE
     assert info.max_batched_tokens > 0
@@ -363,6 +363,11 @@ def test_health_is_serving(server):
 
 
 def test_reflection_lists_the_services_and_serves_their_descriptors(server):
+    # grpcio-reflection is in tests/e2e/requirements.txt; the GPU machine runs the suite without it.
+    pytest.importorskip("grpc_reflection")
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
     stub = reflection_pb2_grpc.ServerReflectionStub(server.channel)
 
     def ask(**kw):

@@ -6,9 +6,8 @@ import threading
 import time
 
 import grpc
-from grpc_health.v1 import health_pb2
 
-from flintd_harness import OK, SERVING, assert_ok, call_rpc, gen, pb, read_stream, run, scaled
+from flintd_harness import OK, SERVING, assert_ok, call_rpc, gen, health_pb2, pb, read_stream, run, scaled
 
 
 def test_a_full_waiting_queue_refuses_requests_with_resource_exhausted(fresh_server):

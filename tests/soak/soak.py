@@ -100,9 +100,8 @@ sys.path.insert(0, str(REPO / "tests/e2e"))
 # As in flintd_harness.py: grpcio's fork support aborts a flintd started while channels are open.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
-from flint_stubs import pb, pb_grpc  # noqa: E402
+from flint_stubs import health_pb2, health_pb2_grpc, pb, pb_grpc  # noqa: E402
 
 
 # ---------------------------------------------------------------- outcomes
