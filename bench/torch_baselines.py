@@ -277,6 +277,7 @@ def main():
                     help="cpu: a dry run on tiny shapes, for checking the script without a GPU")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--skip-generate", action="store_true", help="only the copy and SDPA measurements")
+    ap.add_argument("--skip-sdpa", action="store_true", help="only the copy and generate() measurements")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -300,7 +301,7 @@ def main():
     print(f"== copy ceiling (torch D2D copy_, {copy['buffer_bytes'] / 2**30:.2f} GiB, read + written): "
           f"{copy_gbps:.0f} GB/s{'' if copy['ok'] else '  FAIL: copy wrong'}", flush=True)
 
-    lengths = [64, 128] if tiny else [512, 2048, 8192]
+    lengths = [] if args.skip_sdpa else [64, 128] if tiny else [512, 2048, 8192]
     prefill = measure_prefill(device, clock, args.quick, models, lengths)
     print("== SDPA prefill: causal, batch 1, enable_gqa, bf16; FLOPs = 4·L²·heads·hd / 2")
     print(f"{'model':13} {'L':>6} {'heads':>9} {'us':>9} {'TFLOP/s':>8}")
@@ -311,7 +312,7 @@ def main():
 
     # The heads bench/attention_bench.cu measures Flint's decode on (bench/attention_vs_torch.py pairs them up).
     dec_models = {k: models[k] for k in ("Llama-3.2-1B", "Qwen2.5-1.5B", "Qwen2.5-7B")}
-    batches = [1, 4] if tiny else [1, 16, 64, 256]
+    batches = [] if args.skip_sdpa else [1, 4] if tiny else [1, 16, 64, 256]
     contexts = [64, 256] if tiny else [512, 4096, 32768]
     max_kv = 40e9
     if device.type == "cuda":

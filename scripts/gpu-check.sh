@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# gpu-check.sh: the one-call GPU check, run on the GPU machine from the repo root with build-gpu/carry.tar.xz
-# carried from the build machine (scripts/gpu-build.sh makes it; it is unpacked first). Every step runs even if an earlier one failed; full logs and JSON go to $OUT (else
-# ./gpu-check-out/); a short summary and the step table are printed last (only the end of the output comes back).
+# gpu-check.sh: the GPU check, run on the GPU machine from the repo root with build-gpu/carry.tar.xz carried from
+# the build machine (scripts/gpu-build.sh makes it; it is unpacked first). Every step runs even if an earlier one
+# failed; full logs and JSON go to $OUT (else ./gpu-check-out/); a short summary and the step table are printed
+# last (only the end of the output comes back).
 #
-#   scripts/gpu-check.sh [--quick] [--only STEP[,STEP...]] [--list]
+#   scripts/gpu-check.sh [--quick] [--plan kernels|backend] [--only STEP[,STEP...]] [--list]
+#   --plan: the check in two self-contained device calls (each under 10 minutes, estimated): `kernels` (issues 4
+#   and 5: the kernels' tests and benchmarks, torch's SDPA beside them) and `backend` (issue 6: the CUDA backend,
+#   flintd and the e2e suite on it, the engine benchmark, transformers' generate() beside it).
 #   env: FLINT_BUILD_DIR (default build-gpu), PYTHON (default python3), OUT,
 #        FLINT_TORCH_ARGS (extra torch_baselines.py arguments, e.g. "--device cpu" for a dry run),
 #        E2E_FLINTD_ARGS (the e2e_cuda step's flintd flags, default "--device cuda"; "--device cpu" for a dry run)
@@ -21,13 +25,23 @@ PY=${PYTHON:-python3}
 OUT_DIR=${OUT:-$ROOT/gpu-check-out}
 QUICK=""
 ONLY=""
+TORCH_PLAN_ARGS=""
 LIST=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK="--quick" ;;
     --only) ONLY=",${2:?--only needs STEP[,STEP...]},"; shift ;;
+    --plan)
+      case "${2:-}" in
+        kernels) ONLY=",loads,card,gpu_tests,gpu_baselines,matmul_bench,ops_bench,attention_bench,torch_baselines,"
+                 ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
+        backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
+                 ONLY+="engine_bench,torch_baselines,engine_vs_hf,"; TORCH_PLAN_ARGS="--skip-sdpa" ;;
+        *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
+      esac
+      shift ;;
     --list) LIST=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -46,7 +60,18 @@ STEP_STATUS=()
 STEP_SECONDS=()
 STEP_NOTES=()
 
-wanted() { [ -z "$ONLY" ] || [[ "$ONLY" == *",$1,"* ]]; }
+SEEN=","
+wanted() {  # whether step $1 runs (--only, --plan); records the steps that exist, for unknown_steps
+  SEEN+="$1,"
+  [ -z "$ONLY" ] || [[ "$ONLY" == *",$1,"* ]]
+}
+
+unknown_steps() {  # the names --only or --plan gave that no step has (a typo would silently run nothing)
+  local name bad=""
+  IFS=, read -ra names <<< "${ONLY#,}"
+  for name in "${names[@]}"; do [ -z "$name" ] || [[ "$SEEN" == *",$name,"* ]] || bad+=" $name"; done
+  echo "$bad"
+}
 
 # record NAME RC SECONDS NOTE: one row of the final table.
 record() {
@@ -361,7 +386,7 @@ main_steps() {
   # 128 and 256 were added: estimate ~40 s more for those).
   # shellcheck disable=SC2086  # FLINT_TORCH_ARGS is a list of arguments
   run_step torch_baselines 330 env PYTHONUNBUFFERED=1 "$PY" bench/torch_baselines.py \
-    --json "$WORK/torch_baselines.json" $QUICK ${FLINT_TORCH_ARGS:-}
+    --json "$WORK/torch_baselines.json" $QUICK $TORCH_PLAN_ARGS ${FLINT_TORCH_ARGS:-}
   # The CUDA backend (issue 6). model: the default GGUF, else a random SmolLM2-shaped model built here (~20 s).
   run_inline model pick_model show
   # gpu_model_tests: CUDA backend vs CPU backend: 256-position prefill logits (top-1 >= 99%, rel error <= 5%),
@@ -405,6 +430,14 @@ if [ "$LIST" -eq 0 ] && [ -f "$BUILD/carry.tar.xz" ]; then
   if command -v xz >/dev/null; then tar -xJf "$BUILD/carry.tar.xz"; else
     "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(".")' "$BUILD/carry.tar.xz"; fi
   echo "unpacked $BUILD/carry.tar.xz (rc $?)" | tee -a "$LOG"
+fi
+if [ -n "$ONLY" ]; then  # a dry pass over the steps first, so a misspelt step fails before anything runs
+  saved_list=$LIST
+  LIST=1
+  main_steps > /dev/null
+  LIST=$saved_list
+  unknown=$(unknown_steps)
+  if [ -n "$unknown" ]; then echo "gpu-check: no such step:$unknown (--list shows them)" >&2; rm -rf "$WORK"; exit 2; fi
 fi
 main_steps
 if [ "$LIST" -eq 1 ]; then rm -rf "$WORK"; exit 0; fi
