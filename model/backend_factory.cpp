@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "model/cpu_backend.h"
+#include "model/fault_injection.h"
 #ifdef FLINT_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
@@ -61,7 +62,9 @@ int32_t cpu_kv_blocks_for_bytes(uint64_t bytes, const ModelConfig& config, int32
   return int32_t(blocks);
 }
 
-MadeBackend make_backend(const ModelConfig& config, const ModelWeights& weights, const BackendOptions& options) {
+namespace {
+
+MadeBackend make_device_backend(const ModelConfig& config, const ModelWeights& weights, const BackendOptions& options) {
   std::string why;
   const int gpus = options.device == "cpu" ? 0 : cuda_device_count(&why);
   MadeBackend made;
@@ -99,6 +102,19 @@ MadeBackend make_backend(const ModelConfig& config, const ModelWeights& weights,
 #else
   fail("--device cuda: this binary was built without CUDA");  // resolve_device refused already
 #endif
+}
+
+}  // namespace
+
+MadeBackend make_backend(const ModelConfig& config, const ModelWeights& weights, const BackendOptions& options) {
+  const std::optional<int64_t> fault_after = fatal_after_steps_from_env();  // before the load: a bad value fails fast
+  MadeBackend made = make_device_backend(config, weights, options);
+  if (fault_after) {
+    made.backend = std::make_unique<FatalFaultBackend>(std::move(made.backend), *fault_after);
+    made.description += "; " + std::string(kFatalAfterStepsEnv) + "=" + std::to_string(*fault_after) +
+                        ": a fatal fault after that many steps (a test hook)";
+  }
+  return made;
 }
 
 }  // namespace flint

@@ -45,7 +45,8 @@ std::string resolve_device(const std::string& requested, bool cuda_built, int nu
 // KV blocks of the CPU backend's fp32 cache that fit in `bytes`; throws when not one does.
 int32_t cpu_kv_blocks_for_bytes(uint64_t bytes, const ModelConfig& config, int32_t block_size);
 
-// Builds the backend (weights must outlive a CPU backend; the CUDA backend copies them to the device).
+// Builds the backend (weights must outlive a CPU backend; the CUDA backend copies them to the device). With
+// FLINT_TEST_FATAL_AFTER_STEPS set, wrapped in a FatalFaultBackend (model/fault_injection.h: a test hook).
 MadeBackend make_backend(const ModelConfig& config, const ModelWeights& weights, const BackendOptions& options);
 
 }  // namespace flint

@@ -100,15 +100,15 @@ class Flintd:
     or https:// with --tls-cert), None when this flintd has no HTTP API; `metrics_url` the
     Prometheus endpoint (http://HOST:PORT/metrics) when started with --metrics-port, else None.
     Flags given later override the defaults here. `channel_credentials`:
-    grpc.ssl_channel_credentials for a flintd serving TLS."""
+    grpc.ssl_channel_credentials for a flintd serving TLS. `env`: variables added to flintd's environment."""
 
-    def __init__(self, log_dir, *flags, threads=2, startup_timeout=scaled(120.0), channel_credentials=None):
+    def __init__(self, log_dir, *flags, threads=2, startup_timeout=scaled(120.0), channel_credentials=None, env=None):
         self.log_path = Path(log_dir) / f"flintd-{os.getpid()}-{time.monotonic_ns()}.log"
         self.args = [str(FLINTD), "--model", str(FLINT_MODEL), "--host", "127.0.0.1", "--port", "0",
                      "--threads", str(threads), *FLINTD_ARGS, *HTTP_FLAGS, *map(str, flags)]
         self._log = open(self.log_path, "w+b")
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=_die_with_parent, env={**os.environ, **(env or {})})
         self.address = self._wait_for_ready_line(startup_timeout)
         m = HTTP_LINE.search(self.log())  # printed before the 'serving on' line
         self.http_url = f"{m.group(1)}://{m.group(2)}:{m.group(3)}" if m else None

@@ -1,5 +1,5 @@
 """flintd end-to-end: admission and shutdown. Each test starts its own flintd:
-a full waiting queue, the SIGTERM drain, the drain timeout, SIGINT."""
+a full waiting queue, the SIGTERM drain, the drain timeout, SIGINT, a backend that fails for good."""
 import concurrent.futures
 import signal
 import threading
@@ -104,3 +104,21 @@ def test_sigint_on_an_idle_server_exits_zero_at_once(fresh_server):
     d.proc.wait(scaled(10))
     assert d.proc.returncode == 0, d.log_tail()
     assert time.monotonic() - signalled < scaled(5)
+
+
+def test_a_backend_that_fails_for_good_ends_every_stream_unavailable_and_flintd_exits_one(fresh_server):
+    # FLINT_TEST_FATAL_AFTER_STEPS (model/fault_injection.h): after 20 steps the backend fails every step and
+    # reports itself unusable, as CudaBackend does once a kernel fault has poisoned its CUDA context.
+    d = fresh_server(env={"FLINT_TEST_FATAL_AFTER_STEPS": "20"})
+    assert "a fatal fault after that many steps" in d.log()
+    requests = [gen(f"Tell me about mountain number {k}.", max_tokens=200, ignore_eos=True) for k in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+        results = list(pool.map(lambda request: run(d.stub, request, timeout=scaled(60)), requests))
+    for r in results:
+        assert r.code == grpc.StatusCode.UNAVAILABLE, (r.code, r.details)
+        assert "can run no more steps" in r.details and "FLINT_TEST_FATAL_AFTER_STEPS" in r.details, r.details
+        assert r.finished is None and len(r.token_ids) < 200
+    # Down for good: health NOT_SERVING, then exit status 1 for a supervisor to restart it.
+    d.proc.wait(scaled(15))
+    assert d.proc.returncode == 1, d.log_tail()
+    assert "health NOT_SERVING" in d.log() and "exit status 1" in d.log(), d.log_tail()
