@@ -353,6 +353,10 @@ e2e_cuda_args() {  # sets E2E_ARGS: the env and pytest command run_step e2e_cuda
             "$PY" -m pytest -q -p no:cacheprovider -rfEs "${files[@]}")
 }
 
+sanitizer_bin() {  # compute-sanitizer: on PATH, else in the CUDA toolkit
+  command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer
+}
+
 card_info() {
   nvidia-smi -L
   nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw,power.limit,ecc.mode.current,persistence_mode \
@@ -368,6 +372,19 @@ main_steps() {
   # machine, spread over the cores). Its "## summary" block gives the worst error per kernel.
   # FLINT_REQUIRE_GPU: a test that finds no usable GPU fails here instead of skipping.
   run_step gpu_tests 300 env FLINT_REQUIRE_GPU=1 "$GPU_TESTS" --gtest_output="json:$WORK/gpu_tests.json"
+  # memcheck, racecheck (only when named: --only memcheck,...): the GPU tests under compute-sanitizer, for when
+  # gpu_tests fails or a kernel reads garbage: memcheck names an out-of-bounds or misaligned access by kernel and
+  # address, racecheck a shared-memory race. FLINT_SANITIZE_FILTER picks the tests (a --gtest_filter; default
+  # all: the CPU twins run at full speed, the kernels 10-100x slower under the tool, so estimate a few minutes).
+  # Needs the Firecracker runtime (KINDS.md: on gVisor the tools cannot attach).
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",memcheck,"* ]]; then
+    run_step memcheck 480 "$(sanitizer_bin)" --tool memcheck --error-exitcode 3 --print-limit 20 "$GPU_TESTS" \
+      --gtest_filter="${FLINT_SANITIZE_FILTER:-*}" --gtest_brief=1
+  fi
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",racecheck,"* ]]; then
+    run_step racecheck 480 "$(sanitizer_bin)" --tool racecheck --error-exitcode 3 --print-limit 20 "$GPU_TESTS" \
+      --gtest_filter="${FLINT_SANITIZE_FILTER:-*}" --gtest_brief=1
+  fi
   # gpu_baselines: ~30 s on an H100 (121 cuBLASLt shapes, copy and matmul ceilings).
   run_step gpu_baselines 240 "$GPU_BASELINES" --json "$WORK/gpu_baselines.json" $QUICK
   # matmul_bench: Flint's matmul beside cuBLASLt on the same 120 shapes, ceilings measured again in the same run,
