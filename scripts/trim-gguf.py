@@ -22,6 +22,9 @@ MAGIC = b"GGUF"
 SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 STRING, ARRAY = 8, 9
 BLOCK = re.compile(rb"^blk\.(\d+)\.")
+# ggml tensor types: (values per block, bytes per block). Those Flint reads, and the other k-quants and legacy quants.
+TENSOR_TYPES = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
+                10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 30: (1, 2)}
 
 
 class GgufError(Exception):
@@ -91,26 +94,34 @@ def trim(data, layers):
     if not isinstance(alignment, int) or alignment < 1 or alignment & (alignment - 1):
         raise GgufError(f"general.alignment {alignment} is not a power of two")
 
-    tensors = []  # (name, info bytes without the offset, offset)
+    tensors = []  # (name, info bytes without the offset, offset, data bytes)
     for i in range(n_tensors):
         start = r.pos
         name = r.string(f"tensor {i}'s name")
         n_dims = r.unpack("I", f"{name!r}'s dims")
-        if n_dims > 8:
-            raise GgufError(f"tensor {name!r} has {n_dims} dims")
-        r.take(8 * n_dims + 4, f"{name!r}'s shape and type")
+        if not 1 <= n_dims <= 4:
+            raise GgufError(f"tensor {name!r} has {n_dims} dims (1 .. 4)")
+        dims = [r.unpack("Q", f"{name!r}'s shape") for _ in range(n_dims)]
+        ttype = r.unpack("I", f"{name!r}'s type")
+        if ttype not in TENSOR_TYPES:
+            raise GgufError(f"tensor {name!r}: unknown tensor type {ttype}")
+        per_block, block_bytes = TENSOR_TYPES[ttype]
+        count = 1
+        for d in dims:
+            count *= d
+        if dims[0] % per_block:
+            raise GgufError(f"tensor {name!r}: a row of {dims[0]} values is not whole blocks of {per_block}")
         info = data[start:r.pos]
-        tensors.append((name, info, r.unpack("Q", f"{name!r}'s offset")))
+        tensors.append((name, info, r.unpack("Q", f"{name!r}'s offset"), count // per_block * block_bytes))
     data_start = -(-r.pos // alignment) * alignment
     if data_start > len(data):
         raise GgufError("truncated before the tensor data")
-    # A tensor's bytes run to the next tensor's offset (its padding included), the last one's to the end.
-    ends = sorted({off for _, _, off in tensors} | {len(data) - data_start})
-    extent = {}
-    for name, _, off in tensors:
-        if off % alignment or off > len(data) - data_start:
-            raise GgufError(f"tensor {name!r}: offset {off} is not aligned or is past the end of the file")
-        extent[name] = (off, next(e for e in ends if e > off) if off < len(data) - data_start else off)
+    for name, _, off, size in tensors:
+        if off % alignment:
+            raise GgufError(f"tensor {name!r}: offset {off} is not a multiple of the alignment {alignment}")
+        if data_start + off + size > len(data):
+            raise GgufError(f"truncated: tensor {name!r}'s data [{data_start + off}, {data_start + off + size}) is "
+                            f"past the end of the file ({len(data)} bytes)")
 
     def kept(name):
         m = BLOCK.match(name)
@@ -123,15 +134,13 @@ def trim(data, layers):
             out += struct.pack("<Q", len(key)) + key + struct.pack("<I" + SCALARS[count_type], count_type, layers)
         else:
             out += data[start:end]
-    offset, placed = 0, []
-    for name, info, _ in keep:
-        begin, end = extent[name]
+    offset = 0
+    for _, info, _, size in keep:
         out += info + struct.pack("<Q", offset)
-        placed.append((begin, end))
-        offset += -(-(end - begin) // alignment) * alignment
+        offset += -(-size // alignment) * alignment
     out += bytes(-len(out) % alignment)
-    for begin, end in placed:
-        out += data[data_start + begin:data_start + end]
+    for _, _, off, size in keep:
+        out += data[data_start + off:data_start + off + size]
         out += bytes(-len(out) % alignment)
     return bytes(out), block_count, len(tensors), len(keep)
 
