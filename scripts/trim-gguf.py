@@ -158,8 +158,12 @@ def main():
     except (OSError, GgufError) as e:
         print(f"trim-gguf: {a.input}: {e}", file=sys.stderr)
         return 1
-    with open(a.output, "wb") as f:
-        f.write(out)
+    try:
+        with open(a.output, "wb") as f:
+            f.write(out)
+    except OSError as e:
+        print(f"trim-gguf: {a.output}: {e.strerror}", file=sys.stderr)
+        return 1
     print(f"trim-gguf: {a.output}: {a.layers} of {was} layers, {n_kept} of {n_all} tensors, "
           f"{len(out) / 1e6:.1f} MB (was {len(data) / 1e6:.1f})")
     return 0

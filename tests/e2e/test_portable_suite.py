@@ -75,6 +75,8 @@ def test_trim_refuses_other_files_and_layer_counts(tmp_path):
         assert r.returncode == 1 and "the model has 30 layers" in r.stderr, r.stderr
     r = trim(tmp_path / "absent.gguf", tmp_path / "o.gguf", 1)
     assert r.returncode == 1 and "absent.gguf" in r.stderr, r.stderr
+    r = trim(FLINT_MODEL, tmp_path / "no-such-dir" / "o.gguf", 1)
+    assert r.returncode == 1 and "no-such-dir" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_the_suite_runs_on_descriptor_stubs_and_a_trimmed_model(trimmed, tmp_path):
