@@ -5,6 +5,9 @@
 
 #include <cstdint>
 
+#ifdef FLINT_CUDA_EMU
+#include "tests/cuda_emu/device_util_emu.h"  // the same helpers on the CPU (tests/cuda_emu/README.md)
+#else
 namespace flint::cuda {
 
 // d += a · b for one m16n8k16 tile: a 16×16 bf16 (row-major fragment), b 16×8 bf16 (column-major), d fp32.
@@ -43,3 +46,4 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_r
 }
 
 }  // namespace flint::cuda
+#endif  // FLINT_CUDA_EMU

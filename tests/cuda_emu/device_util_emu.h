@@ -1,0 +1,27 @@
+// kernels/cuda/device_util.cuh's helpers for the CUDA emulator: the same signatures, implemented as the PTX ISA
+// defines the instructions (mma.sync.m16n8k16 bf16 fragments, ldmatrix.x4 with and without .trans, cp.async with
+// its commit and wait groups). Included by device_util.cuh when FLINT_CUDA_EMU is defined.
+#pragma once
+#include <cstdint>
+
+#include "tests/cuda_emu/cuda_emu.h"
+
+namespace cuda_emu {
+void mma_bf16_m16n8k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1);
+void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row, bool trans);
+void cp_async16(void* smem_dst, const void* src, bool fill);
+void cp_async_commit();
+void cp_async_wait(int pending);
+}  // namespace cuda_emu
+
+namespace flint::cuda {
+inline void mma_m16n8k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  cuda_emu::mma_bf16_m16n8k16(d, a0, a1, a2, a3, b0, b1);
+}
+inline void cp_async16(void* smem_dst, const void* src, bool fill) { cuda_emu::cp_async16(smem_dst, src, fill); }
+inline void cp_async_commit() { cuda_emu::cp_async_commit(); }
+template <int kPending>
+inline void cp_async_wait() { cuda_emu::cp_async_wait(kPending); }
+template <bool kTrans>
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row) { cuda_emu::ldmatrix_x4(r, smem_row, kTrans); }
+}  // namespace flint::cuda

@@ -1,0 +1,3 @@
+// The CUDA emulator's <cuda_runtime.h> (tests/cuda_emu/README.md).
+#pragma once
+#include "tests/cuda_emu/cuda_emu.h"

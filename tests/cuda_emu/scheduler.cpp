@@ -1,0 +1,441 @@
+// The CUDA emulator's device side: blocks run one at a time, each thread a fiber (its own stack) switched only where a
+// CUDA thread may wait for others (__syncthreads, the warp collectives); the warp collectives and the tensor-core,
+// ldmatrix and cp.async instructions as the PTX ISA defines them; faults that end a kernel.
+#include <sys/mman.h>
+
+#include <bit>
+#include <cstdio>
+#include <deque>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "tests/cuda_emu/device_util_emu.h"
+#include "tests/cuda_emu/emu_internal.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define CUDA_EMU_ASAN 1
+#endif
+
+// The switch between fibers: x86-64 System V saves the callee-saved registers, the SSE control/status word and the
+// x87 control word on the old stack, stores its stack pointer, loads the new one and restores the same (glibc's
+// swapcontext would also make a system call per switch to save the signal mask, which a fiber never changes).
+extern "C" void cuda_emu_switch(void** save_sp, void* new_sp);
+asm(R"(
+.text
+.globl cuda_emu_switch
+.type cuda_emu_switch, @function
+cuda_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size cuda_emu_switch, .-cuda_emu_switch
+.section .note.GNU-stack,"",@progbits
+.text
+)");
+
+namespace cuda_emu {
+namespace {
+
+constexpr size_t kStackBytes = size_t(256) << 10;
+constexpr int kMaxThreads = 1024;
+
+struct Fault {
+  std::string what;
+};
+
+struct Copy {
+  void* dst;
+  const void* src;
+  bool fill;
+};
+
+struct Warp {
+  int arrived = 0;
+  uint64_t gen = 0;
+  int kind = 0;
+  unsigned mask = 0;
+  alignas(16) unsigned char slots[2][32][64];
+};
+
+struct Fiber : Thread {
+  void* sp = nullptr;  // the saved stack pointer while switched out
+  void* stack = nullptr;
+  int linear = 0;
+  bool done = false;
+  const uint64_t* wait_gen = nullptr;  // waiting while *wait_gen == wait_val
+  uint64_t wait_val = 0;
+  int wait_kind = 0;                   // 0: __syncthreads, else the warp collective's kind
+  std::vector<Copy> open;              // cp.async copies not yet committed
+  std::deque<std::vector<Copy>> groups;
+  void* asan_fake = nullptr;
+};
+
+// The block being run. Launches are serialised (emu_internal.h's launch lock), so one is enough.
+struct BlockRun {
+  Block block;
+  std::vector<std::unique_ptr<Fiber>> fibers;
+  std::vector<Warp> warps;
+  int threads = 0, live = 0, bar_arrived = 0;
+  uint64_t bar_gen = 0;
+  const std::function<void()>* body = nullptr;
+  void* dynamic_smem = nullptr;
+  void* sched_sp = nullptr;
+  bool faulted = false;
+  std::string fault;
+  uint3 fault_thread{};
+  void* sched_fake = nullptr;
+  const void* sched_bottom = nullptr;
+  size_t sched_size = 0;
+};
+BlockRun g_run;
+
+Fiber& cur() {
+  if (!t_current) throw std::logic_error("cuda_emu: device function called outside a kernel");
+  return *static_cast<Fiber*>(t_current);
+}
+
+const char* kind_name(int kind) {
+  switch (kind) {
+    case 0: return "__syncthreads";
+    case kShfl: return "a shuffle";
+    case kSyncWarp: return "__syncwarp";
+    case kMma: return "mma.sync";
+    case kLdmatrix: return "ldmatrix";
+    case kVote: return "a vote";
+  }
+  return "?";
+}
+
+// Back to the scheduler until *gen changes.
+void wait_for(const uint64_t* gen, int kind) {
+  Fiber& f = cur();
+  f.wait_gen = gen;
+  f.wait_val = *gen;
+  f.wait_kind = kind;
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_start_switch_fiber(&f.asan_fake, g_run.sched_bottom, g_run.sched_size);
+#endif
+  cuda_emu_switch(&f.sp, g_run.sched_sp);
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(f.asan_fake, &g_run.sched_bottom, &g_run.sched_size);
+#endif
+}
+
+void perform(const std::vector<Copy>& group) {
+  for (const Copy& c : group) {
+    if (c.fill) std::memcpy(c.dst, c.src, 16);
+    else std::memset(c.dst, 0, 16);
+  }
+}
+
+void release_barrier_if_complete() {
+  if (g_run.bar_arrived > 0 && g_run.bar_arrived == g_run.live) {
+    g_run.bar_arrived = 0;
+    ++g_run.bar_gen;
+  }
+}
+
+[[noreturn]] void fiber_main() {
+  Fiber& f = cur();
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &g_run.sched_bottom, &g_run.sched_size);
+#endif
+  try {
+    (*g_run.body)();
+    // Copies still in flight land before the thread's block ends.
+    for (const auto& g : f.groups) perform(g);
+    perform(f.open);
+  } catch (const Fault& e) {
+    if (!g_run.faulted) {
+      g_run.faulted = true;
+      g_run.fault = e.what;
+      g_run.fault_thread = f.idx;
+    }
+  }
+  f.groups.clear();
+  f.open.clear();
+  f.done = true;
+  --g_run.live;
+  release_barrier_if_complete();
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_start_switch_fiber(nullptr, g_run.sched_bottom, g_run.sched_size);
+#endif
+  void* dead_sp;
+  cuda_emu_switch(&dead_sp, g_run.sched_sp);
+  __builtin_unreachable();
+}
+
+// A fresh fiber's stack, laid out as cuda_emu_switch leaves a switched-out one: its `ret` enters fiber_main with
+// the stack aligned as after a call.
+void* initial_stack(void* stack) {
+  auto top = (reinterpret_cast<uintptr_t>(stack) + kStackBytes) & ~uintptr_t(15);
+  auto* w = reinterpret_cast<uint64_t*>(top);
+  w[-1] = 0;                                               // fiber_main's return address: it never returns
+  w[-2] = reinterpret_cast<uint64_t>(&fiber_main);         // popped by ret
+  for (int i = 3; i <= 8; ++i) w[-i] = 0;                  // rbp, rbx, r12 .. r15
+  const uint32_t mxcsr = 0x1F80, fpucw = 0x037F;
+  w[-9] = uint64_t(mxcsr) | uint64_t(fpucw) << 32;
+  return &w[-9];
+}
+
+void resume(Fiber& f) {
+  t_current = &f;
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_start_switch_fiber(&g_run.sched_fake, f.stack, kStackBytes);
+#endif
+  cuda_emu_switch(&g_run.sched_sp, f.sp);
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(g_run.sched_fake, nullptr, nullptr);
+#endif
+  t_current = nullptr;
+}
+
+std::string describe_deadlock() {
+  int at_barrier = 0, at_warp = 0, warp_kind = 0;
+  for (int i = 0; i < g_run.threads; ++i) {
+    const Fiber& f = *g_run.fibers[i];
+    if (f.done) continue;
+    if (f.wait_kind == 0) ++at_barrier;
+    else ++at_warp, warp_kind = f.wait_kind;
+  }
+  std::string s = "deadlock: " + std::to_string(g_run.threads - g_run.live) + " of " +
+                  std::to_string(g_run.threads) + " threads have exited, " + std::to_string(at_barrier) +
+                  " wait at __syncthreads";
+  if (at_warp) s += ", " + std::to_string(at_warp) + " at " + kind_name(warp_kind) + " for lanes that never come";
+  return s;
+}
+
+}  // namespace
+
+bool run_block(const dim3& grid, const dim3& block, const uint3& block_idx, const std::function<void()>& body,
+               void* dynamic_smem, std::string* fault, uint3* fault_thread) {
+  const int n = int(block.x * block.y * block.z);
+  BlockRun& r = g_run;
+  while (int(r.fibers.size()) < n) {
+    auto f = std::make_unique<Fiber>();
+    f->stack = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (f->stack == MAP_FAILED) throw std::runtime_error("cuda_emu: cannot map a fiber stack");
+    r.fibers.push_back(std::move(f));
+  }
+  r.block.idx = block_idx;
+  r.block.dim = block;
+  r.block.grid = grid;
+  r.threads = r.live = n;
+  r.bar_arrived = 0;
+  r.warps.assign(size_t((n + 31) / 32), Warp{});
+  r.body = &body;
+  r.dynamic_smem = dynamic_smem;
+  r.faulted = false;
+  r.fault.clear();
+  for (int i = 0; i < n; ++i) {
+    Fiber& f = *r.fibers[i];
+    f.idx = {unsigned(i) % block.x, unsigned(i) / block.x % block.y, unsigned(i) / (block.x * block.y)};
+    f.block = &r.block;
+    f.linear = i;
+    f.done = false;
+    f.wait_gen = nullptr;
+    f.open.clear();
+    f.groups.clear();
+    f.sp = initial_stack(f.stack);
+  }
+  while (r.live > 0 && !r.faulted) {
+    bool progress = false;
+    for (int i = 0; i < n && !r.faulted; ++i) {
+      Fiber& f = *r.fibers[i];
+      if (f.done || (f.wait_gen && *f.wait_gen == f.wait_val)) continue;
+      f.wait_gen = nullptr;
+      resume(f);
+      progress = true;
+    }
+    if (!progress && !r.faulted) {
+      r.faulted = true;
+      r.fault = describe_deadlock();
+      r.fault_thread = {0, 0, 0};
+    }
+  }
+  if (!r.faulted) return true;
+  *fault = r.fault;
+  *fault_thread = r.fault_thread;
+  return false;
+}
+
+int max_threads_per_block() { return kMaxThreads; }
+
+void device_fault(const std::string& what) { throw Fault{what}; }
+
+void* dynamic_shared_base() {
+  if (!g_run.dynamic_smem) device_fault("dynamic shared memory used by a kernel launched with none");
+  return g_run.dynamic_smem;
+}
+
+unsigned lane_id() { return unsigned(cur().linear % 32); }
+
+void sync_threads() {
+  ++g_run.bar_arrived;
+  if (g_run.bar_arrived == g_run.live) {
+    g_run.bar_arrived = 0;
+    ++g_run.bar_gen;
+    return;
+  }
+  wait_for(&g_run.bar_gen, 0);
+}
+
+const unsigned char* warp_exchange(int kind, unsigned mask, const void* in, size_t bytes, CompleteFn complete) {
+  Fiber& f = cur();
+  Warp& w = g_run.warps[size_t(f.linear / 32)];
+  const int lane = f.linear % 32;
+  const int lanes_in_warp = std::min(32, g_run.threads - f.linear / 32 * 32);
+  if (!((mask >> lane) & 1u)) device_fault(std::string(kind_name(kind)) + " by a lane outside its own mask");
+  if (lanes_in_warp < 32 && (mask >> lanes_in_warp) != 0)
+    device_fault(std::string(kind_name(kind)) + " names lanes past the block's last thread");
+  if (w.arrived == 0) {
+    w.kind = kind;
+    w.mask = mask;
+  } else if (w.kind != kind || w.mask != mask) {
+    device_fault("warp collectives do not match: lane " + std::to_string(lane) + " is at " + kind_name(kind) +
+                 " while other lanes of its warp are at " + kind_name(w.kind));
+  }
+  const uint64_t gen = w.gen;
+  unsigned char* slots = &w.slots[gen & 1][0][0];
+  if (bytes) std::memcpy(slots + 64 * lane, in, bytes);
+  if (++w.arrived == std::popcount(mask)) {
+    if (complete) complete(slots, mask);
+    w.arrived = 0;
+    ++w.gen;
+    return slots;
+  }
+  wait_for(&w.gen, kind);
+  return slots;
+}
+
+void sync_warp(unsigned mask) { warp_exchange(kSyncWarp, mask, nullptr, 0); }
+
+// ---- The tensor-core step: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32. Lane (g = lane / 4, t = lane % 4)
+// holds A (16×16, row-major) elements (g, 2t..2t+1) in a0, (g+8, 2t..) in a1, (g, 2t+8..) in a2, (g+8, 2t+8..) in
+// a3; B (16×8) elements (k = 2t..2t+1, n = g) in b0 and (2t+8.., g) in b1; C and D elements (g, 2t), (g, 2t+1),
+// (g+8, 2t), (g+8, 2t+1). The low half of a register is the lower column (A) or k (B). The products are exact in
+// fp32; the emulator sums them and C in double and rounds once (the hardware's internal order is unspecified).
+namespace {
+struct MmaFrag {
+  uint32_t a[4], b[2];
+};
+float bf16_half(uint32_t reg, int high) { return __uint_as_float(high ? reg & 0xFFFF0000u : reg << 16); }
+}  // namespace
+
+void mma_bf16_m16n8k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  const MmaFrag mine{{a0, a1, a2, a3}, {b0, b1}};
+  const unsigned char* slots = warp_exchange(kMma, 0xFFFFFFFFu, &mine, sizeof mine);
+  auto frag = [&](int lane) {
+    MmaFrag m;
+    std::memcpy(&m, slots + 64 * lane, sizeof m);
+    return m;
+  };
+  MmaFrag lanes[32];
+  for (int l = 0; l < 32; ++l) lanes[l] = frag(l);
+  const int lane = int(lane_id()), g = lane / 4, t = lane % 4;
+  for (int r = 0; r < 4; ++r) {
+    const int row = g + (r >= 2 ? 8 : 0), col = 2 * t + (r & 1);
+    double s = d[r];
+    for (int k = 0; k < 16; ++k) {
+      const MmaFrag& fa = lanes[(row % 8) * 4 + (k % 8) / 2];
+      const float a = bf16_half(fa.a[(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k & 1);
+      const MmaFrag& fb = lanes[col * 4 + (k % 8) / 2];
+      const float b = bf16_half(fb.b[k >= 8 ? 1 : 0], k & 1);
+      s += double(a) * double(b);
+    }
+    d[r] = float(s);
+  }
+}
+
+// ---- ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8i .. 8i+7 give the addresses of rows 0..7 of
+// matrix i (16 bytes each, 16-byte aligned); lane l receives in r[i] elements (l / 4, 2(l % 4)) and (l / 4,
+// 2(l % 4) + 1) of matrix i, or with .trans elements (2(l % 4), l / 4) and (2(l % 4) + 1, l / 4). All lanes' rows
+// are read when the last lane arrives.
+namespace {
+template <bool kTrans>
+void ldmatrix_complete(unsigned char* slots, unsigned) {
+  const uint16_t* rows[32];
+  for (int l = 0; l < 32; ++l) std::memcpy(&rows[l], slots + 64 * l, sizeof(void*));
+  uint32_t out[32][4];
+  for (int l = 0; l < 32; ++l)
+    for (int i = 0; i < 4; ++i) {
+      uint16_t lo, hi;
+      if (kTrans) {
+        lo = rows[8 * i + 2 * (l % 4)][l / 4];
+        hi = rows[8 * i + 2 * (l % 4) + 1][l / 4];
+      } else {
+        lo = rows[8 * i + l / 4][2 * (l % 4)];
+        hi = rows[8 * i + l / 4][2 * (l % 4) + 1];
+      }
+      out[l][i] = uint32_t(lo) | uint32_t(hi) << 16;
+    }
+  for (int l = 0; l < 32; ++l) std::memcpy(slots + 64 * l, out[l], sizeof out[l]);
+}
+}  // namespace
+
+void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row, bool trans) {
+  if (reinterpret_cast<uintptr_t>(smem_row) % 16 != 0) device_fault("ldmatrix: a row address not 16-byte aligned");
+  const unsigned char* slots = warp_exchange(kLdmatrix, 0xFFFFFFFFu, &smem_row, sizeof smem_row,
+                                             trans ? ldmatrix_complete<true> : ldmatrix_complete<false>);
+  std::memcpy(r, slots + 64 * lane_id(), sizeof r);
+}
+
+// ---- cp.async.cg.shared.global (16 bytes) and its groups. A copy lands at the latest moment the PTX ISA allows:
+// when a cp.async.wait_group that covers it returns (or when its thread exits), so a read that lacks its wait sees
+// the stale bytes.
+void cp_async16(void* smem_dst, const void* src, bool fill) {
+  if (reinterpret_cast<uintptr_t>(smem_dst) % 16 != 0 || (fill && reinterpret_cast<uintptr_t>(src) % 16 != 0))
+    device_fault("cp.async: a 16-byte copy with an address not 16-byte aligned");
+  cur().open.push_back({smem_dst, src, fill});
+}
+
+void cp_async_commit() {
+  Fiber& f = cur();
+  f.groups.push_back(std::move(f.open));
+  f.open.clear();
+}
+
+void cp_async_wait(int pending) {
+  Fiber& f = cur();
+  while (int(f.groups.size()) > pending) {
+    perform(f.groups.front());
+    f.groups.pop_front();
+  }
+}
+
+}  // namespace cuda_emu
+
+unsigned __ballot_sync(unsigned mask, int predicate) {
+  const int p = predicate != 0;
+  const unsigned char* slots = cuda_emu::warp_exchange(cuda_emu::kVote, mask, &p, sizeof p);
+  unsigned out = 0;
+  for (int l = 0; l < 32; ++l)
+    if ((mask >> l) & 1u) {
+      int v;
+      std::memcpy(&v, slots + 64 * l, sizeof v);
+      out |= unsigned(v) << l;
+    }
+  return out;
+}
+int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
+int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) == mask; }
