@@ -4,6 +4,7 @@
 #include <cublasLt.h>
 
 #include <cstring>
+#include <vector>
 
 namespace cuda_emu {
 struct LtHandle {};
@@ -88,12 +89,16 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const cuda_emu::LtLayout la = *a, lb = *b, lc = *c, ld = *d;
   cuda_emu::launch_body(cuda_emu::config(1, 1, 0, stream), "cublasLtMatmul", &cuda_emu::lt_tag, [=] {
+    // op(A) as m rows of k and op(B) as n columns of k, then each output one dot product.
+    std::vector<double> ra(m * k), cb(n * k);
+    for (uint64_t i = 0; i < m; ++i)
+      for (uint64_t p = 0; p < k; ++p) ra[i * k + p] = ta ? cuda_emu::element(A, la, p, i) : cuda_emu::element(A, la, i, p);
+    for (uint64_t j = 0; j < n; ++j)
+      for (uint64_t p = 0; p < k; ++p) cb[j * k + p] = tb ? cuda_emu::element(B, lb, j, p) : cuda_emu::element(B, lb, p, j);
     for (uint64_t j = 0; j < n; ++j)
       for (uint64_t i = 0; i < m; ++i) {
         double s = 0;
-        for (uint64_t p = 0; p < k; ++p)
-          s += (ta ? cuda_emu::element(A, la, p, i) : cuda_emu::element(A, la, i, p)) *
-               (tb ? cuda_emu::element(B, lb, j, p) : cuda_emu::element(B, lb, p, j));
+        for (uint64_t p = 0; p < k; ++p) s += ra[i * k + p] * cb[j * k + p];
         const double prev = be != 0.0f ? cuda_emu::element(C, lc, i, j) : 0.0;
         static_cast<float*>(D)[i + j * uint64_t(ld.ld)] = float(al * s + be * prev);
       }

@@ -335,36 +335,47 @@ void sync_warp(unsigned mask) { warp_exchange(kSyncWarp, mask, nullptr, 0); }
 // a3; B (16×8) elements (k = 2t..2t+1, n = g) in b0 and (2t+8.., g) in b1; C and D elements (g, 2t), (g, 2t+1),
 // (g+8, 2t), (g+8, 2t+1). The low half of a register is the lower column (A) or k (B). The products are exact in
 // fp32; the emulator sums them and C in double and rounds once (the hardware's internal order is unspecified).
+// The last lane to arrive computes the whole tile.
 namespace {
 struct MmaFrag {
   uint32_t a[4], b[2];
+  float c[4];
 };
 float bf16_half(uint32_t reg, int high) { return __uint_as_float(high ? reg & 0xFFFF0000u : reg << 16); }
+
+void mma_complete(unsigned char* slots, unsigned) {
+  MmaFrag f[32];
+  for (int l = 0; l < 32; ++l) std::memcpy(&f[l], slots + 64 * l, sizeof f[l]);
+  double a[16][16], b[8][16];  // a[row][k], b[col][k]
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int h = 0; h < 2; ++h) {
+      a[g][2 * t + h] = bf16_half(f[l].a[0], h);
+      a[g + 8][2 * t + h] = bf16_half(f[l].a[1], h);
+      a[g][2 * t + 8 + h] = bf16_half(f[l].a[2], h);
+      a[g + 8][2 * t + 8 + h] = bf16_half(f[l].a[3], h);
+      b[g][2 * t + h] = bf16_half(f[l].b[0], h);
+      b[g][2 * t + 8 + h] = bf16_half(f[l].b[1], h);
+    }
+  }
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    float d[4];
+    for (int r = 0; r < 4; ++r) {
+      const int row = g + (r >= 2 ? 8 : 0), col = 2 * t + (r & 1);
+      double s = f[l].c[r];
+      for (int k = 0; k < 16; ++k) s += a[row][k] * b[col][k];
+      d[r] = float(s);
+    }
+    std::memcpy(slots + 64 * l, d, sizeof d);
+  }
+}
 }  // namespace
 
 void mma_bf16_m16n8k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
-  const MmaFrag mine{{a0, a1, a2, a3}, {b0, b1}};
-  const unsigned char* slots = warp_exchange(kMma, 0xFFFFFFFFu, &mine, sizeof mine);
-  auto frag = [&](int lane) {
-    MmaFrag m;
-    std::memcpy(&m, slots + 64 * lane, sizeof m);
-    return m;
-  };
-  MmaFrag lanes[32];
-  for (int l = 0; l < 32; ++l) lanes[l] = frag(l);
-  const int lane = int(lane_id()), g = lane / 4, t = lane % 4;
-  for (int r = 0; r < 4; ++r) {
-    const int row = g + (r >= 2 ? 8 : 0), col = 2 * t + (r & 1);
-    double s = d[r];
-    for (int k = 0; k < 16; ++k) {
-      const MmaFrag& fa = lanes[(row % 8) * 4 + (k % 8) / 2];
-      const float a = bf16_half(fa.a[(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k & 1);
-      const MmaFrag& fb = lanes[col * 4 + (k % 8) / 2];
-      const float b = bf16_half(fb.b[k >= 8 ? 1 : 0], k & 1);
-      s += double(a) * double(b);
-    }
-    d[r] = float(s);
-  }
+  const MmaFrag mine{{a0, a1, a2, a3}, {b0, b1}, {d[0], d[1], d[2], d[3]}};
+  const unsigned char* slots = warp_exchange(kMma, 0xFFFFFFFFu, &mine, sizeof mine, mma_complete);
+  std::memcpy(d, slots + 64 * lane_id(), sizeof d);
 }
 
 // ---- ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8i .. 8i+7 give the addresses of rows 0..7 of

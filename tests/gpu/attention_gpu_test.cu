@@ -376,10 +376,12 @@ TEST(AttentionGpu, RopeWriteKvMatchesTheTwin) {
         // Per head of hd values: tolerance where the twin rotated (q heads, written K slots), bits elsewhere.
         double worst = 0, worst_abs = 0;
         int bad = 0;
-        auto compare_head = [&](const bf16_bits* g, const bf16_bits* w, bool rotated, const std::string& where) {
+        // `len` values from g and w: a head (hd) or a row's padding (shorter, the last thing in q's array).
+        auto compare_head = [&](const bf16_bits* g, const bf16_bits* w, bool rotated, const std::string& where,
+                                int64_t len) {
           float mx = 0;
-          for (int32_t i = 0; i < hd; ++i) mx = std::max(mx, std::fabs(bf16_bits_to_f32(w[i])));
-          for (int32_t i = 0; i < hd; ++i) {
+          for (int64_t i = 0; i < len; ++i) mx = std::max(mx, std::fabs(bf16_bits_to_f32(w[i])));
+          for (int64_t i = 0; i < len; ++i) {
             const double gv = bf16_bits_to_f32(g[i]), wv = bf16_bits_to_f32(w[i]);
             const double tol = rotated ? std::ldexp(double(mx), -14) + std::ldexp(std::fabs(wv), -7) : 0.0;
             const double err = std::fabs(gv - wv);
@@ -394,7 +396,7 @@ TEST(AttentionGpu, RopeWriteKvMatchesTheTwin) {
         for (int32_t t = 0; t < n; ++t)
           for (int64_t i0 = 0; i0 < p.ld_q; i0 += hd)  // the padding (8 values) compared as a short "head" of bits
             compare_head(&got_q[size_t(t * p.ld_q + i0)], &want.q[size_t(t * p.ld_q + i0)], i0 < p.width(),
-                         "q token " + std::to_string(t) + " at " + std::to_string(i0));
+                         "q token " + std::to_string(t) + " at " + std::to_string(i0), std::min<int64_t>(hd, p.ld_q - i0));
         std::vector<bool> written(size_t(p.num_blocks) * sh.block_size, false);
         for (int32_t t = 0; t < n; ++t) {
           const int32_t pos_t = p.positions[size_t(t)];
@@ -408,8 +410,8 @@ TEST(AttentionGpu, RopeWriteKvMatchesTheTwin) {
             for (int32_t kvh = 0; kvh < nkv; ++kvh) {
               const size_t off = size_t(c.offset(b, slot, kvh));
               const std::string where = "block " + std::to_string(b) + " slot " + std::to_string(slot);
-              compare_head(&got_k[off], &want.k[off], written[size_t(b * sh.block_size + slot)], "k " + where);
-              compare_head(&got_v[off], &want.v[off], false, "v " + where);
+              compare_head(&got_k[off], &want.k[off], written[size_t(b * sh.block_size + slot)], "k " + where, hd);
+              compare_head(&got_v[off], &want.v[off], false, "v " + where, hd);
             }
         summary_add("rope_kv", bad ? INFINITY : worst, worst_abs);
         EXPECT_EQ(bad, 0) << what;
