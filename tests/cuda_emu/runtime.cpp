@@ -43,7 +43,16 @@ struct Stream {
 namespace {
 
 constexpr size_t kSmemDefault = size_t(48) << 10, kSmemOptinMax = 232448;  // H100 / H200: 227 KiB per block
-constexpr int kSms = 132;
+// Streaming multiprocessors: FLINT_CUDA_EMU_SMS, default 16, fewer than a device's 132 so that the matmul's
+// folded-split path (taken when a call's tiles alone fill the card) runs at the sizes the emulator can afford.
+int sms() {
+  static const int n = [] {
+    const char* e = std::getenv("FLINT_CUDA_EMU_SMS");
+    const int v = e && *e ? std::atoi(e) : 16;
+    return v > 0 ? v : 16;
+  }();
+  return n;
+}
 
 struct Alloc {
   size_t bytes;
@@ -196,7 +205,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->totalGlobalMem = st().device_total;
   prop->sharedMemPerBlock = cuda_emu::kSmemDefault;
   prop->sharedMemPerBlockOptin = cuda_emu::kSmemOptinMax;
-  prop->multiProcessorCount = cuda_emu::kSms;
+  prop->multiProcessorCount = cuda_emu::sms();
   prop->major = 9;
   prop->minor = 0;
   prop->maxThreadsPerBlock = cuda_emu::max_threads_per_block();
@@ -210,7 +219,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (device != 0) return fail(cudaErrorInvalidDevice);
   switch (attr) {
-    case cudaDevAttrMultiProcessorCount: *value = cuda_emu::kSms; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = cuda_emu::sms(); return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(cuda_emu::kSmemOptinMax); return cudaSuccess;
   }
   return fail(cudaErrorInvalidValue);

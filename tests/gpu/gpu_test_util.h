@@ -35,6 +35,32 @@ inline bool have_gpu() {
     GTEST_SKIP() << "no usable CUDA device (" << ::flint::gpu_test::gpu_error() << ")";                   \
   } while (0)
 
+// The CUDA emulator (tests/cuda_emu) runs a kernel some thousand times slower than a device, so there a test skips
+// the cases whose work (multiply-adds) is over emu_work_bound(): FLINT_CUDA_EMU_MAX_WORK, default 3e8, about a
+// second each. The summary says how many it skipped. On a device every case runs.
+#ifdef FLINT_CUDA_EMU
+inline constexpr bool kEmulated = true;
+#else
+inline constexpr bool kEmulated = false;
+#endif
+inline double emu_work_bound() {
+  static const double bound = [] {
+    const char* e = std::getenv("FLINT_CUDA_EMU_MAX_WORK");
+    return e && *e ? std::atof(e) : 3e8;
+  }();
+  return bound;
+}
+inline int& emu_skipped() {
+  static int n = 0;
+  return n;
+}
+// True (and counted) when the emulator should skip a case of this much work.
+inline bool emu_skips(double work) {
+  if (!kEmulated || work <= emu_work_bound()) return false;
+  ++emu_skipped();
+  return true;
+}
+
 class DeviceBuffer {
  public:
   explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
@@ -87,6 +113,9 @@ class SummaryPrinter : public ::testing::Environment {
   void TearDown() override {
     std::printf("\n## summary flint_gpu_tests (kernels vs CPU twins; ratio = worst |err| / tolerance, must be <= 1)\n");
     if (summary_entries().empty()) std::printf("no kernel ran (no GPU?)\n");
+    if (emu_skipped())
+      std::printf("(CUDA emulator: %d cases over its work bound of %.3g multiply-adds skipped; a device runs them all)\n",
+                  emu_skipped(), emu_work_bound());
     for (const auto& [kernel, e] : summary_entries())
       std::printf("%-16s %4d cases  worst ratio %.3f  worst |err| %.3g  %s\n", kernel.c_str(), e.cases, e.max_ratio,
                   e.max_abs, e.max_ratio <= 1 ? "PASS" : "FAIL");
