@@ -64,7 +64,7 @@ def translate(path, text):
             out.append(text[pos:])
             break
         start = kernel_start(text, at)
-        if start < 0 or start == at:
+        if start < 0 or not text[start:at].strip():
             fail(path, text, at, "no kernel name before <<<")
         close = text.find(">>>", at)
         if close < 0:

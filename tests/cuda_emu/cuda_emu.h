@@ -27,7 +27,7 @@
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
 #define __shared__ static  // one block at a time: a function's statics are its block's shared memory
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))
 
 // ---- Vector types.
 struct dim3 {
