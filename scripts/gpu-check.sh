@@ -406,8 +406,10 @@ main_steps() {
     --json "$WORK/torch_baselines.json" $QUICK $TORCH_PLAN_ARGS ${FLINT_TORCH_ARGS:-}
   # The CUDA backend (issue 6). model: the default GGUF, else a random SmolLM2-shaped model built here (~20 s).
   run_inline model pick_model show
-  # gpu_model_tests: CUDA backend vs CPU backend: 256-position prefill logits (top-1 >= 99%, rel error <= 5%),
-  # graph decode bit-identical to eager decode, the per-layer diff (~1 min: most of it is the CPU backend).
+  # gpu_model_tests: CUDA backend vs CPU backend: 256-position prefill logits on prose and on random tokens (no
+  # hard top-1 mismatch, rel error <= 5%, at most one flip more than the CPU twin; the issue's 99% printed as a
+  # "## target" line), graph decode bit-identical to eager decode, the per-layer diff (~1.5 min: most of it is
+  # the CPU backend and the twin).
   run_step gpu_model_tests 300 env FLINT_REQUIRE_GPU=1 "$GPU_MODEL_TESTS" --gtest_output="json:$WORK/gpu_model_tests.json"
   # flint-run --device cuda end to end (load, dequantize, graphs, generate), beside --device cpu.
   run_inline flint_run_cuda flint_run_cuda show

@@ -235,8 +235,10 @@ TEST(CudaBackend, PrefillLogitsMatchTheCpuBackend) {
   REQUIRE_GPU();
   REQUIRE_MODEL();
   const LoadedModel model = load_model(model_path());
-  auto target = [](const char* input, double agree) {
-    std::printf("## target (issue 6): top-1 identical on >= 99%% of 256 positions (%s): %.1f%% %s\n", input,
+  const bool real = model_path().ends_with(".gguf");  // the issue's target is SmolLM2's, not a stand-in's
+  auto target = [real](const char* input, double agree) {
+    if (real)
+      std::printf("## target (issue 6): top-1 identical on >= 99%% of 256 positions (%s): %.1f%% %s\n", input,
                 100 * agree, agree >= 0.99 ? "PASS" : "MISS");
   };
   if (model.tokenizer) {

@@ -235,7 +235,9 @@ TEST(MatmulGpu, QkvFusionWritesThreeOutputs) {
         p.epilogue = MatmulEpilogue::Qkv, p.num_q = q.num_q, p.num_kv = q.num_kv, p.out_type = MatmulOut::BF16;
         const GpuOut got = run_gpu(pb, p, kernel);
         const std::pair<const std::vector<float>*, int> parts[] = {{&got.y, 0}, {&got.k, q.num_q}, {&got.v, q.num_q + q.num_kv}};
-        for (const auto& [out, first] : parts) {
+        for (const auto& part : parts) {
+          const std::vector<float>* out = part.first;
+          const int first = part.second;  // a plain variable: lambdas may capture it (clang: not a binding)
           const int cols = first == 0 ? q.num_q : q.num_kv;
           expect_close(shape_name(q.tag, M, N, q.K) + (first == 0 ? " q" : first == q.num_q ? " k" : " v"),
                        matmul_kernel_name(kernel), *out, M, cols,
