@@ -92,7 +92,7 @@ run() {
 
 # What each tree builds. The flint client only for the full e2e run (test_security.py drives it); --ci's part
 # does not use it.
-asan_targets=(flint_tests flintd flint-run flint_fuzz)
+asan_targets=(flint_tests flintd flint-run flint_fuzz flint_cuda_emu_tests flint_gpu_tests_emu)
 [ $ci = 1 ] || asan_targets+=(flint)
 tsan_targets=(flint_threaded_tests flintd)
 
@@ -143,6 +143,14 @@ for p in "${phases[@]}"; do
     else
       run "asan: e2e" ctest --test-dir $dir --output-on-failure -j"$jobs" -R '^e2e\.'
     fi
+    # The CUDA kernels on the emulator (tests/cuda_emu): out-of-bounds device memory, which the emulator's exact-sized
+    # allocations make visible. Small cases (work bound 1e7), no fake stacks (slow with the emulator's fibers), and
+    # not the death tests (a fault abandons a fiber, which ASan warns about).
+    emu_filter='MatmulGpu.EveryKernel*:MatmulGpu.Launcher*:AttentionGpu.Rope*:AttentionGpu.OneHot*:AttentionGpu.Explicit*'
+    emu_filter+=':AttentionGpu.Launchers*:OpsGpu.*'
+    run "asan: cuda emulator" env ASAN_OPTIONS="$ASAN_OPTIONS:detect_stack_use_after_return=0" \
+      FLINT_CUDA_EMU_MAX_WORK=1e7 bash -c "$dir/tests/cuda_emu/flint_cuda_emu_tests --gtest_filter=-*DeathTest* \
+        && $dir/tests/cuda_emu/flint_gpu_tests_emu --gtest_filter='$emu_filter'"
     run "asan: fuzz" scripts/fuzz.sh $dir "${FUZZ_SECONDS:-$((ci ? 5 : 10))}"
     run "asan: reports" check_reports "$reports"
     unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS FLINT_TEST_SLOWDOWN

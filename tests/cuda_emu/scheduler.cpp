@@ -8,6 +8,7 @@
 #include <deque>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "tests/cuda_emu/device_util_emu.h"
@@ -58,10 +59,6 @@ namespace {
 
 constexpr size_t kStackBytes = size_t(256) << 10;
 constexpr int kMaxThreads = 1024;
-
-struct Fault {
-  std::string what;
-};
 
 struct Copy {
   void* dst;
@@ -155,23 +152,8 @@ void release_barrier_if_complete() {
   }
 }
 
-[[noreturn]] void fiber_main() {
-  Fiber& f = cur();
-#ifdef CUDA_EMU_ASAN
-  __sanitizer_finish_switch_fiber(nullptr, &g_run.sched_bottom, &g_run.sched_size);
-#endif
-  try {
-    (*g_run.body)();
-    // Copies still in flight land before the thread's block ends.
-    for (const auto& g : f.groups) perform(g);
-    perform(f.open);
-  } catch (const Fault& e) {
-    if (!g_run.faulted) {
-      g_run.faulted = true;
-      g_run.fault = e.what;
-      g_run.fault_thread = f.idx;
-    }
-  }
+// The fiber's last switch: it is done (ended, or ended by a fault) and is never resumed.
+[[noreturn]] void leave_fiber(Fiber& f) {
   f.groups.clear();
   f.open.clear();
   f.done = true;
@@ -183,6 +165,18 @@ void release_barrier_if_complete() {
   void* dead_sp;
   cuda_emu_switch(&dead_sp, g_run.sched_sp);
   __builtin_unreachable();
+}
+
+[[noreturn]] void fiber_main() {
+  Fiber& f = cur();
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &g_run.sched_bottom, &g_run.sched_size);
+#endif
+  (*g_run.body)();
+  // Copies still in flight land before the thread's block ends.
+  for (const auto& g : f.groups) perform(g);
+  perform(f.open);
+  leave_fiber(f);
 }
 
 // A fresh fiber's stack, laid out as cuda_emu_switch leaves a switched-out one: its `ret` enters fiber_main with
@@ -281,7 +275,17 @@ bool run_block(const dim3& grid, const dim3& block, const uint3& block_idx, cons
 
 int max_threads_per_block() { return kMaxThreads; }
 
-void device_fault(const std::string& what) { throw Fault{what}; }
+// The faulting thread leaves its fiber at once (its frames are abandoned, as a faulted kernel's are; no exception
+// unwinds across the fiber's stack) and the scheduler ends the block.
+void device_fault(const std::string& what) {
+  Fiber& f = cur();
+  if (!g_run.faulted) {
+    g_run.faulted = true;
+    g_run.fault = what;
+    g_run.fault_thread = f.idx;
+  }
+  leave_fiber(f);
+}
 
 void* dynamic_shared_base() {
   if (!g_run.dynamic_smem) device_fault("dynamic shared memory used by a kernel launched with none");
