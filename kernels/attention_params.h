@@ -82,6 +82,10 @@ struct AttentionBatch {
   int32_t max_kv_len = 0;  // >= every kv_lens[s]
 };
 
+// Keys per tile of the prefill kernel's online softmax: each tile's probabilities are taken against the running
+// maximum and rounded to bf16 for the P·V step (the twin does the same, tile by tile, so the two agree closely).
+constexpr int32_t kAttnPrefillKeyTile = 64;
+
 // Keys per split of the decode kernel, for kv lengths up to kAttnKeysPerSplit · kAttnMaxSplits (16384). 128 keys
 // cut a 4096-token cache into 32 splits per KV head, enough thread blocks to fill the card at batch 1; the partial
 // sums cost (group · (head_dim + 2)) fp32 per split, about 3% of the KV bytes the split reads.

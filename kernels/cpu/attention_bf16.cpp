@@ -114,11 +114,36 @@ void paged_attention_bf16(const AttentionParams& p) {
       }
       float sum = 0.0f;
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int32_t j = 0; j < n_keys; ++j) {
-        const float w = std::exp(scores[size_t(j)] - mx);
-        sum += w;
+      auto add_value = [&](int32_t j, float w) {
         const bf16_bits* v = c.v + c.offset(block_of(c, b, s, j), j % c.block_size, kvh);
         for (int32_t i = 0; i < hd; ++i) acc[size_t(i)] += w * bf16_bits_to_f32(v[i]);
+      };
+      if (b.cu_seqlens[s + 1] - b.cu_seqlens[s] > 1) {
+        // A prefill sequence, as the prefill kernel computes it: base-2 online softmax over tiles of
+        // kAttnPrefillKeyTile keys, each tile's weights against the running maximum, rounded to bf16 for P·V (the
+        // sum takes them unrounded), earlier tiles rescaled when the maximum grows.
+        constexpr float kLog2e = 1.4426950408889634f;
+        float m = -INFINITY;
+        for (int32_t j0 = 0; j0 < n_keys; j0 += kAttnPrefillKeyTile) {
+          const int32_t j1 = std::min(n_keys, j0 + kAttnPrefillKeyTile);
+          float tile_max = -INFINITY;
+          for (int32_t j = j0; j < j1; ++j) tile_max = std::max(tile_max, scores[size_t(j)] * kLog2e);
+          const float new_m = std::max(m, tile_max), alpha = std::exp2(m - new_m);
+          sum *= alpha;
+          for (float& a : acc) a *= alpha;
+          m = new_m;
+          for (int32_t j = j0; j < j1; ++j) {
+            const float w = std::exp2(scores[size_t(j)] * kLog2e - m);
+            sum += w;
+            add_value(j, bf16_bits_to_f32(f32_to_bf16_bits(w)));
+          }
+        }
+      } else {
+        for (int32_t j = 0; j < n_keys; ++j) {
+          const float w = std::exp(scores[size_t(j)] - mx);
+          sum += w;
+          add_value(j, w);
+        }
       }
       bf16_bits* o = p.out + int64_t(t) * p.ld_out + int64_t(h) * hd;
       for (int32_t i = 0; i < hd; ++i) o[i] = f32_to_bf16_bits(acc[size_t(i)] / sum);

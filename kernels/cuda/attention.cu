@@ -322,7 +322,7 @@ __global__ void __launch_bounds__(kHeadDim) merge_splits_kernel(const AttentionP
 // online softmax in registers (each row's values live in the 4 lanes of a quad), then O += P·V with P rounded to
 // bf16 as the A operand. K and V tiles come through the block table with cp.async, two stages, rows padded by 16
 // bytes so ldmatrix's eight row addresses fall in different banks.
-constexpr int kPrefillWarps = 4, kPrefillRows = 64, kPrefillKeys = 64;
+constexpr int kPrefillWarps = 4, kPrefillRows = 64, kPrefillKeys = kAttnPrefillKeyTile;
 
 template <int kHeadDim>
 struct PrefillShape {
