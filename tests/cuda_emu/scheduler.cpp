@@ -3,6 +3,7 @@
 // ldmatrix and cp.async instructions as the PTX ISA defines them; faults that end a kernel.
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstdio>
 #include <deque>
