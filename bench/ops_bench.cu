@@ -1,7 +1,7 @@
 // ops_bench: the small CUDA ops of the backend (kernels/cuda/ops.h, sampling.h), the production launchers, with
 // the copy ceiling measured in the same run:
-//   add_rmsnorm  rows × hidden (delta present): GB/s and % of copy. Bytes counted: x read and written (fp32),
-//                delta read and out written (bf16), w read once: rows·hidden·12 + hidden·2.
+//   add_rmsnorm  rows × hidden (delta present): GB/s and % of copy. Bytes counted: x read and written and delta
+//                read (fp32), out written (bf16), w read once: rows·hidden·14 + hidden·2.
 //   sample       µs per call and per row at vocab 49152 and 151936, batch 1, 32, 256, four parameter mixes:
 //                greedy; top-k 50 + top-p 0.9 (typical chat); top-p 0.95 alone; untruncated T = 1. Logits are
 //                normal with sd 3 (a few hundred tokens hold most of the mass; flat logits make top-p slower).
@@ -100,23 +100,24 @@ int main(int argc, char** argv) {
   for (int hidden : {576, 2048, 4096, 8192})
     for (int n : {1, 32, 256, 2048}) {
       const size_t elems = size_t(n) * hidden;
-      const double bytes = double(elems) * 12 + hidden * 2.0;
+      const double bytes = double(elems) * 14 + hidden * 2.0;  // x read and written, fp32 delta, bf16 out
       const int copies = int(std::clamp(2.0 * card.l2_bytes / bytes, 1.0, 64.0));
-      float* x = nullptr;
-      bf16 *delta = nullptr, *w = nullptr, *out = nullptr;
+      float *x = nullptr, *delta = nullptr;
+      bf16 *w = nullptr, *out = nullptr;
       CUDA_CHECK(cudaMalloc(&x, elems * 4 * copies));
-      CUDA_CHECK(cudaMalloc(&delta, elems * 2 * copies));
+      CUDA_CHECK(cudaMalloc(&delta, elems * 4 * copies));
       CUDA_CHECK(cudaMalloc(&out, elems * 2 * copies));
       CUDA_CHECK(cudaMalloc(&w, size_t(hidden) * 2));
       fill_normal_f32<<<card.sms * 8, 256, 0, stream>>>(x, elems * copies, 11, 1.0f);
       LAUNCH_CHECK();
-      fill(delta, elems * copies, 12, stream, card.sms);
+      fill_normal_f32<<<card.sms * 8, 256, 0, stream>>>(delta, elems * copies, 12, 1.0f);
+      LAUNCH_CHECK();
       fill(w, size_t(hidden), 13, stream, card.sms);
       auto params = [&](int i) {
         AddRmsNormParams p;
         const size_t c = size_t(i % copies) * elems;
         p.num_rows = n, p.hidden = hidden, p.x = x + c, p.ldx = hidden;
-        p.maybe_delta = reinterpret_cast<const flint::bf16_bits*>(delta) + c, p.ld_delta = hidden;
+        p.maybe_delta = delta + c, p.ld_delta = hidden;
         p.w = reinterpret_cast<const flint::bf16_bits*>(w), p.out = reinterpret_cast<flint::bf16_bits*>(out) + c;
         p.ld_out = hidden, p.eps = 1e-6f;
         return p;

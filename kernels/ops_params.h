@@ -32,7 +32,9 @@ struct EmbeddingParams {
 };
 
 // The residual add fused with RMSNorm, per row r < num_rows (fp32 throughout, one rounding to bf16 at the end):
-//   if maybe_delta: x[r, :] += float(delta[r, :])          (x written back; the residual stream)
+//   if maybe_delta: x[r, :] += delta[r, :]                 (x written back; the residual stream)
+//                   delta = split 0 + split 1 + ... in that order when delta_splits > 1 (a matmul's partial sums
+//                   left in its workspace: MatmulParams::leave_partials), exactly as its reduction adds them
 //   out[r, :] = bf16( x[r, i] * inv_rms * float(w[i]) )      inv_rms = 1 / sqrt(Σ_i x[r, i]² / hidden + eps)
 // with x · inv_rms · w evaluated left to right, as kernels/cpu/ops.cpp rms_norm does. maybe_delta null: plain
 // RMSNorm, x only read (the final norm on the gathered rows; the first layer, whose x is the embedding).
@@ -40,8 +42,11 @@ struct AddRmsNormParams {
   int num_rows = 0, hidden = 0;
   float* x = nullptr;                      // (num_rows, hidden) fp32, rows ldx apart; written only with a delta
   int64_t ldx = 0;
-  const bf16_bits* maybe_delta = nullptr;  // (num_rows, hidden) bf16, rows ld_delta apart, or null
+  const float* maybe_delta = nullptr;      // (num_rows, hidden) fp32, rows ld_delta apart, or null (a matmul's
+                                           // fp32 output: the residual adds what the matmul summed, unrounded)
   int64_t ld_delta = 0;
+  int delta_splits = 1;                    // delta is the sum of this many slices, slice s at maybe_delta + s · ld_split
+  int64_t ld_split = 0;
   const bf16_bits* w = nullptr;            // (hidden) the norm's weight, bf16
   bf16_bits* out = nullptr;                // (num_rows, hidden) bf16, rows ld_out apart; may not alias x or delta
   int64_t ld_out = 0;
@@ -103,6 +108,9 @@ inline std::string add_rmsnorm_params_error(const AddRmsNormParams& p) {
   if (p.hidden < 1) return field("add_rmsnorm", "hidden", p.hidden, "must be >= 1");
   if (p.ldx < p.hidden) return field("add_rmsnorm", "ldx", p.ldx, "is less than hidden");
   if (p.maybe_delta && p.ld_delta < p.hidden) return field("add_rmsnorm", "ld_delta", p.ld_delta, "is less than hidden");
+  if (p.delta_splits < 1) return field("add_rmsnorm", "delta_splits", p.delta_splits, "must be >= 1");
+  if (p.maybe_delta && p.delta_splits > 1 && p.num_rows > 0 && p.ld_split < (p.num_rows - 1) * p.ld_delta + p.hidden)
+    return field("add_rmsnorm", "ld_split", p.ld_split, "is less than one slice of num_rows rows");
   if (p.ld_out < p.hidden) return field("add_rmsnorm", "ld_out", p.ld_out, "is less than hidden");
   if (!(p.eps > 0.0f) || !(p.eps < 1.0f)) return "add_rmsnorm: eps = " + std::to_string(p.eps) + " must be in (0, 1)";
   if (p.num_rows > 0 && (!p.x || !p.w || !p.out)) return "add_rmsnorm: x, w and out must not be null";

@@ -259,10 +259,10 @@ void CudaBackend::allocate_buffers() {
   B_.k = bf16_buf(T * nkv, "k");
   B_.v = bf16_buf(T * nkv, "v");
   B_.attn = bf16_buf(T * nq, "the attention output");
-  B_.proj = bf16_buf(T * hidden, "the projection output");
+  B_.proj = f32_buf(T * hidden, "the projection output");
   B_.act = bf16_buf(T * ffn, "the MLP activation");
   B_.gx = f32_buf(R * hidden, "the gathered residual rows");
-  B_.gp = bf16_buf(R * hidden, "the gathered projection rows");
+  B_.gp = f32_buf(R * hidden, "the gathered projection rows");
   B_.gh = bf16_buf(R * hidden, "the final norm rows");
   B_.logits = f32_buf(R * int64_t(c.vocab_size), "the logits");
   // Workspaces for the largest step: split-K partial sums grow with M, so the largest M of each shape decides.
@@ -501,8 +501,10 @@ struct CudaOps {
   void add_rmsnorm(const AddRmsNormParams& p, const char* what) {
     check_op(cuda::add_rmsnorm(p, b.stream_, &why), what, why);
   }
-  void matmul(const MatmulParams& p, const char* what) {
-    check_op(cuda::matmul(p, b.stream_, cuda::MatmulKernel::Auto, &why), what, why);
+  int matmul(const MatmulParams& p, const char* what) {
+    int partials = 0;
+    check_op(cuda::matmul(p, b.stream_, cuda::MatmulKernel::Auto, &why, &partials), what, why);
+    return partials;
   }
   void rope_write_kv(const RopeKvParams& p, const char* what) {
     check_op(cuda::rope_write_kv(p, b.stream_, &why), what, why);
@@ -554,12 +556,12 @@ struct CudaOps {
     for (size_t i = 0; i < raw.size(); ++i) host[i] = bf16_bits_to_f32(raw[i]);
     b.observer_(name, host.data(), n, int64_t(nkv) * hd);
   }
-  // x + float(delta), added on the host as add_rmsnorm adds it (fp32).
-  void observe_sum(const std::string& name, const float* x, const bf16_bits* delta, int64_t rows, int64_t cols) {
+  // x + delta, added on the host as add_rmsnorm adds it (fp32).
+  void observe_sum(const std::string& name, const float* x, const float* delta, int64_t rows, int64_t cols) {
     const size_t count = size_t(rows) * size_t(cols);
     std::vector<float> sum = download<float>(x, count);
-    const std::vector<bf16_bits> d = download<bf16_bits>(delta, count);
-    for (size_t i = 0; i < count; ++i) sum[i] += bf16_bits_to_f32(d[i]);
+    const std::vector<float> d = download<float>(delta, count);
+    for (size_t i = 0; i < count; ++i) sum[i] += d[i];
     b.observer_(name, sum.data(), rows, cols);
   }
 };

@@ -3,8 +3,9 @@
 // (Ops = the kernels' CPU twins, host pointers; model/twin_backend.h), so the wiring of every call (shapes,
 // strides, the packed weights, the staging arrays, the padding rows) is exercised on a machine without a GPU.
 //
-//   x (fp32) = embedding(ids)
+//   x (fp32) = embedding(ids); proj (fp32): the O and down matmuls' output, added to x unrounded
 //   per layer:  h = add_rmsnorm(x += proj, attn_norm)      (layer 0: no add)
+//               (proj may be left as the O or down matmul's split-K partial sums, which add_rmsnorm then adds)
 //               q | k | v = matmul(Wqkv, h) (Qkv epilogue, + bias);  rope_write_kv (q in place, k/v to the cache)
 //               attn = paged_attention(q);  proj = matmul(Wo, attn)
 //               h = add_rmsnorm(x += proj, ffn_norm);  act = matmul(Wgate|up, h) (SiluMul);  proj = matmul(Wdown, act)
@@ -28,9 +29,10 @@ struct ForwardLayer {  // a layer's packed bf16 weights and its KV cache
 
 struct ForwardBuffers {  // activations (max tokens rows) and the logit rows' buffers (max logit rows)
   float* x = nullptr;
-  bf16_bits *h = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr, *proj = nullptr, *act = nullptr;
-  float* gx = nullptr;
-  bf16_bits *gp = nullptr, *gh = nullptr;
+  bf16_bits *h = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr, *act = nullptr;
+  float* proj = nullptr;
+  float *gx = nullptr, *gp = nullptr;
+  bf16_bits* gh = nullptr;
   float* logits = nullptr;
   void* matmul_ws = nullptr;
   size_t matmul_ws_bytes = 0;
@@ -48,9 +50,10 @@ struct StepShape {
   int64_t token_ids = 0, positions = 0, cu_seqlens = 0, kv_lens = 0, block_table = 0, logit_rows = 0;
 };
 
-// Ops provides: embedding, add_rmsnorm, matmul, rope_write_kv, paged_attention, gather_rows (each taking the
+// Ops provides: embedding, add_rmsnorm, matmul (returning how many partial sums it left in the workspace for a
+// leave_partials call, 0 when it wrote y), rope_write_kv, paged_attention, gather_rows (each taking the
 // param struct and a name for errors); observing(); observe(name, ptr, is_bf16, rows, cols);
-// observe_kv(name, layer, is_v); observe_sum(name, x_f32, delta_bf16, rows, cols) (x + float(delta), the last
+// observe_kv(name, layer, is_v); observe_sum(name, x_f32, delta_f32, rows, cols) (x + delta, the last
 // layer's out, which the fused norm never materialises).
 template <class Ops>
 void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, const ForwardBuffers& B,
@@ -84,14 +87,22 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
   batch.max_q_len = sh.max_q_len;
   batch.max_kv_len = sh.max_kv_len;
 
-  auto norm = [&](const bf16_bits* maybe_delta, const bf16_bits* w, const char* what) {
+  // The residual's delta: nothing (layer 0), or the last O / down projection: B.proj, or the `splits` partial sums
+  // its matmul left in the workspace (the reduction fused into the norm).
+  struct Delta {
+    const float* data = nullptr;
+    int splits = 1;
+  };
+  auto norm = [&](Delta delta, const bf16_bits* w, const char* what) {
     AddRmsNormParams p;
     p.num_rows = n;
     p.hidden = hidden;
     p.x = B.x;
     p.ldx = hidden;
-    p.maybe_delta = maybe_delta;
+    p.maybe_delta = delta.data;
     p.ld_delta = hidden;
+    p.delta_splits = delta.splits;
+    p.ld_split = int64_t(n) * hidden;
     p.w = w;
     p.out = B.h;
     p.ld_out = hidden;
@@ -101,13 +112,23 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
   auto matmul = [&](MatmulParams p, const char* what) {
     p.workspace = B.matmul_ws;
     p.workspace_bytes = B.matmul_ws_bytes;
-    ops.matmul(p, what);
+    return ops.matmul(p, what);
   };
+  // A projection into the residual (hidden columns, fp32): its partial sums may stay in the workspace for the next
+  // norm to add, except the last layer's, whose rows the logits gather from B.proj.
+  auto project = [&](MatmulParams p, bool may_leave_partials, const char* what) {
+    p.out_type = MatmulOut::F32;
+    p.y = B.proj, p.ldy = hidden;
+    p.leave_partials = may_leave_partials;
+    const int splits = matmul(p, what);
+    return splits > 0 ? Delta{static_cast<const float*>(B.matmul_ws), splits} : Delta{B.proj, 1};
+  };
+  Delta proj;  // the previous layer's MLP output, for the next attention norm
 
   for (int l = 0; l < c.num_layers; ++l) {
     const ForwardLayer& L = layers[size_t(l)];
     // x += proj (the previous layer's MLP output) fused with this layer's first norm.
-    norm(l == 0 ? nullptr : B.proj, L.attn_norm, "attention norm");
+    norm(l == 0 ? Delta{} : proj, L.attn_norm, "attention norm");
     if (ops.observing() && l > 0) ops.observe(lname(l - 1, "out"), B.x, false, n, hidden);
     MatmulParams qkv;
     qkv.M = n, qkv.N = nq + 2 * nkv, qkv.K = hidden;
@@ -146,11 +167,11 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
 
     MatmulParams wo;
     wo.M = n, wo.N = hidden, wo.K = nq;
-    wo.x = B.attn, wo.ldx = nq, wo.w = L.wo, wo.ldw = nq, wo.y = B.proj, wo.ldy = hidden;
-    matmul(wo, "attention output matmul");
+    wo.x = B.attn, wo.ldx = nq, wo.w = L.wo, wo.ldw = nq;
+    proj = project(wo, true, "attention output matmul");
 
     // x += proj fused with the MLP norm; then silu(gate) · up in the gate+up matmul's epilogue.
-    norm(B.proj, L.ffn_norm, "mlp norm");
+    norm(proj, L.ffn_norm, "mlp norm");
     if (ops.observing()) ops.observe(lname(l, "attn_residual"), B.x, false, n, hidden);
     MatmulParams gu;
     gu.M = n, gu.N = 2 * ffn, gu.K = hidden;
@@ -160,8 +181,8 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
     matmul(gu, "gate+up matmul");
     MatmulParams down;
     down.M = n, down.N = hidden, down.K = ffn;
-    down.x = B.act, down.ldx = ffn, down.w = L.down, down.ldw = ffn, down.y = B.proj, down.ldy = hidden;
-    matmul(down, "down matmul");
+    down.x = B.act, down.ldx = ffn, down.w = L.down, down.ldw = ffn;
+    proj = project(down, l + 1 < c.num_layers, "down matmul");
   }
   if (ops.observing()) ops.observe_sum(lname(c.num_layers - 1, "out"), B.x, B.proj, n, hidden);
 
@@ -175,7 +196,7 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
   g.row_elems = hidden;
   g.type = ActType::F32, g.src = B.x, g.ld_src = hidden, g.dst = B.gx, g.ld_dst = hidden;
   ops.gather_rows(g, "gather_rows (residual)");
-  g.type = ActType::BF16, g.src = B.proj, g.dst = B.gp;
+  g.src = B.proj, g.dst = B.gp;  // fp32 too
   ops.gather_rows(g, "gather_rows (projection)");
   AddRmsNormParams fn;
   fn.num_rows = rows;

@@ -17,7 +17,10 @@ struct TwinOps {
   TwinBackend& b;
   void embedding(const EmbeddingParams& p, const char*) { cpu::embedding_bf16(p); }
   void add_rmsnorm(const AddRmsNormParams& p, const char*) { cpu::add_rmsnorm(p); }
-  void matmul(const MatmulParams& p, const char*) { cpu::matmul_bf16(p); }
+  int matmul(const MatmulParams& p, const char*) {
+    cpu::matmul_bf16(p);  // always writes y (leave_partials is the CUDA launcher's choice)
+    return 0;
+  }
   void rope_write_kv(const RopeKvParams& p, const char*) { cpu::rope_write_kv_bf16(p); }
   void paged_attention(const AttentionParams& p, const char*) { cpu::paged_attention_bf16(p); }
   void gather_rows(const GatherRowsParams& p, const char*) { cpu::gather_rows(p); }
@@ -43,9 +46,9 @@ struct TwinOps {
       }
     b.observer_(name, host.data(), plan.num_tokens(), int64_t(c.num_kv_heads) * c.head_dim);
   }
-  void observe_sum(const std::string& name, const float* x, const bf16_bits* delta, int64_t rows, int64_t cols) {
+  void observe_sum(const std::string& name, const float* x, const float* delta, int64_t rows, int64_t cols) {
     std::vector<float> sum(x, x + rows * cols);
-    for (size_t i = 0; i < sum.size(); ++i) sum[i] += bf16_bits_to_f32(delta[i]);
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += delta[i];
     b.observer_(name, sum.data(), rows, cols);
   }
 };
@@ -108,8 +111,8 @@ TwinBackend::TwinBackend(const ModelConfig& config, const ModelWeights& weights,
   B_.gx = f32(1, R * hidden);
   B_.logits = f32(2, R * c.vocab_size);
   B_.h = bf(0, T * hidden), B_.q = bf(1, T * nq), B_.k = bf(2, T * nkv), B_.v = bf(3, T * nkv);
-  B_.attn = bf(4, T * nq), B_.proj = bf(5, T * hidden), B_.act = bf(6, T * c.ffn_size);
-  B_.gp = bf(7, R * hidden), B_.gh = bf(8, R * hidden);
+  B_.proj = f32(3, T * hidden), B_.gp = f32(4, R * hidden);
+  B_.attn = bf(4, T * nq), B_.act = bf(5, T * c.ffn_size), B_.gh = bf(6, R * hidden);
   B_.attn_ws_bytes = attention_workspace_bytes(int32_t(R), c.num_qo_heads, c.head_dim, table_width_ * block_size_);
   attn_ws_.resize(B_.attn_ws_bytes);
   B_.attn_ws = attn_ws_.data();

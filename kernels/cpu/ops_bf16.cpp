@@ -50,8 +50,12 @@ void add_rmsnorm(const AddRmsNormParams& p) {
   for (int r = 0; r < p.num_rows; ++r) {
     float* x = p.x + int64_t(r) * p.ldx;
     if (p.maybe_delta) {
-      const bf16_bits* d = p.maybe_delta + int64_t(r) * p.ld_delta;
-      for (int i = 0; i < p.hidden; ++i) x[i] = x[i] + bf16_to_f32(d[i]);
+      const float* d = p.maybe_delta + int64_t(r) * p.ld_delta;
+      for (int i = 0; i < p.hidden; ++i) {
+        float sum = d[i];
+        for (int s = 1; s < p.delta_splits; ++s) sum = sum + d[s * p.ld_split + i];
+        x[i] = x[i] + sum;
+      }
     }
     // Per thread: its chunks in increasing order, each value squared then added (two roundings).
     float partial[kNormThreads];

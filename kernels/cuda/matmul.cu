@@ -439,11 +439,14 @@ size_t matmul_workspace_bytes(int M, int N, int K, MatmulKernel kernel) {
   return env_choice().cublas ? cublas : ours;
 }
 
-cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kernel, std::string* error) {
+cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kernel, std::string* error,
+                   int* partials_left) {
   auto invalid = [&](std::string why) {
     if (error) *error = std::move(why);
     return cudaErrorInvalidValue;
   };
+  if (partials_left) *partials_left = 0;
+  if (p.leave_partials && !partials_left) return invalid("matmul: leave_partials needs partials_left (how many)");
   if (!env_choice().valid)
     return invalid("FLINT_MATMUL=" + env_choice().value + ": expected 'flint' (the default) or 'cublas'");
   if (kernel == MatmulKernel::Auto) kernel = matmul_pick(p.M);
@@ -468,6 +471,10 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
     e = vec ? launch_prefill<true>(p, split_len, num_splits, stream, &folded)
             : launch_prefill<false>(p, split_len, num_splits, stream, &folded);
   if (e != cudaSuccess || num_splits == 1 || folded) return e;
+  if (p.leave_partials) {
+    *partials_left = num_splits;
+    return e;
+  }
   return launch_reduce(p, num_splits, stream);
 }
 

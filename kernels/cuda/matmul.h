@@ -42,7 +42,9 @@ size_t matmul_workspace_bytes(int M, int N, int K, MatmulKernel kernel);
 // when `error` is given, says why; otherwise returns the launch's error (cudaGetLastError after each launch).
 // 16-byte loads need x, w 16-byte aligned and K, ldx, ldw multiples of 8; other shapes run a slower path that
 // loads element by element with the same arithmetic.
+// p.leave_partials: *partials_left (required then) is set to the number of partial sums left in the workspace in
+// place of y, or 0 when y was written (K not split, the splits folded in the prefill kernel, or cuBLASLt).
 cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kernel = MatmulKernel::Auto,
-                   std::string* error = nullptr);
+                   std::string* error = nullptr, int* partials_left = nullptr);
 
 }  // namespace flint::cuda

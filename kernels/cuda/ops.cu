@@ -80,7 +80,7 @@ template <bool kVec>
 __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_kernel(AddRmsNormParams p) {
   const int r = blockIdx.x;
   float* x = p.x + int64_t(r) * p.ldx;
-  const uint16_t* delta = p.maybe_delta ? p.maybe_delta + int64_t(r) * p.ld_delta : nullptr;
+  const float* delta = p.maybe_delta ? p.maybe_delta + int64_t(r) * p.ld_delta : nullptr;
   const int num_chunks = (p.hidden + 7) / 8;
   // Pass 1: x += delta (written back), Σ x² per thread over its chunks in increasing order.
   float acc = 0.0f;
@@ -89,8 +89,12 @@ __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_kernel(AddRmsNormPar
     float v[8];
     load8_f32<kVec>(x, c, n, v);
     if (delta) {
-      float d[8];
-      load8_bf16<kVec>(delta, c, n, d);
+      float d[8], e[8];
+      load8_f32<kVec>(delta, c, n, d);
+      for (int s = 1; s < p.delta_splits; ++s) {  // the matmul reduction's order: split 0, += 1, += 2, ...
+        load8_f32<kVec>(delta + s * p.ld_split, c, n, e);
+        for (int i = 0; i < 8; ++i) d[i] = __fadd_rn(d[i], e[i]);
+      }
       for (int i = 0; i < 8; ++i) v[i] = __fadd_rn(v[i], d[i]);
       if constexpr (kVec) {
         reinterpret_cast<float4*>(x)[2 * c] = make_float4(v[0], v[1], v[2], v[3]);
@@ -170,7 +174,7 @@ cudaError_t add_rmsnorm(const AddRmsNormParams& p, cudaStream_t stream, std::str
   if (std::string e = add_rmsnorm_params_error(p); !e.empty()) return invalid(std::move(e), error);
   if (p.num_rows == 0) return cudaSuccess;
   const bool vec = p.hidden % 8 == 0 && p.ldx % 4 == 0 && p.ld_out % 8 == 0 && aligned16(p.x) && aligned16(p.w) &&
-                   aligned16(p.out) && (!p.maybe_delta || (p.ld_delta % 8 == 0 && aligned16(p.maybe_delta)));
+                   aligned16(p.out) && (!p.maybe_delta || (p.ld_delta % 4 == 0 && (p.delta_splits == 1 || p.ld_split % 4 == 0) && aligned16(p.maybe_delta)));
   if (vec) add_rmsnorm_kernel<true><<<p.num_rows, kNormThreads, 0, stream>>>(p);
   else add_rmsnorm_kernel<false><<<p.num_rows, kNormThreads, 0, stream>>>(p);
   return cudaGetLastError();

@@ -344,6 +344,65 @@ TEST(MatmulGpu, RowBitsDoNotDependOnMOrKernel) {
   }
 }
 
+void expect_bits_equal(const char* check, const std::vector<float>& got, const std::vector<float>& want,
+                       const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], 4) != 0 && bad++ == 0) first = i;
+  gpu_test::summary_add("leave_partials", bad ? INFINITY : 0.0, bad ? INFINITY : 0.0);
+  EXPECT_EQ(bad, 0u) << what << " " << check << ": " << bad << " of " << got.size() << " differ, first at " << first
+                     << " (" << got[first] << " vs " << want[first] << ")";
+}
+
+// leave_partials (the O and down projections, whose reduction add_rmsnorm does): the launcher reports the splits it
+// left, y stays unwritten, and the slices added in split order on the host give y's bits exactly as the reduction
+// kernel does. The prefill kernel's folded path (M × N tiles fill the card) writes y and reports 0.
+TEST(MatmulGpu, LeftPartialsAddUpToTheOutputBitForBit) {
+  REQUIRE_GPU();
+  struct Case { const char* tag; int N, K; };
+  for (const Case& s : {Case{"smollm2.o", 576, 576}, Case{"smollm2.down", 576, 1536}, Case{"llama1b.o", 2048, 2048},
+                        Case{"odd.1000x999", 1000, 999}})
+    for (int M : {1, 3, 17, 64, 300}) {
+      if (gpu_test::emu_skips(double(M) * s.N * s.K)) continue;
+      const std::vector<bf16_bits> x = random_bf16(size_t(M) * s.K, 5 + M), w = random_bf16(size_t(s.N) * s.K, 6);
+      DeviceBuffer dx(x.size() * 2), dw(w.size() * 2), y(size_t(M) * s.N * 4),
+          ws(std::max<size_t>(matmul_workspace_bytes(M, s.N, s.K, MatmulKernel::Auto), 16));
+      dx.upload(x), dw.upload(w);
+      MatmulParams p;
+      p.M = M, p.N = s.N, p.K = s.K, p.x = dx.as<bf16_bits>(), p.ldx = s.K, p.w = dw.as<bf16_bits>(), p.ldw = s.K;
+      p.out_type = MatmulOut::F32, p.y = y.as<void>(), p.ldy = s.N;
+      p.workspace = ws.as<void>(), p.workspace_bytes = ws.bytes();
+      std::string why;
+      y.poison();
+      ASSERT_EQ(matmul(p, nullptr, MatmulKernel::Auto, &why), cudaSuccess) << why;
+      const std::vector<float> want = y.download<float>(size_t(M) * s.N);
+      y.poison();
+      p.leave_partials = true;
+      int left = -1;
+      ASSERT_EQ(matmul(p, nullptr, MatmulKernel::Auto, &why, &left), cudaSuccess) << why;
+      CUDA_CHECK(cudaDeviceSynchronize());
+      const std::string what = shape_name(s.tag, M, s.N, s.K);
+      const int splits = matmul_num_splits(s.N, s.K);
+      if (left == 0) {  // y written: K not split, or the splits folded in the prefill kernel
+        EXPECT_TRUE(splits == 1 || (M > kDecodeMaxRows && matmul_pick(M) != MatmulKernel::Decode)) << what;
+        expect_bits_equal("y (no partials left)", y.download<float>(want.size()), want, what);
+        continue;
+      }
+      EXPECT_EQ(left, splits) << what;
+      const std::vector<float> parts = ws.download<float>(size_t(left) * M * s.N), untouched = y.download<float>(want.size());
+      std::vector<float> sum(want.size());
+      for (size_t i = 0; i < sum.size(); ++i) {
+        float acc = parts[i];
+        for (int z = 1; z < left; ++z) acc = acc + parts[size_t(z) * sum.size() + i];
+        sum[i] = acc;
+      }
+      expect_bits_equal("partials summed in split order", sum, want, what);
+      EXPECT_TRUE(std::isnan(untouched[0]) && std::isnan(untouched.back())) << what << ": y written with leave_partials";
+      std::printf("  %-44s %d partial sums left, their sum equals y bit for bit\n", what.c_str(), left);
+    }
+}
+
 // The launcher's checks run before anything touches the GPU, so this runs everywhere.
 TEST(MatmulGpu, LauncherRejectsBadParamsWithAReason) {
   MatmulParams p;
@@ -362,6 +421,13 @@ TEST(MatmulGpu, LauncherRejectsBadParamsWithAReason) {
   EXPECT_NE(why.find("workspace"), std::string::npos) << why;
   EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Cublas, &why), cudaErrorInvalidValue);
   EXPECT_NE(why.find("workspace"), std::string::npos) << why;
+  p.K = 32, p.ldx = p.ldw = 32, p.leave_partials = true;  // bf16 y is not the partials' sum
+  EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Auto, &why, nullptr), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("partials_left"), std::string::npos) << why;
+  int left = -1;
+  EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Auto, &why, &left), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("out_type F32"), std::string::npos) << why;
+  EXPECT_EQ(left, 0);
 }
 
 }  // namespace

@@ -100,25 +100,29 @@ TEST(OpsGpu, EmbeddingMatchesTwin) {
 
 // ---- add + RMSNorm ---------------------------------------------------------------------------------------------
 
-void run_add_rmsnorm(int rows, int hidden, bool with_delta, int pad, int x_offset, uint32_t seed) {
-  const std::string what = "rows " + std::to_string(rows) + " hidden " + std::to_string(hidden) +
-                           (with_delta ? " +delta" : "") + (x_offset ? " misaligned" : "");
+// splits: 0 no delta, 1 one delta, S > 1 the delta as S slices rows · ld_delta apart (a matmul's partial sums).
+void run_add_rmsnorm(int rows, int hidden, int splits, int pad, int x_offset, uint32_t seed) {
+  const std::string what = "rows " + std::to_string(rows) + " hidden " + std::to_string(hidden) + " delta splits " +
+                           std::to_string(splits) + (x_offset ? " misaligned" : "");
+  const bool with_delta = splits > 0;
   const int ldx = hidden + pad, ld_delta = hidden + pad, ld_out = hidden + pad;
+  const int64_t ld_split = int64_t(rows) * ld_delta;
   const auto x = random_f32(size_t(rows) * ldx + size_t(x_offset), seed, 3.0f);
-  const auto delta = random_bf16(size_t(rows) * ld_delta, seed + 1, -2.0f, 2.0f);
+  const auto delta = random_f32(size_t(std::max(splits, 1)) * size_t(ld_split), seed + 1, 2.0f);
   const auto w = random_bf16(size_t(hidden), seed + 2, 0.2f, 2.0f);
-  DeviceBuffer d_x(x.size() * 4), d_delta(delta.size() * 2), d_w(w.size() * 2), d_out(size_t(rows) * ld_out * 2);
+  DeviceBuffer d_x(x.size() * 4), d_delta(delta.size() * 4), d_w(w.size() * 2), d_out(size_t(rows) * ld_out * 2);
   d_x.upload(x), d_delta.upload(delta), d_w.upload(w);
   d_out.poison();
   AddRmsNormParams p;
   p.num_rows = rows, p.hidden = hidden, p.ldx = ldx, p.ld_delta = ld_delta, p.ld_out = ld_out, p.eps = 1e-6f;
+  p.delta_splits = std::max(splits, 1), p.ld_split = ld_split;
   auto want_x = x;
   std::vector<bf16_bits> want_out(size_t(rows) * ld_out, 0xFFFF);
   AddRmsNormParams h = p;
   h.x = want_x.data() + x_offset, h.maybe_delta = with_delta ? delta.data() : nullptr, h.w = w.data();
   h.out = want_out.data();
   cpu::add_rmsnorm(h);
-  p.x = d_x.as<float>() + x_offset, p.maybe_delta = with_delta ? d_delta.as<bf16_bits>() : nullptr;
+  p.x = d_x.as<float>() + x_offset, p.maybe_delta = with_delta ? d_delta.as<float>() : nullptr;
   p.w = d_w.as<bf16_bits>(), p.out = d_out.as<bf16_bits>();
   std::string why;
   ASSERT_EQ(add_rmsnorm(p, nullptr, &why), cudaSuccess) << why;
@@ -132,13 +136,15 @@ TEST(OpsGpu, AddRmsNormMatchesTwinBitForBit) {
   uint32_t seed = 100;
   for (int hidden : {576, 896, 1536, 2048, 3584, 4096, 8192})  // real widths, 16-byte path
     for (int rows : {1, 19, 256}) {
-      run_add_rmsnorm(rows, hidden, true, 0, 0, seed += 3);
-      run_add_rmsnorm(rows, hidden, false, 8, 0, seed += 3);
+      run_add_rmsnorm(rows, hidden, 1, 0, 0, seed += 3);
+      run_add_rmsnorm(rows, hidden, 0, 8, 0, seed += 3);
+      run_add_rmsnorm(rows, hidden, rows == 256 ? 2 : 8, 0, 0, seed += 3);  // split-K partials of the O / down
     }
   for (int hidden : {1, 19, 111, 500, 4099})  // odd widths and a misaligned x: the element-by-element path
     for (int rows : {1, 99}) {
-      run_add_rmsnorm(rows, hidden, true, 3, 0, seed += 3);
-      run_add_rmsnorm(rows, hidden, true, 0, 1, seed += 3);
+      run_add_rmsnorm(rows, hidden, 1, 3, 0, seed += 3);
+      run_add_rmsnorm(rows, hidden, 1, 0, 1, seed += 3);
+      run_add_rmsnorm(rows, hidden, 3, 3, 0, seed += 3);
     }
 }
 

@@ -3,6 +3,7 @@
 // tests compare the kernels with these twins, so the twins must be right first.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -89,17 +90,22 @@ TEST(OpsTwin, EmbeddingRejectsBadArguments) {
 
 // Tolerance on out: the fp64 value rounded to bf16 (2^-9 relative) plus the fp32 error of the sum of squares and
 // of x · inv · w (a few 2^-24 relative): |out - ref| <= 2^-8 · |ref| + 2^-20.
-void check_add_rmsnorm(int rows, int hidden, bool with_delta, uint32_t seed) {
-  SCOPED_TRACE("rows " + std::to_string(rows) + " hidden " + std::to_string(hidden) + (with_delta ? " +delta" : ""));
+// splits: 0 no delta; 1 one delta; S > 1 the delta as S slices (a matmul's split-K partial sums), added in order.
+void check_add_rmsnorm(int rows, int hidden, int splits, uint32_t seed) {
+  SCOPED_TRACE("rows " + std::to_string(rows) + " hidden " + std::to_string(hidden) + " delta splits " +
+               std::to_string(splits));
+  const bool with_delta = splits > 0;
   const int ldx = hidden + 3, ld_delta = hidden + 5, ld_out = hidden + 1;
+  const int64_t ld_split = int64_t(rows) * ld_delta + 7;
   auto x = random_f32(size_t(rows) * ldx, seed);
   const auto x0 = x;
-  const auto delta = random_bf16(size_t(rows) * ld_delta, seed + 1);
+  const auto delta = random_f32(size_t(std::max(splits, 1)) * size_t(ld_split), seed + 1);
   const auto w = random_bf16(size_t(hidden), seed + 2, 0.5f, 1.5f);
   std::vector<bf16_bits> out(size_t(rows) * ld_out, 0x7FC1);
   AddRmsNormParams p;
   p.num_rows = rows, p.hidden = hidden, p.x = x.data(), p.ldx = ldx;
   p.maybe_delta = with_delta ? delta.data() : nullptr, p.ld_delta = ld_delta;
+  p.delta_splits = std::max(splits, 1), p.ld_split = ld_split;
   p.w = w.data(), p.out = out.data(), p.ld_out = ld_out, p.eps = 1e-5f;
   add_rmsnorm(p);
   for (int r = 0; r < rows; ++r) {
@@ -107,8 +113,10 @@ void check_add_rmsnorm(int rows, int hidden, bool with_delta, uint32_t seed) {
     double ss = 0.0;
     for (int i = 0; i < hidden; ++i) {
       const size_t k = size_t(r) * ldx + size_t(i);
-      const float want_x = with_delta ? x0[k] + bf16_to_f32(delta[size_t(r) * ld_delta + size_t(i)]) : x0[k];
-      ASSERT_EQ(x[k], want_x) << "x[" << r << ", " << i << "]";  // one fp32 addition, or untouched
+      float d = delta[size_t(r) * ld_delta + size_t(i)];  // split 0, then += split 1, 2, ...
+      for (int s = 1; s < splits; ++s) d += delta[size_t(s) * size_t(ld_split) + size_t(r) * ld_delta + size_t(i)];
+      const float want_x = with_delta ? x0[k] + d : x0[k];
+      ASSERT_EQ(x[k], want_x) << "x[" << r << ", " << i << "]";  // fp32 additions in that order, or untouched
       xr[size_t(i)] = want_x;
       ss += double(want_x) * want_x;
     }
@@ -127,8 +135,9 @@ TEST(OpsTwin, AddRmsNormMatchesFp64OnOddShapes) {
   uint32_t seed = 10;
   for (int hidden : {1, 19, 111, 500, 4096, 8192})
     for (int rows : {1, 3, 19}) {
-      check_add_rmsnorm(rows, hidden, true, seed++);
-      check_add_rmsnorm(rows, hidden, false, seed++);
+      check_add_rmsnorm(rows, hidden, 1, seed++);
+      check_add_rmsnorm(rows, hidden, 0, seed++);
+      check_add_rmsnorm(rows, hidden, 5, seed++);
     }
 }
 
@@ -157,8 +166,12 @@ TEST(OpsTwin, AddRmsNormRejectsBadArguments) {
   expect_error([&] { add_rmsnorm(bad); }, {"add_rmsnorm", "eps"});
   bad = p, bad.ldx = 8;
   expect_error([&] { add_rmsnorm(bad); }, {"ldx = 8"});
-  bad = p, bad.maybe_delta = w.data(), bad.ld_delta = 3;
+  bad = p, bad.maybe_delta = x.data(), bad.ld_delta = 3;
   expect_error([&] { add_rmsnorm(bad); }, {"ld_delta = 3"});
+  bad = p, bad.maybe_delta = x.data(), bad.ld_delta = 16, bad.delta_splits = 0;
+  expect_error([&] { add_rmsnorm(bad); }, {"delta_splits = 0"});
+  bad = p, bad.maybe_delta = x.data(), bad.ld_delta = 16, bad.delta_splits = 2, bad.ld_split = 15;
+  expect_error([&] { add_rmsnorm(bad); }, {"ld_split = 15", "slice"});
   bad = p, bad.hidden = 0;
   expect_error([&] { add_rmsnorm(bad); }, {"hidden = 0"});
   bad = p, bad.w = nullptr;
