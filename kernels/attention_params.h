@@ -133,6 +133,10 @@ inline size_t attention_workspace_bytes(int32_t num_seqs, int32_t num_qo_heads, 
 // Per head, in fp32: optional RMSNorm over head_dim (qwen3's q_norm / k_norm, weight bf16 (head_dim), eps), then
 // the rotation by angle position · inv_freq[i] (inv_freq (head_dim / 2) fp32, Llama-3 scaling already applied),
 // rounded to bf16 once at the end.
+// With maybe_qkv_partials (the QKV matmul's split-K partial sums, left by MatmulParams::leave_partials), q, k and v
+// are not read from q / k / v: each value is first finished as the matmul's Qkv epilogue would finish it,
+// bf16(partial 0 + partial 1 + ... in split order + float(bias[col])), and q is written to q (the reduction
+// kernel fused in here: one launch fewer, the same bits).
 struct RopeKvParams {
   PagedKvCache cache;
   AttentionBatch batch;
@@ -148,6 +152,11 @@ struct RopeKvParams {
   const bf16_bits* maybe_q_norm = nullptr;  // (head_dim) or null
   const bf16_bits* maybe_k_norm = nullptr;  // (head_dim) or null
   float norm_eps = 1e-6f;
+  // qkv_splits slices of (num_tokens, N) fp32, N = (num_qo_heads + 2 · num_kv_heads) · head_dim, rows N apart,
+  // slice s at maybe_qkv_partials + s · num_tokens · N: columns q heads, then k heads, then v heads. Or null.
+  const float* maybe_qkv_partials = nullptr;
+  int32_t qkv_splits = 0;
+  const bf16_bits* maybe_qkv_bias = nullptr;  // (N) with the partials, or null
 };
 
 // Attention over the paged cache: out[t, h] = softmax(q[t, h] · K[s, kvh]ᵀ · scale over keys [0, positions[t]])
@@ -236,8 +245,12 @@ inline std::string rope_kv_params_error(const RopeKvParams& p) {
   if (p.num_qo_heads < 1 || p.num_qo_heads % nkv)
     return "rope_kv: num_qo_heads " + std::to_string(p.num_qo_heads) + " must be a positive multiple of " +
            "num_kv_heads " + std::to_string(nkv);
-  if (!p.q || !p.k || !p.v || !p.inv_freq) return "rope_kv: q, k, v and inv_freq must not be null";
-  if (p.ld_q < int64_t(p.num_qo_heads) * hd || p.ld_k < int64_t(nkv) * hd || p.ld_v < int64_t(nkv) * hd)
+  if (!p.q || !p.inv_freq) return "rope_kv: q and inv_freq must not be null";
+  if (p.maybe_qkv_partials && p.qkv_splits < 1)
+    return "rope_kv: qkv_splits " + std::to_string(p.qkv_splits) + " must be >= 1 with qkv partials";
+  if (!p.maybe_qkv_partials && (!p.k || !p.v)) return "rope_kv: k and v must not be null (no qkv partials given)";
+  if (p.ld_q < int64_t(p.num_qo_heads) * hd ||
+      (!p.maybe_qkv_partials && (p.ld_k < int64_t(nkv) * hd || p.ld_v < int64_t(nkv) * hd)))
     return "rope_kv: ld_q, ld_k, ld_v must cover their heads (num_heads * head_dim)";
   if (p.style != RopeStyle::Halves && p.style != RopeStyle::Interleaved)
     return "rope_kv: unknown rope style " + std::to_string(int(p.style));

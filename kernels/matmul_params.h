@@ -50,10 +50,11 @@ struct MatmulParams {
   // fp32 partial sums when K is split (matmul_workspace_bytes); device memory for the CUDA kernels.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
-  // When the kernel leaves K's splits to a separate reduction, skip it: y is not written, and the S partial sums
-  // stay in the workspace, split s at workspace + s · M · N (rows N apart), for the caller to add in split order
-  // (add_rmsnorm's delta_splits: one launch fewer). The launcher reports S (0: y written as usual). Needs epilogue
-  // None, no bias and out_type F32, for which y is exactly that sum. The CPU twin always writes y.
+  // When the kernel leaves K's splits to a separate reduction, skip it: y (k_out, v_out) is not written, and the S
+  // partial sums stay in the workspace, split s at workspace + s · M · N (rows N apart), for the consumer to add in
+  // split order and to finish as the epilogue would (bias, Qkv routing, rounding to out_type): add_rmsnorm's
+  // delta_splits (epilogue None, no bias, fp32) and rope_write_kv's qkv partials (Qkv). One launch fewer. The
+  // launcher reports S (0: y written as usual). Not for SiluMul. The CPU twin always writes y.
   bool leave_partials = false;
 };
 
@@ -121,8 +122,8 @@ inline std::string matmul_params_error(const MatmulParams& p, bool check_workspa
   }
   if (p.out_type != MatmulOut::BF16 && p.out_type != MatmulOut::F32)
     return "matmul: unknown out_type " + std::to_string(int(p.out_type)) + " (supported: BF16, F32)";
-  if (p.leave_partials && (p.epilogue != MatmulEpilogue::None || p.maybe_bias || p.out_type != MatmulOut::F32))
-    return "matmul: leave_partials needs epilogue None, no bias and out_type F32 (y is then the partials' sum)";
+  if (p.leave_partials && p.epilogue == MatmulEpilogue::SiluMul)
+    return "matmul: leave_partials is for epilogues None and Qkv (SiluMul's consumer is another matmul)";
   const size_t need = check_workspace ? matmul_workspace_bytes(p.M, p.N, p.K) : 0;
   if (need && (!p.workspace || p.workspace_bytes < need))
     return "matmul: K = " + std::to_string(p.K) + " is split " + std::to_string(matmul_num_splits(p.N, p.K)) +

@@ -7,6 +7,7 @@
 //   per layer:  h = add_rmsnorm(x += proj, attn_norm)      (layer 0: no add)
 //               (proj may be left as the O or down matmul's split-K partial sums, which add_rmsnorm then adds)
 //               q | k | v = matmul(Wqkv, h) (Qkv epilogue, + bias);  rope_write_kv (q in place, k/v to the cache)
+//               (or the QKV matmul's split-K partial sums, which rope_write_kv finishes: sum, bias, bf16)
 //               attn = paged_attention(q);  proj = matmul(Wo, attn)
 //               h = add_rmsnorm(x += proj, ffn_norm);  act = matmul(Wgate|up, h) (SiluMul);  proj = matmul(Wdown, act)
 //   rows that sample: gather x and proj rows; add_rmsnorm(+, output_norm); logits = matmul(Wout) in fp32
@@ -136,7 +137,8 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
     qkv.epilogue = MatmulEpilogue::Qkv;
     qkv.y = B.q, qkv.ldy = nq, qkv.num_q = nq, qkv.num_kv = nkv;
     qkv.k_out = B.k, qkv.ld_k = nkv, qkv.v_out = B.v, qkv.ld_v = nkv;
-    matmul(qkv, "qkv matmul");
+    qkv.leave_partials = true;  // when K is split, rope_write_kv adds the partial sums (and the bias)
+    const int qkv_splits = matmul(qkv, "qkv matmul");
 
     RopeKvParams rope;
     rope.cache = L.cache;
@@ -148,6 +150,11 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
     rope.maybe_q_norm = L.maybe_q_norm;
     rope.maybe_k_norm = L.maybe_k_norm;
     rope.norm_eps = c.rms_eps;
+    if (qkv_splits > 0) {
+      rope.maybe_qkv_partials = static_cast<const float*>(B.matmul_ws);
+      rope.qkv_splits = qkv_splits;
+      rope.maybe_qkv_bias = L.maybe_qkv_bias;
+    }
     ops.rope_write_kv(rope, "rope_write_kv");
     if (ops.observing()) {
       ops.observe(lname(l, "q"), B.q, true, n, nq);

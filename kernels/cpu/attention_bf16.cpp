@@ -63,27 +63,45 @@ void rope_write_kv_bf16(const RopeKvParams& p) {
   const PagedKvCache& c = p.cache;
   const AttentionBatch& b = p.batch;
   const int32_t hd = c.head_dim;
-  std::vector<float> x(size_t(hd), 0.0f);
+  const int64_t n_cols = int64_t(p.num_qo_heads + 2 * c.num_kv_heads) * hd;  // of a qkv partials row
+  // Head `row` (q heads, then k, then v) of token t, as float: from the partial sums, finished as the matmul's Qkv
+  // epilogue does (splits in order, + bias, bf16), or from the bf16 input `src`.
+  auto load_head = [&](int32_t t, int32_t row, const bf16_bits* src, float* out) {
+    for (int32_t i = 0; i < hd; ++i) {
+      if (!p.maybe_qkv_partials) {
+        out[i] = bf16_bits_to_f32(src[i]);
+        continue;
+      }
+      const int64_t col = int64_t(row) * hd + i;
+      const float* a = p.maybe_qkv_partials + int64_t(t) * n_cols + col;
+      float sum = a[0];
+      for (int32_t z = 1; z < p.qkv_splits; ++z) sum = sum + a[z * int64_t(b.num_tokens) * n_cols];
+      if (p.maybe_qkv_bias) sum = sum + bf16_bits_to_f32(p.maybe_qkv_bias[col]);
+      out[i] = bf16_bits_to_f32(f32_to_bf16_bits(sum));
+    }
+  };
+  std::vector<float> x(size_t(hd), 0.0f), vf(size_t(hd), 0.0f);
   for (int32_t t = 0; t < b.num_tokens; ++t) {
     const int32_t s = seq_of_token(b, t), pos = b.positions[t];
     for (int32_t h = 0; h < p.num_qo_heads; ++h) {
       bf16_bits* q = p.q + int64_t(t) * p.ld_q + int64_t(h) * hd;
-      for (int32_t i = 0; i < hd; ++i) x[size_t(i)] = bf16_bits_to_f32(q[i]);
+      load_head(t, h, q, x.data());
       norm_and_rotate(x.data(), hd, p.maybe_q_norm, p.norm_eps, pos, p.inv_freq, p.style);
       for (int32_t i = 0; i < hd; ++i) q[i] = f32_to_bf16_bits(x[size_t(i)]);
     }
     if (pos < 0) continue;  // padding (attention_params.h): q rotated, nothing stored
     const int32_t block = block_of(c, b, s, pos), slot = pos % c.block_size;
     for (int32_t h = 0; h < c.num_kv_heads; ++h) {
-      const bf16_bits* k = p.k + int64_t(t) * p.ld_k + int64_t(h) * hd;
-      const bf16_bits* v = p.v + int64_t(t) * p.ld_v + int64_t(h) * hd;
-      for (int32_t i = 0; i < hd; ++i) x[size_t(i)] = bf16_bits_to_f32(k[i]);
+      const bool partials = p.maybe_qkv_partials != nullptr;
+      const bf16_bits* v = partials ? nullptr : p.v + int64_t(t) * p.ld_v + int64_t(h) * hd;
+      load_head(t, p.num_qo_heads + h, partials ? nullptr : p.k + int64_t(t) * p.ld_k + int64_t(h) * hd, x.data());
+      if (partials) load_head(t, p.num_qo_heads + c.num_kv_heads + h, nullptr, vf.data());
       norm_and_rotate(x.data(), hd, p.maybe_k_norm, p.norm_eps, pos, p.inv_freq, p.style);
       bf16_bits* kc = c.k + c.offset(block, slot, h);
       bf16_bits* vc = c.v + c.offset(block, slot, h);
       for (int32_t i = 0; i < hd; ++i) {
         kc[i] = f32_to_bf16_bits(x[size_t(i)]);
-        vc[i] = v[i];
+        vc[i] = partials ? f32_to_bf16_bits(vf[size_t(i)]) : v[i];  // a bf16 value either way: copied exactly
       }
     }
   }

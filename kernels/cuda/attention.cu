@@ -54,6 +54,17 @@ __device__ __forceinline__ int64_t key_offset(const PagedKvCache& c, const int32
 // q/k norm is one warp reduction.
 constexpr int kRopeThreads = 128;
 
+// Value `col` of token t's q | k | v row finished from the QKV matmul's partial sums as its Qkv epilogue finishes
+// it: the splits added in order, the bias, one rounding to bf16 (returned as float: exact).
+__device__ __forceinline__ float finish_qkv(const RopeKvParams& p, int t, int64_t n_cols, int64_t col) {
+  const float* a = p.maybe_qkv_partials + int64_t(t) * n_cols + col;
+  const int64_t slice = int64_t(p.batch.num_tokens) * n_cols;
+  float s = a[0];
+  for (int z = 1; z < p.qkv_splits; ++z) s = s + a[z * slice];
+  if (p.maybe_qkv_bias) s = s + bf16_to_f32(p.maybe_qkv_bias[col]);
+  return bf16_to_f32(f32_to_bf16(s));
+}
+
 __global__ void __launch_bounds__(kRopeThreads) rope_kv_kernel(const RopeKvParams p) {
   const AttentionBatch& b = p.batch;
   const PagedKvCache& c = p.cache;
@@ -71,20 +82,28 @@ __global__ void __launch_bounds__(kRopeThreads) rope_kv_kernel(const RopeKvParam
   const int slot = pos >= 0 ? pos % c.block_size : 0;
   const int hd = c.head_dim, half = hd / 2, nq = p.num_qo_heads, nkv = c.num_kv_heads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const bool partials = p.maybe_qkv_partials != nullptr;
+  const int64_t n_cols = int64_t(nq + 2 * nkv) * hd;  // of a partials row
 
   for (int r = warp; r < nq + 2 * nkv; r += kRopeThreads / 32) {
     if (r >= nq + nkv) {  // v: copied as is
       if (!store) continue;
       const int h = r - nq - nkv;
-      const bf16_bits* src = p.v + int64_t(t) * p.ld_v + int64_t(h) * hd;
       bf16_bits* dst = c.v + c.offset(block, slot, h);
+      if (partials) {
+        for (int i = lane; i < hd; i += 32) dst[i] = f32_to_bf16(finish_qkv(p, t, n_cols, int64_t(r) * hd + i));
+        continue;
+      }
+      const bf16_bits* src = p.v + int64_t(t) * p.ld_v + int64_t(h) * hd;
       for (int i = lane; i < hd; i += 32) dst[i] = src[i];
       continue;
     }
     const bool is_q = r < nq;
     if (!is_q && !store) continue;
     const int h = is_q ? r : r - nq;
-    const bf16_bits* src = is_q ? p.q + int64_t(t) * p.ld_q + int64_t(h) * hd : p.k + int64_t(t) * p.ld_k + int64_t(h) * hd;
+    const bf16_bits* src = partials ? nullptr
+                           : is_q   ? p.q + int64_t(t) * p.ld_q + int64_t(h) * hd
+                                    : p.k + int64_t(t) * p.ld_k + int64_t(h) * hd;
     bf16_bits* dst = is_q ? p.q + int64_t(t) * p.ld_q + int64_t(h) * hd : c.k + c.offset(block, slot, h);
     const bf16_bits* norm = is_q ? p.maybe_q_norm : p.maybe_k_norm;
     float x0[2] = {0.0f, 0.0f}, x1[2] = {0.0f, 0.0f};
@@ -96,8 +115,13 @@ __global__ void __launch_bounds__(kRopeThreads) rope_kv_kernel(const RopeKvParam
       const int i = lane + 32 * j;
       ia[j] = p.style == RopeStyle::Halves ? i : 2 * i;
       ib[j] = p.style == RopeStyle::Halves ? i + half : 2 * i + 1;
-      x0[j] = bf16_to_f32(src[ia[j]]);
-      x1[j] = bf16_to_f32(src[ib[j]]);
+      if (partials) {  // row r's columns: q heads, then k heads (r = nq + h), as the matmul's Qkv layout
+        x0[j] = finish_qkv(p, t, n_cols, int64_t(r) * hd + ia[j]);
+        x1[j] = finish_qkv(p, t, n_cols, int64_t(r) * hd + ib[j]);
+      } else {
+        x0[j] = bf16_to_f32(src[ia[j]]);
+        x1[j] = bf16_to_f32(src[ib[j]]);
+      }
     }
     if (norm) {
       float ss = 0.0f;

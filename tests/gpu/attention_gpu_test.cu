@@ -331,16 +331,18 @@ TEST(AttentionGpu, SequenceOutputBitsDoNotDependOnTheBatch) {
 }
 
 // RoPE + KV write against its twin: q in place, K normed and rotated into its slot, V copied; a padding token
-// (position -1) is rotated and stores nothing.
+// (position -1) is rotated and stores nothing. With qkv partials: q, k, v first finished from the QKV matmul's
+// 3 split-K partial sums and its bias (the reduction fused in), the rest as before.
 TEST(AttentionGpu, RopeWriteKvMatchesTheTwin) {
   REQUIRE_GPU();
   uint32_t seed = 8000;
   for (const int32_t hd : {64, 128})
     for (const RopeStyle style : {RopeStyle::Halves, RopeStyle::Interleaved})
-      for (const bool norm : {false, true}) {
+      for (const int variant : {0, 1, 2}) {  // 0 plain, 1 q/k norm, 2 q/k norm from qkv partials
+        const bool norm = variant > 0, parts = variant == 2;
         const Shape sh{hd, 14, 2, 16};
         const std::string what = "rope_kv hd" + std::to_string(hd) + (style == RopeStyle::Halves ? " halves" : " interleaved") +
-                                 (norm ? " q/k norm" : "");
+                                 (norm ? " q/k norm" : "") + (parts ? " from qkv partials" : "");
         Problem p = make_problem(sh, {{1, 40}, {20, 20}, {1, 0}, {5, 300}, {1, 8000}, {64, 64}}, seed += 10, /*q_pad=*/8);
         const int32_t n = p.num_tokens, nkv = sh.num_kv_heads;
         const int64_t ld_k = int64_t(nkv) * hd + 8, ld_v = int64_t(nkv) * hd + 16;
@@ -349,18 +351,28 @@ TEST(AttentionGpu, RopeWriteKvMatchesTheTwin) {
         const std::vector<bf16_bits> k_norm = random_bf16(size_t(hd), seed + 4, 0.5f, 1.5f);
         std::vector<float> inv_freq(size_t(hd / 2));
         for (int32_t i = 0; i < hd / 2; ++i) inv_freq[size_t(i)] = std::pow(500000.0f, -float(2 * i) / float(hd));
+        const int32_t splits = 3;
+        const int64_t cols = int64_t(sh.num_qo_heads + 2 * nkv) * hd;
+        std::vector<float> qkv_parts(parts ? size_t(splits) * n * cols : 0);
+        std::mt19937 prng(seed + 5);
+        std::normal_distribution<float> pdist(0.0f, 0.7f);
+        for (float& f : qkv_parts) f = pdist(prng);
+        const std::vector<bf16_bits> qkv_bias = random_bf16(size_t(cols), seed + 6);
         RopeKvParams r;
         r.ld_q = p.ld_q, r.ld_k = ld_k, r.ld_v = ld_v, r.num_qo_heads = sh.num_qo_heads, r.style = style;
         r.norm_eps = 1e-6f;
+        if (parts) r.qkv_splits = splits;
         // The twin on host copies.
         Problem want = p;
         RopeKvParams h = r;
         h.cache = want.cache(), h.batch = want.batch(), h.q = want.q.data(), h.k = k_in.data(), h.v = v_in.data();
         h.inv_freq = inv_freq.data();
         if (norm) h.maybe_q_norm = q_norm.data(), h.maybe_k_norm = k_norm.data();
+        if (parts) h.maybe_qkv_partials = qkv_parts.data(), h.maybe_qkv_bias = qkv_bias.data();
         cpu::rope_write_kv_bf16(h);
         // The kernel on device copies of the same inputs.
         DeviceCopy dk(p.k), dv(p.v), dq(p.q), dk_in(k_in), dv_in(v_in), dqn(q_norm), dkn(k_norm), dfreq(inv_freq);
+        DeviceCopy dparts(parts ? qkv_parts : std::vector<float>(1)), dbias(qkv_bias);
         DeviceCopy cu(p.cu_seqlens), kv_lens(p.kv_lens), table(p.block_table), pos(p.positions);
         RopeKvParams d = r;
         d.cache = p.cache(), d.cache.k = dk.as<bf16_bits>(), d.cache.v = dv.as<bf16_bits>();
@@ -368,6 +380,7 @@ TEST(AttentionGpu, RopeWriteKvMatchesTheTwin) {
         d.batch.block_table = table.as<int32_t>(), d.batch.positions = pos.as<int32_t>();
         d.q = dq.as<bf16_bits>(), d.k = dk_in.as<bf16_bits>(), d.v = dv_in.as<bf16_bits>(), d.inv_freq = dfreq.as<float>();
         if (norm) d.maybe_q_norm = dqn.as<bf16_bits>(), d.maybe_k_norm = dkn.as<bf16_bits>();
+        if (parts) d.maybe_qkv_partials = dparts.as<float>(), d.maybe_qkv_bias = dbias.as<bf16_bits>();
         std::string why;
         ASSERT_EQ(rope_write_kv(d, nullptr, &why), cudaSuccess) << why;
         CUDA_CHECK(cudaDeviceSynchronize());

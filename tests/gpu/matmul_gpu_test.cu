@@ -403,6 +403,51 @@ TEST(MatmulGpu, LeftPartialsAddUpToTheOutputBitForBit) {
     }
 }
 
+// The QKV projection's partials (rope_write_kv finishes them): added in split order, + bias, rounded to bf16, they
+// are q, k and v of the Qkv epilogue bit for bit (Llama-3.2-1B's QKV: 6 splits at decode).
+TEST(MatmulGpu, LeftQkvPartialsFinishToTheEpiloguesBits) {
+  REQUIRE_GPU();
+  const int N = 3072, K = 2048, num_q = 2048, num_kv = 512;
+  for (int M : {1, 5, 64}) {
+    if (gpu_test::emu_skips(double(M) * N * K)) continue;
+    const std::vector<bf16_bits> x = random_bf16(size_t(M) * K, 40 + M), w = random_bf16(size_t(N) * K, 41),
+                                 b = random_bf16(size_t(N), 42);
+    DeviceBuffer dx(x.size() * 2), dw(w.size() * 2), db(b.size() * 2), q(size_t(M) * num_q * 2),
+        k(size_t(M) * num_kv * 2), v(size_t(M) * num_kv * 2),
+        ws(std::max<size_t>(matmul_workspace_bytes(M, N, K, MatmulKernel::Auto), 16));
+    dx.upload(x), dw.upload(w), db.upload(b);
+    q.poison(), k.poison(), v.poison();
+    MatmulParams p;
+    p.M = M, p.N = N, p.K = K, p.x = dx.as<bf16_bits>(), p.ldx = K, p.w = dw.as<bf16_bits>(), p.ldw = K;
+    p.maybe_bias = db.as<bf16_bits>(), p.epilogue = MatmulEpilogue::Qkv, p.num_q = num_q, p.num_kv = num_kv;
+    p.y = q.as<void>(), p.ldy = num_q, p.k_out = k.as<void>(), p.ld_k = num_kv, p.v_out = v.as<void>(), p.ld_v = num_kv;
+    p.workspace = ws.as<void>(), p.workspace_bytes = ws.bytes();
+    std::string why;
+    ASSERT_EQ(matmul(p, nullptr, MatmulKernel::Auto, &why), cudaSuccess) << why;
+    const std::vector<bf16_bits> wq = q.download<bf16_bits>(size_t(M) * num_q), wk = k.download<bf16_bits>(size_t(M) * num_kv),
+                                 wv = v.download<bf16_bits>(size_t(M) * num_kv);
+    p.leave_partials = true;
+    int left = -1;
+    ASSERT_EQ(matmul(p, nullptr, MatmulKernel::Auto, &why, &left), cudaSuccess) << why;
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const std::string what = shape_name("llama1b.qkv", M, N, K);
+    ASSERT_EQ(left, matmul_num_splits(N, K)) << what;
+    const std::vector<float> parts = ws.download<float>(size_t(left) * M * N);
+    std::vector<float> got(size_t(M) * N), want(got.size());
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) {
+        float s = parts[size_t(m) * N + n];
+        for (int z = 1; z < left; ++z) s = s + parts[size_t(z) * M * N + size_t(m) * N + n];
+        got[size_t(m) * N + n] = to_f32(to_bf16(s + to_f32(b[size_t(n)])));
+        want[size_t(m) * N + n] = to_f32(n < num_q ? wq[size_t(m) * num_q + n]
+                                         : n < num_q + num_kv ? wk[size_t(m) * num_kv + n - num_q]
+                                                              : wv[size_t(m) * num_kv + n - num_q - num_kv]);
+      }
+    expect_bits_equal("qkv partials finished on the host", got, want, what);
+    std::printf("  %-44s %d partial sums left, finished they equal q, k, v bit for bit\n", what.c_str(), left);
+  }
+}
+
 // The launcher's checks run before anything touches the GPU, so this runs everywhere.
 TEST(MatmulGpu, LauncherRejectsBadParamsWithAReason) {
   MatmulParams p;
@@ -421,12 +466,13 @@ TEST(MatmulGpu, LauncherRejectsBadParamsWithAReason) {
   EXPECT_NE(why.find("workspace"), std::string::npos) << why;
   EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Cublas, &why), cudaErrorInvalidValue);
   EXPECT_NE(why.find("workspace"), std::string::npos) << why;
-  p.K = 32, p.ldx = p.ldw = 32, p.leave_partials = true;  // bf16 y is not the partials' sum
+  p.K = 32, p.ldx = p.ldw = 32, p.leave_partials = true;
   EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Auto, &why, nullptr), cudaErrorInvalidValue);
   EXPECT_NE(why.find("partials_left"), std::string::npos) << why;
   int left = -1;
+  p.epilogue = MatmulEpilogue::SiluMul;  // its consumer is a matmul, which cannot add partials
   EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Auto, &why, &left), cudaErrorInvalidValue);
-  EXPECT_NE(why.find("out_type F32"), std::string::npos) << why;
+  EXPECT_NE(why.find("SiluMul"), std::string::npos) << why;
   EXPECT_EQ(left, 0);
 }
 

@@ -357,6 +357,58 @@ TEST(AttentionBf16Twin, PaddingSequencesReadAndWriteNothing) {
   EXPECT_EQ(changed_slots, p.num_tokens - 3) << "only the real tokens' slots are written";
 }
 
+// The QKV matmul's split-K partial sums in place of q, k, v: the same q, K and V bits as when q, k and v are first
+// finished on the host the way the matmul's Qkv epilogue finishes them (splits in order, + bias, bf16).
+TEST(RopeWriteKvBf16Twin, QkvPartialsGiveTheBitsOfTheFinishedInputs) {
+  uint32_t seed = 400;
+  for (const int32_t hd : {64, 128})
+    for (const bool bias : {false, true})
+      for (const int32_t splits : {1, 3}) {
+        const Shape sh{hd, 6, 2, 16};
+        SCOPED_TRACE("hd " + std::to_string(hd) + (bias ? " with bias" : "") + " splits " + std::to_string(splits));
+        Problem with_parts = make_problem(sh, {{1, 40}, {7, 7}, {3, 300}}, seed += 10);
+        Problem finished = with_parts;
+        const int32_t n = with_parts.num_tokens, nq = sh.num_qo_heads, nkv = sh.num_kv_heads;
+        const int64_t cols = int64_t(nq + 2 * nkv) * hd, slice = int64_t(n) * cols;
+        std::vector<float> parts(size_t(splits * slice));
+        std::mt19937 rng(seed + 1);
+        std::normal_distribution<float> dist(0.0f, 0.7f);
+        for (float& f : parts) f = dist(rng);
+        const std::vector<bf16_bits> b = random_bf16(size_t(cols), seed + 2);
+        const std::vector<bf16_bits> norm = random_bf16(size_t(hd), seed + 3, 0.5f, 1.5f);
+        std::vector<float> inv_freq(size_t(hd / 2));
+        for (int32_t i = 0; i < hd / 2; ++i) inv_freq[size_t(i)] = std::pow(1e6f, -float(2 * i) / float(hd));
+        // q | k | v finished on the host: the epilogue's arithmetic.
+        std::vector<bf16_bits> q(size_t(n) * nq * hd), k(size_t(n) * nkv * hd), v(k.size());
+        for (int32_t t = 0; t < n; ++t)
+          for (int64_t col = 0; col < cols; ++col) {
+            float s = parts[size_t(t * cols + col)];
+            for (int32_t z = 1; z < splits; ++z) s = s + parts[size_t(z * slice + t * cols + col)];
+            if (bias) s = s + bf16_bits_to_f32(b[size_t(col)]);
+            const bf16_bits h = f32_to_bf16_bits(s);
+            const int64_t qw = int64_t(nq) * hd, kw = int64_t(nkv) * hd;
+            if (col < qw) q[size_t(t * qw + col)] = h;
+            else if (col < qw + kw) k[size_t(t * kw + col - qw)] = h;
+            else v[size_t(t * kw + col - qw - kw)] = h;
+          }
+        RopeKvParams r;
+        r.ld_q = int64_t(nq) * hd, r.num_qo_heads = nq, r.inv_freq = inv_freq.data(), r.norm_eps = 1e-6f;
+        r.maybe_q_norm = norm.data(), r.maybe_k_norm = norm.data();
+        RopeKvParams a = r;
+        a.cache = finished.cache(), a.batch = finished.batch();
+        finished.q = q;
+        a.q = finished.q.data(), a.k = k.data(), a.ld_k = int64_t(nkv) * hd, a.v = v.data(), a.ld_v = a.ld_k;
+        cpu::rope_write_kv_bf16(a);
+        RopeKvParams c = r;  // q's old contents do not matter: it is written from the partials
+        c.cache = with_parts.cache(), c.batch = with_parts.batch(), c.q = with_parts.q.data();
+        c.maybe_qkv_partials = parts.data(), c.qkv_splits = splits, c.maybe_qkv_bias = bias ? b.data() : nullptr;
+        cpu::rope_write_kv_bf16(c);
+        EXPECT_EQ(with_parts.q, finished.q);
+        EXPECT_EQ(with_parts.k, finished.k);
+        EXPECT_EQ(with_parts.v, finished.v);
+      }
+}
+
 TEST(RopeWriteKvBf16Twin, BadCallsThrowAnErrorNamingTheProblem) {
   Problem p = make_problem(Shape{128, 4, 2, 16}, {{2, 40}}, 71);
   const int64_t kw = 2 * 128;
@@ -376,7 +428,9 @@ TEST(RopeWriteKvBf16Twin, BadCallsThrowAnErrorNamingTheProblem) {
   bad([](RopeKvParams& r) { r.cache.head_dim = 80; }, "head_dim 80 is not supported");
   bad([](RopeKvParams& r) { r.batch.num_tokens = 0; }, "num_seqs and num_tokens must be >= 1");
   bad([](RopeKvParams& r) { r.num_qo_heads = 3; }, "rope_kv: num_qo_heads 3 must be a positive multiple of num_kv_heads 2");
-  bad([](RopeKvParams& r) { r.inv_freq = nullptr; }, "q, k, v and inv_freq must not be null");
+  bad([](RopeKvParams& r) { r.inv_freq = nullptr; }, "q and inv_freq must not be null");
+  bad([](RopeKvParams& r) { r.v = nullptr; }, "k and v must not be null (no qkv partials");
+  bad([](RopeKvParams& r) { r.maybe_qkv_partials = r.inv_freq, r.qkv_splits = 0; }, "qkv_splits 0 must be >= 1");
   bad([](RopeKvParams& r) { r.ld_v = 255; }, "ld_q, ld_k, ld_v must cover their heads");
   bad([](RopeKvParams& r) { r.style = RopeStyle(7); }, "unknown rope style 7");
   bad([](RopeKvParams& r) { r.norm_eps = 0.0f; }, "norm_eps must be > 0");
