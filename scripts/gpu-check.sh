@@ -36,7 +36,8 @@ while [ $# -gt 0 ]; do
         kernels) ONLY=",loads,card,gpu_tests,gpu_baselines,matmul_bench,ops_bench,attention_bench,torch_baselines,"
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
-                 ONLY+="engine_bench,torch_baselines,engine_vs_hf,"; TORCH_PLAN_ARGS="--skip-sdpa" ;;
+                 ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,torch_baselines,engine_vs_hf,"
+                 TORCH_PLAN_ARGS="--skip-sdpa" ;;
         *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
       esac
       shift ;;
@@ -438,6 +439,12 @@ main_steps() {
   # Estimate (not measured): ~2 min on an H100: making the random weights on the host (~15 GB for 7B) and the
   # engine's host sampling of fp32 logits at batch 128-256 (vocab 152k) take most of it.
   run_step engine_bench 300 "$ENGINE_BENCH" --device cuda --json "$WORK/engine_bench.json" $QUICK
+  # engine_bench_pdl_off, pdl_gain: batch 1 and 8 again with FLINT_PDL=off (plain launches, kernels/cuda/launch.cuh)
+  # beside engine_bench's rows: what programmatic dependent launch gains per decode step. Estimate: ~40 s.
+  run_step engine_bench_pdl_off 180 env FLINT_PDL=off "$ENGINE_BENCH" --device cuda \
+    --models smollm2-135m,llama-3.2-1b,qwen2.5-1.5b --batches 1,8 --prefill 512 --json "$WORK/engine_bench_pdl_off.json"
+  run_step pdl_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench.json" \
+    "$WORK/engine_bench_pdl_off.json" --labels pdl,no_pdl --json "$WORK/pdl_gain.json"
   # engine_vs_hf: engine_bench's decode beside transformers' generate() (torch_baselines above) at the same shape and
   # batch, issue 6's decode targets as PASS/MISS. Needs both steps in the same run (with --only, name all three).
   run_step engine_vs_hf 60 "$PY" bench/engine_vs_hf.py "$WORK/engine_bench.json" "$WORK/torch_baselines.json" \

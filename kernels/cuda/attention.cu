@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/launch.cuh"
 
 namespace flint::cuda {
 
@@ -66,6 +67,7 @@ __device__ __forceinline__ float finish_qkv(const RopeKvParams& p, int t, int64_
 }
 
 __global__ void __launch_bounds__(kRopeThreads) rope_kv_kernel(const RopeKvParams p) {
+  pdl_begin();
   const AttentionBatch& b = p.batch;
   const PagedKvCache& c = p.cache;
   const int t = blockIdx.x;
@@ -168,6 +170,7 @@ struct DecodeShape {
 template <int kHeadDim, int kHeads>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_kernel(const AttentionParams p, int group, int head_chunks, int max_splits, float scale_log2) {
+  pdl_begin();
   using S = DecodeShape<kHeadDim, kHeads>;
   const AttentionBatch& b = p.batch;
   const PagedKvCache& c = p.cache;
@@ -320,6 +323,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 // (sequence, query head), a thread per value.
 template <int kHeadDim>
 __global__ void __launch_bounds__(kHeadDim) merge_splits_kernel(const AttentionParams p, int max_splits) {
+  pdl_begin();
   const AttentionBatch& b = p.batch;
   const int s = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
   const int t = b.cu_seqlens[s];
@@ -357,6 +361,7 @@ struct PrefillShape {
 
 template <int kHeadDim>
 __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel(const AttentionParams p, int group, float scale_log2) {
+  pdl_begin();
   using S = PrefillShape<kHeadDim>;
   constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
   const AttentionBatch& b = p.batch;
@@ -519,25 +524,26 @@ cudaError_t invalid(std::string* error, std::string why) {
 }
 
 template <int kHeadDim, int kHeads>
-void launch_decode(const AttentionParams& p, int group, int head_chunks, int max_splits, float scale_log2,
+cudaError_t launch_decode(const AttentionParams& p, int group, int head_chunks, int max_splits, float scale_log2,
                    cudaStream_t stream) {
   const dim3 grid(unsigned(p.batch.num_seqs), unsigned(p.cache.num_kv_heads * head_chunks), unsigned(max_splits));
-  decode_kernel<kHeadDim, kHeads><<<grid, kDecodeWarps * 32, 0, stream>>>(p, group, head_chunks, max_splits, scale_log2);
+  return launch_kernel(decode_kernel<kHeadDim, kHeads>, grid, dim3(kDecodeWarps * 32), 0, stream, p, group, head_chunks,
+                       max_splits, scale_log2);
 }
 
 template <int kHeadDim>
-void launch_decode_heads(const AttentionParams& p, int group, int max_splits, float scale_log2, cudaStream_t stream) {
+cudaError_t launch_decode_heads(const AttentionParams& p, int group, int max_splits, float scale_log2, cudaStream_t stream) {
   // Up to 8 query heads per block (registers); a larger group is cut into equal chunks.
   const int head_chunks = (group + 7) / 8, heads = (group + head_chunks - 1) / head_chunks;
   switch (heads) {
-    case 1: launch_decode<kHeadDim, 1>(p, group, head_chunks, max_splits, scale_log2, stream); break;
-    case 2: launch_decode<kHeadDim, 2>(p, group, head_chunks, max_splits, scale_log2, stream); break;
-    case 3: launch_decode<kHeadDim, 3>(p, group, head_chunks, max_splits, scale_log2, stream); break;
-    case 4: launch_decode<kHeadDim, 4>(p, group, head_chunks, max_splits, scale_log2, stream); break;
-    case 5: launch_decode<kHeadDim, 5>(p, group, head_chunks, max_splits, scale_log2, stream); break;
-    case 6: launch_decode<kHeadDim, 6>(p, group, head_chunks, max_splits, scale_log2, stream); break;
-    case 7: launch_decode<kHeadDim, 7>(p, group, head_chunks, max_splits, scale_log2, stream); break;
-    default: launch_decode<kHeadDim, 8>(p, group, head_chunks, max_splits, scale_log2, stream); break;
+    case 1: return launch_decode<kHeadDim, 1>(p, group, head_chunks, max_splits, scale_log2, stream);
+    case 2: return launch_decode<kHeadDim, 2>(p, group, head_chunks, max_splits, scale_log2, stream);
+    case 3: return launch_decode<kHeadDim, 3>(p, group, head_chunks, max_splits, scale_log2, stream);
+    case 4: return launch_decode<kHeadDim, 4>(p, group, head_chunks, max_splits, scale_log2, stream);
+    case 5: return launch_decode<kHeadDim, 5>(p, group, head_chunks, max_splits, scale_log2, stream);
+    case 6: return launch_decode<kHeadDim, 6>(p, group, head_chunks, max_splits, scale_log2, stream);
+    case 7: return launch_decode<kHeadDim, 7>(p, group, head_chunks, max_splits, scale_log2, stream);
+    default: return launch_decode<kHeadDim, 8>(p, group, head_chunks, max_splits, scale_log2, stream);
   }
 }
 
@@ -545,12 +551,12 @@ template <int kHeadDim>
 cudaError_t launch_attention(const AttentionParams& p, int group, cudaStream_t stream) {
   const float scale_log2 = p.scale * kLog2e;
   const int max_splits = attention_max_splits(p.batch.max_kv_len);
-  launch_decode_heads<kHeadDim>(p, group, max_splits, scale_log2, stream);
-  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  if (cudaError_t e = launch_decode_heads<kHeadDim>(p, group, max_splits, scale_log2, stream); e != cudaSuccess) return e;
   if (max_splits > 1) {
-    merge_splits_kernel<kHeadDim><<<dim3(unsigned(p.batch.num_seqs), unsigned(p.num_qo_heads)), kHeadDim, 0, stream>>>(
-        p, max_splits);
-    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+    const dim3 grid(unsigned(p.batch.num_seqs), unsigned(p.num_qo_heads));
+    if (cudaError_t e = launch_kernel(merge_splits_kernel<kHeadDim>, grid, dim3(kHeadDim), 0, stream, p, max_splits);
+        e != cudaSuccess)
+      return e;
   }
   if (p.batch.max_q_len > 1) {
     using S = PrefillShape<kHeadDim>;
@@ -563,8 +569,10 @@ cudaError_t launch_attention(const AttentionParams& p, int group, cudaStream_t s
     if (raise_error != cudaSuccess) return raise_error;
     const int row_tiles = (p.batch.max_q_len * group + kPrefillRows - 1) / kPrefillRows;
     const dim3 grid(unsigned(row_tiles), unsigned(p.cache.num_kv_heads), unsigned(p.batch.num_seqs));
-    prefill_kernel<kHeadDim><<<grid, kPrefillWarps * 32, S::kSmemBytes, stream>>>(p, group, scale_log2);
-    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+    if (cudaError_t e = launch_kernel(prefill_kernel<kHeadDim>, grid, dim3(kPrefillWarps * 32), S::kSmemBytes, stream,
+                                      p, group, scale_log2);
+        e != cudaSuccess)
+      return e;
   }
   return cudaSuccess;
 }
@@ -577,8 +585,7 @@ size_t attention_prefill_smem_bytes(int32_t head_dim) {
 
 cudaError_t rope_write_kv(const RopeKvParams& p, cudaStream_t stream, std::string* error) {
   if (std::string why = rope_kv_params_error(p); !why.empty()) return invalid(error, std::move(why));
-  rope_kv_kernel<<<unsigned(p.batch.num_tokens), kRopeThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(rope_kv_kernel, dim3(unsigned(p.batch.num_tokens)), dim3(kRopeThreads), 0, stream, p);
 }
 
 cudaError_t paged_attention(const AttentionParams& p, cudaStream_t stream, std::string* error) {

@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/quant.h"  // the block layouts (plain structs)
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops_common.cuh"
 
 namespace flint::cuda {
@@ -95,6 +96,7 @@ __device__ void dequant_unit(DType t, const uint8_t* row, int64_t unit, uint16_t
 
 // Block types: one thread per 32-value unit, grid-stride over all rows' units.
 __global__ void __launch_bounds__(kDequantThreads) dequant_blocks_kernel(DequantParams p, int64_t units_per_row) {
+  pdl_begin();
   const int64_t total = p.num_rows * units_per_row;
   for (int64_t g = blockIdx.x * int64_t(kDequantThreads) + threadIdx.x; g < total; g += int64_t(gridDim.x) * kDequantThreads) {
     const int64_t r = g / units_per_row, unit = g % units_per_row;
@@ -106,6 +108,7 @@ __global__ void __launch_bounds__(kDequantThreads) dequant_blocks_kernel(Dequant
 
 // Plain types: one thread per value.
 __global__ void __launch_bounds__(kDequantThreads) dequant_plain_kernel(DequantParams p) {
+  pdl_begin();
   const int64_t total = p.num_rows * p.row_elems;
   for (int64_t g = blockIdx.x * int64_t(kDequantThreads) + threadIdx.x; g < total; g += int64_t(gridDim.x) * kDequantThreads) {
     const int64_t r = g / p.row_elems, i = g % p.row_elems;
@@ -126,9 +129,9 @@ cudaError_t dequantize(const DequantParams& p, cudaStream_t stream, std::string*
   const bool plain = p.type == DType::F32 || p.type == DType::F16 || p.type == DType::BF16;
   const int64_t work = plain ? p.num_rows * p.row_elems : p.num_rows * (p.row_elems / 32);
   const int64_t blocks = std::min<int64_t>((work + kDequantThreads - 1) / kDequantThreads, 65536);
-  if (plain) dequant_plain_kernel<<<unsigned(blocks), kDequantThreads, 0, stream>>>(p);
-  else dequant_blocks_kernel<<<unsigned(blocks), kDequantThreads, 0, stream>>>(p, p.row_elems / 32);
-  return cudaGetLastError();
+  if (plain) return launch_kernel(dequant_plain_kernel, dim3(unsigned(blocks)), dim3(kDequantThreads), 0, stream, p);
+  return launch_kernel(dequant_blocks_kernel, dim3(unsigned(blocks)), dim3(kDequantThreads), 0, stream, p,
+                       int64_t(p.row_elems / 32));
 }
 
 }  // namespace flint::cuda

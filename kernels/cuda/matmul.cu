@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/launch.cuh"
 
 namespace flint::cuda {
 
@@ -115,6 +116,7 @@ __device__ __forceinline__ void finish_tile(const MatmulParams& p, int n0, int m
 // Sums the splits' partials in split order (0, then += 1, 2, ...) and runs the epilogue; one thread per output.
 // Also the epilogue of the cuBLASLt path (one "split": its fp32 result).
 __global__ void reduce_splits(const MatmulParams p, int num_splits) {
+  pdl_begin();
   const int cols = p.epilogue == MatmulEpilogue::SiluMul ? p.N / 2 : p.N;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= int64_t(p.M) * cols) return;
@@ -138,6 +140,7 @@ constexpr int kDecodeWarps = 4, kDecodeUnroll = 4;
 
 template <int kTokenGroups, bool kVec>
 __global__ void __launch_bounds__(kDecodeWarps * 32) matmul_decode(const MatmulParams p, int split_len, int num_splits) {
+  pdl_begin();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int n0 = (blockIdx.x * kDecodeWarps + warp) * 16;
   if (n0 >= p.N) return;
@@ -213,6 +216,7 @@ constexpr size_t kPrefillSmemBytes = size_t(kPrefillStages) * kChunksPerStage * 
 // the partials go to the workspace for reduce_splits. Both give the same bits.
 template <bool kVec, bool kFold>
 __global__ void __launch_bounds__(kPrefillThreads) matmul_prefill(const MatmulParams p, int split_len, int num_splits) {
+  pdl_begin();
   extern __shared__ uint4 smem[];  // [stage][128 weight rows × 4 chunks, then 128 token rows × 4 chunks]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wn = warp % 4, wm = warp / 4;
@@ -314,11 +318,10 @@ template <bool kVec>
 cudaError_t launch_decode(const MatmulParams& p, int split_len, int num_splits, cudaStream_t stream) {
   const dim3 grid((p.N + 16 * kDecodeWarps - 1) / (16 * kDecodeWarps), num_splits), block(kDecodeWarps * 32);
   const int groups = (p.M + 7) / 8;
-  if (groups <= 1) matmul_decode<1, kVec><<<grid, block, 0, stream>>>(p, split_len, num_splits);
-  else if (groups <= 2) matmul_decode<2, kVec><<<grid, block, 0, stream>>>(p, split_len, num_splits);
-  else if (groups <= 4) matmul_decode<4, kVec><<<grid, block, 0, stream>>>(p, split_len, num_splits);
-  else matmul_decode<8, kVec><<<grid, block, 0, stream>>>(p, split_len, num_splits);
-  return cudaGetLastError();
+  if (groups <= 1) return launch_kernel(matmul_decode<1, kVec>, grid, block, 0, stream, p, split_len, num_splits);
+  if (groups <= 2) return launch_kernel(matmul_decode<2, kVec>, grid, block, 0, stream, p, split_len, num_splits);
+  if (groups <= 4) return launch_kernel(matmul_decode<4, kVec>, grid, block, 0, stream, p, split_len, num_splits);
+  return launch_kernel(matmul_decode<8, kVec>, grid, block, 0, stream, p, split_len, num_splits);
 }
 
 int multiprocessor_count() {  // of the device current at the first call
@@ -345,14 +348,12 @@ cudaError_t launch_prefill(const MatmulParams& p, int split_len, int num_splits,
   if (attr_fold != cudaSuccess) return attr_fold;
   const dim3 grid((p.N + kPrefillRows - 1) / kPrefillRows, (p.M + kPrefillTokens - 1) / kPrefillTokens,
                   *folded ? 1 : num_splits);
-  kernel<<<grid, kPrefillThreads, kPrefillSmemBytes, stream>>>(p, split_len, num_splits);
-  return cudaGetLastError();
+  return launch_kernel(kernel, grid, dim3(kPrefillThreads), kPrefillSmemBytes, stream, p, split_len, num_splits);
 }
 
 cudaError_t launch_reduce(const MatmulParams& p, int num_splits, cudaStream_t stream) {
   const int64_t outputs = int64_t(p.M) * (p.epilogue == MatmulEpilogue::SiluMul ? p.N / 2 : p.N);
-  reduce_splits<<<unsigned((outputs + 255) / 256), 256, 0, stream>>>(p, num_splits);
-  return cudaGetLastError();
+  return launch_kernel(reduce_splits, dim3(unsigned((outputs + 255) / 256)), dim3(256), 0, stream, p, num_splits);
 }
 
 // cuBLASLt: one handle for the process, made on first use (cublasLtCreate is not free; the handle is not tied to a

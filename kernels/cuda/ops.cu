@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops_common.cuh"
 
 namespace flint::cuda {
@@ -18,6 +19,7 @@ constexpr int kEmbeddingThreads = 128;
 
 template <bool kVec, ActType kOut>
 __global__ void __launch_bounds__(kEmbeddingThreads) embedding_kernel(EmbeddingParams p) {
+  pdl_begin();
   const int t = blockIdx.x;
   const int32_t id = p.ids[t];
   const bool valid = id >= 0 && id < p.vocab;  // a bad id reads nothing and writes zeros
@@ -78,6 +80,7 @@ __device__ __forceinline__ void load8_bf16(const uint16_t* row, int c, int n, fl
 
 template <bool kVec>
 __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_kernel(AddRmsNormParams p) {
+  pdl_begin();
   const int r = blockIdx.x;
   float* x = p.x + int64_t(r) * p.ldx;
   const float* delta = p.maybe_delta ? p.maybe_delta + int64_t(r) * p.ld_delta : nullptr;
@@ -143,6 +146,7 @@ constexpr int kGatherThreads = 128;
 template <class T>
 __global__ void __launch_bounds__(kGatherThreads) gather_rows_kernel(GatherRowsParams p, int64_t units_per_row,
                                                                      int64_t ld_src_units, int64_t ld_dst_units) {
+  pdl_begin();
   const int i = blockIdx.x;
   const int32_t s = p.row_ids[i];
   const bool valid = s >= 0 && s < p.num_src_rows;  // a bad index reads nothing and writes zeros
@@ -160,24 +164,24 @@ cudaError_t embedding(const EmbeddingParams& p, cudaStream_t stream, std::string
   const bool vec = p.hidden % 8 == 0 && p.ld_table % 8 == 0 && p.ld_out % out_align == 0 && aligned16(p.table) &&
                    aligned16(p.out);
   const dim3 grid(unsigned(p.num_tokens));
-  if (p.out_type == ActType::F32) {
-    if (vec) embedding_kernel<true, ActType::F32><<<grid, kEmbeddingThreads, 0, stream>>>(p);
-    else embedding_kernel<false, ActType::F32><<<grid, kEmbeddingThreads, 0, stream>>>(p);
-  } else {
-    if (vec) embedding_kernel<true, ActType::BF16><<<grid, kEmbeddingThreads, 0, stream>>>(p);
-    else embedding_kernel<false, ActType::BF16><<<grid, kEmbeddingThreads, 0, stream>>>(p);
-  }
-  return cudaGetLastError();
+  const dim3 block(kEmbeddingThreads);
+  if (p.out_type == ActType::F32)
+    return vec ? launch_kernel(embedding_kernel<true, ActType::F32>, grid, block, 0, stream, p)
+               : launch_kernel(embedding_kernel<false, ActType::F32>, grid, block, 0, stream, p);
+  return vec ? launch_kernel(embedding_kernel<true, ActType::BF16>, grid, block, 0, stream, p)
+             : launch_kernel(embedding_kernel<false, ActType::BF16>, grid, block, 0, stream, p);
 }
 
 cudaError_t add_rmsnorm(const AddRmsNormParams& p, cudaStream_t stream, std::string* error) {
   if (std::string e = add_rmsnorm_params_error(p); !e.empty()) return invalid(std::move(e), error);
   if (p.num_rows == 0) return cudaSuccess;
+  const bool delta_vec =
+      !p.maybe_delta || (p.ld_delta % 4 == 0 && (p.delta_splits == 1 || p.ld_split % 4 == 0) && aligned16(p.maybe_delta));
   const bool vec = p.hidden % 8 == 0 && p.ldx % 4 == 0 && p.ld_out % 8 == 0 && aligned16(p.x) && aligned16(p.w) &&
-                   aligned16(p.out) && (!p.maybe_delta || (p.ld_delta % 4 == 0 && (p.delta_splits == 1 || p.ld_split % 4 == 0) && aligned16(p.maybe_delta)));
-  if (vec) add_rmsnorm_kernel<true><<<p.num_rows, kNormThreads, 0, stream>>>(p);
-  else add_rmsnorm_kernel<false><<<p.num_rows, kNormThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+                   aligned16(p.out) && delta_vec;
+  const dim3 grid(unsigned(p.num_rows)), block(kNormThreads);
+  return vec ? launch_kernel(add_rmsnorm_kernel<true>, grid, block, 0, stream, p)
+             : launch_kernel(add_rmsnorm_kernel<false>, grid, block, 0, stream, p);
 }
 
 cudaError_t gather_rows(const GatherRowsParams& p, cudaStream_t stream, std::string* error) {
@@ -185,14 +189,12 @@ cudaError_t gather_rows(const GatherRowsParams& p, cudaStream_t stream, std::str
   if (p.num_rows == 0) return cudaSuccess;
   const int64_t elem = p.type == ActType::F32 ? 4 : 2;
   const int64_t row_bytes = p.row_elems * elem, ld_src = p.ld_src * elem, ld_dst = p.ld_dst * elem;
-  if (row_bytes % 16 == 0 && ld_src % 16 == 0 && ld_dst % 16 == 0 && aligned16(p.src) && aligned16(p.dst)) {
-    gather_rows_kernel<uint4><<<p.num_rows, kGatherThreads, 0, stream>>>(p, row_bytes / 16, ld_src / 16, ld_dst / 16);
-  } else if (elem == 4) {
-    gather_rows_kernel<uint32_t><<<p.num_rows, kGatherThreads, 0, stream>>>(p, p.row_elems, p.ld_src, p.ld_dst);
-  } else {
-    gather_rows_kernel<uint16_t><<<p.num_rows, kGatherThreads, 0, stream>>>(p, p.row_elems, p.ld_src, p.ld_dst);
-  }
-  return cudaGetLastError();
+  const dim3 grid(unsigned(p.num_rows)), block(kGatherThreads);
+  if (row_bytes % 16 == 0 && ld_src % 16 == 0 && ld_dst % 16 == 0 && aligned16(p.src) && aligned16(p.dst))
+    return launch_kernel(gather_rows_kernel<uint4>, grid, block, 0, stream, p, row_bytes / 16, ld_src / 16, ld_dst / 16);
+  if (elem == 4)
+    return launch_kernel(gather_rows_kernel<uint32_t>, grid, block, 0, stream, p, int64_t(p.row_elems), p.ld_src, p.ld_dst);
+  return launch_kernel(gather_rows_kernel<uint16_t>, grid, block, 0, stream, p, int64_t(p.row_elems), p.ld_src, p.ld_dst);
 }
 
 }  // namespace flint::cuda

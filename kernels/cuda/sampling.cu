@@ -8,6 +8,8 @@
 
 #include <cmath>
 
+#include "kernels/cuda/launch.cuh"
+
 namespace flint::cuda {
 namespace {
 
@@ -104,6 +106,7 @@ __device__ uint64_t radix_select(const float* logits, int vocab, uint64_t target
 }
 
 __global__ void __launch_bounds__(kThreads, 1) sample_kernel(SampleParams p) {
+  pdl_begin();
   __shared__ Shared sh;
   const int r = blockIdx.x;
   const SampleRow row = p.rows[r];
@@ -214,8 +217,7 @@ cudaError_t sample(const SampleParams& p, cudaStream_t stream, std::string* erro
     return cudaErrorInvalidValue;
   }
   if (p.num_rows == 0) return cudaSuccess;
-  sample_kernel<<<p.num_rows, kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(sample_kernel, dim3(unsigned(p.num_rows)), dim3(kThreads), 0, stream, p);
 }
 
 }  // namespace flint::cuda

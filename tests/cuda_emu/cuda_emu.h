@@ -95,7 +95,11 @@ enum cudaMemcpyKind {
   cudaMemcpyDeviceToDevice = 3,
   cudaMemcpyDefault = 4,
 };
-enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin = 97, cudaDevAttrMultiProcessorCount = 16 };
+enum cudaDeviceAttr {
+  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+  cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrComputeCapabilityMajor = 75,
+};
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 enum cudaStreamCaptureMode {
   cudaStreamCaptureModeGlobal = 0,
@@ -322,6 +326,32 @@ void launch(const LaunchConfig& c, const char* name, void (*kernel)(P...), A&&..
 }
 
 }  // namespace cuda_emu
+
+// cudaLaunchKernelEx (kernels/cuda/launch.cuh): the launch attributes are accepted and have no effect here, where a
+// stream's kernels run one after another (programmatic dependent launch only lets the next one start early).
+enum cudaLaunchAttributeID { cudaLaunchAttributeProgrammaticStreamSerialization = 5 };
+union cudaLaunchAttributeValue {
+  int programmaticStreamSerializationAllowed;
+};
+struct cudaLaunchAttribute {
+  cudaLaunchAttributeID id;
+  cudaLaunchAttributeValue val;
+};
+struct cudaLaunchConfig_t {
+  dim3 gridDim, blockDim;
+  size_t dynamicSmemBytes;
+  cudaStream_t stream;
+  cudaLaunchAttribute* attrs;
+  unsigned int numAttrs;
+};
+template <class... P, class... A>
+cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* c, void (*kernel)(P...), A&&... args) {
+  for (unsigned i = 0; i < c->numAttrs; ++i)
+    if (c->attrs[i].id != cudaLaunchAttributeProgrammaticStreamSerialization) return cudaErrorInvalidValue;
+  cuda_emu::launch(cuda_emu::config(c->gridDim, c->blockDim, c->dynamicSmemBytes, c->stream), "cudaLaunchKernelEx",
+                   kernel, std::forward<A>(args)...);
+  return cudaSuccess;  // a bad configuration is cudaGetLastError's, as after <<<>>>
+}
 
 inline void __syncthreads() { cuda_emu::sync_threads(); }
 inline void __syncwarp(unsigned mask = 0xFFFFFFFFu) { cuda_emu::sync_warp(mask); }

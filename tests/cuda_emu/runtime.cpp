@@ -221,6 +221,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   switch (attr) {
     case cudaDevAttrMultiProcessorCount: *value = cuda_emu::sms(); return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(cuda_emu::kSmemOptinMax); return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
   }
   return fail(cudaErrorInvalidValue);
 }
