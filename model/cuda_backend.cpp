@@ -12,6 +12,7 @@
 #include "kernels/bf16.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/sampling.h"
@@ -326,7 +327,44 @@ void CudaBackend::allocate_kv_cache(const CudaBackendOptions& options) {
   }
 }
 
+// Errors after which the CUDA context is unusable: every later call in this process fails the same way (a kernel
+// faulted: the CUDA runtime documents these as leaving the process in an inconsistent state).
+static bool cuda_error_is_sticky(cudaError_t e) {
+  switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorAssert:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorECCUncorrectable:
+    case cudaErrorContextIsDestroyed:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Captures with programmatic dependent launch when it is on (kernels/cuda/launch.cuh); a driver that refuses it in
+// stream capture fails the capture without harming the context: then PDL goes off and the graphs are captured
+// again with plain launches, so the backend serves either way.
 void CudaBackend::capture_graphs() {
+  try {
+    capture_graphs_once();
+  } catch (const Error& e) {
+    if (!cuda::pdl_enabled() || cuda_error_is_sticky(cudaStreamSynchronize(stream_))) throw;
+    for (cudaGraphExec_t g : graphs_) cudaGraphExecDestroy(g);
+    graphs_.clear();
+    (void)cudaGetLastError();
+    cuda::pdl_disable(std::string("CUDA graph capture failed with it: ") + e.what());
+    capture_graphs_once();
+  }
+}
+
+void CudaBackend::capture_graphs_once() {
   const auto t0 = std::chrono::steady_clock::now();
   const StepPlan empty;  // every row a padding row: the cache is neither read nor written
   // One graph per (batch bucket, table width), in that order: graphs_[bucket · widths_.size() + width].
@@ -358,26 +396,6 @@ void CudaBackend::capture_graphs() {
   capture_seconds_ = seconds_since(t0);
 }
 
-// Errors after which the CUDA context is unusable: every later call in this process fails the same way (a kernel
-// faulted: the CUDA runtime documents these as leaving the process in an inconsistent state).
-static bool cuda_error_is_sticky(cudaError_t e) {
-  switch (e) {
-    case cudaErrorIllegalAddress:
-    case cudaErrorLaunchFailure:
-    case cudaErrorHardwareStackError:
-    case cudaErrorIllegalInstruction:
-    case cudaErrorMisalignedAddress:
-    case cudaErrorInvalidAddressSpace:
-    case cudaErrorInvalidPc:
-    case cudaErrorAssert:
-    case cudaErrorLaunchTimeout:
-    case cudaErrorECCUncorrectable:
-    case cudaErrorContextIsDestroyed:
-      return true;
-    default:
-      return false;
-  }
-}
 
 template <class F>
 void CudaBackend::guarded(F&& step) {

@@ -91,6 +91,7 @@ class CudaBackend : public Backend {
   void allocate_buffers();
   void allocate_kv_cache(const CudaBackendOptions& options);
   void capture_graphs();
+  void capture_graphs_once();
   // Queues the whole forward pass (model/cuda_forward.h) for `shape` on stream_ (staging already uploaded).
   // `plan` is given for the observer (which reads K/V back from the cache slots it names); null while capturing.
   void enqueue_forward(const StepShape& shape, const StepPlan* plan);

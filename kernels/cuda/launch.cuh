@@ -9,14 +9,17 @@
 // before it; then griddepcontrol.launch_dependents lets the next kernel start launching. scripts/check-kernels.py
 // (CTest lint.kernels) checks the rule on every __global__ function in kernels/cuda/.
 //
-// FLINT_PDL=off (read once per process) launches without the attribute: the A/B switch for the device benchmark,
-// and the way out if a driver mishandles it. Devices below compute capability 9.0 get plain launches.
+// FLINT_PDL=off launches without the attribute: the A/B switch for the device benchmark, and the way out if a driver
+// mishandles it. Devices below compute capability 9.0 get plain launches (launch.h). A launch the driver refuses
+// with the attribute is retried without it, and PDL is off from then on; stream capture that fails with it is
+// retried the same way by the CUDA backend.
 #pragma once
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <cstring>
+#include <string>
 #include <utility>
+
+#include "kernels/cuda/launch.h"
 
 namespace flint::cuda {
 
@@ -29,21 +32,6 @@ __device__ __forceinline__ void pdl_begin() {
 }
 #endif
 
-// Whether launches carry the PDL attribute: FLINT_PDL is not "off" or "0", and the device current at the first
-// call is sm_90 or newer.
-inline bool pdl_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("FLINT_PDL");
-    if (v && (std::strcmp(v, "off") == 0 || std::strcmp(v, "0") == 0)) return false;
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
-      return false;
-    return major >= 9;
-  }();
-  return enabled;
-}
-
 // kernel<<<grid, block, smem, stream>>>(args...) with the PDL attribute when pdl_enabled(); returns the launch's
 // error (cudaGetLastError after it, as the <<<>>> launchers did).
 template <class... P, class... A>
@@ -53,10 +41,20 @@ cudaError_t launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t sm
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   // In the struct's order (gridDim, blockDim, dynamicSmemBytes, stream, attrs, numAttrs): the CUDA emulator
   // defines gridDim and blockDim as macros, so the fields are not named here.
-  const cudaLaunchConfig_t config = {grid, block, smem, stream, attr, pdl_enabled() ? 1u : 0u};
-  const cudaError_t e = cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);
-  const cudaError_t last = cudaGetLastError();
-  return e != cudaSuccess ? e : last;
+  cudaLaunchConfig_t config = {grid, block, smem, stream, attr, pdl_enabled() ? 1u : 0u};
+  cudaError_t e = cudaLaunchKernelEx(&config, kernel, args...);
+  cudaError_t last = cudaGetLastError();
+  if (e == cudaSuccess) e = last;
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  if (config.numAttrs && (e == cudaErrorNotSupported || e == cudaErrorInvalidValue) &&
+      cudaStreamIsCapturing(stream, &capturing) == cudaSuccess && capturing == cudaStreamCaptureStatusNone) {
+    pdl_disable(std::string("a launch with the attribute failed: ") + cudaGetErrorName(e));
+    config.numAttrs = 0;
+    e = cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);
+    last = cudaGetLastError();
+    if (e == cudaSuccess) e = last;
+  }
+  return e;
 }
 
 }  // namespace flint::cuda

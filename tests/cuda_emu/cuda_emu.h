@@ -86,6 +86,7 @@ enum cudaError_t {
   cudaErrorStreamCaptureUnmatched = 903,
   cudaErrorStreamCaptureWrongThread = 908,
   cudaErrorNoDevice = 100,
+  cudaErrorNotSupported = 801,
   cudaErrorUnknown = 999,
 };
 enum cudaMemcpyKind {
@@ -101,6 +102,11 @@ enum cudaDeviceAttr {
   cudaDevAttrComputeCapabilityMajor = 75,
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+enum cudaStreamCaptureStatus {
+  cudaStreamCaptureStatusNone = 0,
+  cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2,
+};
 enum cudaStreamCaptureMode {
   cudaStreamCaptureModeGlobal = 0,
   cudaStreamCaptureModeThreadLocal = 1,
@@ -164,6 +170,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status);
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags = 0);
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
 cudaError_t cudaGraphDestroy(cudaGraph_t graph);
@@ -344,10 +351,19 @@ struct cudaLaunchConfig_t {
   cudaLaunchAttribute* attrs;
   unsigned int numAttrs;
 };
+namespace cuda_emu {
+// Test hooks: a launch with the PDL attribute fails with cudaErrorNotSupported, as a driver without PDL would:
+// into a capturing stream (invalidating the capture: the CUDA backend's fallback), or anywhere (launch_kernel's).
+void refuse_pdl_in_capture(bool on);
+void refuse_pdl(bool on);
+cudaError_t check_pdl_launch(cudaStream_t stream);
+}  // namespace cuda_emu
 template <class... P, class... A>
 cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* c, void (*kernel)(P...), A&&... args) {
-  for (unsigned i = 0; i < c->numAttrs; ++i)
+  for (unsigned i = 0; i < c->numAttrs; ++i) {
     if (c->attrs[i].id != cudaLaunchAttributeProgrammaticStreamSerialization) return cudaErrorInvalidValue;
+    if (cudaError_t e = cuda_emu::check_pdl_launch(c->stream); e != cudaSuccess) return e;
+  }
   cuda_emu::launch(cuda_emu::config(c->gridDim, c->blockDim, c->dynamicSmemBytes, c->stream), "cudaLaunchKernelEx",
                    kernel, std::forward<A>(args)...);
   return cudaSuccess;  // a bad configuration is cudaGetLastError's, as after <<<>>>

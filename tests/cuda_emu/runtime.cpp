@@ -2,6 +2,7 @@
 // ranges are device allocations, streams that run work at once (the order is the stream's), stream capture into
 // graphs and their replay, launch checks as the driver makes them, and CUDA's error rules (cudaGetLastError
 // clears a launch error; a kernel fault is sticky and every later call returns it).
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -268,6 +269,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     CUDA_EMU_NAME(cudaErrorStreamCaptureUnmatched)
     CUDA_EMU_NAME(cudaErrorStreamCaptureWrongThread)
     CUDA_EMU_NAME(cudaErrorNoDevice)
+    CUDA_EMU_NAME(cudaErrorNotSupported)
     CUDA_EMU_NAME(cudaErrorUnknown)
 #undef CUDA_EMU_NAME
   }
@@ -430,6 +432,32 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   stream->graph = nullptr;
   return cudaSuccess;
 }
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  auto& s = st();
+  std::lock_guard lock(s.mu);
+  if (!cuda_emu::valid_stream(s, stream)) return fail(cudaErrorInvalidResourceHandle);
+  *status = !stream || !stream->capturing ? cudaStreamCaptureStatusNone
+            : stream->invalidated         ? cudaStreamCaptureStatusInvalidated
+                                          : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+namespace cuda_emu {
+namespace {
+std::atomic<bool> g_refuse_pdl_in_capture{false}, g_refuse_pdl{false};
+}
+void refuse_pdl_in_capture(bool on) { g_refuse_pdl_in_capture = on; }
+void refuse_pdl(bool on) { g_refuse_pdl = on; }
+cudaError_t check_pdl_launch(cudaStream_t stream) {
+  if (!g_refuse_pdl_in_capture && !g_refuse_pdl) return cudaSuccess;
+  auto& s = st();
+  std::lock_guard lock(s.mu);
+  const bool capturing = stream && valid_stream(s, stream) && stream->capturing;
+  if (!g_refuse_pdl && !capturing) return cudaSuccess;
+  if (!capturing) return fail(cudaErrorNotSupported);
+  stream->invalidated = true;
+  return fail(cudaErrorNotSupported);
+}
+}  // namespace cuda_emu
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
   if (!graph) return fail(cudaErrorInvalidValue);
   *exec = new cuda_emu::GraphExec{graph->nodes};

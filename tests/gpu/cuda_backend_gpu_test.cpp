@@ -24,6 +24,7 @@
 #include <random>
 
 #include "kernels/cpu/sampling.h"
+#include "kernels/cuda/launch.h"
 #include "model/backend_diff.h"
 #include "model/cpu_backend.h"
 #include "model/cuda_backend.h"
@@ -328,6 +329,40 @@ TEST(CudaBackend, GraphDecodeEqualsEagerDecodeBitForBitAndTracksTheCpu) {
     EXPECT_LE(cmp.worst, kLogitRelBound);
   }
 }
+
+#ifdef FLINT_CUDA_EMU
+// A driver that refuses programmatic dependent launch in stream capture (the emulator's test hook plays one): the
+// backend turns PDL off, captures its graphs again with plain launches, and graph decode still equals eager decode
+// bit for bit.
+TEST(CudaBackend, CapturesWithPlainLaunchesWhenCaptureRefusesPdl) {
+  REQUIRE_GPU();
+  const LoadedModel model = load_model(std::string(FLINT_TEST_DATA_DIR) + "/tiny-cuda-qwen3");
+  const int32_t vocab = model.config.vocab_size;
+  cuda::pdl_set(true);
+  cuda_emu::refuse_pdl_in_capture(true);
+  CudaBackend graphs(model.config, model.weights,
+                     {.num_kv_blocks = 4, .max_tokens_per_step = 16, .max_seqs_per_step = 2, .log = false});
+  cuda_emu::refuse_pdl_in_capture(false);
+  EXPECT_FALSE(cuda::pdl_enabled());
+  EXPECT_NE(graphs.describe().find("decode graphs"), std::string::npos) << graphs.describe();
+  CudaBackend eager(model.config, model.weights, {.num_kv_blocks = 4, .max_tokens_per_step = 16, .max_seqs_per_step = 2,
+                                                  .cuda_graphs = false, .log = false});
+  cuda::pdl_set(true);  // the other tests launch with it
+  std::vector<float> lg(size_t(vocab), NAN), le(size_t(vocab), NAN);
+  const std::vector<int32_t> prompt = random_tokens(9, vocab, 5);
+  StepPlan prefill;
+  prefill.add_sequence(prompt, 9, iota(0, 4), true);
+  graphs.forward(prefill, lg.data());
+  eager.forward(prefill, le.data());
+  for (int32_t step = 0; step < 3; ++step) {
+    StepPlan p;
+    p.add_sequence({int32_t(std::max_element(le.begin(), le.end()) - le.begin())}, 10 + step, iota(0, 4), true);
+    graphs.forward(p, lg.data());
+    eager.forward(p, le.data());
+    EXPECT_EQ(0, std::memcmp(lg.data(), le.data(), lg.size() * sizeof(float))) << "decode step " << step;
+  }
+}
+#endif
 
 // Sampling on the device (forward_sample) against the twin (cpu::sample) on the logits of the same step: the same
 // tokens and the same logprob bits, for greedy, temperature, top-k, top-p, min-p and penalties, eager (prefill) and

@@ -19,6 +19,7 @@
 #include "kernels/cpu/quant.h"
 #include "kernels/cpu/sampling.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/sampling.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -368,6 +369,20 @@ TEST(OpsGpu, SampleWithAllWeightsZeroPicksTheTopTokenAsTheTwin) {
 }
 
 // ---- argument checks: the launchers refuse before touching the device, so these run anywhere ---------------------
+
+#ifdef FLINT_CUDA_EMU
+// A driver that refuses the programmatic-dependent-launch attribute (the emulator's hook plays one): launch_kernel
+// retries the launch without it, the op's result is unchanged, and PDL stays off for the process from then on.
+TEST(OpsGpu, ALaunchRefusedWithPdlIsRetriedWithout) {
+  REQUIRE_GPU();
+  cuda::pdl_set(true);
+  cuda_emu::refuse_pdl(true);
+  run_add_rmsnorm(3, 576, 2, 0, 0, 4242);  // against the twin, bit for bit
+  cuda_emu::refuse_pdl(false);
+  EXPECT_FALSE(cuda::pdl_enabled());
+  cuda::pdl_set(true);
+}
+#endif
 
 TEST(OpsGpu, LaunchersRejectBadArgumentsWithTheFieldsName) {
   std::string why;
