@@ -22,7 +22,7 @@ fi
 cmake -S . -B "$BUILD" -G Ninja -DFLINT_CUDA=ON -DFLINT_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" >/dev/null
 # Every binary gpu-check.sh runs (its header lists them by step).
 targets=(flint_gpu_tests flint_gpu_model_tests flint-run flintd flint gpu_baselines matmul_bench ops_bench attention_bench
-         engine_bench)
+         engine_bench engine_overhead_bench)
 cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}"
 scripts/bundle-libs.sh "$BUILD/server/flintd" "$BUILD/lib" >/dev/null
 scripts/bundle-libs.sh "$BUILD/client/flint" "$BUILD/lib" >/dev/null

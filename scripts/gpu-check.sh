@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
         kernels) ONLY=",loads,card,gpu_tests,gpu_baselines,matmul_bench,ops_bench,attention_bench,torch_baselines,"
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
-                 ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,torch_baselines,engine_vs_hf,"
+                 ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,engine_overhead,torch_baselines,engine_vs_hf,"
                  TORCH_PLAN_ARGS="--skip-sdpa" ;;
         *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
       esac
@@ -445,6 +445,9 @@ main_steps() {
     --models smollm2-135m,llama-3.2-1b,qwen2.5-1.5b --batches 1,8 --prefill 512 --json "$WORK/engine_bench_pdl_off.json"
   run_step pdl_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench.json" \
     "$WORK/engine_bench_pdl_off.json" --labels pdl,no_pdl --json "$WORK/pdl_gain.json"
+  # engine_overhead: the engine's host time per decode step on this machine's CPU with no device work (a backend
+  # that computes nothing): the part of engine_bench's step time no kernel can hide. A few seconds.
+  run_step engine_overhead 60 "$BUILD/bench/engine_overhead_bench" --json "$WORK/engine_overhead.json"
   # engine_vs_hf: engine_bench's decode beside transformers' generate() (torch_baselines above) at the same shape and
   # batch, issue 6's decode targets as PASS/MISS. Needs both steps in the same run (with --only, name all three).
   run_step engine_vs_hf 60 "$PY" bench/engine_vs_hf.py "$WORK/engine_bench.json" "$WORK/torch_baselines.json" \
