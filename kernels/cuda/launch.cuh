@@ -46,13 +46,18 @@ cudaError_t launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t sm
   cudaError_t last = cudaGetLastError();
   if (e == cudaSuccess) e = last;
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  // Refused with the attribute (outside capture, which the backend retries as a whole): retried without it. Only a
+  // retry that succeeds turns PDL off; a launch that fails both ways reports its first error and changes nothing.
   if (config.numAttrs && (e == cudaErrorNotSupported || e == cudaErrorInvalidValue) &&
       cudaStreamIsCapturing(stream, &capturing) == cudaSuccess && capturing == cudaStreamCaptureStatusNone) {
-    pdl_disable(std::string("a launch with the attribute failed: ") + cudaGetErrorName(e));
     config.numAttrs = 0;
-    e = cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);
+    cudaError_t plain = cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);
     last = cudaGetLastError();
-    if (e == cudaSuccess) e = last;
+    if (plain == cudaSuccess) plain = last;
+    if (plain == cudaSuccess) {
+      pdl_disable(std::string("a launch with the attribute failed: ") + cudaGetErrorName(e));
+      e = cudaSuccess;
+    }
   }
   return e;
 }
