@@ -47,17 +47,16 @@ cudaError_t launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t sm
   if (e == cudaSuccess) e = last;
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   // Refused with the attribute (outside capture, which the backend retries as a whole): retried without it. Only a
-  // retry that succeeds turns PDL off; a launch that fails both ways reports its first error and changes nothing.
+  // retry that succeeds turns PDL off; a launch that fails both ways (a bad configuration, say) reports the plain
+  // launch's error, the attribute not being the cause, and changes nothing.
   if (config.numAttrs && (e == cudaErrorNotSupported || e == cudaErrorInvalidValue) &&
       cudaStreamIsCapturing(stream, &capturing) == cudaSuccess && capturing == cudaStreamCaptureStatusNone) {
     config.numAttrs = 0;
     cudaError_t plain = cudaLaunchKernelEx(&config, kernel, std::forward<A>(args)...);
     last = cudaGetLastError();
     if (plain == cudaSuccess) plain = last;
-    if (plain == cudaSuccess) {
-      pdl_disable(std::string("a launch with the attribute failed: ") + cudaGetErrorName(e));
-      e = cudaSuccess;
-    }
+    if (plain == cudaSuccess) pdl_disable(std::string("a launch with the attribute failed: ") + cudaGetErrorName(e));
+    e = plain;
   }
   return e;
 }

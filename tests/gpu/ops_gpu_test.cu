@@ -19,7 +19,7 @@
 #include "kernels/cpu/quant.h"
 #include "kernels/cpu/sampling.h"
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/launch.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/sampling.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -371,12 +371,21 @@ TEST(OpsGpu, SampleWithAllWeightsZeroPicksTheTopTokenAsTheTwin) {
 // ---- argument checks: the launchers refuse before touching the device, so these run anywhere ---------------------
 
 #ifdef FLINT_CUDA_EMU
+__global__ void write_one(int* p) {
+  cuda::pdl_begin();
+  *p = 1;
+}
+
 // A driver that refuses the programmatic-dependent-launch attribute (the emulator's hook plays one): launch_kernel
 // retries the launch without it, the op's result is unchanged, and PDL stays off for the process from then on.
+// A launch that fails without the attribute too (block size 0) reports that error and leaves PDL as it was.
 TEST(OpsGpu, ALaunchRefusedWithPdlIsRetriedWithout) {
   REQUIRE_GPU();
   cuda::pdl_set(true);
   cuda_emu::refuse_pdl(true);
+  DeviceBuffer one(4);
+  EXPECT_EQ(cuda::launch_kernel(write_one, dim3(1), dim3(0), 0, nullptr, one.as<int>()), cudaErrorInvalidConfiguration);
+  EXPECT_TRUE(cuda::pdl_enabled());
   run_add_rmsnorm(3, 576, 2, 0, 0, 4242);  // against the twin, bit for bit
   cuda_emu::refuse_pdl(false);
   EXPECT_FALSE(cuda::pdl_enabled());
