@@ -4,10 +4,12 @@
 # failed; full logs and JSON go to $OUT (else ./gpu-check-out/); a short summary and the step table are printed
 # last (only the end of the output comes back).
 #
-#   scripts/gpu-check.sh [--quick] [--plan kernels|backend] [--only STEP[,STEP...]] [--list]
+#   scripts/gpu-check.sh [--quick] [--plan kernels|backend] [--only STEP[,STEP...]] [--max-step S] [--list]
 #   --plan: the check in two self-contained device calls (each under 10 minutes, estimated): `kernels` (issues 4
 #   and 5: the kernels' tests and benchmarks, torch's SDPA beside them) and `backend` (issue 6: the CUDA backend,
 #   flintd and the e2e suite on it, the engine benchmark, transformers' generate() beside it).
+#   --max-step: no step runs longer than S seconds (each step's own timeout still applies when it is shorter): on a
+#   first run of new kernels, a hang costs S seconds of device time, not the step's whole allowance.
 #   env: FLINT_BUILD_DIR (default build-gpu), PYTHON (default python3), OUT,
 #        FLINT_TORCH_ARGS (extra torch_baselines.py arguments, e.g. "--device cpu" for a dry run),
 #        E2E_FLINTD_ARGS (the e2e_cuda step's flintd flags, default "--device cuda"; "--device cpu" for a dry run)
@@ -27,6 +29,7 @@ QUICK=""
 ONLY=""
 TORCH_PLAN_ARGS=""
 LIST=0
+MAX_STEP=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK="--quick" ;;
@@ -41,6 +44,7 @@ while [ $# -gt 0 ]; do
         *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
       esac
       shift ;;
+    --max-step) MAX_STEP=${2:?--max-step needs seconds}; shift ;;
     --list) LIST=1 ;;
     -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
@@ -111,6 +115,7 @@ run_step() {
   local name=$1 limit=$2
   shift 2
   wanted "$name" || return 0
+  [ -n "$MAX_STEP" ] && [ "$MAX_STEP" -lt "$limit" ] && limit=$MAX_STEP
   if [ "$LIST" -eq 1 ]; then echo "$name (timeout ${limit}s): $*"; return 0; fi
   echo "== $name (timeout ${limit}s): $*"
   echo "===== $name: $*" >> "$LOG"
@@ -274,14 +279,18 @@ EOF2
   export FLINT_GPU_EXTRA_MODELS
 }
 
+bounded() {  # a command an inline step runs, under --max-step's limit (else 600 s): a hang ends, and the step fails
+  timeout -k 5 "${MAX_STEP:-600}" "$@"
+}
+
 # flint-run greedy on the CPU and on CUDA (graphs on) from the same prompt: both must run; the texts are printed
 # and compared (a near-tie may part them after some tokens under bf16, so a difference is reported, not failed).
 flint_run_cuda() {
   local prompt="The capital of France is" cpu cuda rc
-  cpu=$("$FLINT_RUN" -m "$FLINT_GPU_MODEL" -p "$prompt" -n 48 --temperature 0 --device cpu 2> "$WORK/flint_run_cpu.err")
+  cpu=$(bounded "$FLINT_RUN" -m "$FLINT_GPU_MODEL" -p "$prompt" -n 48 --temperature 0 --device cpu 2> "$WORK/flint_run_cpu.err")
   rc=$?
   [ $rc -eq 0 ] || { echo "flint-run --device cpu failed ($rc):"; tail -5 "$WORK/flint_run_cpu.err"; return $rc; }
-  cuda=$("$FLINT_RUN" -m "$FLINT_GPU_MODEL" -p "$prompt" -n 48 --temperature 0 --device cuda 2> "$WORK/flint_run_cuda.err")
+  cuda=$(bounded "$FLINT_RUN" -m "$FLINT_GPU_MODEL" -p "$prompt" -n 48 --temperature 0 --device cuda 2> "$WORK/flint_run_cuda.err")
   rc=$?
   cat "$WORK/flint_run_cuda.err"
   [ $rc -eq 0 ] || { echo "flint-run --device cuda failed ($rc)"; return $rc; }
@@ -299,7 +308,7 @@ diff_backends() {
   local models=("$FLINT_GPU_MODEL") m rc=0 one
   [ -f "$E2E_MODEL" ] && [ "$E2E_MODEL" != "$FLINT_GPU_MODEL" ] && models+=("$E2E_MODEL")
   for m in "${models[@]}"; do
-    "$FLINT_RUN" -m "$m" -p "The quick brown fox jumps over the lazy dog. It was a sunny day" \
+    bounded "$FLINT_RUN" -m "$m" -p "The quick brown fox jumps over the lazy dog. It was a sunny day" \
       --device cuda --diff-backends > "$WORK/diff_table.txt"
     one=$?
     [ $one -eq 0 ] || rc=$one
