@@ -61,8 +61,9 @@ def model_classes(arch):
             "qwen3": (Qwen3Config, Qwen3ForCausalLM)}[arch]
 
 
-def make_config(shape, layers=0):
-    """The transformers config of `shape`, with `layers` layers (0: the shape's own)."""
+def make_config(shape, layers=0, overrides=None):
+    """The transformers config of `shape`, with `layers` layers (0: the shape's own) and `overrides` (config
+    arguments, e.g. a smaller vocab_size) applied."""
     if shape not in SHAPES:
         raise SystemExit(f"hf-random-model: unknown shape {shape!r}; known: {', '.join(SHAPES)}")
     kwargs = dict(SHAPES[shape])
@@ -71,6 +72,7 @@ def make_config(shape, layers=0):
         if not 1 <= layers <= full:
             raise SystemExit(f"hf-random-model: {shape}: --layers {layers} must be in [1, {full}]")
         kwargs["num_hidden_layers"] = layers
+    kwargs.update(overrides or {})
     config_cls, model_cls = model_classes(kwargs.pop("arch"))
     return config_cls(**kwargs), model_cls
 
@@ -95,13 +97,13 @@ def init_weights(model, seed):
                 raise SystemExit(f"hf-random-model: no rule for parameter {name} {tuple(p.shape)}")
 
 
-def build(shape, out_dir, layers=0, seed=0, dtype="bf16"):
+def build(shape, out_dir, layers=0, seed=0, dtype="bf16", overrides=None):
     """Writes the model to out_dir (replacing it); returns it, its parameters in the stored dtype."""
     import torch
     import transformers
     from transformers.initialization import no_init_weights
     transformers.utils.logging.disable_progress_bar()
-    config, model_cls = make_config(shape, layers)
+    config, model_cls = make_config(shape, layers, overrides)
     torch_dtype = getattr(torch, DTYPES[dtype])
     with no_init_weights():  # transformers' own init is skipped: init_weights below sets every parameter
         model = model_cls(config).to(torch.float32).eval()
