@@ -287,6 +287,56 @@ def same_output(a, b, what, seeded=True):
         assert y.chosen.logprob == pytest.approx(x.chosen.logprob, abs=1e-3), what
 
 
+# ---------------------------------------------------------------- limits that outlast generation on any device
+
+def generation_rate(stub, at_least_s=0.5, prompt="Count the days of the year, one by one:"):
+    """Tokens/s of one greedy stream on this server: a calibration request (ignore_eos) timed from its first
+    Delta to its end, as the client receives them, and lengthened (repeated, so a first request's one-time
+    costs are behind it) until that takes `at_least_s` or the request fills a sequence."""
+    info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+    most = info.max_sequence_tokens - len(prompt_tokens_of(stub, gen(prompt)))
+    n = min(32, most)
+    while True:
+        call = call_rpc(stub, gen(prompt, max_tokens=n, ignore_eos=True))
+        it = iter(call)
+        first = next(it)
+        assert first.WhichOneof("event") == "delta", first
+        start = time.monotonic()
+        rest = read_stream(it)
+        elapsed = time.monotonic() - start
+        assert_ok(rest, f"the calibration request ({n} tokens)")
+        tokens = len(rest.token_ids)
+        assert len(first.delta.token_ids) + tokens == n, "the calibration request ended early"
+        if elapsed >= at_least_s or n == most:
+            if tokens == 0 or elapsed <= 0:
+                pytest.skip(f"cannot time generation: {n} tokens came in one Delta (sequences hold "
+                            f"{info.max_sequence_tokens} tokens)")
+            return tokens / elapsed
+        n = min(most, max(2 * n, int(n * 1.5 * at_least_s / max(elapsed, 1e-3))))
+
+
+def outlasting(stub, request, cap_s, fraction=0.25, floor_s=0.02):
+    """For a test that needs `request` still generating when a time limit it sets runs out (a gRPC deadline from
+    the call's start, a drain timeout from just after its first token): returns (a copy of `request` with
+    max_tokens as large as a sequence allows, the limit in seconds). The limit is `fraction` of the time the
+    server should take to generate those tokens (generation_rate()), at most `cap_s` (what a CPU server gets).
+    Skips when even that would be under `floor_s`: this server generates a whole sequence too fast to outlast."""
+    info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+    max_tokens = info.max_sequence_tokens - len(prompt_tokens_of(stub, request))
+    assert max_tokens > 1, (info.max_sequence_tokens, "the prompt leaves no room to generate")
+    rate = generation_rate(stub)
+    expected_s = max_tokens / rate
+    limit_s = min(cap_s, fraction * expected_s)
+    print(f"outlasting: {rate:.0f} tokens/s, max_tokens {max_tokens} (about {expected_s:.2f} s), limit {limit_s:.3f} s")
+    if limit_s < floor_s:
+        pytest.skip(f"this server generates {rate:.0f} tokens/s, the {max_tokens} a sequence has room for in "
+                    f"{expected_s:.3f} s; {fraction} of that is under {floor_s} s, too short a limit to test with")
+    long = type(request)()
+    long.CopyFrom(request)
+    long.stopping.max_tokens = max_tokens
+    return long, limit_s
+
+
 def wait_for_idle_stats(stub, timeout=scaled(10.0)):
     """GetServerStats once nothing runs or waits, or the last snapshot after `timeout` s."""
     end = time.monotonic() + timeout

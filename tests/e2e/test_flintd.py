@@ -17,7 +17,8 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 from flintd_harness import (DEVICE, MAX_QUEUE, MAX_RUNNING_SEQS, SERVING, TRIMMED, assert_ok, call_rpc, chat, gen,
-                            pb, pb_grpc, prompt_tokens_of, run, same_output, sampling, scaled, wait_for_idle_stats)
+                            outlasting, pb, pb_grpc, prompt_tokens_of, run, same_output, sampling, scaled,
+                            wait_for_idle_stats)
 
 
 # ---------------------------------------------------------------- batching
@@ -236,7 +237,10 @@ def test_a_cancelled_stream_ends_cancelled_and_the_server_serves_on(server, stub
 
 
 def test_a_call_past_its_deadline_ends_deadline_exceeded_and_the_server_serves_on(server, stub):
-    r = run(stub, gen("Tell me about the mountains.", max_tokens=1000, ignore_eos=True), timeout=0.3)
+    # As many tokens as a sequence holds, and a deadline of a quarter of the time they take (at most 0.3 s): the
+    # call outlives it on any device. One that expires before the first token proves the point too.
+    request, deadline = outlasting(stub, gen("Tell me about the mountains.", ignore_eos=True), cap_s=0.3)
+    r = run(stub, request, timeout=deadline)
     assert r.code == grpc.StatusCode.DEADLINE_EXCEEDED, (r.code, r.details)
     assert r.finished is None
     assert_serving(server, stub)
@@ -269,8 +273,10 @@ def test_cancelled_and_expired_requests_give_their_kv_blocks_back(fresh_server):
     for _ in range(3):
         code = start_and_cancel_after_first_delta(d.stub, gen(long_prompt, max_tokens=max_tokens, ignore_eos=True))
         assert code == grpc.StatusCode.CANCELLED
+    # The rest of the sequence to generate, and a deadline (at most 0.3 s) it outlasts on any device.
+    expiring, deadline = outlasting(d.stub, gen(long_prompt, ignore_eos=True), cap_s=0.3)
     for _ in range(2):
-        r = run(d.stub, gen(long_prompt, max_tokens=max_tokens, ignore_eos=True), timeout=0.3)
+        r = run(d.stub, expiring, timeout=deadline)
         assert r.code == grpc.StatusCode.DEADLINE_EXCEEDED, (r.code, r.details)
     stats = wait_for_idle_stats(d.stub)
     assert (stats.num_running, stats.num_waiting, stats.num_active_streams) == (0, 0, 0), stats
