@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks the launch rule of kernels/cuda/launch.cuh on every CUDA source under kernels/cuda/:
 - every __global__ function's body starts with `pdl_begin();` (no global memory access may precede the
-  griddepcontrol.wait of a kernel launched with programmatic dependent launch);
+  griddepcontrol.wait of a kernel launched with programmatic dependent launch), or with
+  `pdl_launch_dependents();` and calls `pdl_wait();` (the weights-first form: only weights are read before it);
 - no kernel is launched with <<<...>>> (every launch goes through launch_kernel, which sets the attribute).
 Usage: check-kernels.py [DIR]   (default: the repository's kernels/cuda). Exit 1 with one line per violation."""
 import pathlib
@@ -12,6 +13,16 @@ import sys
 def strip_comments(text):
     text = re.sub(r"/\*.*?\*/", lambda m: re.sub(r"[^\n]", " ", m.group(0)), text, flags=re.S)
     return re.sub(r"//[^\n]*", "", text)
+
+
+def function_body(text, brace):
+    """The text of the function body whose opening brace is at `brace` (comments already stripped)."""
+    depth = 0
+    for i in range(brace, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[brace:i + 1]
+    return text[brace:]
 
 
 def violations(path):
@@ -27,8 +38,14 @@ def violations(path):
         name = re.findall(r"(\w+)\s*\(", head)
         name = [n for n in name if n != "__launch_bounds__"]
         body = text[brace + 1:].lstrip()
-        if not body.startswith("pdl_begin();"):
-            out.append(f"{path}:{line(m.start())}: kernel {name[0] if name else '?'} does not start with pdl_begin();")
+        kernel = name[0] if name else "?"
+        if body.startswith("pdl_launch_dependents();"):  # the weights-first form: it must wait before the rest
+            if "pdl_wait();" not in function_body(text, brace):
+                out.append(f"{path}:{line(m.start())}: kernel {kernel} starts with pdl_launch_dependents(); but never "
+                           "calls pdl_wait();")
+        elif not body.startswith("pdl_begin();"):
+            out.append(f"{path}:{line(m.start())}: kernel {kernel} does not start with pdl_begin(); (or "
+                       "pdl_launch_dependents(); ... pdl_wait();)")
     for m in re.finditer(r"<<<", text):
         out.append(f"{path}:{line(m.start())}: a <<<...>>> launch (use launch_kernel from launch.cuh)")
     return out

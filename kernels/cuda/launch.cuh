@@ -6,8 +6,10 @@
 // The rule that keeps this correct: every kernel's first statement is pdl_begin(). Its griddepcontrol.wait
 // returns once the kernel before it on the stream has completed and its writes are visible (at once when the
 // kernel was not launched with PDL), so no global memory access of a kernel, read or write, overlaps the kernel
-// before it; then griddepcontrol.launch_dependents lets the next kernel start launching. scripts/check-kernels.py
-// (CTest lint.kernels) checks the rule on every __global__ function in kernels/cuda/.
+// before it; then griddepcontrol.launch_dependents lets the next kernel start launching. The one exception is
+// weights (pdl_launch_dependents / pdl_wait below): memory nothing writes during a step may be read before the
+// wait. scripts/check-kernels.py (CTest lint.kernels) checks the rule on every __global__ function in
+// kernels/cuda/: it starts with pdl_begin(), or with pdl_launch_dependents() and calls pdl_wait().
 //
 // FLINT_PDL=off launches without the attribute: the A/B switch for the device benchmark, and the way out if a driver
 // mishandles it. Devices below compute capability 9.0 get plain launches (launch.h). A launch the driver refuses
@@ -25,11 +27,21 @@ namespace flint::cuda {
 
 #ifdef FLINT_CUDA_EMU
 inline void pdl_begin() {}  // the emulator runs a stream's kernels one after another
+inline void pdl_launch_dependents() {}
+inline void pdl_wait() {}
 #else
 __device__ __forceinline__ void pdl_begin() {
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
+// pdl_begin's two halves, for a kernel that starts reading its weights before the kernel before it has finished:
+// its first statement is pdl_launch_dependents(), and between it and pdl_wait() it may read only memory no kernel
+// writes while steps run (the model's weights: uploaded, and the stream synchronised, before the first step). The
+// decode matmul does this, so the first of its weight loads overlap the end of the kernel before it.
+__device__ __forceinline__ void pdl_launch_dependents() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 #endif
 
 // kernel<<<grid, block, smem, stream>>>(args...) with the PDL attribute when pdl_enabled(); returns the launch's
