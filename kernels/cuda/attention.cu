@@ -7,8 +7,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 
 #include "kernels/cuda/device_util.cuh"
@@ -169,7 +167,7 @@ struct DecodeShape {
   static constexpr int kKeysPerRound = kKeysPerWarpRound * kDecodeWarps;
 };
 
-template <int kHeadDim, int kHeads, bool kAhead>
+template <int kHeadDim, int kHeads>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_kernel(const AttentionParams p, int group, int head_chunks, int max_splits, float scale_log2) {
   pdl_begin();
@@ -214,34 +212,19 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     for (int i = 0; i < 8; ++i) acc[g][i] = 0.0f;
   }
 
-  // A round's K and V loads (kSteps load steps of kKeysPerStep keys). kAhead: issued one round ahead, round r + 1's
-  // loads in flight while round r is scored, at the cost of a second round of registers (fewer blocks per SM);
-  // else each round's just before it is scored. The arithmetic and its order are the same either way.
-  uint4 kraw[S::kSteps], vraw[S::kSteps];
-  bool ok[S::kSteps];
-  auto load_round = [&](int base, uint4 (&kr)[S::kSteps], uint4 (&vr)[S::kSteps], bool (&okr)[S::kSteps]) {
+  for (int base = k_begin + warp * S::kKeysPerWarpRound; base < k_end; base += S::kKeysPerRound) {
+    uint4 kraw[S::kSteps], vraw[S::kSteps];
+    bool ok[S::kSteps];
 #pragma unroll
     for (int u = 0; u < S::kSteps; ++u) {
       const int j = base + u * S::kKeysPerStep + sub;
-      okr[u] = j < k_end;
-      kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
-      if (okr[u]) {
+      ok[u] = j < k_end;
+      kraw[u] = vraw[u] = make_uint4(0, 0, 0, 0);
+      if (ok[u]) {
         const int64_t off = key_offset(c, table, j, kv_head) + dl * 8;
-        kr[u] = __ldg(reinterpret_cast<const uint4*>(c.k + off));
-        vr[u] = __ldg(reinterpret_cast<const uint4*>(c.v + off));
+        kraw[u] = __ldg(reinterpret_cast<const uint4*>(c.k + off));
+        vraw[u] = __ldg(reinterpret_cast<const uint4*>(c.v + off));
       }
-    }
-  };
-  int base = k_begin + warp * S::kKeysPerWarpRound;
-  if (kAhead && base < k_end) load_round(base, kraw, vraw, ok);
-  for (; base < k_end; base += S::kKeysPerRound) {
-    const int next = base + S::kKeysPerRound;
-    uint4 next_k[S::kSteps], next_v[S::kSteps];
-    bool next_ok[S::kSteps];
-    if constexpr (kAhead) {
-      if (next < k_end) load_round(next, next_k, next_v, next_ok);
-    } else {
-      load_round(base, kraw, vraw, ok);
     }
     float sc[S::kSteps][kHeads];
 #pragma unroll
@@ -282,10 +265,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 #pragma unroll
         for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(pr, vf[i], acc[g][i]);
       }
-    }
-    if (kAhead && next < k_end) {
-#pragma unroll
-      for (int u = 0; u < S::kSteps; ++u) kraw[u] = next_k[u], vraw[u] = next_v[u], ok[u] = next_ok[u];
     }
   }
 
@@ -544,23 +523,12 @@ cudaError_t invalid(std::string* error, std::string why) {
   return cudaErrorInvalidValue;
 }
 
-// Whether the decode kernel loads a round ahead (decode_kernel's kAhead): FLINT_ATTN_DECODE_AHEAD=1 (read once).
-// Off by default until the device measures it against the plain kernel (it trades blocks per SM for loads in
-// flight; docs/perf.md has the A/B).
-bool decode_ahead() {
-  static const bool on = [] {
-    const char* v = std::getenv("FLINT_ATTN_DECODE_AHEAD");
-    return v && std::strcmp(v, "1") == 0;
-  }();
-  return on;
-}
-
 template <int kHeadDim, int kHeads>
 cudaError_t launch_decode(const AttentionParams& p, int group, int head_chunks, int max_splits, float scale_log2,
                    cudaStream_t stream) {
   const dim3 grid(unsigned(p.batch.num_seqs), unsigned(p.cache.num_kv_heads * head_chunks), unsigned(max_splits));
-  const auto kernel = decode_ahead() ? decode_kernel<kHeadDim, kHeads, true> : decode_kernel<kHeadDim, kHeads, false>;
-  return launch_kernel(kernel, grid, dim3(kDecodeWarps * 32), 0, stream, p, group, head_chunks, max_splits, scale_log2);
+  return launch_kernel(decode_kernel<kHeadDim, kHeads>, grid, dim3(kDecodeWarps * 32), 0, stream, p, group, head_chunks,
+                       max_splits, scale_log2);
 }
 
 template <int kHeadDim>
