@@ -2,7 +2,7 @@
 """Checks the launch rule of kernels/cuda/launch.cuh on every CUDA source under kernels/cuda/:
 - every __global__ function's body starts with `pdl_begin();` (no global memory access may precede the
   griddepcontrol.wait of a kernel launched with programmatic dependent launch), or with
-  `pdl_launch_dependents();` and calls `pdl_wait();` (the weights-first form: only weights are read before it);
+  `pdl_weights_first();` and calls `pdl_begin();` later (the weights-first form: only weights are read before it);
 - no kernel is launched with <<<...>>> (every launch goes through launch_kernel, which sets the attribute).
 Usage: check-kernels.py [DIR]   (default: the repository's kernels/cuda). Exit 1 with one line per violation."""
 import pathlib
@@ -39,13 +39,13 @@ def violations(path):
         name = [n for n in name if n != "__launch_bounds__"]
         body = text[brace + 1:].lstrip()
         kernel = name[0] if name else "?"
-        if body.startswith("pdl_launch_dependents();"):  # the weights-first form: it must wait before the rest
-            if "pdl_wait();" not in function_body(text, brace):
-                out.append(f"{path}:{line(m.start())}: kernel {kernel} starts with pdl_launch_dependents(); but never "
-                           "calls pdl_wait();")
+        if body.startswith("pdl_weights_first();"):  # the weights-first form: it must still call pdl_begin
+            if "pdl_begin();" not in function_body(text, brace):
+                out.append(f"{path}:{line(m.start())}: kernel {kernel} starts with pdl_weights_first(); but never "
+                           "calls pdl_begin();")
         elif not body.startswith("pdl_begin();"):
             out.append(f"{path}:{line(m.start())}: kernel {kernel} does not start with pdl_begin(); (or "
-                       "pdl_launch_dependents(); ... pdl_wait();)")
+                       "pdl_weights_first(); ... pdl_begin();)")
     for m in re.finditer(r"<<<", text):
         out.append(f"{path}:{line(m.start())}: a <<<...>>> launch (use launch_kernel from launch.cuh)")
     return out

@@ -7,9 +7,9 @@
 // returns once the kernel before it on the stream has completed and its writes are visible (at once when the
 // kernel was not launched with PDL), so no global memory access of a kernel, read or write, overlaps the kernel
 // before it; then griddepcontrol.launch_dependents lets the next kernel start launching. The one exception is
-// weights (pdl_launch_dependents / pdl_wait below): memory nothing writes during a step may be read before the
-// wait. scripts/check-kernels.py (CTest lint.kernels) checks the rule on every __global__ function in
-// kernels/cuda/: it starts with pdl_begin(), or with pdl_launch_dependents() and calls pdl_wait().
+// weights (pdl_weights_first below): memory nothing writes during a step may be read before pdl_begin().
+// scripts/check-kernels.py (CTest lint.kernels) checks the rule on every __global__ function in kernels/cuda/: it
+// starts with pdl_begin(), or with pdl_weights_first() and calls pdl_begin().
 //
 // FLINT_PDL=off launches without the attribute: the A/B switch for the device benchmark, and the way out if a driver
 // mishandles it. Devices below compute capability 9.0 get plain launches (launch.h). A launch the driver refuses
@@ -27,21 +27,18 @@ namespace flint::cuda {
 
 #ifdef FLINT_CUDA_EMU
 inline void pdl_begin() {}  // the emulator runs a stream's kernels one after another
-inline void pdl_launch_dependents() {}
-inline void pdl_wait() {}
+inline void pdl_weights_first() {}
 #else
 __device__ __forceinline__ void pdl_begin() {
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
-// pdl_begin's two halves, for a kernel that starts reading its weights before the kernel before it has finished:
-// its first statement is pdl_launch_dependents(), and between it and pdl_wait() it may read only memory no kernel
-// writes while steps run (the model's weights: uploaded, and the stream synchronised, before the first step). The
-// decode matmul does this, so the first of its weight loads overlap the end of the kernel before it.
-__device__ __forceinline__ void pdl_launch_dependents() {
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-}
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+// The weights-first form: a kernel whose first statement is pdl_weights_first() may read memory that no kernel
+// writes while steps run (the model's weights: uploaded, and the stream synchronised, before the first step) before
+// its pdl_begin(), and nothing else. Under PDL those loads then overlap the end of the kernel before it. The rest of
+// pdl_begin stays as it is: launch_dependents only after the wait, so at most one kernel waits behind a running
+// one (triggering first would let every queued kernel launch and hold SM slots while it waits).
+__device__ __forceinline__ void pdl_weights_first() {}
 #endif
 
 // kernel<<<grid, block, smem, stream>>>(args...) with the PDL attribute when pdl_enabled(); returns the launch's
