@@ -404,12 +404,6 @@ main_steps() {
   # matmul_bench: Flint's matmul beside cuBLASLt on the same 120 shapes, ceilings measured again in the same run,
   # issue 4's targets as PASS/MISS per shape in its "## summary" block (~1 min on an H100).
   run_step matmul_bench 240 "$MATMUL_BENCH" --json "$WORK/matmul_bench.json" $QUICK
-  # matmul_bench_unroll4 (only when named): the same with the decode kernel's 4-step chunks forced
-  # (FLINT_MATMUL_DECODE_UNROLL=4), the A/B of the 8-step chunks the dispatcher picks for small grids.
-  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",matmul_bench_unroll4,"* ]]; then
-    run_step matmul_bench_unroll4 240 env FLINT_MATMUL_DECODE_UNROLL=4 "$MATMUL_BENCH" \
-      --json "$WORK/matmul_bench_unroll4.json" $QUICK
-  fi
   # ops_bench: add_rmsnorm GB/s, sampling µs per row (vocab 49152 and 151936, batch 1/32/256), dequantisation at
   # load, with the copy ceiling measured again (~20 s on an H100, estimated).
   run_step ops_bench 180 "$OPS_BENCH" --json "$WORK/ops_bench.json" $QUICK
@@ -418,12 +412,6 @@ main_steps() {
   # "## summary" block. Estimate: ~20 s on an H100 (~70 GB of KV filled in all, ~2,000 timed calls of at most
   # ~6 ms each at the copy ceiling); the timeout allows a kernel several times slower than that.
   run_step attention_bench 180 "$ATTENTION_BENCH" --json "$WORK/attention_bench.json" $QUICK
-  # attention_bench_ahead (only when named): the same with the decode kernel loading a round ahead
-  # (FLINT_ATTN_DECODE_AHEAD=1), its A/B.
-  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attention_bench_ahead,"* ]]; then
-    run_step attention_bench_ahead 180 env FLINT_ATTN_DECODE_AHEAD=1 "$ATTENTION_BENCH" \
-      --json "$WORK/attention_bench_ahead.json" $QUICK
-  fi
   # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at batch 1, 8, 32, 128 and
   # 256 (--quick: 1, 8, 32); 58 s on the H200 run of 2026-11-26, before the Qwen2.5-1.5B decode shapes and batches
   # 128 and 256 were added: estimate ~40 s more for those).
