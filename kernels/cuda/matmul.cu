@@ -134,16 +134,19 @@ __global__ void reduce_splits(const MatmulParams p, int num_splits) {
 
 // ---- Decode: M <= 64. Block = 4 warps; warp = 16 weight rows × all M tokens (kTokenGroups groups of 8) over one
 // K split (blockIdx.y). Weights go from global memory straight into mma fragments: each lane loads 16 bytes of
-// row g and of row g + 8 per 32-value step, kUnroll steps (16·kUnroll bytes per row) per chunk, the next chunk's
-// loads issued before this chunk's mmas. Tokens are read through L1 (every warp of the block reads the same x).
-// The first chunk's weights are loaded before pdl_wait (launch.cuh), so under PDL they are in flight while the
-// kernel before finishes. kUnroll 8 doubles what a warp keeps in flight, for grids too small to fill the card
-// with warps (decode_unroll below); the order of the mma steps, hence every bit, is the same for both.
-constexpr int kDecodeWarps = 4;
+// row g and of row g + 8 per 32-value step, kUnroll steps (128 bytes) per chunk, the next chunk's loads issued
+// before this chunk's mmas. Tokens are read through L1 (every warp of the block reads the same x).
+//
+// For M <= 16 the first chunk's weights are loaded before pdl_begin (the weights-first form of launch.cuh), so under
+// PDL they are in flight while the kernel before finishes: on the H200 that took Llama-3.2-1B's decode step at
+// batch 1 from 697 to 736 tokens/s. For M > 16 the same reordering made the kernel ~25% slower (M = 32: Llama-3.2-1B
+// gate+up 72.5 µs against 57.3 µs), so there it waits first and its code is what it was before. (8-step chunks were
+// measured too and dropped: 10-35% slower at M = 1 and 8.)
+constexpr int kDecodeWarps = 4, kUnroll = 4;
 
-template <int kTokenGroups, bool kVec, int kUnroll>
-__global__ void __launch_bounds__(kDecodeWarps * 32) matmul_decode(const MatmulParams p, int split_len, int num_splits) {
-  pdl_launch_dependents();
+// M > 16: the kernel has waited (pdl_begin) before this runs.
+template <int kTokenGroups, bool kVec>
+__device__ __forceinline__ void decode_warp(const MatmulParams& p, int split_len, int num_splits) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int n0 = (blockIdx.x * kDecodeWarps + warp) * 16;
   if (n0 >= p.N) return;
@@ -152,20 +155,81 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) matmul_decode(const MatmulP
   const bool lo_ok = n0 + g < p.N, hi_ok = n0 + g + 8 < p.N;
   const bf16_bits* w_lo = p.w + int64_t(lo_ok ? n0 + g : 0) * p.ldw;
   const bf16_bits* w_hi = p.w + int64_t(hi_ok ? n0 + g + 8 : 0) * p.ldw;
-  // Whole chunks of kUnroll steps, the next chunk's weights loaded before this chunk's mmas run; then the split's
-  // remaining steps one by one. Either way each output's steps run in increasing k, as in the prefill kernel.
+  const bf16_bits* x_row[kTokenGroups];
+  bool x_ok[kTokenGroups];
+#pragma unroll
+  for (int j = 0; j < kTokenGroups; ++j) {
+    x_ok[j] = j * 8 + g < p.M;
+    x_row[j] = p.x + int64_t(x_ok[j] ? j * 8 + g : 0) * p.ldx;
+  }
+  float acc[kTokenGroups][4] = {};
+  auto step = [&](int k, const uint4& lo, const uint4& hi) {  // one 32-value step for every token group
+    uint4 xv[kTokenGroups];
+#pragma unroll
+    for (int j = 0; j < kTokenGroups; ++j) xv[j] = load8<kVec>(x_row[j], k + 8 * t, k_end, x_ok[j]);
+#pragma unroll
+    for (int j = 0; j < kTokenGroups; ++j) mma_step32(acc[j], lo, hi, xv[j]);
+  };
+  // Whole chunks of kUnroll steps, the next chunk's weights loaded before this chunk's mmas run, so a lane keeps
+  // 128 to 256 bytes of weights in flight; then the split's remaining steps one by one. Either way each output's
+  // steps run in increasing k, as in the prefill kernel.
   constexpr int kChunk = 32 * kUnroll;
+  int k = k_begin;
+  if (k + kChunk <= k_end) {
+    uint4 lo[kUnroll], hi[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      lo[u] = load8<kVec>(w_lo, k + 32 * u + 8 * t, k_end, lo_ok);
+      hi[u] = load8<kVec>(w_hi, k + 32 * u + 8 * t, k_end, hi_ok);
+    }
+    for (;;) {
+      const int k_next = k + kChunk;
+      const bool more = k_next + kChunk <= k_end;
+      uint4 next_lo[kUnroll], next_hi[kUnroll];
+      if (more) {
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          next_lo[u] = load8<kVec>(w_lo, k_next + 32 * u + 8 * t, k_end, lo_ok);
+          next_hi[u] = load8<kVec>(w_hi, k_next + 32 * u + 8 * t, k_end, hi_ok);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) step(k + 32 * u, lo[u], hi[u]);
+      k = k_next;
+      if (!more) break;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) lo[u] = next_lo[u], hi[u] = next_hi[u];
+    }
+  }
+  for (; k < k_end; k += 32)
+    step(k, load8<kVec>(w_lo, k + 8 * t, k_end, lo_ok), load8<kVec>(w_hi, k + 8 * t, k_end, hi_ok));
+#pragma unroll
+  for (int j = 0; j < kTokenGroups; ++j) finish_tile(p, n0, j * 8, split, num_splits, acc[j], lane);
+}
+
+// M <= 16: the first chunk's weights are loaded, then pdl_begin, then the rest.
+template <int kTokenGroups, bool kVec>
+__device__ __forceinline__ void decode_warp_weights_first(const MatmulParams& p, int split_len, int num_splits) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int n0 = (blockIdx.x * kDecodeWarps + warp) * 16;
+  if (n0 >= p.N) return;
+  const int split = blockIdx.y;
+  const int k_begin = split * split_len, k_end = min(p.K, k_begin + split_len);
+  const bool lo_ok = n0 + g < p.N, hi_ok = n0 + g + 8 < p.N;
+  const bf16_bits* w_lo = p.w + int64_t(lo_ok ? n0 + g : 0) * p.ldw;
+  const bf16_bits* w_hi = p.w + int64_t(hi_ok ? n0 + g + 8 : 0) * p.ldw;
+  constexpr int kChunk = 32 * kUnroll;  // chunks as in decode_warp
   int k = k_begin;
   const bool chunked = k + kChunk <= k_end;
   uint4 lo[kUnroll], hi[kUnroll];
-  if (chunked) {  // weights only before pdl_wait: no kernel writes them while steps run
+  if (chunked) {  // weights only before pdl_begin: no kernel writes them while steps run
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       lo[u] = load8<kVec>(w_lo, k + 32 * u + 8 * t, k_end, lo_ok);
       hi[u] = load8<kVec>(w_hi, k + 32 * u + 8 * t, k_end, hi_ok);
     }
   }
-  pdl_wait();
+  pdl_begin();
   const bf16_bits* x_row[kTokenGroups];
   bool x_ok[kTokenGroups];
 #pragma unroll
@@ -205,6 +269,17 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) matmul_decode(const MatmulP
     step(k, load8<kVec>(w_lo, k + 8 * t, k_end, lo_ok), load8<kVec>(w_hi, k + 8 * t, k_end, hi_ok));
 #pragma unroll
   for (int j = 0; j < kTokenGroups; ++j) finish_tile(p, n0, j * 8, split, num_splits, acc[j], lane);
+}
+
+template <int kTokenGroups, bool kVec>
+__global__ void __launch_bounds__(kDecodeWarps * 32) matmul_decode(const MatmulParams p, int split_len, int num_splits) {
+  pdl_weights_first();
+  if constexpr (kTokenGroups <= 2) {
+    decode_warp_weights_first<kTokenGroups, kVec>(p, split_len, num_splits);  // calls pdl_begin() itself
+  } else {
+    pdl_begin();
+    decode_warp<kTokenGroups, kVec>(p, split_len, num_splits);
+  }
 }
 
 // ---- Prefill: any M. Block = 8 warps on 128 weight rows × 128 tokens; warp (wn = warp % 4, wm = warp / 4) owns
@@ -319,42 +394,15 @@ bool vector_loads_ok(const MatmulParams& p) {
   return aligned(p.x) && aligned(p.w) && p.K % 8 == 0 && p.ldx % 8 == 0 && p.ldw % 8 == 0;
 }
 
-int multiprocessor_count();
-
-// The decode kernel's steps per chunk for this grid: 8 when its blocks are fewer than 4 per SM (too few warps to
-// keep the memory system busy with 128 bytes per row in flight each; Llama-3.2-1B's gate+up at M = 1 has 256
-// blocks), else 4 (more blocks fit an SM at 4). Only for M <= 16 with 16-byte loads: deeper, the registers for
-// more token groups would spill. FLINT_MATMUL_DECODE_UNROLL=4 or 8 (read once) forces one, for measurement.
-int decode_unroll(int blocks, int token_groups, bool vec) {
-  static const int forced = [] {
-    const char* v = std::getenv("FLINT_MATMUL_DECODE_UNROLL");
-    return v && (std::strcmp(v, "4") == 0 || std::strcmp(v, "8") == 0) ? std::atoi(v) : 0;
-  }();
-  if (!vec || token_groups > 2) return 4;
-  if (forced) return forced;
-  return blocks < 4 * multiprocessor_count() ? 8 : 4;
-}
-
-// The one table of decode instances: token groups of 8 rounded up to 1, 2, 4 or 8, times the load path, times the
-// unroll (8 only for 1 or 2 groups with 16-byte loads).
+// The one table of decode instances: token groups of 8 rounded up to 1, 2, 4 or 8, times the load path.
 template <bool kVec>
 cudaError_t launch_decode(const MatmulParams& p, int split_len, int num_splits, cudaStream_t stream) {
   const dim3 grid((p.N + 16 * kDecodeWarps - 1) / (16 * kDecodeWarps), num_splits), block(kDecodeWarps * 32);
   const int groups = (p.M + 7) / 8;
-  const bool deep = decode_unroll(int(grid.x * grid.y), groups, kVec) == 8;
-  auto run = [&](auto kernel) { return launch_kernel(kernel, grid, block, 0, stream, p, split_len, num_splits); };
-  if (groups <= 1) {
-    if constexpr (kVec)
-      if (deep) return run(matmul_decode<1, true, 8>);
-    return run(matmul_decode<1, kVec, 4>);
-  }
-  if (groups <= 2) {
-    if constexpr (kVec)
-      if (deep) return run(matmul_decode<2, true, 8>);
-    return run(matmul_decode<2, kVec, 4>);
-  }
-  if (groups <= 4) return run(matmul_decode<4, kVec, 4>);
-  return run(matmul_decode<8, kVec, 4>);
+  if (groups <= 1) return launch_kernel(matmul_decode<1, kVec>, grid, block, 0, stream, p, split_len, num_splits);
+  if (groups <= 2) return launch_kernel(matmul_decode<2, kVec>, grid, block, 0, stream, p, split_len, num_splits);
+  if (groups <= 4) return launch_kernel(matmul_decode<4, kVec>, grid, block, 0, stream, p, split_len, num_splits);
+  return launch_kernel(matmul_decode<8, kVec>, grid, block, 0, stream, p, split_len, num_splits);
 }
 
 int multiprocessor_count() {  // of the device current at the first call
