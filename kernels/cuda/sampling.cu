@@ -167,8 +167,11 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(SampleParams p) {
   const int32_t top = int32_t(0xFFFFFFFFu - uint32_t(kmax));
   const float m = mul(logits[top], inv_t);
   uint64_t part = 0;
-  sweep(logits, vocab, [&](int, float l) { part += weight(mul(l, inv_t), m); });
-  const uint64_t total_all = block_sum(part, sh);
+  uint64_t total_all = 0;  // every token's weight: only the logprob needs it
+  if (p.maybe_logprobs) {
+    sweep(logits, vocab, [&](int, float l) { part += weight(mul(l, inv_t), m); });
+    total_all = block_sum(part, sh);
+  }
 
   int32_t token = top;
   if (!greedy) {

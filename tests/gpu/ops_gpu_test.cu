@@ -322,6 +322,12 @@ void run_sample(int rows, int vocab, bool ties, uint32_t seed) {
     EXPECT_LE(err, tol) << what << " row " << r << ": logprob " << got_lp[size_t(r)] << " vs twin " << want_logprobs[size_t(r)];
   }
   summary_add("sample.logprob", worst, worst_abs);
+  // Without logprobs (the kernel then skips the sum they need): the same tokens from the same logits.
+  d_logits.upload(logits), d_tokens.poison();
+  p.maybe_logprobs = nullptr;
+  ASSERT_EQ(sample(p, nullptr, &why), cudaSuccess) << why;
+  CUDA_CHECK(cudaDeviceSynchronize());
+  expect_same_bits("sample.token", d_tokens.download<int32_t>(size_t(rows)), want_tokens, what + " (no logprobs)");
 }
 
 TEST(OpsGpu, SampleMatchesTwinToken) {
