@@ -17,7 +17,8 @@ import uuid
 import openai
 import pytest
 
-from flintd_harness import HTTP_FLAGS, assert_ok, chat, gen, pb, prompt_tokens_of, run, scaled, wait_for_idle_stats
+from flintd_harness import (HTTP_FLAGS, assert_ok, chat, gen, outlasting, pb, prompt_tokens_of, run, scaled,
+                            wait_for_idle_stats)
 
 pytestmark = pytest.mark.skipif(not HTTP_FLAGS, reason="this flintd has no HTTP API (no --http-port flag)")
 
@@ -485,10 +486,16 @@ def test_while_draining_health_is_503_and_new_requests_are_503_while_running_str
 
 def test_a_stream_cut_short_by_the_drain_timeout_ends_with_an_error_event_the_client_raises(fresh_server):
     d = fresh_server("--drain-timeout", 1)
+    # As many tokens as a sequence holds, and a drain timeout of a quarter of the time they take (at most 1 s): the
+    # stream outlasts it on any device (outlasting(), as the gRPC drain test).
+    request, drain_timeout = outlasting(d.stub, gen("Tell me about lakes.", ignore_eos=True), cap_s=1)
+    if drain_timeout < 1:
+        d.close()
+        d = fresh_server("--drain-timeout", f"{drain_timeout:.3f}")
     model = served_model(d)
     with make_client(d) as c:
-        stream = c.completions.create(model=model, prompt="Tell me about lakes.", max_tokens=4000, stream=True,
-                                      extra_body={"ignore_eos": True})
+        stream = c.completions.create(model=model, prompt="Tell me about lakes.", stream=True,
+                                      max_tokens=request.stopping.max_tokens, extra_body={"ignore_eos": True})
         it = iter(stream)
         next(it)
         d.terminate()
