@@ -141,7 +141,7 @@ __global__ void reduce_splits(const MatmulParams p, int num_splits) {
 // PDL they are in flight while the kernel before finishes: on the H200 that took Llama-3.2-1B's decode step at
 // batch 1 from 697 to 736 tokens/s. For M > 16 the same reordering made the kernel ~25% slower (M = 32: Llama-3.2-1B
 // gate+up 72.5 µs against 57.3 µs), so there it waits first and its code is what it was before. (8-step chunks were
-// measured too and dropped: 10-35% slower at M = 1 and 8.)
+// measured too and dropped: 4-35% slower at M = 1 and 8.)
 constexpr int kDecodeWarps = 4, kUnroll = 4;
 
 // M > 16: the kernel has waited (pdl_begin) before this runs.
