@@ -20,10 +20,17 @@ constexpr int kThreads = kSampleThreads;
 constexpr int kWarps = kThreads / 32;
 constexpr unsigned kFull = 0xFFFFFFFFu;
 
+// Candidates a radix select keeps in shared memory once few enough are left (radix_select): 32 KiB.
+constexpr int kListCap = 2048;
+
 struct Shared {
   unsigned long long hist[256];  // a radix pass's histogram: counts or weights per 8-bit digit
+  unsigned int count[256];       // and how many candidates each digit has
   unsigned long long warp[kWarps];
   unsigned long long pick[2];    // the chosen digit and what remains of the target
+  unsigned int picked_count;     // candidates with the chosen digit
+  unsigned int list_len;
+  unsigned long long list_key[kListCap], list_weight[kListCap];
   int token;
 };
 
@@ -75,30 +82,57 @@ __device__ uint64_t block_max(uint64_t v, Shared& sh) {
 
 // The order key K of the candidate at which the running weight, in order-key order (largest first), reaches
 // `target`: Σ_{key > K} w < target <= Σ_{key >= K} w, over tokens with weigh(i, logit) > 0. target must be in
-// [1, Σ w]. Eight passes of 8 bits from the top; each pass histograms the weights of the tokens whose higher
-// digits match those chosen so far (shared-memory atomics, one per run of equal digits in a thread's sweep: the
-// top digits of a row's keys are mostly equal, and per-token atomics on one address would serialise).
+// [1, Σ w]. Eight passes of 8 bits from the top; each pass histograms the weights (and counts) of the candidates,
+// the tokens whose higher digits match those chosen so far (shared-memory atomics, one per run of equal digits in
+// a thread's sweep: the top digits of a row's keys are mostly equal, and per-token atomics on one address would
+// serialise). Once a pass leaves at most kListCap candidates, the next pass sweeping the row also copies them
+// (key, weight) to shared memory, and the passes after it read only that list: a top-p select usually reads the
+// row two or three times instead of eight. The same integer sums over the same candidates: the same K.
 template <class Weigh>
 __device__ uint64_t radix_select(const float* logits, int vocab, uint64_t target, Weigh weigh, Shared& sh) {
   uint64_t prefix = 0, remaining = target;
+  uint32_t candidates = 0xFFFFFFFFu;  // unknown before the first pass
+  bool listed = false;                // sh.list holds every candidate of `prefix`
   for (int d = 7; d >= 0; --d) {
     const int shift = 8 * d;
     const uint64_t hi_mask = d == 7 ? 0 : ~0ull << (shift + 8);
-    for (int b = threadIdx.x; b < 256; b += kThreads) sh.hist[b] = 0;
+    const bool collect = !listed && candidates <= uint32_t(kListCap);
+    for (int b = threadIdx.x; b < 256; b += kThreads) sh.hist[b] = 0, sh.count[b] = 0;
+    if (threadIdx.x == 0 && collect) sh.list_len = 0;
     __syncthreads();
-    uint32_t run_digit = 0;
-    uint64_t run = 0;
-    sweep(logits, vocab, [&](int i, float l) {
-      const uint64_t key = order_key(l, i);
-      if ((key & hi_mask) != prefix) return;
-      const uint64_t w = weigh(i, l, key);
-      if (w == 0) return;
-      const uint32_t digit = uint32_t(key >> shift) & 255u;
-      if (digit != run_digit && run) atomicAdd(&sh.hist[run_digit], (unsigned long long)run), run = 0;
-      run_digit = digit;
-      run += w;
-    });
-    if (run) atomicAdd(&sh.hist[run_digit], (unsigned long long)run);
+    if (listed) {
+      for (int j = threadIdx.x; j < int(sh.list_len); j += kThreads) {
+        const uint64_t key = sh.list_key[j];
+        if ((key & hi_mask) != prefix) continue;
+        const uint32_t digit = uint32_t(key >> shift) & 255u;
+        atomicAdd(&sh.hist[digit], sh.list_weight[j]);
+        atomicAdd(&sh.count[digit], 1u);
+      }
+    } else {
+      uint32_t run_digit = 0, run_count = 0;
+      uint64_t run = 0;
+      sweep(logits, vocab, [&](int i, float l) {
+        const uint64_t key = order_key(l, i);
+        if ((key & hi_mask) != prefix) return;
+        const uint64_t w = weigh(i, l, key);
+        if (w == 0) return;
+        if (collect) {  // at most `candidates` <= kListCap of these
+          const unsigned slot = atomicAdd(&sh.list_len, 1u);
+          sh.list_key[slot] = key;
+          sh.list_weight[slot] = w;
+        }
+        const uint32_t digit = uint32_t(key >> shift) & 255u;
+        if (digit != run_digit && run) {
+          atomicAdd(&sh.hist[run_digit], (unsigned long long)run), atomicAdd(&sh.count[run_digit], run_count);
+          run = 0, run_count = 0;
+        }
+        run_digit = digit;
+        run += w;
+        run_count += 1;
+      });
+      if (run) atomicAdd(&sh.hist[run_digit], (unsigned long long)run), atomicAdd(&sh.count[run_digit], run_count);
+    }
+    listed = listed || collect;
     __syncthreads();
     if (threadIdx.x < 32) {  // warp 0: lane l holds digits 255 - 8l down to 248 - 8l
       const int lane = threadIdx.x;
@@ -117,6 +151,7 @@ __device__ uint64_t radix_select(const float* logits, int vocab, uint64_t target
           if (cum + sh.hist[b] >= remaining) {
             sh.pick[0] = uint64_t(b);
             sh.pick[1] = remaining - cum;
+            sh.picked_count = sh.count[b];
             break;
           }
           cum += sh.hist[b];
@@ -126,6 +161,7 @@ __device__ uint64_t radix_select(const float* logits, int vocab, uint64_t target
     __syncthreads();
     prefix |= uint64_t(sh.pick[0]) << shift;
     remaining = sh.pick[1];
+    candidates = sh.picked_count;
     __syncthreads();
   }
   return prefix;
