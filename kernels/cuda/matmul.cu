@@ -5,6 +5,7 @@
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -475,7 +476,7 @@ cudaError_t launch_cublas(const MatmulParams& p, cudaStream_t stream, std::strin
 }
 
 struct EnvChoice {
-  bool valid = true, cublas = false;
+  bool valid = true, cublas = false, hybrid = false;
   std::string value;
 };
 const EnvChoice& env_choice() {
@@ -484,6 +485,7 @@ const EnvChoice& env_choice() {
     const char* v = std::getenv("FLINT_MATMUL");
     c.value = v ? v : "";
     if (c.value == "cublas") c.cublas = true;
+    else if (c.value == "hybrid") c.hybrid = true;
     else if (!c.value.empty() && c.value != "flint") c.valid = false;
     return c;
   }();
@@ -504,7 +506,8 @@ const char* matmul_kernel_name(MatmulKernel k) {
 
 MatmulKernel matmul_pick(int M) {
   if (env_choice().cublas) return MatmulKernel::Cublas;
-  return M <= kDecodeMaxRows ? MatmulKernel::Decode : MatmulKernel::Prefill;
+  if (M <= kDecodeMaxRows) return MatmulKernel::Decode;
+  return env_choice().hybrid ? MatmulKernel::Cublas : MatmulKernel::Prefill;
 }
 
 size_t matmul_workspace_bytes(int M, int N, int K, MatmulKernel kernel) {
@@ -515,10 +518,14 @@ size_t matmul_workspace_bytes(int M, int N, int K, MatmulKernel kernel) {
     case MatmulKernel::Cublas: return cublas;
     case MatmulKernel::Auto: break;
   }
-  // Auto runs what matmul_pick says, and only FLINT_MATMUL=cublas (read once per process) picks cuBLAS: the M × N
-  // fp32 buffer cuBLAS needs is not reserved otherwise (about 310 MB for Qwen2.5-7B's gate+up at 2048 tokens).
-  // Ours grows with M (the splits depend on the weight's shape only), so the largest M covers every smaller one.
-  return env_choice().cublas ? cublas : ours;
+  // Auto runs what matmul_pick says, and only FLINT_MATMUL=cublas or hybrid (read once per process) picks cuBLAS:
+  // the M × N fp32 buffer cuBLAS needs is not reserved otherwise (about 310 MB for Qwen2.5-7B's gate+up at 2048
+  // tokens). Ours grows with M (the splits depend on the weight's shape only), so the largest M covers every
+  // smaller one; hybrid runs ours only up to kDecodeMaxRows rows.
+  if (env_choice().cublas) return cublas;
+  if (env_choice().hybrid)
+    return std::max(flint::matmul_workspace_bytes(std::min(M, kDecodeMaxRows), N, K), M > kDecodeMaxRows ? cublas : 0);
+  return ours;
 }
 
 cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kernel, std::string* error,
@@ -530,7 +537,7 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
   if (partials_left) *partials_left = 0;
   if (p.leave_partials && !partials_left) return invalid("matmul: leave_partials needs partials_left (how many)");
   if (!env_choice().valid)
-    return invalid("FLINT_MATMUL=" + env_choice().value + ": expected 'flint' (the default) or 'cublas'");
+    return invalid("FLINT_MATMUL=" + env_choice().value + ": expected 'flint' (the default), 'hybrid' or 'cublas'");
   if (kernel == MatmulKernel::Auto) kernel = matmul_pick(p.M);
   if (std::string e = matmul_params_error(p, kernel != MatmulKernel::Cublas); !e.empty()) return invalid(e);
   if (kernel == MatmulKernel::Cublas) {

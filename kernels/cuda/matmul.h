@@ -32,7 +32,9 @@ const char* matmul_kernel_name(MatmulKernel k);
 constexpr int kDecodeMaxRows = 64;  // the decode kernel keeps all M tokens in every warp's registers
 
 // What Auto runs for M rows: Cublas when the environment has FLINT_MATMUL=cublas (read once), else Decode for
-// M <= kDecodeMaxRows and Prefill above. FLINT_MATMUL=flint (or unset) is the default.
+// M <= kDecodeMaxRows and above it Prefill, or Cublas with FLINT_MATMUL=hybrid (Flint's decode kernel for decode
+// steps, cuBLASLt for prefill and large batches: faster there today, but a row's bits then depend on M).
+// FLINT_MATMUL=flint (or unset) is the default.
 MatmulKernel matmul_pick(int M);
 
 // Workspace `kernel` needs for this shape (Auto: what the kernel matmul_pick chooses needs, FLINT_MATMUL
