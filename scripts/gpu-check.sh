@@ -40,7 +40,8 @@ while [ $# -gt 0 ]; do
                  ONLY+="torch_baselines,"
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
-                 ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,engine_overhead,torch_baselines,engine_vs_hf,"
+                 ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,engine_bench_hybrid,hybrid_gain,engine_overhead,"
+                 ONLY+="torch_baselines,engine_vs_hf,"
                  TORCH_PLAN_ARGS="--skip-sdpa" ;;
         *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
       esac
@@ -465,6 +466,14 @@ main_steps() {
     --models smollm2-135m,llama-3.2-1b,qwen2.5-1.5b --batches 1,8 --prefill 512 --json "$WORK/engine_bench_pdl_off.json"
   run_step pdl_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench.json" \
     "$WORK/engine_bench_pdl_off.json" --labels pdl,no_pdl --json "$WORK/pdl_gain.json"
+  # engine_bench_hybrid, hybrid_gain: FLINT_MATMUL=hybrid (cuBLASLt for M > 64, Flint's decode kernel below) on the
+  # batches and prefills where Flint's prefill kernel runs, beside engine_bench's rows: what the matmul costs the
+  # engine there today. Estimate: ~60 s (the 7B weights are made again).
+  run_step engine_bench_hybrid 240 env FLINT_MATMUL=hybrid "$ENGINE_BENCH" --device cuda \
+    --models llama-3.2-1b,qwen2.5-1.5b,qwen2.5-7b --batches 1,128,256 --prefill 512,4096 \
+    --json "$WORK/engine_bench_hybrid.json"
+  run_step hybrid_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_hybrid.json" \
+    "$WORK/engine_bench.json" --labels hybrid,flint --json "$WORK/hybrid_gain.json"
   # engine_overhead: the engine's host time per decode step on this machine's CPU with no device work (a backend
   # that computes nothing): the part of engine_bench's step time no kernel can hide. A few seconds.
   run_step engine_overhead 60 "$BUILD/bench/engine_overhead_bench" --json "$WORK/engine_overhead.json"
