@@ -381,6 +381,8 @@ template <class T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) { return cuda_emu::shuffle(mask, v, 3, lane_mask, width); }
 unsigned __ballot_sync(unsigned mask, int predicate);
 int __any_sync(unsigned mask, int predicate);
+// The lanes of `mask` whose `value` equals this lane's (the 32-bit form of the intrinsic).
+unsigned __match_any_sync(unsigned mask, unsigned value);
 int __all_sync(unsigned mask, int predicate);
 
 #define threadIdx (::cuda_emu::t_current->idx)

@@ -466,4 +466,15 @@ unsigned __ballot_sync(unsigned mask, int predicate) {
   return out;
 }
 int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
+unsigned __match_any_sync(unsigned mask, unsigned value) {
+  const unsigned char* slots = cuda_emu::warp_exchange(cuda_emu::kVote, mask, &value, sizeof value);
+  unsigned out = 0;
+  for (int l = 0; l < 32; ++l)
+    if ((mask >> l) & 1u) {
+      unsigned v;
+      std::memcpy(&v, slots + 64 * l, sizeof v);
+      if (v == value) out |= 1u << l;
+    }
+  return out;
+}
 int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) == mask; }
