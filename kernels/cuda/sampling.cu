@@ -31,6 +31,7 @@ struct Shared {
   unsigned int picked_count;     // candidates with the chosen digit
   unsigned int list_len;
   unsigned long long list_key[kListCap], list_weight[kListCap];
+  unsigned long long lane_value[kWarps][32];  // warp_hist_add's per-lane values
   int token;
 };
 
@@ -80,12 +81,85 @@ __device__ uint64_t block_max(uint64_t v, Shared& sh) {
   return best;
 }
 
+// *p += v for a shared 64-bit counter, as two 32-bit atomic adds (the low word's carry goes into the high word):
+// sm_90 has no 64-bit shared-memory atomic add, and atomicAdd on one compiles to a compare-and-swap loop
+// (ATOMS.CAST.SPIN.64), which retries under contention. Once every add has landed the two words hold the exact
+// sum (mod 2^64); the counters are only read after a __syncthreads.
+__device__ __forceinline__ void add_u64(unsigned long long* p, uint64_t v) {
+  unsigned* word = reinterpret_cast<unsigned*>(p);  // little-endian: word[0] low, word[1] high
+  const unsigned lo = unsigned(v), old = atomicAdd(&word[0], lo);
+  const unsigned hi = unsigned(v >> 32) + (old + lo < old ? 1u : 0u);
+  if (hi) atomicAdd(&word[1], hi);
+}
+
+// Adds w to sh.hist[digit] and c to sh.count[digit] for every lane with c > 0, with one shared atomic per distinct
+// digit of the warp. Called by all 32 lanes together.
+__device__ __forceinline__ void warp_hist_add(uint32_t digit, uint64_t w, uint32_t c, Shared& sh) {
+  const bool has = c != 0;
+  if (!__any_sync(kFull, has)) return;
+  const unsigned lane = threadIdx.x % 32;
+  const unsigned peers = __match_any_sync(kFull, has ? digit : 256u);
+  const bool leader = has && lane == unsigned(__ffs(int(peers)) - 1);
+  unsigned long long* mine = sh.lane_value[threadIdx.x / 32];
+  unsigned long long sum_w = 0, sum_c = 0;
+  mine[lane] = w;
+  __syncwarp();
+  if (leader)
+    for (unsigned m = peers; m; m &= m - 1) sum_w += mine[__ffs(int(m)) - 1];
+  __syncwarp();
+  mine[lane] = c;
+  __syncwarp();
+  if (leader) {
+    for (unsigned m = peers; m; m &= m - 1) sum_c += mine[__ffs(int(m)) - 1];
+    add_u64(&sh.hist[digit], sum_w);
+    atomicAdd(&sh.count[digit], unsigned(sum_c));
+  }
+  __syncwarp();
+}
+
+// A thread's running weight and count for the last kSlots digits it met in a radix pass, added to the shared
+// histogram when its slot is reused and at the end of the pass (flush). A pass over a whole row puts almost every
+// token under a handful of top digits, and 1024 threads adding to the same few shared addresses token by token
+// serialise: one top-k row at vocab 151936 took 1.5 ms on the H200 that way (one atomic per run of equal digits).
+// Four slots do not fit the 64 registers a thread has at 1024 threads: ptxas keeps part of the cache on the
+// thread's stack (88 bytes, in L1).
+struct DigitCache {
+  static constexpr int kSlots = 4;
+  uint32_t digit[kSlots], count[kSlots];
+  uint64_t weight[kSlots];
+  uint32_t next = 0;  // the slot to reuse next (round robin)
+  __device__ DigitCache() {
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s) digit[s] = 256u, count[s] = 0, weight[s] = 0;
+  }
+  __device__ __forceinline__ void add(uint32_t d, uint64_t w, Shared& sh) {
+    bool hit = false;
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s)
+      if (digit[s] == d) weight[s] += w, count[s] += 1, hit = true;
+    if (hit) return;
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s)
+      if (uint32_t(s) == next) {
+        if (count[s]) {
+          add_u64(&sh.hist[digit[s]], weight[s]);
+          atomicAdd(&sh.count[digit[s]], count[s]);
+        }
+        digit[s] = d, weight[s] = w, count[s] = 1;
+      }
+    next = (next + 1) % kSlots;
+  }
+  __device__ __forceinline__ void flush(Shared& sh) {  // every lane of the warp together
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s) warp_hist_add(digit[s], weight[s], count[s], sh);
+  }
+};
+
 // The order key K of the candidate at which the running weight, in order-key order (largest first), reaches
 // `target`: Σ_{key > K} w < target <= Σ_{key >= K} w, over tokens with weigh(i, logit) > 0. target must be in
 // [1, Σ w]. Eight passes of 8 bits from the top; each pass histograms the weights (and counts) of the candidates,
-// the tokens whose higher digits match those chosen so far (shared-memory atomics, one per run of equal digits in
-// a thread's sweep: the top digits of a row's keys are mostly equal, and per-token atomics on one address would
-// serialise). Once a pass leaves at most kListCap candidates, the next pass sweeping the row also copies them
+// the tokens whose higher digits match those chosen so far (each thread's sums per digit gathered in a DigitCache
+// first). Once a pass leaves at most kListCap candidates, the next pass sweeping the row also copies them
 // (key, weight) to shared memory, and the passes after it read only that list: a top-p select usually reads the
 // row two or three times instead of eight. The same integer sums over the same candidates: the same K.
 template <class Weigh>
@@ -105,12 +179,11 @@ __device__ uint64_t radix_select(const float* logits, int vocab, uint64_t target
         const uint64_t key = sh.list_key[j];
         if ((key & hi_mask) != prefix) continue;
         const uint32_t digit = uint32_t(key >> shift) & 255u;
-        atomicAdd(&sh.hist[digit], sh.list_weight[j]);
+        add_u64(&sh.hist[digit], sh.list_weight[j]);
         atomicAdd(&sh.count[digit], 1u);
       }
     } else {
-      uint32_t run_digit = 0, run_count = 0;
-      uint64_t run = 0;
+      DigitCache cache;
       sweep(logits, vocab, [&](int i, float l) {
         const uint64_t key = order_key(l, i);
         if ((key & hi_mask) != prefix) return;
@@ -121,16 +194,9 @@ __device__ uint64_t radix_select(const float* logits, int vocab, uint64_t target
           sh.list_key[slot] = key;
           sh.list_weight[slot] = w;
         }
-        const uint32_t digit = uint32_t(key >> shift) & 255u;
-        if (digit != run_digit && run) {
-          atomicAdd(&sh.hist[run_digit], (unsigned long long)run), atomicAdd(&sh.count[run_digit], run_count);
-          run = 0, run_count = 0;
-        }
-        run_digit = digit;
-        run += w;
-        run_count += 1;
+        cache.add(uint32_t(key >> shift) & 255u, w, sh);
       });
-      if (run) atomicAdd(&sh.hist[run_digit], (unsigned long long)run), atomicAdd(&sh.count[run_digit], run_count);
+      cache.flush(sh);
     }
     listed = listed || collect;
     __syncthreads();
