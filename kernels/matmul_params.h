@@ -15,6 +15,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #ifdef __CUDACC__
@@ -61,13 +62,27 @@ struct MatmulParams {
 // K values per 32-wide step of the kernels; splits are whole steps.
 constexpr int kMatmulKStep = 32;
 
+// The (row group of 16) × split pairs a split weight aims for: 1024, or FLINT_MATMUL_TARGET_WARPS (64 to 65536)
+// for measuring other values. Read once per process, so the CPU twin and every kernel of the process cut K the
+// same way and a row's bits still do not depend on M; bits do change with the value.
+inline int matmul_target_warps() {
+  static const int warps = [] {
+    const char* v = std::getenv("FLINT_MATMUL_TARGET_WARPS");
+    const long n = v ? std::strtol(v, nullptr, 10) : 0;
+    return n >= 64 && n <= 65536 ? int(n) : 1024;
+  }();
+  return warps;
+}
+
 // How many splits K is cut into for a weight of N rows and K columns: enough (row group of 16) × split pairs to keep
-// ~1024 warps reading when N is small, each split at least 256 values long. A function of (N, K) only.
+// matmul_target_warps() warps reading when N is small, each split at least 256 values long. A function of (N, K)
+// only.
 inline int matmul_num_splits(int N, int K) {
   const int row_groups = (N + 15) / 16;
   const int steps = (K + kMatmulKStep - 1) / kMatmulKStep;
   const int max_by_k = steps / 8;  // at least 8 steps (256 values) per split
-  int s = (1024 + row_groups - 1) / row_groups;
+  const int target = matmul_target_warps();
+  int s = (target + row_groups - 1) / row_groups;
   if (s > max_by_k) s = max_by_k;
   if (s < 1) s = 1;
   const int steps_per_split = (steps + s - 1) / s;
