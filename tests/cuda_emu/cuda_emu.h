@@ -293,7 +293,7 @@ void* dynamic_shared_base();
 template <class T>
 T* dynamic_shared() { return static_cast<T*>(dynamic_shared_base()); }
 
-enum Collective { kShfl = 1, kSyncWarp, kMma, kLdmatrix, kVote };
+enum Collective { kShfl = 1, kSyncWarp, kMma, kLdmatrix, kVote, kWgmma };
 
 template <class T>
 T shuffle(unsigned mask, T v, int mode, int arg, int width) {

@@ -72,6 +72,14 @@ struct Copy {
   void* dst;
   const void* src;
   bool fill;
+  int bytes;  // 16, or 4 (cp.async.ca)
+};
+
+// One wgmma.mma_async of this thread, run when a wgmma.wait_group covers it.
+struct WgmmaOp {
+  uint32_t a[4];
+  float* d;
+  uint64_t desc;
 };
 
 struct Warp {
@@ -92,6 +100,8 @@ struct Fiber : Thread {
   int wait_kind = 0;                   // 0: __syncthreads, else the warp collective's kind
   std::vector<Copy> open;              // cp.async copies not yet committed
   std::deque<std::vector<Copy>> groups;
+  std::vector<WgmmaOp> wgmma_open;     // wgmmas not yet committed
+  std::deque<std::vector<WgmmaOp>> wgmma_groups;
   void* asan_fake = nullptr;
 };
 
@@ -127,6 +137,7 @@ const char* kind_name(int kind) {
     case kMma: return "mma.sync";
     case kLdmatrix: return "ldmatrix";
     case kVote: return "a vote";
+    case kWgmma: return "wgmma";
   }
   return "?";
 }
@@ -148,8 +159,8 @@ void wait_for(const uint64_t* gen, int kind) {
 
 void perform(const std::vector<Copy>& group) {
   for (const Copy& c : group) {
-    if (c.fill) std::memcpy(c.dst, c.src, 16);
-    else std::memset(c.dst, 0, 16);
+    if (c.fill) std::memcpy(c.dst, c.src, size_t(c.bytes));
+    else std::memset(c.dst, 0, size_t(c.bytes));
   }
 }
 
@@ -434,7 +445,13 @@ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row, bool trans) {
 void cp_async16(void* smem_dst, const void* src, bool fill) {
   if (reinterpret_cast<uintptr_t>(smem_dst) % 16 != 0 || (fill && reinterpret_cast<uintptr_t>(src) % 16 != 0))
     device_fault("cp.async: a 16-byte copy with an address not 16-byte aligned");
-  cur().open.push_back({smem_dst, src, fill});
+  cur().open.push_back({smem_dst, src, fill, 16});
+}
+
+void cp_async4(void* smem_dst, const void* src, bool fill) {
+  if (reinterpret_cast<uintptr_t>(smem_dst) % 4 != 0 || (fill && reinterpret_cast<uintptr_t>(src) % 4 != 0))
+    device_fault("cp.async: a 4-byte copy with an address not 4-byte aligned");
+  cur().open.push_back({smem_dst, src, fill, 4});
 }
 
 void cp_async_commit() {
@@ -451,6 +468,80 @@ void cp_async_wait(int pending) {
   }
 }
 
+
+// ---- wgmma.mma_async m64n128k16 (bf16, fp32 accumulators, A from registers, B K-major with the 128-byte
+// swizzle), with wgmma.commit_group and wgmma.wait_group. A wgmma runs at the latest moment the PTX ISA allows:
+// when a wait_group that covers it returns, reading shared memory and adding into the accumulators then; so a
+// kernel that reads its accumulators or overwrites the tile before waiting computes wrong numbers here. Each warp
+// computes its own 16 rows (the A fragment its lanes hold) against the whole tile, with mma.sync's arithmetic
+// (the products summed in double onto the accumulator in k order, rounded once), so a wgmma and the two m16n8k16
+// steps over the same operands give the same bits here. The warpgroup's four warps are not checked to be aligned.
+uint32_t shared_offset(const void* p) {
+  const auto* base = static_cast<const unsigned char*>(dynamic_shared_base());
+  const auto* q = static_cast<const unsigned char*>(p);
+  if (q < base || q - base >= (ptrdiff_t(1) << 18))
+    device_fault("wgmma: a descriptor for memory outside the launch's dynamic shared memory");
+  return uint32_t(q - base);
+}
+
+namespace {
+void wgmma_complete(unsigned char* slots, unsigned) {
+  WgmmaOp op[32];
+  for (int l = 0; l < 32; ++l) std::memcpy(&op[l], slots + 64 * l, sizeof op[l]);
+  const uint64_t desc = op[0].desc;
+  for (int l = 1; l < 32; ++l)
+    if (op[l].desc != desc) device_fault("wgmma: the lanes of a warp gave different B descriptors");
+  if ((desc >> 62) != 1) device_fault("wgmma: only the 128-byte swizzle layout is emulated");
+  const uint32_t start = uint32_t(desc & 0x3FFF) << 4, stride = uint32_t((desc >> 32) & 0x3FFF) << 4;
+  const auto* smem = static_cast<const unsigned char*>(dynamic_shared_base());
+  double a[16][16], b[128][16];  // a[row][k], b[column][k]
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int h = 0; h < 2; ++h) {
+      a[g][2 * t + h] = bf16_half(op[l].a[0], h);
+      a[g + 8][2 * t + h] = bf16_half(op[l].a[1], h);
+      a[g][2 * t + 8 + h] = bf16_half(op[l].a[2], h);
+      a[g + 8][2 * t + 8 + h] = bf16_half(op[l].a[3], h);
+    }
+  }
+  for (int n = 0; n < 128; ++n)
+    for (int k = 0; k < 16; ++k) {
+      const uint32_t logical = start + uint32_t(n / 8) * stride + uint32_t(n % 8) * 128 + uint32_t(2 * k);
+      const uint32_t physical = logical ^ (((logical >> 7) & 7u) << 4);
+      uint16_t v;
+      std::memcpy(&v, smem + physical, 2);
+      b[n][k] = __uint_as_float(uint32_t(v) << 16);
+    }
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int j = 0; j < 16; ++j)
+      for (int r = 0; r < 4; ++r) {
+        const int row = g + (r >= 2 ? 8 : 0), col = 8 * j + 2 * t + (r & 1);
+        double s = op[l].d[4 * j + r];
+        for (int k = 0; k < 16; ++k) s += a[row][k] * b[col][k];
+        op[l].d[4 * j + r] = float(s);
+      }
+  }
+}
+}  // namespace
+
+void wgmma_bf16_m64n128k16(float (&d)[64], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint64_t desc_b) {
+  cur().wgmma_open.push_back({{a0, a1, a2, a3}, d, desc_b});
+}
+
+void wgmma_commit() {
+  Fiber& f = cur();
+  f.wgmma_groups.push_back(std::move(f.wgmma_open));
+  f.wgmma_open.clear();
+}
+
+void wgmma_wait(int pending) {
+  Fiber& f = cur();
+  while (int(f.wgmma_groups.size()) > pending) {
+    for (const WgmmaOp& op : f.wgmma_groups.front()) warp_exchange(kWgmma, 0xFFFFFFFFu, &op, sizeof op, wgmma_complete);
+    f.wgmma_groups.pop_front();
+  }
+}
 }  // namespace cuda_emu
 
 unsigned __ballot_sync(unsigned mask, int predicate) {
