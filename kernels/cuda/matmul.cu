@@ -388,6 +388,135 @@ __global__ void __launch_bounds__(kPrefillThreads) matmul_prefill(const MatmulPa
   }
 }
 
+// ---- Prefill on Hopper (sm_90a): matmul_prefill's tiles and arithmetic with the tensor-core steps as wgmma.
+// Block = 2 warpgroups on 128 weight rows × 128 tokens; warpgroup wg owns weight rows 64·wg .. +63 of the tile and
+// all 128 tokens, its warp wq (of 4) rows 16·wq .. +15 of those. K goes through shared memory 64 values (two
+// 32-value steps) a stage, kWgAhead stages ahead, by cp.async:
+//   weights: 128 rows × 128 bytes, 16-byte copies; chunk c of row r sits at chunk c ^ 4·(r % 2), so the 8 lanes of
+//            a 16-byte load phase (rows r and r + 1, four chunks each) cover the 32 banks. A warp loads its A
+//            fragments from there as the decode kernel loads them from global memory: per 32 values, 16 bytes
+//            (values 8t .. 8t+7) of row g and of row g + 8.
+//   tokens:  128 rows × 128 bytes, 4-byte copies (one k pair each), placed where the wgmma's B slots want them:
+//            slots 2t, 2t+1, 2t+8, 2t+9 of a 32-value step's first k16 step hold its values 8t .. 8t+3, those of
+//            the second 8t+4 .. 8t+7 (mma_step32's mapping), then the 128-byte swizzle (wgmma_desc_sw128).
+// So each k16 step adds the same products, in the same slots, onto the same accumulator as an m16n8k16 step of
+// the other kernels, and a 32-value step's two wgmmas follow each other as mma_step32's two mmas do: a row's bits
+// are those of the decode and mma.sync prefill kernels (the GPU tests check it bit for bit), if the tensor core
+// computes a wgmma k16 step as it computes an mma.sync one.
+// A warpgroup leaves its last wgmma group of a stage running into the next stage (wgmma_wait<1>), so the two
+// warpgroups, which meet at every stage's __syncthreads, do not both drain the tensor cores there; the slot a
+// stage refills is therefore the one read two stages before, and kWgStages = kWgAhead + 2.
+constexpr int kWgAhead = 3, kWgStages = kWgAhead + 2, kWgThreads = 256, kWgTileBytes = 128 * 128;
+constexpr size_t kWgSmemBytes = size_t(kWgStages) * 2 * kWgTileBytes + 1024;  // + room to align to 1024 bytes
+
+template <bool kFold>
+__global__ void __launch_bounds__(kWgThreads, 1)
+    matmul_prefill_wgmma(const MatmulParams p, int split_len, int num_splits) {
+  pdl_begin();
+  extern __shared__ uint8_t wg_smem_raw[];  // [stage][weights tile, then tokens tile], 1024-byte aligned
+  unsigned char* const smem = wg_smem_raw + (1024 - shared_address(wg_smem_raw) % 1024) % 1024;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int wg = warp / 4, wq = warp % 4;
+  const int n_block = blockIdx.x * 128, m_block = blockIdx.y * 128;
+  const int split = kFold ? 0 : int(blockIdx.z);
+  const int k_begin = kFold ? 0 : split * split_len, k_end = kFold ? p.K : min(p.K, k_begin + split_len);
+  const int steps = (k_end - k_begin + 31) / 32, stages = (steps + 1) / 2, steps_per_split = split_len / 32;
+  auto weights_tile = [&](int slot) { return smem + slot * 2 * kWgTileBytes; };
+  auto tokens_tile = [&](int slot) { return smem + slot * 2 * kWgTileBytes + kWgTileBytes; };
+
+  auto load_stage = [&](int slot, int stage) {
+    const int k0 = k_begin + stage * 64;
+    unsigned char* const w_dst = weights_tile(slot);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {  // 1024 chunks; 8 consecutive threads copy one row's 128 bytes
+      const int c = tid + j * kWgThreads, row = c / 8, chunk = c % 8;
+      const int n = n_block + row, k = k0 + chunk * 8;
+      const bool fill = n < p.N && k < k_end;
+      cp_async16(w_dst + row * 128 + (chunk ^ ((row & 1) << 2)) * 16,
+                 p.w + int64_t(n < p.N ? n : 0) * p.ldw + (fill ? k : 0), fill);
+    }
+    unsigned char* const x_dst = tokens_tile(slot);
+    // Pair `lane` of the stage's 32 (values 2·lane, +1): step s = lane / 16, and within the step pair q = 4u + 2h + e
+    // (values 8u + 4h + 2e, +1) goes to k16 step h, slots 2(u + 4e), +1.
+    const int s = lane / 16, q = lane % 16, u = q / 4, h = (q / 2) % 2, e = q % 2;
+    const int byte = 32 * (2 * s + h) + 4 * (u + 4 * e);  // in the token's 128-byte row, before the swizzle
+#pragma unroll 4
+    for (int j = 0; j < 16; ++j) {  // a warp copies one token's 64 values (128 contiguous bytes) a round
+      const int row = warp * 16 + j, m = m_block + row, k = k0 + 2 * lane;
+      const bool fill = m < p.M && k < k_end;
+      cp_async4(x_dst + row * 128 + ((byte / 16) ^ (row & 7)) * 16 + byte % 16,
+                p.x + int64_t(m < p.M ? m : 0) * p.ldx + (fill ? k : 0), fill);
+    }
+  };
+
+  float acc[64];
+  float total[kFold ? 64 : 1];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  int split_steps = 0, splits_done = 0;  // kFold: steps of the current split run so far, splits folded
+  auto fold = [&] {                      // the accumulators are settled (wgmma_wait<0>) when this runs
+#pragma unroll
+    for (int i = 0; i < (kFold ? 64 : 0); ++i) {
+      total[i] = splits_done == 0 ? acc[i] : total[i] + acc[i];
+      acc[i] = 0.0f;
+    }
+    ++splits_done;
+    split_steps = 0;
+  };
+#pragma unroll
+  for (int st = 0; st < kWgAhead; ++st) {
+    if (st < stages) load_stage(st, st);
+    cp_async_commit();
+  }
+  const int row_lo = wg * 64 + wq * 16 + g;  // this lane's weight rows in the tile: row_lo and row_lo + 8
+  for (int st = 0; st < stages; ++st) {
+    cp_async_wait<kWgAhead - 1>();
+    fence_proxy_async();  // this thread's copies of stage st, seen by the wgmmas' (async proxy) reads
+    __syncthreads();      // stage st landed for every thread; every wgmma on stage st - 2's slot has finished
+    const int next = st + kWgAhead;
+    if (next < stages) load_stage(next % kWgStages, next);
+    cp_async_commit();
+    const unsigned char* const w_tile = weights_tile(st % kWgStages);
+    const unsigned char* const x_tile = tokens_tile(st % kWgStages);
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      if (2 * st + s >= steps) break;
+      if (kFold && split_steps == steps_per_split) {
+        wgmma_wait<0>();
+        wgmma_fence_operand(acc);
+        fold();
+      }
+      const int chunk = 4 * s + t;
+      const uint4 lo = *reinterpret_cast<const uint4*>(w_tile + row_lo * 128 + (chunk ^ ((row_lo & 1) << 2)) * 16);
+      const uint4 hi =
+          *reinterpret_cast<const uint4*>(w_tile + (row_lo + 8) * 128 + (chunk ^ (((row_lo + 8) & 1) << 2)) * 16);
+      wgmma_fence();
+      wgmma_m64n128k16(acc, lo.x, hi.x, lo.y, hi.y, wgmma_desc_sw128(x_tile, 64 * s));
+      wgmma_m64n128k16(acc, lo.z, hi.z, lo.w, hi.w, wgmma_desc_sw128(x_tile, 64 * s + 32));
+      wgmma_commit();
+      ++split_steps;
+    }
+    wgmma_wait<1>();  // stage st - 1's wgmmas done before the next __syncthreads lets its slot be refilled
+  }
+  wgmma_wait<0>();
+  wgmma_fence_operand(acc);
+  cp_async_wait<0>();
+  const int n0 = n_block + wg * 64 + wq * 16;
+  auto finish = [&](const float (&v)[64], int sp, int nsp) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const float c[4] = {v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]};
+      finish_tile(p, n0, m_block + 8 * j, sp, nsp, c, lane);
+    }
+  };
+  if constexpr (kFold) {
+    fold();  // the last split
+    finish(total, 0, 1);
+  } else {
+    finish(acc, split, num_splits);
+  }
+}
+
 // ---- Host side.
 
 bool vector_loads_ok(const MatmulParams& p) {
@@ -414,6 +543,31 @@ int multiprocessor_count() {  // of the device current at the first call
     return n;
   }();
   return sms;
+}
+
+bool compute_capability_9() {  // of the device current at the first call: Hopper, where the wgmma kernel runs
+  static const bool hopper = [] {
+    int dev = 0, major = 0;
+    return cudaGetDevice(&dev) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major == 9;
+  }();
+  return hopper;
+}
+
+// The wgmma prefill kernel (16-byte loads only: vector_loads_ok). Returns whether the splits were folded inside it.
+cudaError_t launch_prefill_wgmma(const MatmulParams& p, int split_len, int num_splits, cudaStream_t stream,
+                                 bool* folded) {
+  const int tiles = ((p.N + 127) / 128) * ((p.M + 127) / 128);
+  *folded = num_splits > 1 && tiles >= multiprocessor_count();
+  static const cudaError_t attr_split =
+      cudaFuncSetAttribute(matmul_prefill_wgmma<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kWgSmemBytes));
+  static const cudaError_t attr_fold =
+      cudaFuncSetAttribute(matmul_prefill_wgmma<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kWgSmemBytes));
+  if (attr_split != cudaSuccess) return attr_split;
+  if (attr_fold != cudaSuccess) return attr_fold;
+  const dim3 grid((p.N + 127) / 128, (p.M + 127) / 128, *folded ? 1 : num_splits);
+  return launch_kernel(*folded ? matmul_prefill_wgmma<true> : matmul_prefill_wgmma<false>, grid, dim3(kWgThreads),
+                       kWgSmemBytes, stream, p, split_len, num_splits);
 }
 
 // Returns whether the splits were folded inside the kernel (then no reduction is left to run).
@@ -476,7 +630,7 @@ cudaError_t launch_cublas(const MatmulParams& p, cudaStream_t stream, std::strin
 }
 
 struct EnvChoice {
-  bool valid = true, cublas = false, hybrid = false;
+  bool valid = true, cublas = false, hybrid = false, mma = false;
   std::string value;
 };
 const EnvChoice& env_choice() {
@@ -486,6 +640,7 @@ const EnvChoice& env_choice() {
     c.value = v ? v : "";
     if (c.value == "cublas") c.cublas = true;
     else if (c.value == "hybrid") c.hybrid = true;
+    else if (c.value == "mma") c.mma = true;
     else if (!c.value.empty() && c.value != "flint") c.valid = false;
     return c;
   }();
@@ -499,22 +654,27 @@ const char* matmul_kernel_name(MatmulKernel k) {
     case MatmulKernel::Auto: return "auto";
     case MatmulKernel::Decode: return "decode";
     case MatmulKernel::Prefill: return "prefill";
+    case MatmulKernel::PrefillWgmma: return "prefill_wgmma";
     case MatmulKernel::Cublas: return "cublas";
   }
   return "?";
 }
 
+bool matmul_wgmma_available() { return compute_capability_9(); }
+
 MatmulKernel matmul_pick(int M) {
   if (env_choice().cublas) return MatmulKernel::Cublas;
   if (M <= kDecodeMaxRows) return MatmulKernel::Decode;
-  return env_choice().hybrid ? MatmulKernel::Cublas : MatmulKernel::Prefill;
+  if (env_choice().hybrid) return MatmulKernel::Cublas;
+  return matmul_wgmma_available() && !env_choice().mma ? MatmulKernel::PrefillWgmma : MatmulKernel::Prefill;
 }
 
 size_t matmul_workspace_bytes(int M, int N, int K, MatmulKernel kernel) {
   const size_t ours = flint::matmul_workspace_bytes(M, N, K), cublas = size_t(M) * size_t(N) * sizeof(float);
   switch (kernel) {
     case MatmulKernel::Decode:
-    case MatmulKernel::Prefill: return ours;
+    case MatmulKernel::Prefill:
+    case MatmulKernel::PrefillWgmma: return ours;
     case MatmulKernel::Cublas: return cublas;
     case MatmulKernel::Auto: break;
   }
@@ -537,7 +697,7 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
   if (partials_left) *partials_left = 0;
   if (p.leave_partials && !partials_left) return invalid("matmul: leave_partials needs partials_left (how many)");
   if (!env_choice().valid)
-    return invalid("FLINT_MATMUL=" + env_choice().value + ": expected 'flint' (the default), 'hybrid' or 'cublas'");
+    return invalid("FLINT_MATMUL=" + env_choice().value + ": expected 'flint' (the default), 'mma', 'hybrid' or 'cublas'");
   if (kernel == MatmulKernel::Auto) kernel = matmul_pick(p.M);
   if (std::string e = matmul_params_error(p, kernel != MatmulKernel::Cublas); !e.empty()) return invalid(e);
   if (kernel == MatmulKernel::Cublas) {
@@ -547,6 +707,8 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
                      std::to_string(p.workspace ? p.workspace_bytes : 0));
     return launch_cublas(p, stream, error);
   }
+  if (kernel == MatmulKernel::PrefillWgmma && !matmul_wgmma_available())
+    return invalid("matmul (prefill_wgmma): needs a device of compute capability 9.x (Hopper)");
   if (kernel == MatmulKernel::Decode && p.M > kDecodeMaxRows)
     return invalid("matmul (decode): M = " + std::to_string(p.M) + " rows, the decode kernel takes at most " +
                    std::to_string(kDecodeMaxRows));
@@ -556,7 +718,9 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
   bool folded = false;
   if (kernel == MatmulKernel::Decode)
     e = vec ? launch_decode<true>(p, split_len, num_splits, stream) : launch_decode<false>(p, split_len, num_splits, stream);
-  else
+  else if (kernel == MatmulKernel::PrefillWgmma && vec)
+    e = launch_prefill_wgmma(p, split_len, num_splits, stream, &folded);
+  else  // Prefill, or PrefillWgmma on a shape without 16-byte loads: the mma.sync kernel, the same bits
     e = vec ? launch_prefill<true>(p, split_len, num_splits, stream, &folded)
             : launch_prefill<false>(p, split_len, num_splits, stream, &folded);
   if (e != cudaSuccess || num_splits == 1 || folded) return e;

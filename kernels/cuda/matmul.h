@@ -10,6 +10,9 @@
 //           split and the M × N tiles alone fill the card, a block runs every split itself and adds the splits'
 //           sums in registers (the same additions, in the same order, as the reduction kernel), so no partial
 //           sums go through memory.
+//   PrefillWgmma (Hopper, sm_90a; picked there for M > 64): Prefill's tiles, splits and fold with the tensor-core
+//           steps as wgmma m64n128k16 (weights from registers, tokens from shared memory placed in the m16n8k16
+//           steps' k order). Shapes without 16-byte loads run Prefill.
 //   Cublas: cuBLASLt into fp32, then the same epilogue: the measured baseline, and a fallback. It does NOT keep a
 //           row's bits independent of M (cuBLASLt picks its algorithm by shape).
 // Decode and Prefill run the same arithmetic for every output (same split, same two m16n8k16 steps per 32 values
@@ -26,15 +29,18 @@
 
 namespace flint::cuda {
 
-enum class MatmulKernel : uint8_t { Auto, Decode, Prefill, Cublas };
+enum class MatmulKernel : uint8_t { Auto, Decode, Prefill, PrefillWgmma, Cublas };
 const char* matmul_kernel_name(MatmulKernel k);
+
+// Whether PrefillWgmma can run: the current device (at the first call) has compute capability 9.x.
+bool matmul_wgmma_available();
 
 constexpr int kDecodeMaxRows = 64;  // the decode kernel keeps all M tokens in every warp's registers
 
 // What Auto runs for M rows: Cublas when the environment has FLINT_MATMUL=cublas (read once), else Decode for
-// M <= kDecodeMaxRows and above it Prefill, or Cublas with FLINT_MATMUL=hybrid (Flint's decode kernel for decode
+// M <= kDecodeMaxRows and above it PrefillWgmma on Hopper (Prefill elsewhere), or Cublas with FLINT_MATMUL=hybrid (Flint's decode kernel for decode
 // steps, cuBLASLt for prefill and large batches: faster there today, but a row's bits then depend on M).
-// FLINT_MATMUL=flint (or unset) is the default.
+// FLINT_MATMUL=mma keeps Prefill (mma.sync) on Hopper too; FLINT_MATMUL=flint (or unset) is the default.
 MatmulKernel matmul_pick(int M);
 
 // Workspace `kernel` needs for this shape (Auto: what the kernel matmul_pick chooses needs, FLINT_MATMUL

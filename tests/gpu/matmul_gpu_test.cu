@@ -169,6 +169,7 @@ void expect_close(const std::string& what, const std::string& kernel, const std:
 std::vector<MatmulKernel> kernels_for(int M) {
   std::vector<MatmulKernel> ks = {MatmulKernel::Auto, MatmulKernel::Prefill, MatmulKernel::Cublas};
   if (M <= kDecodeMaxRows) ks.push_back(MatmulKernel::Decode);
+  if (matmul_wgmma_available()) ks.push_back(MatmulKernel::PrefillWgmma);
   return ks;
 }
 
@@ -328,8 +329,10 @@ TEST(MatmulGpu, RowBitsDoNotDependOnMOrKernel) {
     const size_t row_bytes = size_t(cols) * esz;
     for (int M : kRows) {
       if (M > max_M) break;
-      for (MatmulKernel kernel : {MatmulKernel::Auto, MatmulKernel::Decode, MatmulKernel::Prefill}) {
+      for (MatmulKernel kernel :
+           {MatmulKernel::Auto, MatmulKernel::Decode, MatmulKernel::Prefill, MatmulKernel::PrefillWgmma}) {
         if (kernel == MatmulKernel::Decode && M > kDecodeMaxRows) continue;
+        if (kernel == MatmulKernel::PrefillWgmma && !matmul_wgmma_available()) continue;
         if (kernel == MatmulKernel::Auto && matmul_pick(M) == MatmulKernel::Cublas) continue;  // FLINT_MATMUL=cublas
         const std::vector<uint8_t> got = run(M, kernel);
         int differing = 0, first = -1;
@@ -340,7 +343,7 @@ TEST(MatmulGpu, RowBitsDoNotDependOnMOrKernel) {
                                 << " rows differ from the M=" << max_M << " prefill run, first row " << first;
       }
     }
-    std::printf("  %-44s batch invariant over M in {1..%d} and decode/prefill/auto\n", s.tag, max_M);
+    std::printf("  %-44s batch invariant over M in {1..%d} and decode/prefill/prefill_wgmma/auto\n", s.tag, max_M);
   }
 }
 
