@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=",${2:?--only needs STEP[,STEP...]},"; shift ;;
     --plan)
       case "${2:-}" in
-        kernels) ONLY=",loads,card,gpu_tests,gpu_baselines,matmul_bench,ops_bench,attention_bench,attention_bench_staged,"
+        kernels) ONLY=",loads,card,gpu_tests,gpu_baselines,matmul_bench,ops_bench,attention_bench,"
                  ONLY+="torch_baselines,"
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
@@ -414,12 +414,6 @@ main_steps() {
   # "## summary" block. Estimate: ~20 s on an H100 (~70 GB of KV filled in all, ~2,000 timed calls of at most
   # ~6 ms each at the copy ceiling); the timeout allows a kernel several times slower than that.
   run_step attention_bench 180 "$ATTENTION_BENCH" --json "$WORK/attention_bench.json" $QUICK
-  # attention_bench_staged (only when named; in --plan kernels): the same with the decode kernel staging each split's
-  # keys through shared memory (FLINT_ATTN_DECODE_STAGED=1, attention.cu), its A/B against attention_bench above.
-  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attention_bench_staged,"* ]]; then
-    run_step attention_bench_staged 180 env FLINT_ATTN_DECODE_STAGED=1 "$ATTENTION_BENCH" \
-      --json "$WORK/attention_bench_staged.json" $QUICK
-  fi
   # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at batch 1, 8, 32, 128 and
   # 256 (--quick: 1, 8, 32); 58 s on the H200 run of 2026-11-26, before the Qwen2.5-1.5B decode shapes and batches
   # 128 and 256 were added: estimate ~40 s more for those).

@@ -7,8 +7,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 
 #include "kernels/cuda/device_util.cuh"
@@ -169,16 +167,7 @@ struct DecodeShape {
   static constexpr int kKeysPerRound = kKeysPerWarpRound * kDecodeWarps;
 };
 
-// kStaged (FLINT_ATTN_DECODE_STAGED=1, off by default until a device measures it): the split's keys are copied
-// to shared memory first, kAttnKeysPerSplit at a time (32 KiB of K and V at head_dim 64, 64 KiB at 128), every
-// 16-byte piece by cp.async at once, so a block has its whole chunk in flight instead of one round per warp; the
-// rounds then read shared memory. The rounds, their keys and their arithmetic are those of the plain kernel.
-template <int kHeadDim>
-constexpr size_t decode_stage_bytes() {
-  return size_t(2) * kAttnKeysPerSplit * kHeadDim * sizeof(bf16_bits);
-}
-
-template <int kHeadDim, int kHeads, bool kStaged>
+template <int kHeadDim, int kHeads>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_kernel(const AttentionParams p, int group, int head_chunks, int max_splits, float scale_log2) {
   pdl_begin();
@@ -223,135 +212,58 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     for (int i = 0; i < 8; ++i) acc[g][i] = 0.0f;
   }
 
-  if constexpr (!kStaged) {
-    for (int base = k_begin + warp * S::kKeysPerWarpRound; base < k_end; base += S::kKeysPerRound) {
-      uint4 kraw[S::kSteps], vraw[S::kSteps];
-      bool ok[S::kSteps];
+  for (int base = k_begin + warp * S::kKeysPerWarpRound; base < k_end; base += S::kKeysPerRound) {
+    uint4 kraw[S::kSteps], vraw[S::kSteps];
+    bool ok[S::kSteps];
 #pragma unroll
-      for (int u = 0; u < S::kSteps; ++u) {
-        const int j = base + u * S::kKeysPerStep + sub;
-        ok[u] = j < k_end;
-        kraw[u] = vraw[u] = make_uint4(0, 0, 0, 0);
-        if (ok[u]) {
-          const int64_t off = key_offset(c, table, j, kv_head) + dl * 8;
-          kraw[u] = __ldg(reinterpret_cast<const uint4*>(c.k + off));
-          vraw[u] = __ldg(reinterpret_cast<const uint4*>(c.v + off));
-        }
-      }
-      float sc[S::kSteps][kHeads];
-#pragma unroll
-      for (int u = 0; u < S::kSteps; ++u) {
-        float kf[8];
-        unpack8(kraw[u], kf);
-#pragma unroll
-        for (int g = 0; g < kHeads; ++g) {
-          float d = 0.0f;
-#pragma unroll
-          for (int i = 0; i < 8; ++i) d = fmaf(q[g][i], kf[i], d);
-#pragma unroll
-          for (int off = S::kLanesPerKey / 2; off > 0; off /= 2) d += __shfl_xor_sync(0xFFFFFFFFu, d, off);
-          sc[u][g] = ok[u] ? d : -INFINITY;
-        }
-      }
-#pragma unroll
-      for (int g = 0; g < kHeads; ++g) {
-        float round_max = sc[0][g];
-#pragma unroll
-        for (int u = 1; u < S::kSteps; ++u) round_max = fmaxf(round_max, sc[u][g]);
-#pragma unroll
-        for (int off = S::kLanesPerKey; off < 32; off *= 2)
-          round_max = fmaxf(round_max, __shfl_xor_sync(0xFFFFFFFFu, round_max, off));
-        const float new_m = fmaxf(m[g], round_max);  // the same in every lane of the warp
-        if (new_m == -INFINITY) continue;             // no key of this round in the warp
-        const float alpha = exp2f(m[g] - new_m);      // 0 on the first round (m = -inf)
-        m[g] = new_m;
-        l[g] *= alpha;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc[g][i] *= alpha;
-#pragma unroll
-        for (int u = 0; u < S::kSteps; ++u) {
-          const float pr = exp2f(sc[u][g] - new_m);  // 0 for a masked key
-          float vf[8];
-          unpack8(vraw[u], vf);
-          l[g] += pr;
-#pragma unroll
-          for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(pr, vf[i], acc[g][i]);
-        }
+    for (int u = 0; u < S::kSteps; ++u) {
+      const int j = base + u * S::kKeysPerStep + sub;
+      ok[u] = j < k_end;
+      kraw[u] = vraw[u] = make_uint4(0, 0, 0, 0);
+      if (ok[u]) {
+        const int64_t off = key_offset(c, table, j, kv_head) + dl * 8;
+        kraw[u] = __ldg(reinterpret_cast<const uint4*>(c.k + off));
+        vraw[u] = __ldg(reinterpret_cast<const uint4*>(c.v + off));
       }
     }
-  } else {
-    // Chunks of kAttnKeysPerSplit keys from k_begin (a split is a whole number of them but for the sequence's
-    // last); kKeysPerRound divides kAttnKeysPerSplit, so each warp's rounds are the plain kernel's, in its order,
-    // and a round's keys below k_end all lie in the round's chunk.
-    extern __shared__ uint4 stage[];  // K pieces, then V pieces: key r's piece d at r · kLanesPerKey + d
-    static_assert(kAttnKeysPerSplit % S::kKeysPerRound == 0, "a round must not straddle two chunks");
-    constexpr int kPieces = kAttnKeysPerSplit * S::kLanesPerKey;
-    uint4* stage_k = stage;
-    uint4* stage_v = stage + kPieces;
-    for (int cb = k_begin; cb < k_end; cb += kAttnKeysPerSplit) {
-      const int ce = min(cb + kAttnKeysPerSplit, k_end);
-      __syncthreads();  // every warp is done with the previous chunk
-      for (int pc = threadIdx.x; pc < (ce - cb) * S::kLanesPerKey; pc += kDecodeWarps * 32) {
-        const int64_t off = key_offset(c, table, cb + pc / S::kLanesPerKey, kv_head) + (pc % S::kLanesPerKey) * 8;
-        cp_async16(stage_k + pc, c.k + off, true);
-        cp_async16(stage_v + pc, c.v + off, true);
+    float sc[S::kSteps][kHeads];
+#pragma unroll
+    for (int u = 0; u < S::kSteps; ++u) {
+      float kf[8];
+      unpack8(kraw[u], kf);
+#pragma unroll
+      for (int g = 0; g < kHeads; ++g) {
+        float d = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) d = fmaf(q[g][i], kf[i], d);
+#pragma unroll
+        for (int off = S::kLanesPerKey / 2; off > 0; off /= 2) d += __shfl_xor_sync(0xFFFFFFFFu, d, off);
+        sc[u][g] = ok[u] ? d : -INFINITY;
       }
-      cp_async_commit();
-      cp_async_wait<0>();
-      __syncthreads();
-      for (int base = cb + warp * S::kKeysPerWarpRound; base < ce; base += S::kKeysPerRound) {
-        uint4 kraw[S::kSteps], vraw[S::kSteps];
-        bool ok[S::kSteps];
+    }
 #pragma unroll
-        for (int u = 0; u < S::kSteps; ++u) {
-          const int j = base + u * S::kKeysPerStep + sub;
-          ok[u] = j < k_end;
-          kraw[u] = vraw[u] = make_uint4(0, 0, 0, 0);
-          if (ok[u]) {
-            kraw[u] = stage_k[(j - cb) * S::kLanesPerKey + dl];
-            vraw[u] = stage_v[(j - cb) * S::kLanesPerKey + dl];
-          }
-        }
-        float sc[S::kSteps][kHeads];
+    for (int g = 0; g < kHeads; ++g) {
+      float round_max = sc[0][g];
 #pragma unroll
-        for (int u = 0; u < S::kSteps; ++u) {
-          float kf[8];
-          unpack8(kraw[u], kf);
+      for (int u = 1; u < S::kSteps; ++u) round_max = fmaxf(round_max, sc[u][g]);
 #pragma unroll
-          for (int g = 0; g < kHeads; ++g) {
-            float d = 0.0f;
+      for (int off = S::kLanesPerKey; off < 32; off *= 2)
+        round_max = fmaxf(round_max, __shfl_xor_sync(0xFFFFFFFFu, round_max, off));
+      const float new_m = fmaxf(m[g], round_max);  // the same in every lane of the warp
+      if (new_m == -INFINITY) continue;             // no key of this round in the warp
+      const float alpha = exp2f(m[g] - new_m);      // 0 on the first round (m = -inf)
+      m[g] = new_m;
+      l[g] *= alpha;
 #pragma unroll
-            for (int i = 0; i < 8; ++i) d = fmaf(q[g][i], kf[i], d);
+      for (int i = 0; i < 8; ++i) acc[g][i] *= alpha;
 #pragma unroll
-            for (int off = S::kLanesPerKey / 2; off > 0; off /= 2) d += __shfl_xor_sync(0xFFFFFFFFu, d, off);
-            sc[u][g] = ok[u] ? d : -INFINITY;
-          }
-        }
+      for (int u = 0; u < S::kSteps; ++u) {
+        const float pr = exp2f(sc[u][g] - new_m);  // 0 for a masked key
+        float vf[8];
+        unpack8(vraw[u], vf);
+        l[g] += pr;
 #pragma unroll
-        for (int g = 0; g < kHeads; ++g) {
-          float round_max = sc[0][g];
-#pragma unroll
-          for (int u = 1; u < S::kSteps; ++u) round_max = fmaxf(round_max, sc[u][g]);
-#pragma unroll
-          for (int off = S::kLanesPerKey; off < 32; off *= 2)
-            round_max = fmaxf(round_max, __shfl_xor_sync(0xFFFFFFFFu, round_max, off));
-          const float new_m = fmaxf(m[g], round_max);  // the same in every lane of the warp
-          if (new_m == -INFINITY) continue;             // no key of this round in the warp
-          const float alpha = exp2f(m[g] - new_m);      // 0 on the first round (m = -inf)
-          m[g] = new_m;
-          l[g] *= alpha;
-#pragma unroll
-          for (int i = 0; i < 8; ++i) acc[g][i] *= alpha;
-#pragma unroll
-          for (int u = 0; u < S::kSteps; ++u) {
-            const float pr = exp2f(sc[u][g] - new_m);  // 0 for a masked key
-            float vf[8];
-            unpack8(vraw[u], vf);
-            l[g] += pr;
-#pragma unroll
-            for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(pr, vf[i], acc[g][i]);
-          }
-        }
+        for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(pr, vf[i], acc[g][i]);
       }
     }
   }
@@ -611,33 +523,11 @@ cudaError_t invalid(std::string* error, std::string why) {
   return cudaErrorInvalidValue;
 }
 
-// Whether decode stages its keys through shared memory (decode_kernel's kStaged): FLINT_ATTN_DECODE_STAGED=1,
-// read once. Off by default until the device measures it against the plain kernel (gpu-check's
-// attention_bench_staged step); the outputs are the same bits either way.
-bool decode_staged() {
-  static const bool on = [] {
-    const char* v = std::getenv("FLINT_ATTN_DECODE_STAGED");
-    return v && std::strcmp(v, "1") == 0;
-  }();
-  return on;
-}
-
 template <int kHeadDim, int kHeads>
 cudaError_t launch_decode(const AttentionParams& p, int group, int head_chunks, int max_splits, float scale_log2,
                    cudaStream_t stream) {
   const dim3 grid(unsigned(p.batch.num_seqs), unsigned(p.cache.num_kv_heads * head_chunks), unsigned(max_splits));
-  if (!decode_staged())
-    return launch_kernel(decode_kernel<kHeadDim, kHeads, false>, grid, dim3(kDecodeWarps * 32), 0, stream, p, group,
-                         head_chunks, max_splits, scale_log2);
-  constexpr size_t kStage = decode_stage_bytes<kHeadDim>();
-  static std::once_flag raised;
-  static cudaError_t raise_error = cudaSuccess;
-  std::call_once(raised, [] {
-    raise_error = cudaFuncSetAttribute(decode_kernel<kHeadDim, kHeads, true>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(kStage));
-  });
-  if (raise_error != cudaSuccess) return raise_error;
-  return launch_kernel(decode_kernel<kHeadDim, kHeads, true>, grid, dim3(kDecodeWarps * 32), kStage, stream, p, group,
+  return launch_kernel(decode_kernel<kHeadDim, kHeads>, grid, dim3(kDecodeWarps * 32), 0, stream, p, group,
                        head_chunks, max_splits, scale_log2);
 }
 
