@@ -660,7 +660,13 @@ const char* matmul_kernel_name(MatmulKernel k) {
   return "?";
 }
 
+// FLINT_WGMMA_BUILT: CMake's word that sm_90a code was built (the emulator runs wgmma too); else the kernel is a
+// trap on every device.
+#if defined(FLINT_WGMMA_BUILT) || defined(FLINT_CUDA_EMU)
 bool matmul_wgmma_available() { return compute_capability_9(); }
+#else
+bool matmul_wgmma_available() { return false; }
+#endif
 
 MatmulKernel matmul_pick(int M) {
   if (env_choice().cublas) return MatmulKernel::Cublas;

@@ -32,7 +32,8 @@ namespace flint::cuda {
 enum class MatmulKernel : uint8_t { Auto, Decode, Prefill, PrefillWgmma, Cublas };
 const char* matmul_kernel_name(MatmulKernel k);
 
-// Whether PrefillWgmma can run: the current device (at the first call) has compute capability 9.x.
+// Whether PrefillWgmma can run: the build has sm_90a code (CMake's default target) and the current device (at the
+// first call) has compute capability 9.x.
 bool matmul_wgmma_available();
 
 constexpr int kDecodeMaxRows = 64;  // the decode kernel keeps all M tokens in every warp's registers
