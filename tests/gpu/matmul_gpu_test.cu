@@ -469,6 +469,12 @@ TEST(MatmulGpu, LauncherRejectsBadParamsWithAReason) {
   EXPECT_NE(why.find("workspace"), std::string::npos) << why;
   EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Cublas, &why), cudaErrorInvalidValue);
   EXPECT_NE(why.find("workspace"), std::string::npos) << why;
+  if (!matmul_wgmma_available()) {  // no Hopper here (or no sm_90a code): asking for the wgmma kernel is an error
+    MatmulParams q = p;
+    q.K = 32, q.ldx = q.ldw = 32;
+    EXPECT_EQ(matmul(q, nullptr, MatmulKernel::PrefillWgmma, &why), cudaErrorInvalidValue);
+    EXPECT_NE(why.find("compute capability 9"), std::string::npos) << why;
+  }
   p.K = 32, p.ldx = p.ldw = 32, p.leave_partials = true;
   EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Auto, &why, nullptr), cudaErrorInvalidValue);
   EXPECT_NE(why.find("partials_left"), std::string::npos) << why;
