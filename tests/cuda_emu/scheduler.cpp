@@ -82,6 +82,29 @@ struct WgmmaOp {
   uint64_t desc;
 };
 
+// A thread's asynchronous operations of one kind (cp.async copies, wgmmas): issued into `open`, committed as a
+// group, run oldest group first when a wait leaves at most `pending` groups outstanding.
+template <class Op>
+struct AsyncGroups {
+  std::vector<Op> open;
+  std::deque<std::vector<Op>> groups;
+  void commit() {
+    groups.push_back(std::move(open));
+    open.clear();
+  }
+  void clear() {
+    open.clear();
+    groups.clear();
+  }
+  template <class Run>
+  void wait(int pending, Run&& run) {
+    while (int(groups.size()) > pending) {
+      for (const Op& op : groups.front()) run(op);
+      groups.pop_front();
+    }
+  }
+};
+
 struct Warp {
   int arrived = 0;
   uint64_t gen = 0;
@@ -98,10 +121,8 @@ struct Fiber : Thread {
   const uint64_t* wait_gen = nullptr;  // waiting while *wait_gen == wait_val
   uint64_t wait_val = 0;
   int wait_kind = 0;                   // 0: __syncthreads, else the warp collective's kind
-  std::vector<Copy> open;              // cp.async copies not yet committed
-  std::deque<std::vector<Copy>> groups;
-  std::vector<WgmmaOp> wgmma_open;     // wgmmas not yet committed
-  std::deque<std::vector<WgmmaOp>> wgmma_groups;
+  AsyncGroups<Copy> copies;            // cp.async
+  AsyncGroups<WgmmaOp> wgmmas;
   void* asan_fake = nullptr;
 };
 
@@ -157,11 +178,9 @@ void wait_for(const uint64_t* gen, int kind) {
 #endif
 }
 
-void perform(const std::vector<Copy>& group) {
-  for (const Copy& c : group) {
-    if (c.fill) std::memcpy(c.dst, c.src, size_t(c.bytes));
-    else std::memset(c.dst, 0, size_t(c.bytes));
-  }
+void perform(const Copy& c) {
+  if (c.fill) std::memcpy(c.dst, c.src, size_t(c.bytes));
+  else std::memset(c.dst, 0, size_t(c.bytes));
 }
 
 void release_barrier_if_complete() {
@@ -174,8 +193,8 @@ void release_barrier_if_complete() {
 // The fiber's last switch: it is done (ended, or ended by a fault) and is never resumed. (Like device_fault, not
 // declared [[noreturn]], so that ASan does not instrument its calls on the fiber's stack.)
 void leave_fiber(Fiber& f) {
-  f.groups.clear();
-  f.open.clear();
+  f.copies.clear();
+  f.wgmmas.clear();
   f.done = true;
   --g_run.live;
   release_barrier_if_complete();
@@ -198,8 +217,8 @@ void fiber_main() {
 #endif
   (*g_run.body)();
   // Copies still in flight land before the thread's block ends.
-  for (const auto& g : f.groups) perform(g);
-  perform(f.open);
+  f.copies.commit();
+  f.copies.wait(0, [](const Copy& c) { perform(c); });
   leave_fiber(f);
 }
 
@@ -272,8 +291,8 @@ bool run_block(const dim3& grid, const dim3& block, const uint3& block_idx, cons
     f.linear = i;
     f.done = false;
     f.wait_gen = nullptr;
-    f.open.clear();
-    f.groups.clear();
+    f.copies.clear();
+    f.wgmmas.clear();
     f.sp = initial_stack(f.stack);
   }
   while (r.live > 0 && !r.faulted) {
@@ -445,28 +464,18 @@ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row, bool trans) {
 void cp_async16(void* smem_dst, const void* src, bool fill) {
   if (reinterpret_cast<uintptr_t>(smem_dst) % 16 != 0 || (fill && reinterpret_cast<uintptr_t>(src) % 16 != 0))
     device_fault("cp.async: a 16-byte copy with an address not 16-byte aligned");
-  cur().open.push_back({smem_dst, src, fill, 16});
+  cur().copies.open.push_back({smem_dst, src, fill, 16});
 }
 
 void cp_async4(void* smem_dst, const void* src, bool fill) {
   if (reinterpret_cast<uintptr_t>(smem_dst) % 4 != 0 || (fill && reinterpret_cast<uintptr_t>(src) % 4 != 0))
     device_fault("cp.async: a 4-byte copy with an address not 4-byte aligned");
-  cur().open.push_back({smem_dst, src, fill, 4});
+  cur().copies.open.push_back({smem_dst, src, fill, 4});
 }
 
-void cp_async_commit() {
-  Fiber& f = cur();
-  f.groups.push_back(std::move(f.open));
-  f.open.clear();
-}
+void cp_async_commit() { cur().copies.commit(); }
 
-void cp_async_wait(int pending) {
-  Fiber& f = cur();
-  while (int(f.groups.size()) > pending) {
-    perform(f.groups.front());
-    f.groups.pop_front();
-  }
-}
+void cp_async_wait(int pending) { cur().copies.wait(pending, [](const Copy& c) { perform(c); }); }
 
 
 // ---- wgmma.mma_async m64n128k16 (bf16, fp32 accumulators, A from registers, B K-major with the 128-byte
@@ -526,21 +535,15 @@ void wgmma_complete(unsigned char* slots, unsigned) {
 }  // namespace
 
 void wgmma_bf16_m64n128k16(float (&d)[64], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint64_t desc_b) {
-  cur().wgmma_open.push_back({{a0, a1, a2, a3}, d, desc_b});
+  cur().wgmmas.open.push_back({{a0, a1, a2, a3}, d, desc_b});
 }
 
-void wgmma_commit() {
-  Fiber& f = cur();
-  f.wgmma_groups.push_back(std::move(f.wgmma_open));
-  f.wgmma_open.clear();
-}
+void wgmma_commit() { cur().wgmmas.commit(); }
 
 void wgmma_wait(int pending) {
-  Fiber& f = cur();
-  while (int(f.wgmma_groups.size()) > pending) {
-    for (const WgmmaOp& op : f.wgmma_groups.front()) warp_exchange(kWgmma, 0xFFFFFFFFu, &op, sizeof op, wgmma_complete);
-    f.wgmma_groups.pop_front();
-  }
+  cur().wgmmas.wait(pending, [](const WgmmaOp& op) {
+    warp_exchange(kWgmma, 0xFFFFFFFFu, &op, sizeof op, wgmma_complete);
+  });
 }
 }  // namespace cuda_emu
 
