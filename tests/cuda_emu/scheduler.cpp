@@ -390,17 +390,33 @@ struct MmaFrag {
 };
 float bf16_half(uint32_t reg, int high) { return __uint_as_float(high ? reg & 0xFFFF0000u : reg << 16); }
 
+// Lane l's m16n8k16 A fragment (a0: row g, k 2t, 2t+1; a1: row g+8; a2: row g, k 2t+8, 2t+9; a3: row g+8) into
+// a[row][k]: mma.sync's A, and each warp's 16 rows of a wgmma's A.
+void unpack_a(double (&a)[16][16], int l, const uint32_t (&r)[4]) {
+  const int g = l / 4, t = l % 4;
+  for (int h = 0; h < 2; ++h) {
+    a[g][2 * t + h] = bf16_half(r[0], h);
+    a[g + 8][2 * t + h] = bf16_half(r[1], h);
+    a[g][2 * t + 8 + h] = bf16_half(r[2], h);
+    a[g + 8][2 * t + 8 + h] = bf16_half(r[3], h);
+  }
+}
+
+// One k16 step of one output: c plus the 16 products, summed in double and rounded once.
+float k16_step(float c, const double (&a_row)[16], const double (&b_col)[16]) {
+  double s = c;
+  for (int k = 0; k < 16; ++k) s += a_row[k] * b_col[k];
+  return float(s);
+}
+
 void mma_complete(unsigned char* slots, unsigned) {
   MmaFrag f[32];
   for (int l = 0; l < 32; ++l) std::memcpy(&f[l], slots + 64 * l, sizeof f[l]);
   double a[16][16], b[8][16];  // a[row][k], b[col][k]
   for (int l = 0; l < 32; ++l) {
     const int g = l / 4, t = l % 4;
+    unpack_a(a, l, f[l].a);
     for (int h = 0; h < 2; ++h) {
-      a[g][2 * t + h] = bf16_half(f[l].a[0], h);
-      a[g + 8][2 * t + h] = bf16_half(f[l].a[1], h);
-      a[g][2 * t + 8 + h] = bf16_half(f[l].a[2], h);
-      a[g + 8][2 * t + 8 + h] = bf16_half(f[l].a[3], h);
       b[g][2 * t + h] = bf16_half(f[l].b[0], h);
       b[g][2 * t + 8 + h] = bf16_half(f[l].b[1], h);
     }
@@ -408,12 +424,7 @@ void mma_complete(unsigned char* slots, unsigned) {
   for (int l = 0; l < 32; ++l) {
     const int g = l / 4, t = l % 4;
     float d[4];
-    for (int r = 0; r < 4; ++r) {
-      const int row = g + (r >= 2 ? 8 : 0), col = 2 * t + (r & 1);
-      double s = f[l].c[r];
-      for (int k = 0; k < 16; ++k) s += a[row][k] * b[col][k];
-      d[r] = float(s);
-    }
+    for (int r = 0; r < 4; ++r) d[r] = k16_step(f[l].c[r], a[g + (r >= 2 ? 8 : 0)], b[2 * t + (r & 1)]);
     std::memcpy(slots + 64 * l, d, sizeof d);
   }
 }
@@ -504,15 +515,7 @@ void wgmma_complete(unsigned char* slots, unsigned) {
   const uint32_t start = uint32_t(desc & 0x3FFF) << 4, stride = uint32_t((desc >> 32) & 0x3FFF) << 4;
   const auto* smem = static_cast<const unsigned char*>(dynamic_shared_base());
   double a[16][16], b[128][16];  // a[row][k], b[column][k]
-  for (int l = 0; l < 32; ++l) {
-    const int g = l / 4, t = l % 4;
-    for (int h = 0; h < 2; ++h) {
-      a[g][2 * t + h] = bf16_half(op[l].a[0], h);
-      a[g + 8][2 * t + h] = bf16_half(op[l].a[1], h);
-      a[g][2 * t + 8 + h] = bf16_half(op[l].a[2], h);
-      a[g + 8][2 * t + 8 + h] = bf16_half(op[l].a[3], h);
-    }
-  }
+  for (int l = 0; l < 32; ++l) unpack_a(a, l, op[l].a);
   for (int n = 0; n < 128; ++n)
     for (int k = 0; k < 16; ++k) {
       const uint32_t logical = start + uint32_t(n / 8) * stride + uint32_t(n % 8) * 128 + uint32_t(2 * k);
@@ -524,12 +527,8 @@ void wgmma_complete(unsigned char* slots, unsigned) {
   for (int l = 0; l < 32; ++l) {
     const int g = l / 4, t = l % 4;
     for (int j = 0; j < 16; ++j)
-      for (int r = 0; r < 4; ++r) {
-        const int row = g + (r >= 2 ? 8 : 0), col = 8 * j + 2 * t + (r & 1);
-        double s = op[l].d[4 * j + r];
-        for (int k = 0; k < 16; ++k) s += a[row][k] * b[col][k];
-        op[l].d[4 * j + r] = float(s);
-      }
+      for (int r = 0; r < 4; ++r)
+        op[l].d[4 * j + r] = k16_step(op[l].d[4 * j + r], a[g + (r >= 2 ? 8 : 0)], b[8 * j + 2 * t + (r & 1)]);
   }
 }
 }  // namespace
