@@ -546,28 +546,27 @@ void wgmma_wait(int pending) {
 }
 }  // namespace cuda_emu
 
-unsigned __ballot_sync(unsigned mask, int predicate) {
-  const int p = predicate != 0;
-  const unsigned char* slots = cuda_emu::warp_exchange(cuda_emu::kVote, mask, &p, sizeof p);
+namespace {
+// The lanes of `mask` whose exchanged value satisfies `keep`: a vote.
+template <class T, class Keep>
+unsigned vote(unsigned mask, T mine, Keep keep) {
+  const unsigned char* slots = cuda_emu::warp_exchange(cuda_emu::kVote, mask, &mine, sizeof mine);
   unsigned out = 0;
   for (int l = 0; l < 32; ++l)
     if ((mask >> l) & 1u) {
-      int v;
+      T v;
       std::memcpy(&v, slots + 64 * l, sizeof v);
-      out |= unsigned(v) << l;
+      if (keep(v)) out |= 1u << l;
     }
   return out;
 }
+}  // namespace
+
+unsigned __ballot_sync(unsigned mask, int predicate) {
+  return vote(mask, int(predicate != 0), [](int v) { return v != 0; });
+}
 int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
 unsigned __match_any_sync(unsigned mask, unsigned value) {
-  const unsigned char* slots = cuda_emu::warp_exchange(cuda_emu::kVote, mask, &value, sizeof value);
-  unsigned out = 0;
-  for (int l = 0; l < 32; ++l)
-    if ((mask >> l) & 1u) {
-      unsigned v;
-      std::memcpy(&v, slots + 64 * l, sizeof v);
-      if (v == value) out |= 1u << l;
-    }
-  return out;
+  return vote(mask, value, [value](unsigned v) { return v == value; });
 }
 int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) == mask; }
