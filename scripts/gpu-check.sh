@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=",${2:?--only needs STEP[,STEP...]},"; shift ;;
     --plan)
       case "${2:-}" in
-        kernels) ONLY=",loads,card,gpu_tests,gpu_baselines,matmul_bench,ops_bench,attention_bench,"
+        kernels) ONLY=",loads,card,gpu_tests,gpu_baselines,matmul_bench,matmul_bench_mma,ops_bench,attention_bench,"
                  ONLY+="torch_baselines,"
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
@@ -406,6 +406,11 @@ main_steps() {
   # matmul_bench: Flint's matmul beside cuBLASLt on the same 120 shapes, ceilings measured again in the same run,
   # issue 4's targets as PASS/MISS per shape in its "## summary" block (~1 min on an H100).
   run_step matmul_bench 240 "$MATMUL_BENCH" --json "$WORK/matmul_bench.json" $QUICK
+  # matmul_bench_mma (in --plan kernels, or when named): the same with FLINT_MATMUL=mma, the mma.sync prefill kernel
+  # instead of the wgmma one on Hopper: their A/B in one call (run 9 on the H200: 5 s).
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",matmul_bench_mma,"* ]]; then
+    run_step matmul_bench_mma 120 env FLINT_MATMUL=mma "$MATMUL_BENCH" --json "$WORK/matmul_bench_mma.json" $QUICK
+  fi
   # ops_bench: add_rmsnorm GB/s, sampling µs per row (vocab 49152 and 151936, batch 1/32/256), dequantisation at
   # load, with the copy ceiling measured again (~20 s on an H100, estimated).
   run_step ops_bench 180 "$OPS_BENCH" --json "$WORK/ops_bench.json" $QUICK
