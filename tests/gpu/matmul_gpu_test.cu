@@ -193,6 +193,9 @@ constexpr Shape kShapes[] = {
     {"odd.896x4864", 896, 4864, false, MatmulOut::F32, 2048, 0},
     {"odd.1000x999", 1000, 999, true, MatmulOut::BF16, 2048, 0},  // K % 8 != 0: the element-wise load path
     {"odd.strided", 333, 520, false, MatmulOut::F32, 300, 8},      // ldx, ldw = K + 8
+    // 17 steps in 2 splits of 9: a split ends inside a prefill stage (the wgmma kernel's 64-value stages), and at
+    // M = 300 the 18 tiles fill the emulator's 16 SMs, so there the splits are folded mid-stage.
+    {"odd.fold", 704, 520, false, MatmulOut::F32, 300, 0},
     {"llama1b.qkv", 3072, 2048, false, MatmulOut::BF16, 300, 0},
     {"qwen7b.down", 3584, 18944, false, MatmulOut::BF16, 17, 0},  // long K, split
     {"fold.2048x2048", 2048, 2048, true, MatmulOut::F32, 2048, 0},  // split in 8; prefill folds them at M=2048
@@ -295,6 +298,7 @@ TEST(MatmulGpu, RowBitsDoNotDependOnMOrKernel) {
   };
   for (const Inv& s : {Inv{"odd.896x4864", 896, 4864, MatmulEpilogue::None, MatmulOut::F32},
                        Inv{"odd.1000x999", 1000, 999, MatmulEpilogue::None, MatmulOut::F32},
+                       Inv{"odd.fold", 704, 520, MatmulEpilogue::None, MatmulOut::F32},
                        Inv{"smollm2.o", 576, 576, MatmulEpilogue::None, MatmulOut::BF16},
                        Inv{"fold.2048x2048", 2048, 2048, MatmulEpilogue::None, MatmulOut::BF16},
                        Inv{"smollm2.gate_up", 3072, 576, MatmulEpilogue::SiluMul, MatmulOut::F32}}) {
