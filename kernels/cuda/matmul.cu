@@ -145,8 +145,9 @@ __global__ void reduce_splits(const MatmulParams p, int num_splits) {
 // measured too and dropped: 4-35% slower at M = 1 and 8.)
 constexpr int kDecodeWarps = 4, kUnroll = 4;
 
-// M > 16: the kernel has waited (pdl_begin) before this runs.
-template <int kTokenGroups, bool kVec>
+// One warp's 16 weight rows × all M tokens over one K split. kWeightsFirst (M <= 16): the first chunk's weights are
+// loaded, then pdl_begin, then the rest; else (M > 16) the kernel has waited (pdl_begin) before this runs.
+template <int kTokenGroups, bool kVec, bool kWeightsFirst>
 __device__ __forceinline__ void decode_warp(const MatmulParams& p, int split_len, int num_splits) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int n0 = (blockIdx.x * kDecodeWarps + warp) * 16;
@@ -156,81 +157,25 @@ __device__ __forceinline__ void decode_warp(const MatmulParams& p, int split_len
   const bool lo_ok = n0 + g < p.N, hi_ok = n0 + g + 8 < p.N;
   const bf16_bits* w_lo = p.w + int64_t(lo_ok ? n0 + g : 0) * p.ldw;
   const bf16_bits* w_hi = p.w + int64_t(hi_ok ? n0 + g + 8 : 0) * p.ldw;
-  const bf16_bits* x_row[kTokenGroups];
-  bool x_ok[kTokenGroups];
-#pragma unroll
-  for (int j = 0; j < kTokenGroups; ++j) {
-    x_ok[j] = j * 8 + g < p.M;
-    x_row[j] = p.x + int64_t(x_ok[j] ? j * 8 + g : 0) * p.ldx;
-  }
-  float acc[kTokenGroups][4] = {};
-  auto step = [&](int k, const uint4& lo, const uint4& hi) {  // one 32-value step for every token group
-    uint4 xv[kTokenGroups];
-#pragma unroll
-    for (int j = 0; j < kTokenGroups; ++j) xv[j] = load8<kVec>(x_row[j], k + 8 * t, k_end, x_ok[j]);
-#pragma unroll
-    for (int j = 0; j < kTokenGroups; ++j) mma_step32(acc[j], lo, hi, xv[j]);
-  };
   // Whole chunks of kUnroll steps, the next chunk's weights loaded before this chunk's mmas run, so a lane keeps
   // 128 to 256 bytes of weights in flight; then the split's remaining steps one by one. Either way each output's
-  // steps run in increasing k, as in the prefill kernel.
+  // steps run in increasing k, as in the prefill kernels.
   constexpr int kChunk = 32 * kUnroll;
   int k = k_begin;
-  if (k + kChunk <= k_end) {
-    uint4 lo[kUnroll], hi[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      lo[u] = load8<kVec>(w_lo, k + 32 * u + 8 * t, k_end, lo_ok);
-      hi[u] = load8<kVec>(w_hi, k + 32 * u + 8 * t, k_end, hi_ok);
-    }
-    for (;;) {
-      const int k_next = k + kChunk;
-      const bool more = k_next + kChunk <= k_end;
-      uint4 next_lo[kUnroll], next_hi[kUnroll];
-      if (more) {
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          next_lo[u] = load8<kVec>(w_lo, k_next + 32 * u + 8 * t, k_end, lo_ok);
-          next_hi[u] = load8<kVec>(w_hi, k_next + 32 * u + 8 * t, k_end, hi_ok);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) step(k + 32 * u, lo[u], hi[u]);
-      k = k_next;
-      if (!more) break;
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) lo[u] = next_lo[u], hi[u] = next_hi[u];
-    }
-  }
-  for (; k < k_end; k += 32)
-    step(k, load8<kVec>(w_lo, k + 8 * t, k_end, lo_ok), load8<kVec>(w_hi, k + 8 * t, k_end, hi_ok));
-#pragma unroll
-  for (int j = 0; j < kTokenGroups; ++j) finish_tile(p, n0, j * 8, split, num_splits, acc[j], lane);
-}
-
-// M <= 16: the first chunk's weights are loaded, then pdl_begin, then the rest.
-template <int kTokenGroups, bool kVec>
-__device__ __forceinline__ void decode_warp_weights_first(const MatmulParams& p, int split_len, int num_splits) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int n0 = (blockIdx.x * kDecodeWarps + warp) * 16;
-  if (n0 >= p.N) return;
-  const int split = blockIdx.y;
-  const int k_begin = split * split_len, k_end = min(p.K, k_begin + split_len);
-  const bool lo_ok = n0 + g < p.N, hi_ok = n0 + g + 8 < p.N;
-  const bf16_bits* w_lo = p.w + int64_t(lo_ok ? n0 + g : 0) * p.ldw;
-  const bf16_bits* w_hi = p.w + int64_t(hi_ok ? n0 + g + 8 : 0) * p.ldw;
-  constexpr int kChunk = 32 * kUnroll;  // chunks as in decode_warp
-  int k = k_begin;
-  const bool chunked = k + kChunk <= k_end;
   uint4 lo[kUnroll], hi[kUnroll];
-  if (chunked) {  // weights only before pdl_begin: no kernel writes them while steps run
+  bool chunked = false;  // kWeightsFirst: whether the first chunk was loaded before pdl_begin
+  auto load_chunk = [&](uint4 (&l)[kUnroll], uint4 (&h)[kUnroll], int at) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      lo[u] = load8<kVec>(w_lo, k + 32 * u + 8 * t, k_end, lo_ok);
-      hi[u] = load8<kVec>(w_hi, k + 32 * u + 8 * t, k_end, hi_ok);
+      l[u] = load8<kVec>(w_lo, at + 32 * u + 8 * t, k_end, lo_ok);
+      h[u] = load8<kVec>(w_hi, at + 32 * u + 8 * t, k_end, hi_ok);
     }
+  };
+  if constexpr (kWeightsFirst) {
+    chunked = k + kChunk <= k_end;
+    if (chunked) load_chunk(lo, hi, k);  // weights only before pdl_begin: nothing writes them in a step
+    pdl_begin();
   }
-  pdl_begin();
   const bf16_bits* x_row[kTokenGroups];
   bool x_ok[kTokenGroups];
 #pragma unroll
@@ -246,18 +191,13 @@ __device__ __forceinline__ void decode_warp_weights_first(const MatmulParams& p,
 #pragma unroll
     for (int j = 0; j < kTokenGroups; ++j) mma_step32(acc[j], lo, hi, xv[j]);
   };
-  if (chunked) {
+  if (kWeightsFirst ? chunked : k + kChunk <= k_end) {
+    if constexpr (!kWeightsFirst) load_chunk(lo, hi, k);
     for (;;) {
       const int k_next = k + kChunk;
       const bool more = k_next + kChunk <= k_end;
       uint4 next_lo[kUnroll], next_hi[kUnroll];
-      if (more) {
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          next_lo[u] = load8<kVec>(w_lo, k_next + 32 * u + 8 * t, k_end, lo_ok);
-          next_hi[u] = load8<kVec>(w_hi, k_next + 32 * u + 8 * t, k_end, hi_ok);
-        }
-      }
+      if (more) load_chunk(next_lo, next_hi, k_next);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) step(k + 32 * u, lo[u], hi[u]);
       k = k_next;
@@ -276,10 +216,10 @@ template <int kTokenGroups, bool kVec>
 __global__ void __launch_bounds__(kDecodeWarps * 32) matmul_decode(const MatmulParams p, int split_len, int num_splits) {
   pdl_weights_first();
   if constexpr (kTokenGroups <= 2) {
-    decode_warp_weights_first<kTokenGroups, kVec>(p, split_len, num_splits);  // calls pdl_begin() itself
+    decode_warp<kTokenGroups, kVec, true>(p, split_len, num_splits);  // calls pdl_begin() itself
   } else {
     pdl_begin();
-    decode_warp<kTokenGroups, kVec>(p, split_len, num_splits);
+    decode_warp<kTokenGroups, kVec, false>(p, split_len, num_splits);
   }
 }
 
