@@ -341,8 +341,8 @@ __global__ void __launch_bounds__(kPrefillThreads) matmul_prefill(const MatmulPa
 //            the second 8t+4 .. 8t+7 (mma_step32's mapping), then the 128-byte swizzle (wgmma_desc_sw128).
 // So each k16 step adds the same products, in the same slots, onto the same accumulator as an m16n8k16 step of
 // the other kernels, and a 32-value step's two wgmmas follow each other as mma_step32's two mmas do: a row's bits
-// are those of the decode and mma.sync prefill kernels (the GPU tests check it bit for bit), if the tensor core
-// computes a wgmma k16 step as it computes an mma.sync one.
+// are those of the decode and mma.sync prefill kernels, as long as the tensor core computes a wgmma k16 step as it
+// computes an mma.sync one: on the H200 it does (docs/perf.md, run 9; the GPU tests check every row bit for bit).
 // A warpgroup leaves its last wgmma group of a stage running into the next stage (wgmma_wait<1>), so the two
 // warpgroups, which meet at every stage's __syncthreads, do not both drain the tensor cores there; the slot a
 // stage refills is therefore the one read two stages before, and kWgStages = kWgAhead + 2.
