@@ -1,4 +1,5 @@
-// Paged GQA attention on the GPU, over the bf16 KV cache kernels/attention_params.h describes. Three kernels:
+// Paged GQA attention on the GPU, over the bf16 KV cache kernels/attention_params.h describes (attention.cu: RoPE +
+// KV write, prefill, the entry points; attention_decode.cu: decode). Three kernels:
 //   rope_write_kv: after the QKV matmul; per (token, head) one warp: q/k RMSNorm (qwen3) and RoPE in fp32, q
 //           rotated in place, k and v stored into their cache slots.
 //   Decode  (sequences with one query token): a thread block per (sequence, KV head, split of 128 keys; past
@@ -7,7 +8,9 @@
 //           keys of head_dim 128 or 4 of 64 per load, 4 such loads of K and 4 of V in flight per lane); online
 //           softmax in fp32 (exp2, scale folded into log2 e), the warps merged through shared memory. A
 //           sequence with more than one split writes (sum, max, partial output) per split to the workspace and
-//           a merge kernel adds the splits in split order.
+//           a merge kernel adds the splits in split order. FLINT_ATTN_DECODE=mma runs the tensor-core decode kernel
+//           instead (attention_decode.cu): the same splits and partials, the group's query heads as the 16 rows of
+//           an mma.sync tile, each warp streaming 16-key tiles through shared memory with cp.async.
 //   Prefill (sequences with more than one query token): flash-attention-2 tiles on the tensor cores (mma.sync
 //           m16n8k16 bf16, fp32 accumulate): 64 query rows per block, where a row is a (token, query head) pair of
 //           one KV head's group, so a GQA group shares each K/V tile; K/V tiles of 64 keys gathered through the

@@ -1,10 +1,14 @@
-// The decode attention kernel (one query token per sequence), its split merge and launcher. A sequence's keys are
-// cut into splits by attention_keys_per_split, so its output depends only on its own keys. See attention.h for the
-// design and kernels/attention_params.h for the layout and the batch contract.
+// The decode attention kernels (one query token per sequence), their split merge and launcher: the SIMT kernel
+// (the default) and the tensor-core one (FLINT_ATTN_DECODE=mma). Both cut a sequence's keys into the same splits
+// (attention_keys_per_split) and leave the same partials, so a sequence's output depends only on its own keys. See
+// attention.h for the design and kernels/attention_params.h for the layout and the batch contract.
 #include <cuda_bf16.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
 
 #include "kernels/cuda/attention_common.cuh"
 #include "kernels/cuda/device_util.cuh"
@@ -32,7 +36,7 @@ __device__ __forceinline__ int visible_keys(const AttentionBatch& b, int s, int 
   return min(b.positions[t] + 1, b.kv_lens[s]);
 }
 
-// ---- Decode: a block (4 warps) per (sequence, KV head, head chunk, split). Lanes split head_dim into 16-byte
+// ---- The SIMT decode kernel (the default): a block (4 warps) per (sequence, KV head, head chunk, split). Lanes split head_dim into 16-byte
 // vectors (kLanesPerKey lanes per key), so a warp load step covers kKeysPerStep keys; each warp takes kSteps load
 // steps of K and of V in flight at once, scores them for all kHeads query heads, and keeps its own online softmax
 // (max, sum, output) per head; the four warps merge through shared memory at the end, in warp order.
@@ -199,6 +203,234 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
 }
 
+// ---- The tensor-core decode kernel (FLINT_ATTN_DECODE=mma): a block (4 warps) per (sequence, KV head, head
+// chunk of up to 16 query heads, split). The chunk's query heads are the 16 rows of one m16n8k16 A fragment (rows
+// past the group's heads are zero), so a 16-key tile costs head_dim / 16 · 2 mma for S = Q·Kᵀ and head_dim / 8 · 2
+// for P·V, in place of the SIMT kernel's per-key FMAs and shuffles. Each warp streams its own tiles of the split
+// (tiles warp, warp + 4, ...) through a private ring of kStages tiles in shared memory (cp.async, one tile ahead,
+// rows padded by 16 bytes so ldmatrix's rows fall in different banks) with its own online softmax; the warps merge
+// through shared memory at the end in warp order, and write the output or the split's partials exactly as the SIMT
+// kernel does (merge_splits_kernel adds them).
+//
+// Precision as the SIMT kernel's (the decode tolerance of tests/gpu/attention_gpu_test.cu): q and k are bf16 in
+// both, the products exact and summed in fp32; the scale is applied to the fp32 score; P (fp32) goes into the
+// tensor core as hi = bf16(P) plus lo = bf16(P - hi), two mma steps, so the weights it applies are within 2^-16
+// relative of fp32's (one bf16 step would be 2^-8: the prefill kernel's bound).
+constexpr int kMmaDecodeWarps = 4, kMmaDecodeKeys = 16, kMmaDecodeRows = 16;
+
+template <int kHeadDim>
+struct MmaDecodeShape {
+  static constexpr int kLds = kHeadDim + 8;                   // shared-memory row of a K or V tile, elements
+  static constexpr int kStages = 2;                           // tiles per warp's ring: one computed, one loading
+  static constexpr int kTileElems = kMmaDecodeKeys * kLds;    // one K (or V) tile
+  static constexpr int kWarpElems = kStages * 2 * kTileElems;  // a warp's ring: kStages K tiles, then V tiles
+  static constexpr int kAccLd = kHeadDim + 4;                 // the merge's fp32 rows (padded: fewer conflicts)
+  static constexpr size_t kRingBytes = size_t(kMmaDecodeWarps) * kWarpElems * sizeof(bf16_bits);
+  static constexpr size_t kMergeBytes = size_t(kMmaDecodeWarps) * kMmaDecodeRows * kAccLd * sizeof(float);
+  static constexpr size_t kSmemBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
+};
+
+// x0, x1 as bf16 pairs hi (bf16(x)) and lo (bf16(x - hi)), so that hi + lo is x within 2^-16 relative.
+__device__ __forceinline__ void split_bf16x2(float x0, float x1, uint32_t& hi, uint32_t& lo) {
+  hi = pack_bf16x2(x0, x1);
+  lo = pack_bf16x2(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xFFFF0000u));
+}
+
+template <int kHeadDim>
+__global__ void __launch_bounds__(kMmaDecodeWarps * 32)
+    decode_mma_kernel(const AttentionParams p, int group, int head_chunks, int max_splits, float scale_log2) {
+  pdl_begin();
+  using S = MmaDecodeShape<kHeadDim>;
+  constexpr int kChunks = kHeadDim / 8;  // 16-byte pieces per row
+  const AttentionBatch& b = p.batch;
+  const PagedKvCache& c = p.cache;
+  const int s = blockIdx.x;
+  const int kv_head = blockIdx.y / head_chunks, chunk = blockIdx.y % head_chunks;
+  const int split = blockIdx.z;
+  const int t = b.cu_seqlens[s];
+  if (b.cu_seqlens[s + 1] - t != 1) return;  // prefill's sequence
+  const int n_keys = visible_keys(b, s, t);
+  const int n_splits = attention_num_splits(n_keys);
+  if (n_keys < 1 || split >= n_splits) return;
+  const int per_split = attention_keys_per_split(n_keys);
+  const int k_begin = split * per_split, k_end = min(k_begin + per_split, n_keys);
+  const int chunk_heads = (group + head_chunks - 1) / head_chunks;  // <= 16 (the launcher's chunking)
+  const int h0 = kv_head * group + chunk * chunk_heads;
+  const int heads = min(chunk_heads, group - chunk * chunk_heads);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+  const int32_t* table = b.block_table + int64_t(s) * b.max_blocks_per_seq;
+
+  extern __shared__ uint4 smem_raw[];
+  bf16_bits* sk = reinterpret_cast<bf16_bits*>(smem_raw) + warp * S::kWarpElems;
+  bf16_bits* sv = sk + S::kStages * S::kTileElems;
+
+  // The warp's tiles: tile i of the split holds keys k_begin + 16i .. + 15; warp w takes i = w, w + 4, ...
+  const int n_tiles = (k_end - k_begin + kMmaDecodeKeys - 1) / kMmaDecodeKeys;
+  const int my_tiles = warp < n_tiles ? (n_tiles - warp + kMmaDecodeWarps - 1) / kMmaDecodeWarps : 0;
+  // Tiles start at multiples of 16 keys (splits at multiples of 128), so with a block size that is a multiple of
+  // 16 a tile lies in one cache block: one block-table read per tile instead of one per key.
+  const bool tile_in_one_block = c.block_size % kMmaDecodeKeys == 0;
+  auto load_tile = [&](int stage, int u) {  // the warp's u-th tile; keys past the split are zero-filled
+    const int j0 = k_begin + (warp + u * kMmaDecodeWarps) * kMmaDecodeKeys;
+    const int64_t base = tile_in_one_block ? key_offset(c, table, j0, kv_head) : 0;
+#pragma unroll
+    for (int ch = lane; ch < kMmaDecodeKeys * kChunks; ch += 32) {
+      const int r = ch / kChunks, cc = ch % kChunks, j = j0 + r;
+      const bool fill = j < k_end;
+      const int64_t key = tile_in_one_block ? base + int64_t(r) * c.slot_stride : fill ? key_offset(c, table, j, kv_head) : 0;
+      const int64_t off = fill ? key + cc * 8 : 0;
+      cp_async16(sk + stage * S::kTileElems + r * S::kLds + cc * 8, c.k + off, fill);
+      cp_async16(sv + stage * S::kTileElems + r * S::kLds + cc * 8, c.v + off, fill);
+    }
+  };
+#pragma unroll
+  for (int u = 0; u < S::kStages - 1; ++u) {
+    if (u < my_tiles) load_tile(u, u);
+    cp_async_commit();
+  }
+
+  // q as the A fragment of each 16-value k step: a0 (row g, values 2tq, 2tq + 1), a1 (row g + 8), a2 and a3 the
+  // same 8 values on. Row r is query head h0 + r; rows past the chunk's heads are zero.
+  uint32_t qa[kHeadDim / 16][4];
+  {
+    const bf16_bits* q0 = p.q + int64_t(t) * p.ld_q + int64_t(h0) * kHeadDim;
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = g + 8 * (e % 2), col = kk * 16 + 2 * tq + 8 * (e / 2);
+        qa[kk][e] = r < heads ? *reinterpret_cast<const uint32_t*>(q0 + r * kHeadDim + col) : 0u;
+      }
+  }
+  float o[kHeadDim / 8][4];
+#pragma unroll
+  for (int nd = 0; nd < kHeadDim / 8; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g and g + 8
+
+  for (int u = 0; u < my_tiles; ++u) {
+    const int ahead = u + S::kStages - 1;
+    if (ahead < my_tiles) load_tile(ahead % S::kStages, ahead);
+    cp_async_commit();
+    cp_async_wait<S::kStages - 1>();  // this lane's copies of tile u are done
+    __syncwarp();                     // and every lane's are visible
+    const bf16_bits* kt = sk + (u % S::kStages) * S::kTileElems;
+    const bf16_bits* vt = sv + (u % S::kStages) * S::kTileElems;
+
+    float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};  // keys 0..7 and 8..15 of the tile
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      uint32_t kb[4];  // b0, b1 of keys 0..7, then of keys 8..15
+      ldmatrix_x4<false>(kb, kt + (lane % 8 + (lane / 16) * 8) * S::kLds + kk * 16 + ((lane / 8) % 2) * 8);
+      mma_m16n8k16(sc[0], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kb[0], kb[1]);
+      mma_m16n8k16(sc[1], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kb[2], kb[3]);
+    }
+    // Keys past the split masked, the scale applied in log2 units, then the online softmax per row (a row's 16
+    // scores live in the 4 lanes of a quad).
+    const int j0 = k_begin + (warp + u * kMmaDecodeWarps) * kMmaDecodeKeys;
+    float row_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = j0 + nt * 8 + 2 * tq + (e & 1);
+        sc[nt][e] = j < k_end ? sc[nt][e] * scale_log2 : -INFINITY;
+        row_max[e / 2] = fmaxf(row_max[e / 2], sc[nt][e]);
+      }
+    float alpha[2], mu[2];
+#pragma unroll
+    for (int hi = 0; hi < 2; ++hi) {
+      row_max[hi] = fmaxf(row_max[hi], __shfl_xor_sync(0xFFFFFFFFu, row_max[hi], 1));
+      row_max[hi] = fmaxf(row_max[hi], __shfl_xor_sync(0xFFFFFFFFu, row_max[hi], 2));
+      const float new_m = fmaxf(m[hi], row_max[hi]);  // finite: a tile has at least one key of the split
+      mu[hi] = new_m;
+      alpha[hi] = exp2f(m[hi] - new_m);  // 0 on the warp's first tile (m = -inf)
+      m[hi] = new_m;
+      l[hi] *= alpha[hi];
+    }
+#pragma unroll
+    for (int nd = 0; nd < kHeadDim / 8; ++nd) {
+      o[nd][0] *= alpha[0];
+      o[nd][1] *= alpha[0];
+      o[nd][2] *= alpha[1];
+      o[nd][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        sc[nt][e] = exp2f(sc[nt][e] - mu[e / 2]);  // 0 for a masked key
+        l[e / 2] += sc[nt][e];
+      }
+    // O += P·V: the two score fragments are the A fragment of the tile's 16-key step, as hi and lo parts.
+    uint32_t ph[4], pl[4];
+    split_bf16x2(sc[0][0], sc[0][1], ph[0], pl[0]);
+    split_bf16x2(sc[0][2], sc[0][3], ph[1], pl[1]);
+    split_bf16x2(sc[1][0], sc[1][1], ph[2], pl[2]);
+    split_bf16x2(sc[1][2], sc[1][3], ph[3], pl[3]);
+#pragma unroll
+    for (int ndp = 0; ndp < kHeadDim / 16; ++ndp) {
+      uint32_t vb[4];  // b0, b1 of value columns 16ndp .. +7, then of +8 .. +15
+      ldmatrix_x4<true>(vb, vt + (lane % 8 + ((lane / 8) % 2) * 8) * S::kLds + ndp * 16 + (lane / 16) * 8);
+      mma_m16n8k16(o[2 * ndp], pl[0], pl[1], pl[2], pl[3], vb[0], vb[1]);
+      mma_m16n8k16(o[2 * ndp + 1], pl[0], pl[1], pl[2], pl[3], vb[2], vb[3]);
+      mma_m16n8k16(o[2 * ndp], ph[0], ph[1], ph[2], ph[3], vb[0], vb[1]);
+      mma_m16n8k16(o[2 * ndp + 1], ph[0], ph[1], ph[2], ph[3], vb[2], vb[3]);
+    }
+    __syncwarp();  // every lane is done with this stage before a later iteration refills it
+  }
+  cp_async_wait<0>();
+
+  // The warps' rows merged in warp order, as the SIMT kernel merges its warps; the rings become the merge buffer.
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    l[hi] += __shfl_xor_sync(0xFFFFFFFFu, l[hi], 1);
+    l[hi] += __shfl_xor_sync(0xFFFFFFFFu, l[hi], 2);
+  }
+  __shared__ float sm_m[kMmaDecodeWarps][kMmaDecodeRows], sm_l[kMmaDecodeWarps][kMmaDecodeRows];
+  float* sm_acc = reinterpret_cast<float*>(smem_raw);  // [warp][row][kAccLd]
+  __syncthreads();  // every warp is done with its ring
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const int r = g + 8 * hi;
+    float* dst = sm_acc + (warp * kMmaDecodeRows + r) * S::kAccLd;
+#pragma unroll
+    for (int nd = 0; nd < kHeadDim / 8; ++nd) {
+      dst[nd * 8 + 2 * tq] = o[nd][2 * hi];
+      dst[nd * 8 + 2 * tq + 1] = o[nd][2 * hi + 1];
+    }
+    if (tq == 0) {
+      sm_m[warp][r] = m[hi];
+      sm_l[warp][r] = l[hi];
+    }
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < heads * kHeadDim; idx += kMmaDecodeWarps * 32) {
+    const int r = idx / kHeadDim, d = idx % kHeadDim;
+    float mx = sm_m[0][r];
+#pragma unroll
+    for (int w = 1; w < kMmaDecodeWarps; ++w) mx = fmaxf(mx, sm_m[w][r]);
+    float sum = 0.0f, acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kMmaDecodeWarps; ++w) {
+      const float wt = exp2f(sm_m[w][r] - mx);  // 0 for a warp that had no tile
+      sum += sm_l[w][r] * wt;
+      acc += sm_acc[(w * kMmaDecodeRows + r) * S::kAccLd + d] * wt;
+    }
+    const int h = h0 + r;
+    if (n_splits == 1) {
+      p.out[int64_t(t) * p.ld_out + int64_t(h) * kHeadDim + d] = f32_to_bf16(acc / sum);
+    } else {
+      float* ws = static_cast<float*>(p.workspace) +
+                  ((int64_t(s) * p.num_qo_heads + h) * max_splits + split) * (kHeadDim + 2);
+      ws[d] = acc;
+      if (d == 0) {
+        ws[kHeadDim] = mx;
+        ws[kHeadDim + 1] = sum;
+      }
+    }
+  }
+}
+
 // Adds a decode sequence's splits in split order: out = Σ o_i 2^(m_i - M) / Σ l_i 2^(m_i - M). A block per
 // (sequence, query head), a thread per value.
 template <int kHeadDim>
@@ -249,9 +481,38 @@ cudaError_t launch_decode_simt_heads(const AttentionParams& p, int group, int ma
 }
 
 
+// Which decode kernel runs: FLINT_ATTN_DECODE=mma picks the tensor-core kernel, anything else (or unset) the SIMT
+// one, the default until the device has measured the two side by side (gpu-check's attention_bench_mma step).
+bool decode_on_tensor_cores() {
+  static const bool on = [] {
+    const char* v = std::getenv("FLINT_ATTN_DECODE");
+    return v && std::strcmp(v, "mma") == 0;
+  }();
+  return on;
+}
+
+template <int kHeadDim>
+cudaError_t launch_decode_mma(const AttentionParams& p, int group, int max_splits, float scale_log2,
+                              cudaStream_t stream) {
+  using S = MmaDecodeShape<kHeadDim>;
+  static std::once_flag raised;
+  static cudaError_t raise_error = cudaSuccess;
+  std::call_once(raised, [] {
+    raise_error = cudaFuncSetAttribute(decode_mma_kernel<kHeadDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       int(S::kSmemBytes));
+  });
+  if (raise_error != cudaSuccess) return raise_error;
+  const int head_chunks = (group + kMmaDecodeRows - 1) / kMmaDecodeRows;  // equal chunks of at most 16 heads
+  const dim3 grid(unsigned(p.batch.num_seqs), unsigned(p.cache.num_kv_heads * head_chunks), unsigned(max_splits));
+  return launch_kernel(decode_mma_kernel<kHeadDim>, grid, dim3(kMmaDecodeWarps * 32), S::kSmemBytes, stream, p,
+                       group, head_chunks, max_splits, scale_log2);
+}
+
 template <int kHeadDim>
 cudaError_t launch_decode(const AttentionParams& p, int group, int max_splits, float scale_log2, cudaStream_t stream) {
-  const cudaError_t e = launch_decode_simt_heads<kHeadDim>(p, group, max_splits, scale_log2, stream);
+  const cudaError_t e = decode_on_tensor_cores()
+                            ? launch_decode_mma<kHeadDim>(p, group, max_splits, scale_log2, stream)
+                            : launch_decode_simt_heads<kHeadDim>(p, group, max_splits, scale_log2, stream);
   if (e != cudaSuccess || max_splits <= 1) return e;
   const dim3 grid(unsigned(p.batch.num_seqs), unsigned(p.num_qo_heads));
   return launch_kernel(merge_splits_kernel<kHeadDim>, grid, dim3(kHeadDim), 0, stream, p, max_splits);

@@ -154,6 +154,13 @@ TEST(AttentionGpu, DecodeMatchesTheTwinOverHeadDimsRatiosContextsAndBlockSizes) 
                                  seed += 10);
         check_against_twin("decode " + describe(sh), p);
       }
+  // Block sizes that are not a multiple of 16 keys (8, 24): a decode kernel's 16-key tile then spans cache blocks.
+  for (int32_t hd : {64, 128})
+    for (int32_t bs : {8, 24}) {
+      const Shape sh = gqa_shape(hd, 4, bs);
+      Problem p = make_problem(sh, {{1, 7}, {1, 23}, {1, 40}, {1, 129}, {1, 1000}}, seed += 10);
+      check_against_twin("decode " + describe(sh), p);
+    }
 }
 
 // Past 16384 keys a split grows by 128-key steps (at most kAttnMaxSplits per sequence): around the step
