@@ -1,5 +1,5 @@
-// Device helpers the attention kernels share (attention.cu: RoPE + KV write and prefill; attention_decode.cu: decode
-// and its split merge), and the decode launcher attention.cu calls. Included by those .cu files only.
+// Device helpers the attention kernels share (attention.cu: RoPE + KV write; attention_decode.cu: decode and its
+// split merge; attention_prefill.cu: prefill), and the launchers attention.cu calls. Included by those files only.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -33,5 +33,9 @@ __device__ __forceinline__ int64_t key_offset(const PagedKvCache& c, const int32
 // attention_max_splits(p.batch.max_kv_len); scores are q·k · scale_log2 in log2 units. attention_decode.cu.
 cudaError_t launch_decode_attention(const AttentionParams& p, int group, int max_splits, float scale_log2,
                                     cudaStream_t stream);
+
+// Queues the prefill kernel for the sequences of p with more than one query token (the others are skipped).
+// attention_prefill.cu.
+cudaError_t launch_prefill_attention(const AttentionParams& p, int group, float scale_log2, cudaStream_t stream);
 
 }  // namespace flint::cuda::attn
