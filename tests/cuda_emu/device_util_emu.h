@@ -1,6 +1,6 @@
 // kernels/cuda/device_util.cuh's helpers for the CUDA emulator: the same signatures, implemented as the PTX ISA
 // defines the instructions (mma.sync.m16n8k16 bf16 fragments, ldmatrix.x4 with and without .trans, cp.async with
-// its commit and wait groups, wgmma m64n128k16 with its commit and wait groups). Included by device_util.cuh when
+// its commit and wait groups, wgmma m64n128k16 and m64n64k16 with their commit and wait groups). Included by device_util.cuh when
 // FLINT_CUDA_EMU is defined.
 #pragma once
 #include <cstdint>
@@ -14,6 +14,7 @@ void cp_async16(void* smem_dst, const void* src, bool fill);
 void cp_async4(void* smem_dst, const void* src, bool fill);
 uint32_t shared_offset(const void* p);  // p's offset in the launch's dynamic shared memory
 void wgmma_bf16_m64n128k16(float (&d)[64], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint64_t desc_b);
+void wgmma_bf16_m64n64k16(float (&d)[32], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint64_t desc_b);
 void wgmma_commit();
 void wgmma_wait(int pending);
 void cp_async_commit();
@@ -35,7 +36,11 @@ inline void wgmma_wait() { cuda_emu::wgmma_wait(kPending); }
 inline void wgmma_m64n128k16(float (&d)[64], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint64_t desc_b) {
   cuda_emu::wgmma_bf16_m64n128k16(d, a0, a1, a2, a3, desc_b);
 }
-inline void wgmma_fence_operand(float (&)[64]) {}
+inline void wgmma_m64n64k16(float (&d)[32], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint64_t desc_b) {
+  cuda_emu::wgmma_bf16_m64n64k16(d, a0, a1, a2, a3, desc_b);
+}
+template <int kN>
+inline void wgmma_fence_operand(float (&)[kN]) {}
 inline void cp_async_commit() { cuda_emu::cp_async_commit(); }
 template <int kPending>
 inline void cp_async_wait() { cuda_emu::cp_async_wait(kPending); }

@@ -80,6 +80,7 @@ struct WgmmaOp {
   uint32_t a[4];
   float* d;
   uint64_t desc;
+  int n;  // 128 or 64 (m64n128k16, m64n64k16)
 };
 
 // A thread's asynchronous operations of one kind (cp.async copies, wgmmas): issued into `open`, committed as a
@@ -489,8 +490,8 @@ void cp_async_commit() { cur().copies.commit(); }
 void cp_async_wait(int pending) { cur().copies.wait(pending, [](const Copy& c) { perform(c); }); }
 
 
-// ---- wgmma.mma_async m64n128k16 (bf16, fp32 accumulators, A from registers, B K-major with the 128-byte
-// swizzle), with wgmma.commit_group and wgmma.wait_group. A wgmma runs at the latest moment the PTX ISA allows:
+// ---- wgmma.mma_async m64n128k16 and m64n64k16 (bf16, fp32 accumulators, A from registers, B K-major with the
+// 128-byte swizzle), with wgmma.commit_group and wgmma.wait_group. A wgmma runs at the latest moment the PTX ISA allows:
 // when a wait_group that covers it returns, reading shared memory and adding into the accumulators then; so a
 // kernel that reads its accumulators or overwrites the tile before waiting computes wrong numbers here. Each warp
 // computes its own 16 rows (the A fragment its lanes hold) against the whole tile, with mma.sync's arithmetic
@@ -514,9 +515,12 @@ void wgmma_complete(unsigned char* slots, unsigned) {
   if ((desc >> 62) != 1) device_fault("wgmma: only the 128-byte swizzle layout is emulated");
   const uint32_t start = uint32_t(desc & 0x3FFF) << 4, stride = uint32_t((desc >> 32) & 0x3FFF) << 4;
   const auto* smem = static_cast<const unsigned char*>(dynamic_shared_base());
+  const int n_cols = op[0].n;
+  for (int l = 1; l < 32; ++l)
+    if (op[l].n != n_cols) device_fault("wgmma: the lanes of a warp gave different shapes");
   double a[16][16], b[128][16];  // a[row][k], b[column][k]
   for (int l = 0; l < 32; ++l) unpack_a(a, l, op[l].a);
-  for (int n = 0; n < 128; ++n)
+  for (int n = 0; n < n_cols; ++n)
     for (int k = 0; k < 16; ++k) {
       const uint32_t logical = start + uint32_t(n / 8) * stride + uint32_t(n % 8) * 128 + uint32_t(2 * k);
       const uint32_t physical = logical ^ (((logical >> 7) & 7u) << 4);
@@ -526,7 +530,7 @@ void wgmma_complete(unsigned char* slots, unsigned) {
     }
   for (int l = 0; l < 32; ++l) {
     const int g = l / 4, t = l % 4;
-    for (int j = 0; j < 16; ++j)
+    for (int j = 0; j < n_cols / 8; ++j)
       for (int r = 0; r < 4; ++r)
         op[l].d[4 * j + r] = k16_step(op[l].d[4 * j + r], a[g + (r >= 2 ? 8 : 0)], b[8 * j + 2 * t + (r & 1)]);
   }
@@ -534,7 +538,11 @@ void wgmma_complete(unsigned char* slots, unsigned) {
 }  // namespace
 
 void wgmma_bf16_m64n128k16(float (&d)[64], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint64_t desc_b) {
-  cur().wgmmas.open.push_back({{a0, a1, a2, a3}, d, desc_b});
+  cur().wgmmas.open.push_back({{a0, a1, a2, a3}, d, desc_b, 128});
+}
+
+void wgmma_bf16_m64n64k16(float (&d)[32], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint64_t desc_b) {
+  cur().wgmmas.open.push_back({{a0, a1, a2, a3}, d, desc_b, 64});
 }
 
 void wgmma_commit() { cur().wgmmas.commit(); }
