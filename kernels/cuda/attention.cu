@@ -5,12 +5,16 @@
 
 #include <cuda_bf16.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/cuda/attention_common.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/matmul.h"
 
 namespace flint::cuda {
 
@@ -129,16 +133,50 @@ cudaError_t invalid(std::string* error, std::string why) {
   return cudaErrorInvalidValue;
 }
 
+// The kernel choice: -1 until the first use reads FLINT_ATTN_DECODE and FLINT_ATTN_PREFILL, else bit 0 the mma
+// decode kernel, bit 1 the wgmma prefill kernel (as asked: whether the device can run it is checked at launch).
+std::atomic<int>& kernel_choice() {
+  static std::atomic<int> choice{-1};
+  return choice;
+}
+
+AttentionKernels kernels_from(int bits) { return {(bits & 1) != 0, (bits & 2) != 0}; }
+
 cudaError_t launch_attention(const AttentionParams& p, int group, cudaStream_t stream) {
+  const AttentionKernels k = attention_kernels();
   const float scale_log2 = p.scale * kLog2e;
   const int max_splits = attention_max_splits(p.batch.max_kv_len);
-  if (cudaError_t e = attn::launch_decode_attention(p, group, max_splits, scale_log2, stream); e != cudaSuccess)
+  if (cudaError_t e = attn::launch_decode_attention(p, group, max_splits, scale_log2, k.decode_mma, stream);
+      e != cudaSuccess)
     return e;
-  if (p.batch.max_q_len > 1) return attn::launch_prefill_attention(p, group, scale_log2, stream);
+  if (p.batch.max_q_len > 1)
+    return attn::launch_prefill_attention(p, group, scale_log2, k.prefill_wgmma && attention_prefill_wgmma_available(),
+                                          stream);
   return cudaSuccess;
 }
 
 }  // namespace
+
+AttentionKernels attention_kernels() {
+  int bits = kernel_choice().load(std::memory_order_relaxed);
+  if (bits < 0) {
+    auto is = [](const char* name, const char* value) {
+      const char* v = std::getenv(name);
+      return v && std::strcmp(v, value) == 0;
+    };
+    int expected = -1;
+    kernel_choice().compare_exchange_strong(expected, (is("FLINT_ATTN_DECODE", "mma") ? 1 : 0) |
+                                                          (is("FLINT_ATTN_PREFILL", "wgmma") ? 2 : 0));
+    bits = kernel_choice().load(std::memory_order_relaxed);
+  }
+  return kernels_from(bits);
+}
+
+void set_attention_kernels(const AttentionKernels& k) {
+  kernel_choice().store((k.decode_mma ? 1 : 0) | (k.prefill_wgmma ? 2 : 0), std::memory_order_relaxed);
+}
+
+bool attention_prefill_wgmma_available() { return matmul_wgmma_available(); }
 
 cudaError_t rope_write_kv(const RopeKvParams& p, cudaStream_t stream, std::string* error) {
   if (std::string why = rope_kv_params_error(p); !why.empty()) return invalid(error, std::move(why));

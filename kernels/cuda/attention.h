@@ -1,5 +1,5 @@
 // Paged GQA attention on the GPU, over the bf16 KV cache kernels/attention_params.h describes (attention.cu: RoPE +
-// KV write, prefill, the entry points; attention_decode.cu: decode). Three kernels:
+// KV write and the entry points; attention_decode.cu: decode; attention_prefill.cu: prefill). Three kernels:
 //   rope_write_kv: after the QKV matmul; per (token, head) one warp: q/k RMSNorm (qwen3) and RoPE in fp32, q
 //           rotated in place, k and v stored into their cache slots.
 //   Decode  (sequences with one query token): a thread block per (sequence, KV head, split of 128 keys; past
@@ -16,6 +16,8 @@
 //           one KV head's group, so a GQA group shares each K/V tile; K/V tiles of 64 keys gathered through the
 //           block table with cp.async into shared memory, two stages; causal mask per row by its position, so a
 //           cached prefix plus a new chunk (prefix caching, chunked prefill) is one case.
+//           FLINT_ATTN_PREFILL=wgmma runs its sm_90a variant: the same tiles and softmax with both products as
+//           wgmma (K from shared memory in the 128-byte swizzle, Vᵀ transposed into it each tile); the same bits.
 // Which kernel runs a sequence depends only on its query length, and the decode splits only on its kv length, so
 // a sequence's output does not depend on the other sequences in the call (batch invariance; the GPU tests check
 // it bit for bit).
@@ -39,5 +41,18 @@ cudaError_t paged_attention(const AttentionParams& p, cudaStream_t stream, std::
 
 // Shared memory the prefill kernel asks for at this head_dim (the launcher raises the limit once per head_dim).
 size_t attention_prefill_smem_bytes(int32_t head_dim);
+
+// Which kernels paged_attention runs. Each process starts from its environment, read at the first call:
+// FLINT_ATTN_DECODE=mma the tensor-core decode kernel (else the SIMT one), FLINT_ATTN_PREFILL=wgmma the wgmma
+// prefill kernel (else the mma.sync one; on a device without sm_90a code the request is ignored, see
+// attention_prefill_wgmma_available). set_attention_kernels overrides it (tests, benchmarks).
+struct AttentionKernels {
+  bool decode_mma = false;
+  bool prefill_wgmma = false;
+};
+AttentionKernels attention_kernels();
+void set_attention_kernels(const AttentionKernels& k);
+// Whether the wgmma prefill kernel can run on the current device (compute capability 9.x and a build with sm_90a).
+bool attention_prefill_wgmma_available();
 
 }  // namespace flint::cuda

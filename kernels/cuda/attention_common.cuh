@@ -30,12 +30,14 @@ __device__ __forceinline__ int64_t key_offset(const PagedKvCache& c, const int32
 
 // Queues the decode kernel (and, when a sequence can have more than one split, the merge) for the sequences of p
 // with one query token; the others are skipped. group = query heads per KV head; max_splits =
-// attention_max_splits(p.batch.max_kv_len); scores are q·k · scale_log2 in log2 units. attention_decode.cu.
-cudaError_t launch_decode_attention(const AttentionParams& p, int group, int max_splits, float scale_log2,
+// attention_max_splits(p.batch.max_kv_len); scores are q·k · scale_log2 in log2 units; mma picks the tensor-core
+// kernel. attention_decode.cu.
+cudaError_t launch_decode_attention(const AttentionParams& p, int group, int max_splits, float scale_log2, bool mma,
                                     cudaStream_t stream);
 
-// Queues the prefill kernel for the sequences of p with more than one query token (the others are skipped).
-// attention_prefill.cu.
-cudaError_t launch_prefill_attention(const AttentionParams& p, int group, float scale_log2, cudaStream_t stream);
+// Queues the prefill kernel for the sequences of p with more than one query token (the others are skipped); wgmma
+// picks its sm_90a variant. attention_prefill.cu.
+cudaError_t launch_prefill_attention(const AttentionParams& p, int group, float scale_log2, bool wgmma,
+                                     cudaStream_t stream);
 
 }  // namespace flint::cuda::attn

@@ -6,8 +6,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 
 #include "kernels/cuda/attention_common.cuh"
@@ -481,16 +479,6 @@ cudaError_t launch_decode_simt_heads(const AttentionParams& p, int group, int ma
 }
 
 
-// Which decode kernel runs: FLINT_ATTN_DECODE=mma picks the tensor-core kernel, anything else (or unset) the SIMT
-// one, the default until the device has measured the two side by side (gpu-check's attention_bench_mma step).
-bool decode_on_tensor_cores() {
-  static const bool on = [] {
-    const char* v = std::getenv("FLINT_ATTN_DECODE");
-    return v && std::strcmp(v, "mma") == 0;
-  }();
-  return on;
-}
-
 template <int kHeadDim>
 cudaError_t launch_decode_mma(const AttentionParams& p, int group, int max_splits, float scale_log2,
                               cudaStream_t stream) {
@@ -509,9 +497,9 @@ cudaError_t launch_decode_mma(const AttentionParams& p, int group, int max_split
 }
 
 template <int kHeadDim>
-cudaError_t launch_decode(const AttentionParams& p, int group, int max_splits, float scale_log2, cudaStream_t stream) {
-  const cudaError_t e = decode_on_tensor_cores()
-                            ? launch_decode_mma<kHeadDim>(p, group, max_splits, scale_log2, stream)
+cudaError_t launch_decode(const AttentionParams& p, int group, int max_splits, float scale_log2, bool mma,
+                          cudaStream_t stream) {
+  const cudaError_t e = mma ? launch_decode_mma<kHeadDim>(p, group, max_splits, scale_log2, stream)
                             : launch_decode_simt_heads<kHeadDim>(p, group, max_splits, scale_log2, stream);
   if (e != cudaSuccess || max_splits <= 1) return e;
   const dim3 grid(unsigned(p.batch.num_seqs), unsigned(p.num_qo_heads));
@@ -521,9 +509,9 @@ cudaError_t launch_decode(const AttentionParams& p, int group, int max_splits, f
 }  // namespace
 
 cudaError_t attn::launch_decode_attention(const AttentionParams& p, int group, int max_splits, float scale_log2,
-                                          cudaStream_t stream) {
-  return p.cache.head_dim == 64 ? launch_decode<64>(p, group, max_splits, scale_log2, stream)
-                                : launch_decode<128>(p, group, max_splits, scale_log2, stream);
+                                          bool mma, cudaStream_t stream) {
+  return p.cache.head_dim == 64 ? launch_decode<64>(p, group, max_splits, scale_log2, mma, stream)
+                                : launch_decode<128>(p, group, max_splits, scale_log2, mma, stream);
 }
 
 }  // namespace flint::cuda

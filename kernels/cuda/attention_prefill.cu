@@ -32,10 +32,26 @@ struct PrefillShape {
   static constexpr size_t kSmemBytes = size_t(5) * kTileElems * sizeof(bf16_bits);  // Q, K×2, V×2
 };
 
+// The wgmma variant (kWgmma, sm_90a; FLINT_ATTN_PREFILL=wgmma): the same block, rows, tiles, softmax and P, with
+// the warpgroup's two products as wgmma: S = Q·Kᵀ as wgmma.m64n64k16 with Q's fragments from registers and the K
+// tile read from shared memory (keys × 64-value rows, the 128-byte swizzle), and O += P·V as wgmma.m64n{64,128}k16
+// with P's fragments from registers and Vᵀ from shared memory, transposed there from the V tile by ldmatrix.trans
+// each tile. A wgmma k16 step sums the same 16 products onto the same accumulator as an mma.sync one, in the same
+// order, and on the H200 rounds as it does (docs/perf.md, the wgmma matmul), so both variants give the same bits
+// (the GPU tests check it). Shared memory: K, 2 stages (1024-byte aligned), then Vᵀ, Q and V (2 stages), padded.
 template <int kHeadDim>
+struct PrefillWgmmaShape {
+  static constexpr int kKTileBytes = kPrefillKeys * kHeadDim * 2;  // 64 keys, in 64-value regions of 8 KiB
+  static constexpr int kVtBytes = kHeadDim * kPrefillKeys * 2;     // head_dim rows of 64 keys (128 bytes)
+  static constexpr size_t kSmemBytes =
+      1024 + 2 * size_t(kKTileBytes) + kVtBytes + 3 * PrefillShape<kHeadDim>::kTileElems * sizeof(bf16_bits);
+};
+
+template <int kHeadDim, bool kWgmma>
 __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel(const AttentionParams p, int group, float scale_log2) {
   pdl_begin();
   using S = PrefillShape<kHeadDim>;
+  using W = PrefillWgmmaShape<kHeadDim>;
   constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
   const AttentionBatch& b = p.batch;
   const PagedKvCache& c = p.cache;
@@ -54,6 +70,15 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel(const Atten
   bf16_bits* sq = reinterpret_cast<bf16_bits*>(smem_raw);
   bf16_bits* sk = sq + S::kTileElems;      // two stages
   bf16_bits* sv = sk + 2 * S::kTileElems;  // two stages
+  unsigned char* kw = nullptr;             // kWgmma: the swizzled K stages, then Vᵀ
+  unsigned char* vtw = nullptr;
+  if constexpr (kWgmma) {
+    unsigned char* base = reinterpret_cast<unsigned char*>(smem_raw);
+    kw = base + (1024 - shared_address(base) % 1024) % 1024;
+    vtw = kw + 2 * W::kKTileBytes;
+    sq = reinterpret_cast<bf16_bits*>(vtw + W::kVtBytes);
+    sv = sq + S::kTileElems;
+  }
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tq = lane % 4;
 
   for (int ch = tid; ch < kPrefillRows * kChunks; ch += kPrefillWarps * 32) {
@@ -67,7 +92,10 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel(const Atten
       const int r = ch / kChunks, cc = ch % kChunks, j = j0 + r;
       const bool fill = j < tile_keys;
       const int64_t off = fill ? key_offset(c, table, j, kv_head) + cc * 8 : 0;
-      cp_async16(sk + stage * S::kTileElems + r * S::kLds + cc * 8, c.k + off, fill);
+      if constexpr (kWgmma)  // key r's 16-byte piece cc: 64-value region cc / 8, slot (cc % 8) ^ (r % 8)
+        cp_async16(kw + stage * W::kKTileBytes + (cc / 8) * 8192 + r * 128 + ((cc % 8) ^ (r & 7)) * 16, c.k + off, fill);
+      else
+        cp_async16(sk + stage * S::kTileElems + r * S::kLds + cc * 8, c.k + off, fill);
       cp_async16(sv + stage * S::kTileElems + r * S::kLds + cc * 8, c.v + off, fill);
     }
   };
@@ -92,6 +120,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel(const Atten
     if (it + 1 < n_tiles) load_kv(stage ^ 1, (it + 1) * kPrefillKeys);
     cp_async_commit();
     cp_async_wait<1>();  // everything but the tile just requested: Q and tile `it`
+    if constexpr (kWgmma) fence_proxy_async();  // this thread's K copies, seen by the wgmmas (async proxy)
     __syncthreads();
     if (it == 0) {
 #pragma unroll
@@ -104,14 +133,41 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel(const Atten
     float sc[kPrefillKeys / 8][4];
 #pragma unroll
     for (int nt = 0; nt < kPrefillKeys / 8; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+    if constexpr (kWgmma) {
+      // Vᵀ for this tile's P·V: the V tile's 8×8 blocks (keys 8a.., values 8b..) read transposed, so lane l's
+      // register of a block holds keys 8a + 2(l % 4), +1 of value 8b + l / 4; stored as row 8b + l / 4 of Vᵀ (64
+      // keys, 128 bytes) in the swizzled layout. A warp does a quarter of the blocks, four per ldmatrix.
 #pragma unroll
-    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      for (int i = 0; i < kHeadDim / 16; ++i) {
+        const int q4 = warp + kPrefillWarps * i, mine = 4 * q4 + lane / 8;  // the block whose row lane % 8 it gives
+        uint32_t r[4];
+        ldmatrix_x4<true>(r, vt + (8 * (mine % 8) + lane % 8) * S::kLds + 8 * (mine / 8));
 #pragma unroll
-      for (int np = 0; np < kPrefillKeys / 16; ++np) {
-        uint32_t kb[4];  // b0, b1 of key tile 2np, then of 2np + 1
-        ldmatrix_x4<false>(kb, kt + (np * 16 + lane % 8 + (lane / 16) * 8) * S::kLds + kk * 16 + ((lane / 8) % 2) * 8);
-        mma_m16n8k16(sc[2 * np], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kb[0], kb[1]);
-        mma_m16n8k16(sc[2 * np + 1], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kb[2], kb[3]);
+        for (int x = 0; x < 4; ++x) {
+          const int blk = 4 * q4 + x, d = 8 * (blk / 8) + lane / 4;
+          *reinterpret_cast<uint32_t*>(vtw + d * 128 + ((blk % 8) ^ (d & 7)) * 16 + 4 * (lane % 4)) = r[x];
+        }
+      }
+      fence_proxy_async();  // the Vᵀ stores, seen by the P·V wgmmas after the barrier below
+      float(&s_acc)[kPrefillKeys / 2] = reinterpret_cast<float(&)[kPrefillKeys / 2]>(sc);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kHeadDim / 16; ++kk)
+        wgmma_m64n64k16(s_acc, qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3],
+                        wgmma_desc_sw128(kw + stage * W::kKTileBytes + (kk / 4) * 8192, (kk % 4) * 32));
+      wgmma_commit();
+      wgmma_wait<0>();
+      wgmma_fence_operand(s_acc);
+    } else {
+#pragma unroll
+      for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+#pragma unroll
+        for (int np = 0; np < kPrefillKeys / 16; ++np) {
+          uint32_t kb[4];  // b0, b1 of key tile 2np, then of 2np + 1
+          ldmatrix_x4<false>(kb, kt + (np * 16 + lane % 8 + (lane / 16) * 8) * S::kLds + kk * 16 + ((lane / 8) % 2) * 8);
+          mma_m16n8k16(sc[2 * np], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kb[0], kb[1]);
+          mma_m16n8k16(sc[2 * np + 1], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kb[2], kb[3]);
+        }
       }
     }
     // Mask (causal and past the cache), scale into log2 units, online softmax per row.
@@ -153,21 +209,47 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel(const Atten
       }
     }
     // O += P·V: P's C fragments of key tiles 2ks and 2ks + 1 are exactly the A fragment of the 16-key step ks.
+    if constexpr (kWgmma) {
+      uint32_t pa[kPrefillKeys / 16][4];
 #pragma unroll
-    for (int ks = 0; ks < kPrefillKeys / 16; ++ks) {
-      const uint32_t a0 = pack_bf16x2(sc[2 * ks][0], sc[2 * ks][1]);
-      const uint32_t a1 = pack_bf16x2(sc[2 * ks][2], sc[2 * ks][3]);
-      const uint32_t a2 = pack_bf16x2(sc[2 * ks + 1][0], sc[2 * ks + 1][1]);
-      const uint32_t a3 = pack_bf16x2(sc[2 * ks + 1][2], sc[2 * ks + 1][3]);
-#pragma unroll
-      for (int ndp = 0; ndp < kHeadDim / 16; ++ndp) {
-        uint32_t vb[4];  // b0, b1 of value columns 16ndp .. +7, then of +8 .. +15
-        ldmatrix_x4<true>(vb, vt + (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * S::kLds + ndp * 16 + (lane / 16) * 8);
-        mma_m16n8k16(o[2 * ndp], a0, a1, a2, a3, vb[0], vb[1]);
-        mma_m16n8k16(o[2 * ndp + 1], a0, a1, a2, a3, vb[2], vb[3]);
+      for (int ks = 0; ks < kPrefillKeys / 16; ++ks) {
+        pa[ks][0] = pack_bf16x2(sc[2 * ks][0], sc[2 * ks][1]);
+        pa[ks][1] = pack_bf16x2(sc[2 * ks][2], sc[2 * ks][3]);
+        pa[ks][2] = pack_bf16x2(sc[2 * ks + 1][0], sc[2 * ks + 1][1]);
+        pa[ks][3] = pack_bf16x2(sc[2 * ks + 1][2], sc[2 * ks + 1][3]);
       }
+      float(&o_acc)[kHeadDim / 2] = reinterpret_cast<float(&)[kHeadDim / 2]>(o);
+      __syncthreads();  // Vᵀ written by every warp
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < kPrefillKeys / 16; ++ks) {
+        if constexpr (kHeadDim == 64)
+          wgmma_m64n64k16(o_acc, pa[ks][0], pa[ks][1], pa[ks][2], pa[ks][3], wgmma_desc_sw128(vtw, ks * 32));
+        else
+          wgmma_m64n128k16(o_acc, pa[ks][0], pa[ks][1], pa[ks][2], pa[ks][3], wgmma_desc_sw128(vtw, ks * 32));
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      wgmma_fence_operand(o_acc);
+      // No barrier here: the next tile's copies go to buffers every warp finished with before the barrier above,
+      // and Vᵀ is rewritten only after the next tile's first barrier, which every warp reaches past this wait.
+    } else {
+#pragma unroll
+      for (int ks = 0; ks < kPrefillKeys / 16; ++ks) {
+        const uint32_t a0 = pack_bf16x2(sc[2 * ks][0], sc[2 * ks][1]);
+        const uint32_t a1 = pack_bf16x2(sc[2 * ks][2], sc[2 * ks][3]);
+        const uint32_t a2 = pack_bf16x2(sc[2 * ks + 1][0], sc[2 * ks + 1][1]);
+        const uint32_t a3 = pack_bf16x2(sc[2 * ks + 1][2], sc[2 * ks + 1][3]);
+#pragma unroll
+        for (int ndp = 0; ndp < kHeadDim / 16; ++ndp) {
+          uint32_t vb[4];  // b0, b1 of value columns 16ndp .. +7, then of +8 .. +15
+          ldmatrix_x4<true>(vb, vt + (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * S::kLds + ndp * 16 + (lane / 16) * 8);
+          mma_m16n8k16(o[2 * ndp], a0, a1, a2, a3, vb[0], vb[1]);
+          mma_m16n8k16(o[2 * ndp + 1], a0, a1, a2, a3, vb[2], vb[3]);
+        }
+      }
+      __syncthreads();  // every warp is done with this stage before the next iteration refills it
     }
-    __syncthreads();  // every warp is done with this stage before the next iteration refills it
   }
   cp_async_wait<0>();
 
@@ -187,27 +269,31 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel(const Atten
   }
 }
 
-template <int kHeadDim>
+template <int kHeadDim, bool kWgmma>
 cudaError_t launch_prefill(const AttentionParams& p, int group, float scale_log2, cudaStream_t stream) {
-  using S = PrefillShape<kHeadDim>;
+  const size_t smem = kWgmma ? PrefillWgmmaShape<kHeadDim>::kSmemBytes : PrefillShape<kHeadDim>::kSmemBytes;
   static std::once_flag raised;
   static cudaError_t raise_error = cudaSuccess;
-  std::call_once(raised, [] {
-    raise_error = cudaFuncSetAttribute(prefill_kernel<kHeadDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       int(S::kSmemBytes));
+  std::call_once(raised, [smem] {
+    raise_error = cudaFuncSetAttribute(prefill_kernel<kHeadDim, kWgmma>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       int(smem));
   });
   if (raise_error != cudaSuccess) return raise_error;
   const int row_tiles = (p.batch.max_q_len * group + kPrefillRows - 1) / kPrefillRows;
   const dim3 grid(unsigned(row_tiles), unsigned(p.cache.num_kv_heads), unsigned(p.batch.num_seqs));
-  return launch_kernel(prefill_kernel<kHeadDim>, grid, dim3(kPrefillWarps * 32), S::kSmemBytes, stream, p, group,
+  return launch_kernel(prefill_kernel<kHeadDim, kWgmma>, grid, dim3(kPrefillWarps * 32), smem, stream, p, group,
                        scale_log2);
 }
 
 }  // namespace
 
-cudaError_t attn::launch_prefill_attention(const AttentionParams& p, int group, float scale_log2, cudaStream_t stream) {
-  return p.cache.head_dim == 64 ? launch_prefill<64>(p, group, scale_log2, stream)
-                                : launch_prefill<128>(p, group, scale_log2, stream);
+cudaError_t attn::launch_prefill_attention(const AttentionParams& p, int group, float scale_log2, bool wgmma,
+                                           cudaStream_t stream) {
+  if (wgmma)
+    return p.cache.head_dim == 64 ? launch_prefill<64, true>(p, group, scale_log2, stream)
+                                  : launch_prefill<128, true>(p, group, scale_log2, stream);
+  return p.cache.head_dim == 64 ? launch_prefill<64, false>(p, group, scale_log2, stream)
+                                : launch_prefill<128, false>(p, group, scale_log2, stream);
 }
 
 size_t attention_prefill_smem_bytes(int32_t head_dim) {

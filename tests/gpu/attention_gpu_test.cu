@@ -215,6 +215,36 @@ TEST(AttentionGpu, MixedDecodeAndPrefillBatchesMatchTheTwin) {
   }
 }
 
+// The wgmma prefill kernel (FLINT_ATTN_PREFILL=wgmma, sm_90a; attention_prefill.cu) against the mma.sync one, bit
+// for bit: the same tiles, softmax and P, and each wgmma k16 step adds the same products onto the same accumulator
+// as an mma.sync step (on the H200 they round alike: the wgmma matmul's tests). Head dims 64 and 128 (P·V as
+// m64n64k16 and m64n128k16), GQA ratios 1, 4 and 7, short and long prompts, a cached prefix plus a chunk, block
+// size 8 (a K/V tile across cache blocks), decode sequences in the same call; and against the twin.
+TEST(AttentionGpu, PrefillWgmmaKernelGivesTheMmaKernelsBits) {
+  REQUIRE_GPU();
+  if (!attention_prefill_wgmma_available()) GTEST_SKIP() << "the wgmma prefill kernel needs sm_90a code and device";
+  const AttentionKernels saved = attention_kernels();
+  uint32_t seed = 6000;
+  for (int32_t hd : {64, 128})
+    for (int32_t ratio : {1, 4, 7})
+      for (int32_t bs : {16, 8}) {
+        if (bs == 8 && ratio != 4) continue;
+        const Shape sh = gqa_shape(hd, ratio, bs);
+        Problem p = make_problem(sh, {{2, 2}, {17, 17}, {65, 65}, {200, 200}, {40, 300}, {1, 100}}, seed += 10,
+                                 /*q_pad=*/8, /*out_pad=*/8);
+        set_attention_kernels({saved.decode_mma, false});
+        const std::vector<bf16_bits> mma = run_gpu(p);
+        set_attention_kernels({saved.decode_mma, true});
+        const std::vector<bf16_bits> wgmma = run_gpu(p);
+        size_t differ = 0;
+        for (size_t i = 0; i < mma.size(); ++i) differ += mma[i] != wgmma[i];
+        EXPECT_EQ(differ, 0u) << describe(sh) << ": " << differ << " output values differ between the kernels";
+        summary_add("attn.prefill_wgmma.bits", double(differ), double(differ));
+        expect_close_to_twin("prefill wgmma " + describe(sh), p, wgmma, attn_test::run_twin(p));
+      }
+  set_attention_kernels(saved);
+}
+
 // A cached prefix plus a new chunk (prefix caching, chunked prefill): the chunk's queries read the prefix's keys
 // through the block table, including a chunk on an 8191-token cache.
 TEST(AttentionGpu, CachedPrefixPlusNewChunkMatchesTheTwin) {
