@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Two engine_bench JSONs of the same shapes side by side: decode tok/s and forward ms per (model, batch), and the
-ratio. gpu-check.sh uses it for the programmatic-dependent-launch A/B (engine_bench with and without FLINT_PDL=off).
+"""Two engine_bench JSONs of the same shapes side by side: decode tok/s and forward ms per (model, batch), prefill
+tok/s per (model, tokens), and the ratios. gpu-check.sh uses it for its A/Bs (FLINT_PDL=off, FLINT_MATMUL=hybrid,
+the tensor-core attention kernels).
 Usage: compare_engine_runs.py A.json B.json [--labels A,B] [--json OUT]"""
 import argparse
 import json
@@ -17,6 +18,12 @@ def decode_rows(path):
     return doc, rows
 
 
+def prefill_rows(doc):
+    """(model, tokens) -> prefill row, the rows that ran (a failed length has an error and no tok_s)."""
+    return {(m["model"], p["tokens"]): p for m in doc.get("models", []) for p in m.get("prefill", [])
+            if p.get("tok_s")}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("a")
@@ -25,8 +32,8 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     la, lb = (args.labels.split(",") + ["b"])[:2]
-    _, ra = decode_rows(args.a)
-    _, rb = decode_rows(args.b)
+    da, ra = decode_rows(args.a)
+    db, rb = decode_rows(args.b)
     common = sorted(set(ra) & set(rb))
     if not common:
         print(f"compare_engine_runs: no (model, batch) decode row in both {args.a} and {args.b}")
@@ -41,9 +48,19 @@ def main():
               f"{b['forward_ms']:>16.3f}{speedup:>9.3f}")
         out.append({"model": key[0], "batch": key[1], la + "_tok_s": a["tok_s"], lb + "_tok_s": b["tok_s"],
                     la + "_forward_ms": a["forward_ms"], lb + "_forward_ms": b["forward_ms"], "speedup": speedup})
+    pa, pb = prefill_rows(da), prefill_rows(db)
+    prefill = []
+    if set(pa) & set(pb):
+        print(f"## prefill, {la} vs {lb}")
+        print(f"{'model':<16}{'tokens':>7}{'tok/s ' + la:>16}{'tok/s ' + lb:>16}{'speedup':>9}")
+        for key in sorted(set(pa) & set(pb)):
+            speedup = pa[key]["tok_s"] / pb[key]["tok_s"]
+            print(f"{key[0]:<16}{key[1]:>7}{pa[key]['tok_s']:>16.1f}{pb[key]['tok_s']:>16.1f}{speedup:>9.3f}")
+            prefill.append({"model": key[0], "tokens": key[1], la + "_tok_s": pa[key]["tok_s"],
+                            lb + "_tok_s": pb[key]["tok_s"], "speedup": speedup})
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"labels": [la, lb], "rows": out}, f, indent=1)
+            json.dump({"labels": [la, lb], "rows": out, "prefill": prefill}, f, indent=1)
     return 0
 
 

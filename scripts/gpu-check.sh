@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     --plan)
       case "${2:-}" in
         kernels) ONLY=",loads,card,gpu_tests,gpu_tests_attn_mma,gpu_baselines,matmul_bench,matmul_bench_mma,ops_bench,"
-                 ONLY+="attention_bench,attention_bench_mma,attention_mma_gain,torch_baselines,"
+                 ONLY+="attention_bench,attention_bench_tc,attention_tc_gain,torch_baselines,"
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
                  ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,engine_bench_hybrid,hybrid_gain,engine_overhead,"
@@ -422,21 +422,23 @@ main_steps() {
   # "## summary" block. Estimate: ~20 s on an H100 (~70 GB of KV filled in all, ~2,000 timed calls of at most
   # ~6 ms each at the copy ceiling); the timeout allows a kernel several times slower than that.
   run_step attention_bench 180 "$ATTENTION_BENCH" --json "$WORK/attention_bench.json" $QUICK
-  # gpu_tests_attn_mma, attention_bench_mma, attention_mma_gain (in --plan kernels, or when named): the tensor-core
-  # decode kernel (FLINT_ATTN_DECODE=mma, kernels/cuda/attention_decode.cu) against the twins on every decode test
-  # (~30 s, estimated), then benchmarked, then beside attention_bench's rows shape by shape
-  # (bench/compare_attention_runs.py: speedup = the default's µs / mma's): the A/B that decides the default.
+  # gpu_tests_attn_mma, attention_bench_tc, attention_tc_gain (in --plan kernels, or when named): the tensor-core
+  # variants against the defaults. gpu_tests_attn_mma: the decode tests on the tensor-core decode kernel
+  # (FLINT_ATTN_DECODE=mma, kernels/cuda/attention_decode.cu; ~30 s, estimated); the wgmma prefill kernel's bit-for-bit
+  # test is in gpu_tests. attention_bench_tc: the benchmark with both (FLINT_ATTN_PREFILL=wgmma,
+  # attention_prefill.cu); attention_tc_gain: beside attention_bench's rows shape by shape
+  # (bench/compare_attention_runs.py: speedup = the default's µs / the variant's): the A/B that decides the defaults.
   if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",gpu_tests_attn_mma,"* ]]; then
     run_step gpu_tests_attn_mma 240 env FLINT_REQUIRE_GPU=1 FLINT_ATTN_DECODE=mma "$GPU_TESTS" \
       --gtest_filter="$ATTN_DECODE_TESTS"
   fi
-  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attention_bench_mma,"* ]]; then
-    run_step attention_bench_mma 180 env FLINT_ATTN_DECODE=mma "$ATTENTION_BENCH" \
-      --json "$WORK/attention_bench_mma.json" $QUICK
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attention_bench_tc,"* ]]; then
+    run_step attention_bench_tc 180 env FLINT_ATTN_DECODE=mma FLINT_ATTN_PREFILL=wgmma "$ATTENTION_BENCH" \
+      --json "$WORK/attention_bench_tc.json" $QUICK
   fi
-  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attention_mma_gain,"* ]]; then
-    run_step attention_mma_gain 30 "$PY" bench/compare_attention_runs.py "$WORK/attention_bench_mma.json" \
-      "$WORK/attention_bench.json" --labels mma,simt --json "$WORK/attention_mma_gain.json"
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attention_tc_gain,"* ]]; then
+    run_step attention_tc_gain 30 "$PY" bench/compare_attention_runs.py "$WORK/attention_bench_tc.json" \
+      "$WORK/attention_bench.json" --labels tc,default --json "$WORK/attention_tc_gain.json"
   fi
   # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at batch 1, 8, 32, 128 and
   # 256 (--quick: 1, 8, 32); 58 s on the H200 run of 2026-11-26, before the Qwen2.5-1.5B decode shapes and batches
@@ -495,22 +497,23 @@ main_steps() {
   # engine_overhead: the engine's host time per decode step on this machine's CPU with no device work (a backend
   # that computes nothing): the part of engine_bench's step time no kernel can hide. A few seconds.
   run_step engine_overhead 60 "$BUILD/bench/engine_overhead_bench" --json "$WORK/engine_overhead.json"
-  # engine_bench_long, engine_bench_long_mma, attn_mma_engine_gain (only when named): decode with 4000-token prompts,
+  # engine_bench_long, engine_bench_long_tc, attn_tc_engine_gain (only when named): decode with 4000-token prompts,
   # where attention reads more bytes than the weights (Llama-3.2-1B at batch 32: ~4.2 GB of KV per step against
-  # 2.5 GB of weights), with the default decode attention and with FLINT_ATTN_DECODE=mma, side by side
-  # (bench/compare_engine_runs.py). Estimate (not measured): ~1 min each, most of it prefilling the prompts.
+  # 2.5 GB of weights), and prefill at 4096, with the default attention kernels and with the tensor-core variants
+  # (FLINT_ATTN_DECODE=mma FLINT_ATTN_PREFILL=wgmma), side by side (bench/compare_engine_runs.py). Estimate (not
+  # measured): ~1 min each, most of it prefilling the prompts.
   if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",engine_bench_long,"* ]]; then
     run_step engine_bench_long 240 "$ENGINE_BENCH" --device cuda --models llama-3.2-1b,qwen2.5-1.5b \
-      --batches 1,32,128 --prompt 4000 --prefill 512 --json "$WORK/engine_bench_long.json"
+      --batches 1,32,128 --prompt 4000 --prefill 4096 --json "$WORK/engine_bench_long.json"
   fi
-  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",engine_bench_long_mma,"* ]]; then
-    run_step engine_bench_long_mma 240 env FLINT_ATTN_DECODE=mma "$ENGINE_BENCH" --device cuda \
-      --models llama-3.2-1b,qwen2.5-1.5b --batches 1,32,128 --prompt 4000 --prefill 512 \
-      --json "$WORK/engine_bench_long_mma.json"
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",engine_bench_long_tc,"* ]]; then
+    run_step engine_bench_long_tc 240 env FLINT_ATTN_DECODE=mma FLINT_ATTN_PREFILL=wgmma "$ENGINE_BENCH" \
+      --device cuda --models llama-3.2-1b,qwen2.5-1.5b --batches 1,32,128 --prompt 4000 --prefill 4096 \
+      --json "$WORK/engine_bench_long_tc.json"
   fi
-  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attn_mma_engine_gain,"* ]]; then
-    run_step attn_mma_engine_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_long_mma.json" \
-      "$WORK/engine_bench_long.json" --labels mma,simt --json "$WORK/attn_mma_engine_gain.json"
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attn_tc_engine_gain,"* ]]; then
+    run_step attn_tc_engine_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_long_tc.json" \
+      "$WORK/engine_bench_long.json" --labels tc,default --json "$WORK/attn_tc_engine_gain.json"
   fi
   # engine_vs_hf: engine_bench's decode beside transformers' generate() (torch_baselines above) at the same shape and
   # batch, issue 6's decode targets as PASS/MISS. Needs both steps in the same run (with --only, name all three).

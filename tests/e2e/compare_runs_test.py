@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""bench/compare_attention_runs.py on a recorded A/B (docs/baselines/h200-2026-11-27-run5.json: the staged decode
-kernel against the plain one, one H200 run): the speedups it prints are B's µs over A's for the same shape, its
-summary counts agree with its rows, its JSON holds every shape of both runs, and a missing input or two runs with
-no shape in common exit 1. Usage: compare_attention_runs_test.py SCRIPT RUN5_JSON"""
+"""The A/B scripts gpu-check.sh runs, on A/Bs recorded on the H200.
+bench/compare_attention_runs.py on run 5's (docs/baselines/h200-2026-11-27-run5.json: the staged decode kernel
+against the plain one): the speedups it prints are B's µs over A's for the same shape, its summary counts agree
+with its rows, its JSON holds every shape of both runs, and a missing input, a file that is not JSON, or two runs
+with no shape in common exit 1. bench/compare_engine_runs.py on run 8's (FLINT_MATMUL=hybrid against the default):
+decode and prefill rows with their speedups.
+Usage: compare_runs_test.py BENCH_DIR RUN5_JSON RUN8_JSON"""
 import json
 import os
 import subprocess
@@ -16,7 +19,8 @@ def run(script, *args):
 
 
 def main():
-    script, recorded = sys.argv[1], sys.argv[2]
+    bench, recorded, run8 = sys.argv[1], sys.argv[2], sys.argv[3]
+    script = os.path.join(bench, "compare_attention_runs.py")
     with open(recorded) as f:
         doc = json.load(f)
     with tempfile.TemporaryDirectory() as d:
@@ -49,8 +53,31 @@ def main():
         json.dump({"shapes": []}, open(empty, "w"))
         rc, text = run(script, empty, b)
         assert rc == 1 and "no shape ran in both" in text, text
-    print("compare_attention_runs: ok")
+    check_engine_runs(os.path.join(bench, "compare_engine_runs.py"), run8)
+    print("compare_attention_runs, compare_engine_runs: ok")
     return 0
+
+
+def check_engine_runs(script, recorded):
+    with open(recorded) as f:
+        doc = json.load(f)
+    with tempfile.TemporaryDirectory() as d:
+        a, b, out = os.path.join(d, "hybrid.json"), os.path.join(d, "flint.json"), os.path.join(d, "cmp.json")
+        json.dump(doc["engine_bench_hybrid"], open(a, "w"))
+        json.dump(doc["engine_bench"], open(b, "w"))
+        rc, text = run(script, a, b, "--labels", "hybrid,flint", "--json", out)
+        assert rc == 0, text
+        res = json.load(open(out))
+        dec = {(r["model"], r["batch"]): r for r in res["rows"]}
+        pre = {(r["model"], r["tokens"]): r for r in res["prefill"]}
+        # run 8 (docs/perf.md): Llama-3.2-1B batch 128, 59059 against 30490 tok/s; prefill 512, 148907 against 52077
+        r = dec[("llama-3.2-1b", 128)]
+        assert round(r["hybrid_tok_s"]) == 59059 and round(r["flint_tok_s"]) == 30490, r
+        assert abs(r["speedup"] - r["hybrid_tok_s"] / r["flint_tok_s"]) < 1e-12, r
+        r = pre[("llama-3.2-1b", 512)]
+        assert round(r["hybrid_tok_s"]) == 148907 and abs(r["speedup"] - 2.859) < 0.001, r
+        assert len(pre) == 6 and len(dec) == 9, (len(pre), len(dec))
+        assert "## prefill, hybrid vs flint" in text, text
 
 
 if __name__ == "__main__":
