@@ -403,6 +403,7 @@ void CudaBackend::guarded(F&& step) {
   try {
     step();
   } catch (...) {
+    if (step_profiled_) profiler_.release(), step_profiled_ = false;
     // A launch or copy error may be the sign of a fault that poisoned the context: ask the stream.
     const cudaError_t e = cudaStreamSynchronize(stream_);
     if (cuda_error_is_sticky(e)) fatal_ = std::string(cudaGetErrorName(e)) + " (" + cudaGetErrorString(e) + ")";
@@ -427,7 +428,9 @@ void CudaBackend::forward_logits(const StepPlan& plan, float* logits) {
     check(cudaMemcpyAsync(logits, B_.logits, size_t(rows) * size_t(config_.vocab_size) * sizeof(float),
                           cudaMemcpyDeviceToHost, stream_),
           "copying the logits back");
+  profile_end_step();
   check(cudaStreamSynchronize(stream_), "the forward step");
+  profile_collect();
 }
 
 void CudaBackend::forward_and_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids,
@@ -446,7 +449,9 @@ void CudaBackend::forward_and_sample(const StepPlan& plan, const cpu::SampleBatc
   }
   if (!enqueue_step(plan)) return;
   if (rows == 0) {
+    profile_end_step();
     check(cudaStreamSynchronize(stream_), "the forward step");
+    profile_collect();
     return;
   }
   check(cudaMemcpyAsync(sample_dev_, sample_host_, layout.total, cudaMemcpyHostToDevice, stream_),
@@ -455,12 +460,26 @@ void CudaBackend::forward_and_sample(const StepPlan& plan, const cpu::SampleBatc
   const SampleParams p = cuda_sample_params(layout, rows, sample_dev_, B_.logits, config_.vocab_size, sample_out_dev_,
                                             reinterpret_cast<float*>(sample_out_dev_ + max_logit_rows_));
   std::string why;
+  if (step_profiled_) profiler_.op_begin("sampling", stream_);
   check_op(cuda::sample(p, stream_, &why), "sampling", why);
+  if (step_profiled_) profiler_.op_end(stream_);
   check(cudaMemcpyAsync(sample_out_host_, sample_out_dev_, size_t(max_logit_rows_) * 8, cudaMemcpyDeviceToHost, stream_),
         "copying the sampled tokens back");
+  profile_end_step();
   check(cudaStreamSynchronize(stream_), "the forward step and its sampling");
+  profile_collect();
   std::copy_n(sample_out_host_, rows, token_ids);
   std::memcpy(logprobs, sample_out_host_ + max_logit_rows_, size_t(rows) * sizeof(float));
+}
+
+void CudaBackend::profile_end_step() {
+  if (step_profiled_) profiler_.end_step(stream_);
+}
+
+void CudaBackend::profile_collect() {
+  if (!step_profiled_) return;
+  step_profiled_ = false;
+  profiler_.collect();
 }
 
 void CudaBackend::grow_sample_staging(size_t bytes) {
@@ -492,14 +511,17 @@ bool CudaBackend::enqueue_step(const StepPlan& plan) {
   for (int32_t id : plan.token_ids)
     if (id < 0 || id >= config_.vocab_size) fail("token id ", id, " outside the vocabulary [0, ", config_.vocab_size, ")");
 
-  const int32_t bucket = graphs_.empty() || observer_ || !is_decode_only(plan) ? -1
-                                                                               : cuda_pick_graph_bucket(buckets_, s);
+  step_profiled_ = profiling_ && !observer_;
+  const int32_t bucket = graphs_.empty() || observer_ || step_profiled_ || !is_decode_only(plan)
+                             ? -1
+                             : cuda_pick_graph_bucket(buckets_, s);
   // The narrowest captured table that holds the step's longest sequence (widths_ ends with table_width_).
   const int32_t width = bucket < 0 ? -1 : cuda_pick_graph_bucket(widths_, std::max(plan.max_blocks_per_seq, 1));
   int64_t elems = 0;
   const StepShape shape = cuda_prepare_step(plan, bucket >= 0 ? buckets_[size_t(bucket)] : 0,
                                             bucket >= 0 ? widths_[size_t(width)] : table_width_, block_size_,
                                             staging_host_, &elems);
+  if (step_profiled_) profiler_.begin_step(stream_);  // the step's work queues behind its hold
   check(cudaMemcpyAsync(staging_dev_, staging_host_, size_t(elems) * 4, cudaMemcpyHostToDevice, stream_),
         "uploading the step's inputs");
   if (bucket >= 0)
@@ -515,22 +537,33 @@ struct CudaOps {
   const StepPlan* plan;  // for observe_kv; null while capturing (no observer then)
   std::string why;
 
-  void embedding(const EmbeddingParams& p, const char* what) { check_op(cuda::embedding(p, b.stream_, &why), what, why); }
+  // Queues one op (between the profiler's events in a profiled step) and checks its launch.
+  template <class Launch>
+  void op(const char* what, Launch&& launch) {
+    if (b.step_profiled_) b.profiler_.op_begin(what, b.stream_);
+    check_op(launch(), what, why);
+    if (b.step_profiled_) b.profiler_.op_end(b.stream_);
+  }
+  void embedding(const EmbeddingParams& p, const char* what) {
+    op(what, [&] { return cuda::embedding(p, b.stream_, &why); });
+  }
   void add_rmsnorm(const AddRmsNormParams& p, const char* what) {
-    check_op(cuda::add_rmsnorm(p, b.stream_, &why), what, why);
+    op(what, [&] { return cuda::add_rmsnorm(p, b.stream_, &why); });
   }
   int matmul(const MatmulParams& p, const char* what) {
     int partials = 0;
-    check_op(cuda::matmul(p, b.stream_, cuda::MatmulKernel::Auto, &why, &partials), what, why);
+    op(what, [&] { return cuda::matmul(p, b.stream_, cuda::MatmulKernel::Auto, &why, &partials); });
     return partials;
   }
   void rope_write_kv(const RopeKvParams& p, const char* what) {
-    check_op(cuda::rope_write_kv(p, b.stream_, &why), what, why);
+    op(what, [&] { return cuda::rope_write_kv(p, b.stream_, &why); });
   }
   void paged_attention(const AttentionParams& p, const char* what) {
-    check_op(cuda::paged_attention(p, b.stream_, &why), what, why);
+    op(what, [&] { return cuda::paged_attention(p, b.stream_, &why); });
   }
-  void gather_rows(const GatherRowsParams& p, const char* what) { check_op(cuda::gather_rows(p, b.stream_, &why), what, why); }
+  void gather_rows(const GatherRowsParams& p, const char* what) {
+    op(what, [&] { return cuda::gather_rows(p, b.stream_, &why); });
+  }
   bool observing() const { return bool(b.observer_); }
 
   template <class T>

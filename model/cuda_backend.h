@@ -24,6 +24,7 @@
 
 #include "model/backend.h"
 #include "model/cuda_forward.h"
+#include "model/cuda_op_profiler.h"
 #include "model/model_weights.h"
 
 namespace flint {
@@ -71,6 +72,12 @@ class CudaBackend : public Backend {
   // Seconds the constructor spent capturing the decode graphs (0 with graphs off), as its log line says.
   double graph_capture_seconds() const { return capture_seconds_; }
 
+  // Per-op GPU times (model/cuda_op_profiler.h): while on, steps run eagerly, held until queued, with events
+  // around every op; op_profile() sums them over the profiled steps. Not while an observer is set. Engine thread.
+  void set_op_profiling(bool on) { profiling_ = on; }
+  const OpProfile& op_profile() const { return profiler_.profile(); }
+  void reset_op_profile() { profiler_.reset(); }
+
  private:
   // The constructor's work after its checks; on a throw the constructor calls release() (no leak of device memory
   // when, say, the KV cache does not fit after the weights were uploaded).
@@ -91,6 +98,9 @@ class CudaBackend : public Backend {
   void allocate_buffers();
   void allocate_kv_cache(const CudaBackendOptions& options);
   void capture_graphs();
+  // Ends a profiled step before the stream is synchronised (end_step), or after (collect); no-ops otherwise.
+  void profile_end_step();
+  void profile_collect();
   void capture_graphs_once();
   // Queues the whole forward pass (model/cuda_forward.h) for `shape` on stream_ (staging already uploaded).
   // `plan` is given for the observer (which reads K/V back from the cache slots it names); null while capturing.
@@ -127,6 +137,8 @@ class CudaBackend : public Backend {
   std::vector<cudaGraphExec_t> graphs_;  // [bucket · widths_.size() + width] (empty when graphs are off)
   double capture_seconds_ = 0;
   LayerObserver observer_;
+  CudaOpProfiler profiler_;
+  bool profiling_ = false, step_profiled_ = false;
   std::string fatal_;  // engine thread only (the thread that runs the steps)
 };
 

@@ -155,7 +155,25 @@ __global__ void __launch_bounds__(kGatherThreads) gather_rows_kernel(GatherRowsP
   for (int64_t u = threadIdx.x; u < units_per_row; u += kGatherThreads) dst[u] = valid ? src[u] : T{};
 }
 
+// ---- hold_stream: one thread spinning on a host flag -------------------------------------------------------
+
+#ifndef FLINT_CUDA_EMU
+__global__ void __launch_bounds__(1) hold_kernel(const volatile int32_t* flag) {
+  pdl_begin();
+  for (int i = 0; i < 1000000 && *flag == 0; ++i) __nanosleep(2000);  // ~2 s at most
+}
+#endif
+
 }  // namespace
+
+cudaError_t hold_stream(const int32_t* flag, cudaStream_t stream) {
+#ifdef FLINT_CUDA_EMU
+  (void)flag, (void)stream;
+  return cudaSuccess;
+#else
+  return launch_kernel(hold_kernel, dim3(1), dim3(1), 0, stream, flag);
+#endif
+}
 
 cudaError_t embedding(const EmbeddingParams& p, cudaStream_t stream, std::string* error) {
   if (std::string e = embedding_params_error(p); !e.empty()) return invalid(std::move(e), error);

@@ -32,4 +32,10 @@ cudaError_t gather_rows(const GatherRowsParams& p, cudaStream_t stream, std::str
 // per value (F32, F16, BF16). Bit-for-bit equal to f32_to_bf16 ∘ cpu::dequantize_row (see DequantParams).
 cudaError_t dequantize(const DequantParams& p, cudaStream_t stream, std::string* error = nullptr);
 
+// Holds `stream` until *flag (device-visible, e.g. mapped pinned memory) becomes nonzero, or for about 2 s at
+// most: one thread spinning, so that what is queued behind it runs back to back once the host has queued it all
+// (the op profiler, model/cuda_op_profiler.h). The CUDA emulator runs each launch at once, so there it holds
+// nothing and returns cudaSuccess.
+cudaError_t hold_stream(const int32_t* flag, cudaStream_t stream);
+
 }  // namespace flint::cuda

@@ -113,7 +113,8 @@ enum cudaStreamCaptureMode {
   cudaStreamCaptureModeRelaxed = 2,
 };
 constexpr unsigned cudaStreamDefault = 0, cudaStreamNonBlocking = 1;
-constexpr unsigned cudaHostAllocDefault = 0;
+constexpr unsigned cudaHostAllocDefault = 0, cudaHostAllocMapped = 2;
+constexpr unsigned cudaEventDefault = 0;
 
 struct cudaDeviceProp {
   char name[256];
@@ -134,8 +135,10 @@ namespace cuda_emu {
 struct Stream;
 struct Graph;
 struct GraphExec;
+struct Event;
 }  // namespace cuda_emu
 using cudaStream_t = cuda_emu::Stream*;
+using cudaEvent_t = cuda_emu::Event*;
 using cudaGraph_t = cuda_emu::Graph*;
 using cudaGraphExec_t = cuda_emu::GraphExec*;
 
@@ -158,6 +161,12 @@ cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned flags);
 template <class T>
 cudaError_t cudaHostAlloc(T** p, size_t bytes, unsigned flags) { return cudaHostAlloc(reinterpret_cast<void**>(p), bytes, flags); }
 cudaError_t cudaMallocHost(void** p, size_t bytes);
+// Host memory is the device's here: the device pointer of a mapped allocation is its host pointer.
+cudaError_t cudaHostGetDevicePointer(void** device, void* host, unsigned flags);
+template <class T>
+cudaError_t cudaHostGetDevicePointer(T** device, void* host, unsigned flags) {
+  return cudaHostGetDevicePointer(reinterpret_cast<void**>(device), host, flags);
+}
 cudaError_t cudaFreeHost(void* p);
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes);
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
@@ -175,6 +184,14 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
 cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+// Events: a record runs in stream order (now, as streams run their work at once; at replay when captured) and
+// takes the host's steady clock, so elapsed times are the emulator's own, not a GPU's.
+cudaError_t cudaEventCreate(cudaEvent_t* e);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream = nullptr);
+cudaError_t cudaEventSynchronize(cudaEvent_t e);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value);
 template <class F>
 cudaError_t cudaFuncSetAttribute(F* func, cudaFuncAttribute attr, int value) {

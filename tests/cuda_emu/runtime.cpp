@@ -3,6 +3,7 @@
 // graphs and their replay, launch checks as the driver makes them, and CUDA's error rules (cudaGetLastError
 // clears a launch error; a kernel fault is sticky and every later call returns it).
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -16,8 +17,13 @@
 
 namespace cuda_emu {
 
+struct Event {
+  std::chrono::steady_clock::time_point at{};
+  bool recorded = false;
+};
+
 struct Node {
-  enum Kind { Kernel, Memcpy, Memset };
+  enum Kind { Kernel, Memcpy, Memset, EventRecord };
   explicit Node(Kind k) : kind(k) {}
   Kind kind;
   LaunchConfig config{};
@@ -27,6 +33,7 @@ struct Node {
   const void* src = nullptr;
   size_t bytes = 0;
   int value = 0;
+  Event* event = nullptr;
 };
 struct Graph {
   std::vector<Node> nodes;
@@ -143,6 +150,10 @@ void run_node(State& s, const Node& n) {
     case Node::Kernel: run_kernel(s, n.config, n.name, n.body); break;
     case Node::Memcpy: std::memmove(n.dst, n.src, n.bytes); break;
     case Node::Memset: std::memset(n.dst, n.value, n.bytes); break;
+    case Node::EventRecord:
+      n.event->at = std::chrono::steady_clock::now();
+      n.event->recorded = true;
+      break;
   }
 }
 
@@ -321,6 +332,14 @@ cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned) {
   return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void** p, size_t bytes) { return cudaHostAlloc(p, bytes, 0); }
+cudaError_t cudaHostGetDevicePointer(void** device, void* host, unsigned) {
+  auto& s = st();
+  std::lock_guard lock(s.mu);
+  const auto it = s.allocs.find(reinterpret_cast<uintptr_t>(host));
+  if (it == s.allocs.end() || it->second.device) return fail(cudaErrorInvalidValue);
+  *device = host;
+  return cudaSuccess;
+}
 cudaError_t cudaFreeHost(void* p) {
   if (!p) return cudaSuccess;
   auto& s = st();
@@ -481,6 +500,34 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
   delete exec;
   return cudaSuccess;
 }
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  *e = new cuda_emu::Event;
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
+  auto& s = st();
+  std::lock_guard lock(s.mu);
+  if (!e) return fail(cudaErrorInvalidResourceHandle);
+  if (!cuda_emu::valid_stream(s, stream)) return fail(cudaErrorInvalidResourceHandle);
+  cuda_emu::Node n(cuda_emu::Node::EventRecord);
+  n.event = e;
+  return cuda_emu::submit(s, stream, std::move(n));
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {  // the work before a record has already run
+  return e ? st().sticky : fail(cudaErrorInvalidResourceHandle);
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!start || !end) return fail(cudaErrorInvalidResourceHandle);
+  if (!start->recorded || !end->recorded) return fail(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
+  return cudaSuccess;
+}
+
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   auto& s = st();
   std::lock_guard lock(s.mu);

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <random>
 
 #include "kernels/cpu/sampling.h"
@@ -425,6 +426,57 @@ TEST(CudaBackend, DeviceSamplingPicksTheTwinsTokensFromTheSameLogits) {
     const std::vector<int32_t> got = check_step(p, rows, step, "decode");
     for (int32_t s = 0; s < seqs; ++s) history[size_t(s)].push_back(got[size_t(s)]);
   }
+}
+
+// The op profiler (model/cuda_op_profiler.h): a profiled decode step runs eagerly behind its hold and gives the
+// graph's logits bit for bit; the profile counts each op of the forward pass once per layer (the LM head, the
+// embedding and sampling once per step), every time is within the step's, and steps with profiling off add
+// nothing.
+TEST(CudaBackend, OpProfilerTimesEveryOpOfAStepAndChangesNoBits) {
+  REQUIRE_GPU();
+  REQUIRE_MODEL();
+  const LoadedModel model = load_model(model_path());
+  const int32_t vocab = model.config.vocab_size, layers = model.config.num_layers;
+  CudaBackend gpu(model.config, model.weights, {.num_kv_blocks = 8, .max_tokens_per_step = 64, .max_seqs_per_step = 4});
+  const std::vector<int32_t> prompt = random_tokens(21, vocab, 77);
+  std::vector<float> graph(size_t(vocab), NAN), profiled(size_t(vocab), NAN);
+  StepPlan prefill;
+  prefill.add_sequence(prompt, 21, iota(0, 8), true);
+  gpu.forward(prefill, graph.data());
+  StepPlan decode;
+  decode.add_sequence({int32_t(std::max_element(graph.begin(), graph.end()) - graph.begin())}, 22, iota(0, 8), true);
+  gpu.forward(decode, graph.data());  // the graph of bucket 1
+  EXPECT_EQ(gpu.op_profile().steps, 0);
+  gpu.set_op_profiling(true);
+  gpu.forward(decode, profiled.data());  // the same step again, eager and profiled
+  EXPECT_EQ(0, std::memcmp(graph.data(), profiled.data(), graph.size() * sizeof(float)));
+  cpu::SampleBatch batch;
+  batch.add_row(SampleRow{}, prompt, {}, vocab);
+  int32_t token = -1;
+  float logprob = NAN;
+  gpu.forward_sample(decode, batch, &token, &logprob);
+  gpu.set_op_profiling(false);
+  gpu.forward(decode, graph.data());  // not profiled
+
+  const OpProfile& prof = gpu.op_profile();
+  EXPECT_EQ(prof.steps, 2);
+  std::map<std::string, OpTime> by_name;
+  double sum_ms = 0;
+  for (const OpTime& t : prof.ops) {
+    by_name[t.op] = t;
+    sum_ms += t.ms;
+    EXPECT_GE(t.ms, 0.0) << t.op;
+  }
+  EXPECT_LE(sum_ms, prof.step_ms * 1.0001 + 1e-6);
+  for (const char* per_layer : {"attention norm", "qkv matmul", "rope_write_kv", "paged_attention",
+                                "attention output matmul", "mlp norm", "gate+up matmul", "down matmul"})
+    EXPECT_EQ(by_name[per_layer].calls, 2 * layers) << per_layer;
+  for (const char* per_step : {"embedding", "final norm", "lm head"}) EXPECT_EQ(by_name[per_step].calls, 2) << per_step;
+  EXPECT_EQ(by_name["sampling"].calls, 1);
+  EXPECT_EQ(token, int32_t(std::max_element(profiled.begin(), profiled.end()) - profiled.begin()));
+  gpu.reset_op_profile();
+  EXPECT_EQ(gpu.op_profile().steps, 0);
+  EXPECT_TRUE(gpu.op_profile().ops.empty());
 }
 
 TEST(CudaBackend, PerLayerDiffAgainstTheCpuIsWithinTheBound) {
