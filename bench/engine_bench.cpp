@@ -6,6 +6,7 @@
 //
 //   engine_bench [--device auto|cpu|cuda] [--models LIST] [--layers N] [--batches LIST] [--prefill LIST]
 //                [--decode-steps N] [--prompt N] [--threads N] [--max-context N] [--seed S] [--json PATH] [--quick]
+//                [--profile]
 //
 // Decode: B requests (distinct random prompts of --prompt tokens, greedy, ignore_eos) go to one Engine at once. A
 // wrapper around the backend stamps every step (forward entry and exit, sequences, tokens, summed kv_len); after
@@ -24,6 +25,9 @@
 // buffer).
 // Prefill: one request of L tokens, max_tokens 1 (chunked by the scheduler's 2048-token budget); tok/s = L / its
 // time to first token, median of the timed runs after a warm-up, a fresh prompt each run (no prefix-cache hits).
+// --profile (CUDA): after each decode batch, the same batch decodes again with every pure batch-B step profiled
+// op by op (model/cuda_op_profiler.h: eager, held until queued, CUDA events around each op): GPU µs per step per
+// op, printed and in the JSON under the batch's "profile".
 // A model, batch or prefill length that fails is printed and recorded with its error; the rest still run, the JSON
 // is written, and the exit status is 1.
 #include <algorithm>
@@ -33,6 +37,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -48,6 +53,8 @@
 #include "model/random_weights.h"
 #ifdef FLINT_HAVE_CUDA
 #include <cuda_runtime_api.h>
+
+#include "model/cuda_backend.h"
 #endif
 
 namespace {
@@ -75,6 +82,7 @@ struct Options {
   uint64_t seed = flint::kDefaultRandomWeightSeed;
   std::string json_path;
   bool quick = false;
+  bool profile = false;
 };
 
 // What one step of the engine ran and when: stamped by StepRecorder on the engine thread.
@@ -90,6 +98,7 @@ class StepRecorder : public flint::Backend {
  public:
   explicit StepRecorder(flint::Backend& inner) : inner_(inner), records_(1 << 16) {}
   void forward(const flint::StepPlan& plan, float* logits) override {
+    if (before_step) before_step(plan);
     const int64_t t0 = SteadyClock::now().time_since_epoch().count();
     inner_.forward(plan, logits);
     record(plan, t0);
@@ -99,6 +108,7 @@ class StepRecorder : public flint::Backend {
   bool samples_on_device() const override { return inner_.samples_on_device(); }
   void forward_sample(const flint::StepPlan& plan, const flint::cpu::SampleBatch& batch, int32_t* token_ids,
                       float* logprobs) override {
+    if (before_step) before_step(plan);
     const int64_t t0 = SteadyClock::now().time_since_epoch().count();
     inner_.forward_sample(plan, batch, token_ids, logprobs);
     record(plan, t0);
@@ -110,6 +120,9 @@ class StepRecorder : public flint::Backend {
 
   // PRECOND: the engine is idle (no request running).
   void reset() { count_.store(0, std::memory_order_release); }
+  // Called on the engine thread before each step (--profile turns the op profiler on for the steps it times). Set
+  // while the engine is idle.
+  std::function<void(const flint::StepPlan&)> before_step;
   // The records so far; call when the engine is idle for a stable view.
   std::vector<StepRecord> records() const {
     const size_t n = count_.load(std::memory_order_acquire);
@@ -362,10 +375,11 @@ int32_t parse_count(const std::string& flag, const std::string& s) { return spli
 constexpr const char* kUsage =
     "usage: engine_bench [--device auto|cpu|cuda] [--models LIST] [--layers N] [--batches LIST] [--prefill LIST]\n"
     "                    [--decode-steps N] [--prompt N] [--threads N] [--max-context N] [--seed S] [--json PATH]\n"
-    "                    [--quick]\n"
+    "                    [--quick] [--profile]\n"
     "  --models: comma-separated shape names (flint-run --list-shapes); default the four of issue 6\n"
     "  --max-context: tokens per sequence, as flintd's flag (default 8192; 0: the model's own)\n"
-    "  --quick: batches 1,8; prefill 512; 16 decode steps; 1 timed prefill run (flags given after it win)\n";
+    "  --quick: batches 1,8; prefill 512; 16 decode steps; 1 timed prefill run (flags given after it win)\n"
+    "  --profile: CUDA: each decode batch again, op by op (GPU us per step per op)\n";
 
 Options parse_args(int argc, char** argv) {
   Options o;
@@ -389,6 +403,7 @@ Options parse_args(int argc, char** argv) {
     }
     else if (a == "--seed") o.seed = std::strtoull(next().c_str(), nullptr, 0);
     else if (a == "--json") o.json_path = next();
+    else if (a == "--profile") o.profile = true;
     else if (a == "--quick") {
       o.quick = true;
       o.batches = {1, 8};
@@ -417,6 +432,53 @@ struct RunContext {
   int32_t max_batch = 0, max_prefill = 0;
   uint64_t prompt_seed = 1;  // advanced per request: every prompt is new (no prefix-cache hits)
 };
+
+#ifdef FLINT_HAVE_CUDA
+// --profile: `batch` requests decoding together once more, every pure batch-B decode step profiled op by op; the
+// means per step, printed (largest first) and returned as JSON.
+json profile_decode(flint::Engine& engine, StepRecorder& rec, flint::CudaBackend& cuda,
+                    const flint::ModelConfig& config, int32_t batch, const Options& opt, uint64_t prompt_seed) {
+  cuda.reset_op_profile();
+  rec.before_step = [&cuda, batch](const flint::StepPlan& plan) {
+    cuda.set_op_profiling(plan.num_seqs() == batch && plan.num_tokens() == batch);
+  };
+  std::vector<flint::EngineRequest> requests(static_cast<size_t>(batch));
+  for (int32_t i = 0; i < batch; ++i) {
+    auto& r = requests[size_t(i)];
+    r.prompt_token_ids = random_prompt(opt.prompt, config.vocab_size, prompt_seed + uint64_t(i));
+    r.sampling.temperature = 0;
+    r.stopping.max_tokens = 12 + (batch * opt.prompt + 2047) / 2048;
+    r.stopping.ignore_eos = true;
+  }
+  try {
+    run_requests(engine, std::move(requests));
+  } catch (...) {
+    rec.before_step = nullptr;
+    cuda.set_op_profiling(false);
+    throw;
+  }
+  rec.before_step = nullptr;
+  cuda.set_op_profiling(false);
+  const flint::OpProfile& p = cuda.op_profile();
+  if (p.steps == 0) fail("profile: no step decoded all ", batch, " sequences together");
+  std::vector<flint::OpTime> ops = p.ops;
+  std::stable_sort(ops.begin(), ops.end(), [](const flint::OpTime& a, const flint::OpTime& b) { return a.ms > b.ms; });
+  const double n = double(p.steps), step_us = p.step_ms * 1e3 / n;
+  double sum_us = 0;
+  for (const flint::OpTime& o : ops) sum_us += o.ms * 1e3 / n;
+  std::printf("  profile batch %3d: %lld eager steps, held until queued, events around each op: GPU %.1f us per "
+              "step, ops %.1f us, the rest (copies, gaps) %.1f us\n",
+              batch, static_cast<long long>(p.steps), step_us, sum_us, step_us - sum_us);
+  std::printf("    %-28s %10s %10s %8s\n", "op", "calls/step", "us/step", "% step");
+  json rows = json::array();
+  for (const flint::OpTime& o : ops) {
+    const double us = o.ms * 1e3 / n;
+    std::printf("    %-28s %10.1f %10.1f %7.1f%%\n", o.op.c_str(), double(o.calls) / n, us, 100.0 * us / step_us);
+    rows.push_back({{"op", o.op}, {"calls_per_step", double(o.calls) / n}, {"us_per_step", us}});
+  }
+  return {{"steps", p.steps}, {"step_us", step_us}, {"ops_us", sum_us}, {"ops", rows}};
+}
+#endif
 
 // One model shape: start-up, decode at every batch, prefill at every length. A batch or length that fails is
 // recorded with its error and the rest go on; a failure to build the model throws.
@@ -495,6 +557,14 @@ json bench_model(const std::string& name, RunContext& ctx) {
                              {"roofline_tok_s", double(d.batch) * double(d.steps) / d.roofline_s},
                              {"pct_roofline", d.pct_roofline},
                              {"pct_roofline_forward", d.pct_roofline_forward}});
+#ifdef FLINT_HAVE_CUDA
+      if (opt.profile) {
+        auto* cuda = dynamic_cast<flint::CudaBackend*>(made.backend.get());
+        if (!cuda) fail("--profile needs the CUDA backend");
+        ctx.prompt_seed += uint64_t(b);
+        m["decode"].back()["profile"] = profile_decode(engine, rec, *cuda, model.config, b, opt, ctx.prompt_seed);
+      }
+#endif
     } catch (const std::exception& e) {
       std::printf("  decode batch %3d: FAILED: %s\n", b, e.what());
       m["decode"].push_back({{"batch", b}, {"error", e.what()}});
@@ -556,6 +626,15 @@ int print_summary(const json& out) {
     std::printf("%-14s %8.2f %10.2f %10.2f\n", m["model"].get<std::string>().c_str(), num(m, "ready_s"),
                 num(m, "graph_capture_s"), num(m, "backend_build_s"));
   }
+  for (const json& m : out["models"])  // --profile: each profiled batch's ops, largest first
+    for (const json& d : m.value("decode", json::array())) {
+      if (!d.contains("profile")) continue;
+      const json& pr = d["profile"];
+      std::printf("profile %s batch %d: GPU %.1f us/step (ops %.1f):", m["model"].get<std::string>().c_str(),
+                  d["batch"].get<int>(), num(pr, "step_us"), num(pr, "ops_us"));
+      for (const json& o : pr["ops"]) std::printf(" %s %.1f;", o["op"].get<std::string>().c_str(), num(o, "us_per_step"));
+      std::printf("\n");
+    }
   if (errors) std::printf("%d FAILED (see above)\n", errors);
   return errors;
 }
@@ -572,6 +651,7 @@ int main(int argc, char** argv) {
     ctx.max_batch = *std::max_element(opt.batches.begin(), opt.batches.end());
     ctx.max_prefill = *std::max_element(opt.prefill.begin(), opt.prefill.end());
     if (ctx.max_batch > 256) fail("--batches: at most 256 sequences per step (the scheduler's and the graphs' limit)");
+    if (opt.profile && ctx.device != "cuda") fail("--profile: the op profiler is the CUDA backend's (device ", ctx.device, ")");
 
     // Bandwidth first, before any model holds memory.
     const int cpu_threads = opt.threads > 0 ? opt.threads : int(std::max(1u, std::thread::hardware_concurrency()));

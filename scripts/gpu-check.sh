@@ -41,6 +41,7 @@ while [ $# -gt 0 ]; do
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
                  ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,engine_bench_hybrid,hybrid_gain,engine_overhead,"
+                 ONLY+="engine_profile,"
                  ONLY+="torch_baselines,engine_vs_hf,"
                  TORCH_PLAN_ARGS="--skip-sdpa" ;;
         *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
@@ -497,6 +498,10 @@ main_steps() {
   # engine_overhead: the engine's host time per decode step on this machine's CPU with no device work (a backend
   # that computes nothing): the part of engine_bench's step time no kernel can hide. A few seconds.
   run_step engine_overhead 60 "$BUILD/bench/engine_overhead_bench" --json "$WORK/engine_overhead.json"
+  # engine_profile: where a decode step's GPU time goes, op by op (engine_bench --profile: model/cuda_op_profiler.h),
+  # at batch 1 and 128 on the two shapes issue 6's targets name. Estimate (not measured): ~1 min.
+  run_step engine_profile 180 "$ENGINE_BENCH" --device cuda --models llama-3.2-1b,qwen2.5-1.5b --batches 1,128 \
+    --prefill 512 --decode-steps 32 --profile --json "$WORK/engine_profile.json"
   # engine_bench_long, engine_bench_long_tc, attn_tc_engine_gain (only when named): decode with 4000-token prompts,
   # where attention reads more bytes than the weights (Llama-3.2-1B at batch 32: ~4.2 GB of KV per step against
   # 2.5 GB of weights), and prefill at 4096, with the default attention kernels and with the tensor-core variants

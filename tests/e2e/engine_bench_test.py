@@ -114,6 +114,11 @@ def main():
         check("too short" in err["models"][0].get("error", ""), f"model error not recorded: {err['models']}")
         p = subprocess.run([bench, "--batches", "0"], capture_output=True, text=True, timeout=60)
         check(p.returncode == 1 and "--batches" in p.stderr, f"--batches 0: rc {p.returncode}, {p.stderr.strip()}")
+        # The op profiler is the CUDA backend's: on the CPU, --profile is refused before anything runs.
+        p = subprocess.run([bench, "--device", "cpu", "--models", "smollm2-135m", "--quick", "--profile"],
+                           capture_output=True, text=True, timeout=60)
+        check(p.returncode == 1 and "--profile" in p.stderr and "CUDA" in p.stderr,
+              f"--profile on the CPU: rc {p.returncode}, {p.stderr.strip()}")
         p = subprocess.run([sys.executable, joiner, os.path.join(tmp, "missing.json"), torch_json],
                            capture_output=True, text=True, timeout=60)
         check(p.returncode == 1 and "cannot read engine_bench JSON" in p.stdout, f"missing input: rc {p.returncode}")
