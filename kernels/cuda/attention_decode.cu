@@ -49,6 +49,40 @@ struct DecodeShape {
   static constexpr int kKeysPerRound = kKeysPerWarpRound * kDecodeWarps;
 };
 
+// The end of both decode kernels: the block's warps merged in warp order (their running max, sum and output of each
+// row r < heads, query head h0 + r, through m_of(w, r), l_of(w, r), acc_of(w, r, d)), then the output (one split)
+// or the split's partials in the workspace for merge_splits_kernel.
+template <int kHeadDim, int kWarps, class M, class L, class Acc>
+__device__ __forceinline__ void merge_warps_and_store(const AttentionParams& p, int s, int t, int h0, int heads,
+                                                      int split, int n_splits, int max_splits, M m_of, L l_of,
+                                                      Acc acc_of) {
+  for (int idx = threadIdx.x; idx < heads * kHeadDim; idx += kWarps * 32) {
+    const int r = idx / kHeadDim, d = idx % kHeadDim;
+    float mx = m_of(0, r);
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) mx = fmaxf(mx, m_of(w, r));
+    float sum = 0.0f, o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float wt = exp2f(m_of(w, r) - mx);  // 0 for a warp that saw no key
+      sum += l_of(w, r) * wt;
+      o += acc_of(w, r, d) * wt;
+    }
+    const int h = h0 + r;
+    if (n_splits == 1) {
+      p.out[int64_t(t) * p.ld_out + int64_t(h) * kHeadDim + d] = f32_to_bf16(o / sum);
+    } else {
+      float* ws = static_cast<float*>(p.workspace) +
+                  ((int64_t(s) * p.num_qo_heads + h) * max_splits + split) * (kHeadDim + 2);
+      ws[d] = o;
+      if (d == 0) {
+        ws[kHeadDim] = mx;
+        ws[kHeadDim + 1] = sum;
+      }
+    }
+  }
+}
+
 template <int kHeadDim, int kHeads>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_kernel(const AttentionParams p, int group, int head_chunks, int max_splits, float scale_log2) {
@@ -174,31 +208,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     }
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < heads * kHeadDim; idx += kDecodeWarps * 32) {
-    const int g = idx / kHeadDim, d = idx % kHeadDim;
-    float mx = sm_m[0][g];
-#pragma unroll
-    for (int w = 1; w < kDecodeWarps; ++w) mx = fmaxf(mx, sm_m[w][g]);
-    float sum = 0.0f, o = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kDecodeWarps; ++w) {
-      const float wt = exp2f(sm_m[w][g] - mx);  // 0 for a warp that saw no key
-      sum += sm_l[w][g] * wt;
-      o += sm_acc[w][g][d] * wt;
-    }
-    const int h = h0 + g;
-    if (n_splits == 1) {
-      p.out[int64_t(t) * p.ld_out + int64_t(h) * kHeadDim + d] = f32_to_bf16(o / sum);
-    } else {
-      float* ws = static_cast<float*>(p.workspace) +
-                  ((int64_t(s) * p.num_qo_heads + h) * max_splits + split) * (kHeadDim + 2);
-      ws[d] = o;
-      if (d == 0) {
-        ws[kHeadDim] = mx;
-        ws[kHeadDim + 1] = sum;
-      }
-    }
-  }
+  merge_warps_and_store<kHeadDim, kDecodeWarps>(
+      p, s, t, h0, heads, split, n_splits, max_splits, [&](int w, int r) { return sm_m[w][r]; },
+      [&](int w, int r) { return sm_l[w][r]; }, [&](int w, int r, int d) { return sm_acc[w][r][d]; });
 }
 
 // ---- The tensor-core decode kernel (FLINT_ATTN_DECODE=mma): a block (4 warps) per (sequence, KV head, head
@@ -402,31 +414,10 @@ __global__ void __launch_bounds__(kMmaDecodeWarps * 32)
     }
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < heads * kHeadDim; idx += kMmaDecodeWarps * 32) {
-    const int r = idx / kHeadDim, d = idx % kHeadDim;
-    float mx = sm_m[0][r];
-#pragma unroll
-    for (int w = 1; w < kMmaDecodeWarps; ++w) mx = fmaxf(mx, sm_m[w][r]);
-    float sum = 0.0f, acc = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kMmaDecodeWarps; ++w) {
-      const float wt = exp2f(sm_m[w][r] - mx);  // 0 for a warp that had no tile
-      sum += sm_l[w][r] * wt;
-      acc += sm_acc[(w * kMmaDecodeRows + r) * S::kAccLd + d] * wt;
-    }
-    const int h = h0 + r;
-    if (n_splits == 1) {
-      p.out[int64_t(t) * p.ld_out + int64_t(h) * kHeadDim + d] = f32_to_bf16(acc / sum);
-    } else {
-      float* ws = static_cast<float*>(p.workspace) +
-                  ((int64_t(s) * p.num_qo_heads + h) * max_splits + split) * (kHeadDim + 2);
-      ws[d] = acc;
-      if (d == 0) {
-        ws[kHeadDim] = mx;
-        ws[kHeadDim + 1] = sum;
-      }
-    }
-  }
+  merge_warps_and_store<kHeadDim, kMmaDecodeWarps>(
+      p, s, t, h0, heads, split, n_splits, max_splits, [&](int w, int r) { return sm_m[w][r]; },
+      [&](int w, int r) { return sm_l[w][r]; },
+      [&](int w, int r, int d) { return sm_acc[(w * kMmaDecodeRows + r) * S::kAccLd + d]; });
 }
 
 // Adds a decode sequence's splits in split order: out = Σ o_i 2^(m_i - M) / Σ l_i 2^(m_i - M). A block per
