@@ -39,9 +39,6 @@ cudaError_t rope_write_kv(const RopeKvParams& p, cudaStream_t stream, std::strin
 // must hold attention_workspace_bytes(...) when max_kv_len > kAttnKeysPerSplit. Errors as rope_write_kv.
 cudaError_t paged_attention(const AttentionParams& p, cudaStream_t stream, std::string* error = nullptr);
 
-// Shared memory the prefill kernel asks for at this head_dim (the launcher raises the limit once per head_dim).
-size_t attention_prefill_smem_bytes(int32_t head_dim);
-
 // Which kernels paged_attention runs. Each process starts from its environment, read at the first call:
 // FLINT_ATTN_DECODE=mma the tensor-core decode kernel (else the SIMT one), FLINT_ATTN_PREFILL=wgmma the wgmma
 // prefill kernel (else the mma.sync one; on a device without sm_90a code the request is ignored, see

@@ -296,8 +296,4 @@ cudaError_t attn::launch_prefill_attention(const AttentionParams& p, int group, 
                                 : launch_prefill<128, false>(p, group, scale_log2, stream);
 }
 
-size_t attention_prefill_smem_bytes(int32_t head_dim) {
-  return head_dim == 64 ? PrefillShape<64>::kSmemBytes : head_dim == 128 ? PrefillShape<128>::kSmemBytes : 0;
-}
-
 }  // namespace flint::cuda
