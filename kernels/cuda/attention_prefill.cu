@@ -39,6 +39,7 @@ struct PrefillShape {
 // each tile. A wgmma k16 step sums the same 16 products onto the same accumulator as an mma.sync one, in the same
 // order, and on the H200 rounds as it does (docs/perf.md, the wgmma matmul), so both variants give the same bits
 // (the GPU tests check it). Shared memory: K, 2 stages (1024-byte aligned), then Vᵀ, Q and V (2 stages), padded.
+// Its blocks take the row tiles longest first (below); the outputs do not depend on the order.
 template <int kHeadDim>
 struct PrefillWgmmaShape {
   static constexpr int kKTileBytes = kPrefillKeys * kHeadDim * 2;  // 64 keys, in 64-value regions of 8 KiB
@@ -58,7 +59,10 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel(const Atten
   const int s = blockIdx.z, kv_head = blockIdx.y;
   const int t0 = b.cu_seqlens[s], q_len = b.cu_seqlens[s + 1] - t0;
   if (q_len <= 1) return;  // decode's sequence
-  const int rows = q_len * group, row0 = blockIdx.x * kPrefillRows;
+  // kWgmma: the row tiles in reverse, so the causal mask's longest tiles (the last rows see the most keys) start
+  // first and the short ones fill the tail of the grid.
+  const int tile = kWgmma ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);
+  const int rows = q_len * group, row0 = tile * kPrefillRows;
   if (row0 >= rows) return;
   const int kv_len = b.kv_lens[s];
   const int last_row = min(row0 + kPrefillRows, rows) - 1;
