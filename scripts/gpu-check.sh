@@ -36,7 +36,8 @@ while [ $# -gt 0 ]; do
     --only) ONLY=",${2:?--only needs STEP[,STEP...]},"; shift ;;
     --plan)
       case "${2:-}" in
-        kernels) ONLY=",loads,card,gpu_tests,gpu_tests_attn_mma,gpu_baselines,matmul_bench,matmul_bench_mma,ops_bench,"
+        kernels) ONLY=",loads,card,gpu_tests,gpu_tests_attn_mma,gpu_tests_wgmma64,gpu_baselines,matmul_bench,"
+                 ONLY+="matmul_bench_mma,matmul_bench_wgmma64,matmul_wgmma64_gain,ops_bench,"
                  ONLY+="attention_bench,attention_bench_tc,attention_tc_gain,torch_baselines,"
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
@@ -415,6 +416,22 @@ main_steps() {
   if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",matmul_bench_mma,"* ]]; then
     run_step matmul_bench_mma 120 env FLINT_MATMUL=mma "$MATMUL_BENCH" --json "$WORK/matmul_bench_mma.json" $QUICK
   fi
+  # gpu_tests_wgmma64, matmul_bench_wgmma64, matmul_wgmma64_gain (in --plan kernels, or when named): the wgmma
+  # prefill kernel on 64-row weight tiles (FLINT_MATMUL=wgmma64: one warpgroup a block, two blocks an SM), its
+  # matmul tests (~30 s, estimated), its benchmark, and bench/compare_kernel_runs.py against matmul_bench's rows
+  # (speedup = the default's µs / wgmma64's): whether halving the tiles pays on grids a little over one wave.
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",gpu_tests_wgmma64,"* ]]; then
+    run_step gpu_tests_wgmma64 240 env FLINT_REQUIRE_GPU=1 FLINT_MATMUL=wgmma64 "$GPU_TESTS" \
+      --gtest_filter='MatmulGpu.*'
+  fi
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",matmul_bench_wgmma64,"* ]]; then
+    run_step matmul_bench_wgmma64 120 env FLINT_MATMUL=wgmma64 "$MATMUL_BENCH" \
+      --json "$WORK/matmul_bench_wgmma64.json" $QUICK
+  fi
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",matmul_wgmma64_gain,"* ]]; then
+    run_step matmul_wgmma64_gain 30 "$PY" bench/compare_kernel_runs.py "$WORK/matmul_bench_wgmma64.json" \
+      "$WORK/matmul_bench.json" --labels wgmma64,default --json "$WORK/matmul_wgmma64_gain.json"
+  fi
   # ops_bench: add_rmsnorm GB/s, sampling µs per row (vocab 49152 and 151936, batch 1/32/256), dequantisation at
   # load, with the copy ceiling measured again (~20 s on an H100, estimated).
   run_step ops_bench 180 "$OPS_BENCH" --json "$WORK/ops_bench.json" $QUICK
@@ -428,7 +445,7 @@ main_steps() {
   # (FLINT_ATTN_DECODE=mma, kernels/cuda/attention_decode.cu; ~30 s, estimated); the wgmma prefill kernel's bit-for-bit
   # test is in gpu_tests. attention_bench_tc: the benchmark with both (FLINT_ATTN_PREFILL=wgmma,
   # attention_prefill.cu); attention_tc_gain: beside attention_bench's rows shape by shape
-  # (bench/compare_attention_runs.py: speedup = the default's µs / the variant's): the A/B that decides the defaults.
+  # (bench/compare_kernel_runs.py: speedup = the default's µs / the variant's): the A/B that decides the defaults.
   if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",gpu_tests_attn_mma,"* ]]; then
     run_step gpu_tests_attn_mma 240 env FLINT_REQUIRE_GPU=1 FLINT_ATTN_DECODE=mma "$GPU_TESTS" \
       --gtest_filter="$ATTN_DECODE_TESTS"
@@ -438,7 +455,7 @@ main_steps() {
       --json "$WORK/attention_bench_tc.json" $QUICK
   fi
   if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attention_tc_gain,"* ]]; then
-    run_step attention_tc_gain 30 "$PY" bench/compare_attention_runs.py "$WORK/attention_bench_tc.json" \
+    run_step attention_tc_gain 30 "$PY" bench/compare_kernel_runs.py "$WORK/attention_bench_tc.json" \
       "$WORK/attention_bench.json" --labels tc,default --json "$WORK/attention_tc_gain.json"
   fi
   # torch_baselines: ~2 min on an H100 (SDPA shapes, then generate() for four models at batch 1, 8, 32, 128 and
@@ -502,6 +519,17 @@ main_steps() {
   # at batch 1 and 128 on the two shapes issue 6's targets name. Estimate (not measured): ~1 min.
   run_step engine_profile 180 "$ENGINE_BENCH" --device cuda --models llama-3.2-1b,qwen2.5-1.5b --batches 1,128 \
     --prefill 512 --decode-steps 32 --profile --json "$WORK/engine_profile.json"
+  # engine_bench_wgmma64, wgmma64_engine_gain (only when named): decode at batch 128 and 256 and prefill with
+  # FLINT_MATMUL=wgmma64, beside engine_bench's rows. Estimate (not measured): ~1 min.
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",engine_bench_wgmma64,"* ]]; then
+    run_step engine_bench_wgmma64 240 env FLINT_MATMUL=wgmma64 "$ENGINE_BENCH" --device cuda \
+      --models llama-3.2-1b,qwen2.5-1.5b,qwen2.5-7b --batches 128,256 --prefill 512,4096 \
+      --json "$WORK/engine_bench_wgmma64.json"
+  fi
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",wgmma64_engine_gain,"* ]]; then
+    run_step wgmma64_engine_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_wgmma64.json" \
+      "$WORK/engine_bench.json" --labels wgmma64,default --json "$WORK/wgmma64_engine_gain.json"
+  fi
   # engine_bench_long, engine_bench_long_tc, attn_tc_engine_gain (only when named): decode with 4000-token prompts,
   # where attention reads more bytes than the weights (Llama-3.2-1B at batch 32: ~4.2 GB of KV per step against
   # 2.5 GB of weights), and prefill at 4096, with the default attention kernels and with the tensor-core variants

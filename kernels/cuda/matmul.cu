@@ -346,29 +346,40 @@ __global__ void __launch_bounds__(kPrefillThreads) matmul_prefill(const MatmulPa
 // A warpgroup leaves its last wgmma group of a stage running into the next stage (wgmma_wait<1>), so the two
 // warpgroups, which meet at every stage's __syncthreads, do not both drain the tensor cores there; the slot a
 // stage refills is therefore the one read two stages before, and kWgStages = kWgAhead + 2.
-constexpr int kWgAhead = 3, kWgStages = kWgAhead + 2, kWgThreads = 256, kWgTileBytes = 128 * 128;
-constexpr size_t kWgSmemBytes = size_t(kWgStages) * 2 * kWgTileBytes + 1024;  // + room to align to 1024 bytes
+// WgShape<1> (FLINT_MATMUL=wgmma64): the same kernel with one warpgroup on 64 weight rows, two stages ahead, so two
+// blocks fit an SM: twice the blocks of half the work, for grids a little over a wave (140 blocks of 128 rows on
+// 132 SMs take two rounds). Each row's k steps are the same, so are its bits.
+template <int kWarpgroups>
+struct WgShape {
+  static constexpr int kThreads = 128 * kWarpgroups, kRows = 64 * kWarpgroups;
+  static constexpr int kAhead = kWarpgroups == 2 ? 3 : 2, kStages = kAhead + 2;
+  static constexpr int kWeightBytes = kRows * 128, kTokenBytes = 128 * 128, kStageBytes = kWeightBytes + kTokenBytes;
+  static constexpr size_t kSmemBytes = size_t(kStages) * kStageBytes + 1024;  // + room to align to 1024 bytes
+  static constexpr int kBlocksPerSm = 3 - kWarpgroups;
+};
 
-template <bool kFold>
-__global__ void __launch_bounds__(kWgThreads, 1)
+template <bool kFold, int kWarpgroups>
+__global__ void __launch_bounds__(WgShape<kWarpgroups>::kThreads, WgShape<kWarpgroups>::kBlocksPerSm)
     matmul_prefill_wgmma(const MatmulParams p, int split_len, int num_splits) {
   pdl_begin();
+  using W = WgShape<kWarpgroups>;
+  constexpr int kWgAhead = W::kAhead, kWgStages = W::kStages, kWgThreads = W::kThreads;
   extern __shared__ uint8_t wg_smem_raw[];  // [stage][weights tile, then tokens tile], 1024-byte aligned
   unsigned char* const smem = wg_smem_raw + (1024 - shared_address(wg_smem_raw) % 1024) % 1024;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wg = warp / 4, wq = warp % 4;
-  const int n_block = blockIdx.x * 128, m_block = blockIdx.y * 128;
+  const int n_block = blockIdx.x * W::kRows, m_block = blockIdx.y * 128;
   const int split = kFold ? 0 : int(blockIdx.z);
   const int k_begin = kFold ? 0 : split * split_len, k_end = kFold ? p.K : min(p.K, k_begin + split_len);
   const int steps = (k_end - k_begin + 31) / 32, stages = (steps + 1) / 2, steps_per_split = split_len / 32;
-  auto weights_tile = [&](int slot) { return smem + slot * 2 * kWgTileBytes; };
-  auto tokens_tile = [&](int slot) { return smem + slot * 2 * kWgTileBytes + kWgTileBytes; };
+  auto weights_tile = [&](int slot) { return smem + slot * W::kStageBytes; };
+  auto tokens_tile = [&](int slot) { return smem + slot * W::kStageBytes + W::kWeightBytes; };
 
   auto load_stage = [&](int slot, int stage) {
     const int k0 = k_begin + stage * 64;
     unsigned char* const w_dst = weights_tile(slot);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {  // 1024 chunks; 8 consecutive threads copy one row's 128 bytes
+    for (int j = 0; j < 4; ++j) {  // 8 chunks per row; 8 consecutive threads copy one row's 128 bytes
       const int c = tid + j * kWgThreads, row = c / 8, chunk = c % 8;
       const int n = n_block + row, k = k0 + chunk * 8;
       const bool fill = n < p.N && k < k_end;
@@ -381,8 +392,8 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     const int s = lane / 16, q = lane % 16, u = q / 4, h = (q / 2) % 2, e = q % 2;
     const int byte = 32 * (2 * s + h) + 4 * (u + 4 * e);  // in the token's 128-byte row, before the swizzle
 #pragma unroll 4
-    for (int j = 0; j < 16; ++j) {  // a warp copies one token's 64 values (128 contiguous bytes) a round
-      const int row = warp * 16 + j, m = m_block + row, k = k0 + 2 * lane;
+    for (int j = 0; j < 32 / kWarpgroups; ++j) {  // a warp copies one token's 64 values (128 contiguous bytes) a round
+      const int row = warp * (32 / kWarpgroups) + j, m = m_block + row, k = k0 + 2 * lane;
       const bool fill = m < p.M && k < k_end;
       cp_async4(x_dst + row * 128 + ((byte / 16) ^ (row & 7)) * 16 + byte % 16,
                 p.x + int64_t(m < p.M ? m : 0) * p.ldx + (fill ? k : 0), fill);
@@ -495,19 +506,21 @@ bool compute_capability_9() {  // of the device current at the first call: Hoppe
 }
 
 // The wgmma prefill kernel (16-byte loads only: vector_loads_ok). Returns whether the splits were folded inside it.
+template <int kWarpgroups>
 cudaError_t launch_prefill_wgmma(const MatmulParams& p, int split_len, int num_splits, cudaStream_t stream,
                                  bool* folded) {
-  const int tiles = ((p.N + 127) / 128) * ((p.M + 127) / 128);
-  *folded = num_splits > 1 && tiles >= multiprocessor_count();
-  static const cudaError_t attr_split =
-      cudaFuncSetAttribute(matmul_prefill_wgmma<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kWgSmemBytes));
-  static const cudaError_t attr_fold =
-      cudaFuncSetAttribute(matmul_prefill_wgmma<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kWgSmemBytes));
+  using W = WgShape<kWarpgroups>;
+  const int tiles = ((p.N + W::kRows - 1) / W::kRows) * ((p.M + 127) / 128);
+  *folded = num_splits > 1 && tiles >= multiprocessor_count() * W::kBlocksPerSm;
+  static const cudaError_t attr_split = cudaFuncSetAttribute(
+      matmul_prefill_wgmma<false, kWarpgroups>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(W::kSmemBytes));
+  static const cudaError_t attr_fold = cudaFuncSetAttribute(
+      matmul_prefill_wgmma<true, kWarpgroups>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(W::kSmemBytes));
   if (attr_split != cudaSuccess) return attr_split;
   if (attr_fold != cudaSuccess) return attr_fold;
-  const dim3 grid((p.N + 127) / 128, (p.M + 127) / 128, *folded ? 1 : num_splits);
-  return launch_kernel(*folded ? matmul_prefill_wgmma<true> : matmul_prefill_wgmma<false>, grid, dim3(kWgThreads),
-                       kWgSmemBytes, stream, p, split_len, num_splits);
+  const dim3 grid((p.N + W::kRows - 1) / W::kRows, (p.M + 127) / 128, *folded ? 1 : num_splits);
+  return launch_kernel(*folded ? matmul_prefill_wgmma<true, kWarpgroups> : matmul_prefill_wgmma<false, kWarpgroups>,
+                       grid, dim3(W::kThreads), W::kSmemBytes, stream, p, split_len, num_splits);
 }
 
 // Returns whether the splits were folded inside the kernel (then no reduction is left to run).
@@ -570,7 +583,7 @@ cudaError_t launch_cublas(const MatmulParams& p, cudaStream_t stream, std::strin
 }
 
 struct EnvChoice {
-  bool valid = true, cublas = false, hybrid = false, mma = false;
+  bool valid = true, cublas = false, hybrid = false, mma = false, wgmma64 = false;
   std::string value;
 };
 const EnvChoice& env_choice() {
@@ -581,6 +594,7 @@ const EnvChoice& env_choice() {
     if (c.value == "cublas") c.cublas = true;
     else if (c.value == "hybrid") c.hybrid = true;
     else if (c.value == "mma") c.mma = true;
+    else if (c.value == "wgmma64") c.wgmma64 = true;
     else if (!c.value.empty() && c.value != "flint") c.valid = false;
     return c;
   }();
@@ -643,7 +657,8 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
   if (partials_left) *partials_left = 0;
   if (p.leave_partials && !partials_left) return invalid("matmul: leave_partials needs partials_left (how many)");
   if (!env_choice().valid)
-    return invalid("FLINT_MATMUL=" + env_choice().value + ": expected 'flint' (the default), 'mma', 'hybrid' or 'cublas'");
+    return invalid("FLINT_MATMUL=" + env_choice().value +
+                   ": expected 'flint' (the default), 'mma', 'wgmma64', 'hybrid' or 'cublas'");
   if (kernel == MatmulKernel::Auto) kernel = matmul_pick(p.M);
   if (std::string e = matmul_params_error(p, kernel != MatmulKernel::Cublas); !e.empty()) return invalid(e);
   if (kernel == MatmulKernel::Cublas) {
@@ -665,7 +680,8 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
   if (kernel == MatmulKernel::Decode)
     e = vec ? launch_decode<true>(p, split_len, num_splits, stream) : launch_decode<false>(p, split_len, num_splits, stream);
   else if (kernel == MatmulKernel::PrefillWgmma && vec)
-    e = launch_prefill_wgmma(p, split_len, num_splits, stream, &folded);
+    e = env_choice().wgmma64 ? launch_prefill_wgmma<1>(p, split_len, num_splits, stream, &folded)
+                             : launch_prefill_wgmma<2>(p, split_len, num_splits, stream, &folded);
   else  // Prefill, or PrefillWgmma on a shape without 16-byte loads: the mma.sync kernel, the same bits
     e = vec ? launch_prefill<true>(p, split_len, num_splits, stream, &folded)
             : launch_prefill<false>(p, split_len, num_splits, stream, &folded);

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """The A/B scripts gpu-check.sh runs, on A/Bs recorded on the H200.
-bench/compare_attention_runs.py on run 5's (docs/baselines/h200-2026-11-27-run5.json: the staged decode kernel
-against the plain one): the speedups it prints are B's µs over A's for the same shape, its summary counts agree
-with its rows, its JSON holds every shape of both runs, and a missing input, a file that is not JSON, or two runs
-with no shape in common exit 1. bench/compare_engine_runs.py on run 8's (FLINT_MATMUL=hybrid against the default):
-decode and prefill rows with their speedups.
-Usage: compare_runs_test.py BENCH_DIR RUN5_JSON RUN8_JSON"""
+bench/compare_kernel_runs.py on run 5's attention A/B (docs/baselines/h200-2026-11-27-run5.json: the staged decode
+kernel against the plain one): the speedups it prints are B's µs over A's for the same shape, its summary counts
+agree with its rows, its JSON holds every shape of both runs, and a missing input, a file that is not JSON, two
+runs with no shape in common, or an attention run against a matmul one exit 1. The same on run 3's matmul A/B
+(8-step against 4-step decode chunks). bench/compare_engine_runs.py on run 8's (FLINT_MATMUL=hybrid against the
+default): decode and prefill rows with their speedups.
+Usage: compare_runs_test.py BENCH_DIR RUN3_JSON RUN5_JSON RUN8_JSON"""
 import json
 import os
 import subprocess
@@ -19,8 +20,8 @@ def run(script, *args):
 
 
 def main():
-    bench, recorded, run8 = sys.argv[1], sys.argv[2], sys.argv[3]
-    script = os.path.join(bench, "compare_attention_runs.py")
+    bench, run3, recorded, run8 = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    script = os.path.join(bench, "compare_kernel_runs.py")
     with open(recorded) as f:
         doc = json.load(f)
     with tempfile.TemporaryDirectory() as d:
@@ -53,9 +54,34 @@ def main():
         json.dump({"shapes": []}, open(empty, "w"))
         rc, text = run(script, empty, b)
         assert rc == 1 and "no shape ran in both" in text, text
+    check_matmul_runs(script, run3, recorded)
     check_engine_runs(os.path.join(bench, "compare_engine_runs.py"), run8)
-    print("compare_attention_runs, compare_engine_runs: ok")
+    print("compare_kernel_runs, compare_engine_runs: ok")
     return 0
+
+
+def check_matmul_runs(script, run3, run5):
+    with open(run3) as f:
+        doc = json.load(f)
+    with tempfile.TemporaryDirectory() as d:
+        a, b, out = os.path.join(d, "steps8.json"), os.path.join(d, "steps4.json"), os.path.join(d, "cmp.json")
+        json.dump(doc["matmul_bench"], open(a, "w"))
+        json.dump(doc["matmul_bench_unroll4"], open(b, "w"))
+        rc, text = run(script, a, b, "--labels", "steps8,steps4", "--json", out)
+        assert rc == 0, text
+        res = json.load(open(out))
+        assert res["kind"] == "matmul" and len(res["rows"]) == 120, (res["kind"], len(res["rows"]))
+        rows = {(r["model"], r["matrix"], r["M"]): r for r in res["rows"]}
+        # run 3 (docs/perf.md): Llama-3.2-1B gate+up at M = 8, 31.7 µs with 8-step chunks, 23.5 with 4
+        r = rows[("Llama-3.2-1B", "gate_up", 8)]
+        assert abs(r["steps8_us"] - 31.7) < 0.05 and abs(r["steps4_us"] - 23.5) < 0.05, r
+        assert abs(r["speedup"] - r["steps4_us"] / r["steps8_us"]) < 1e-12, r
+        assert "## summary compare_kernel_runs (matmul)" in text, text
+        # An attention run against a matmul one is refused.
+        att = os.path.join(d, "attention.json")
+        json.dump(json.load(open(run5))["attention_bench"], open(att, "w"))
+        rc, text = run(script, a, att)
+        assert rc == 1 and "matmul_bench's" in text and "attention_bench's" in text, text
 
 
 def check_engine_runs(script, recorded):
