@@ -12,7 +12,8 @@
 //           sums go through memory.
 //   PrefillWgmma (Hopper, sm_90a; picked there for M > 64): Prefill's tiles, splits and fold with the tensor-core
 //           steps as wgmma m64n128k16 (weights from registers, tokens from shared memory placed in the m16n8k16
-//           steps' k order). Shapes without 16-byte loads run Prefill.
+//           steps' k order). Shapes without 16-byte loads run Prefill. FLINT_MATMUL=wgmma64 runs it on 64-row
+//           weight tiles (one warpgroup a block, two blocks an SM): the same bits, twice the blocks.
 //   Cublas: cuBLASLt into fp32, then the same epilogue: the measured baseline, and a fallback. It does NOT keep a
 //           row's bits independent of M (cuBLASLt picks its algorithm by shape).
 // Decode and Prefill run the same arithmetic for every output (same split, same two m16n8k16 steps per 32 values
@@ -41,7 +42,8 @@ constexpr int kDecodeMaxRows = 64;  // the decode kernel keeps all M tokens in e
 // What Auto runs for M rows: Cublas when the environment has FLINT_MATMUL=cublas (read once), else Decode for
 // M <= kDecodeMaxRows and above it PrefillWgmma on Hopper (Prefill elsewhere), or Cublas with FLINT_MATMUL=hybrid (Flint's decode kernel for decode
 // steps, cuBLASLt for prefill and large batches: faster there today, but a row's bits then depend on M).
-// FLINT_MATMUL=mma keeps Prefill (mma.sync) on Hopper too; FLINT_MATMUL=flint (or unset) is the default.
+// FLINT_MATMUL=mma keeps Prefill (mma.sync) on Hopper too; FLINT_MATMUL=wgmma64 picks as the default does;
+// FLINT_MATMUL=flint (or unset) is the default.
 MatmulKernel matmul_pick(int M);
 
 // Workspace `kernel` needs for this shape (Auto: what the kernel matmul_pick chooses needs, FLINT_MATMUL
