@@ -83,6 +83,26 @@ __device__ __forceinline__ void merge_warps_and_store(const AttentionParams& p, 
   }
 }
 
+// Where a decode block works: its sequence s (query token t), KV head, head chunk and split, and the split's keys
+// [k_begin, k_end) of the n_keys the token sees. False when the block has nothing to do (a prefill sequence, or a
+// split past the sequence's: the grid is sized for the longest).
+struct DecodeBlock {
+  int s, t, kv_head, chunk, split, n_splits, k_begin, k_end;
+};
+__device__ __forceinline__ bool decode_block(const AttentionBatch& b, int head_chunks, DecodeBlock& db) {
+  db.s = blockIdx.x;
+  db.kv_head = blockIdx.y / head_chunks, db.chunk = blockIdx.y % head_chunks;
+  db.split = blockIdx.z;
+  db.t = b.cu_seqlens[db.s];
+  if (b.cu_seqlens[db.s + 1] - db.t != 1) return false;  // prefill's sequence
+  const int n_keys = visible_keys(b, db.s, db.t);
+  db.n_splits = attention_num_splits(n_keys);
+  if (n_keys < 1 || db.split >= db.n_splits) return false;
+  const int per_split = attention_keys_per_split(n_keys);
+  db.k_begin = db.split * per_split, db.k_end = min(db.k_begin + per_split, n_keys);
+  return true;
+}
+
 template <int kHeadDim, int kHeads>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_kernel(const AttentionParams p, int group, int head_chunks, int max_splits, float scale_log2) {
@@ -90,16 +110,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   using S = DecodeShape<kHeadDim, kHeads>;
   const AttentionBatch& b = p.batch;
   const PagedKvCache& c = p.cache;
-  const int s = blockIdx.x;
-  const int kv_head = blockIdx.y / head_chunks, chunk = blockIdx.y % head_chunks;
-  const int split = blockIdx.z;
-  const int t = b.cu_seqlens[s];
-  if (b.cu_seqlens[s + 1] - t != 1) return;  // prefill's sequence
-  const int n_keys = visible_keys(b, s, t);
-  const int n_splits = attention_num_splits(n_keys);
-  if (n_keys < 1 || split >= n_splits) return;
-  const int per_split = attention_keys_per_split(n_keys);
-  const int k_begin = split * per_split, k_end = min(k_begin + per_split, n_keys);
+  DecodeBlock db;
+  if (!decode_block(b, head_chunks, db)) return;
+  const int s = db.s, t = db.t, kv_head = db.kv_head, chunk = db.chunk, split = db.split, n_splits = db.n_splits;
+  const int k_begin = db.k_begin, k_end = db.k_end;
   const int h0 = kv_head * group + chunk * kHeads;
   const int heads = min(kHeads, group - chunk * kHeads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -254,16 +268,10 @@ __global__ void __launch_bounds__(kMmaDecodeWarps * 32)
   constexpr int kChunks = kHeadDim / 8;  // 16-byte pieces per row
   const AttentionBatch& b = p.batch;
   const PagedKvCache& c = p.cache;
-  const int s = blockIdx.x;
-  const int kv_head = blockIdx.y / head_chunks, chunk = blockIdx.y % head_chunks;
-  const int split = blockIdx.z;
-  const int t = b.cu_seqlens[s];
-  if (b.cu_seqlens[s + 1] - t != 1) return;  // prefill's sequence
-  const int n_keys = visible_keys(b, s, t);
-  const int n_splits = attention_num_splits(n_keys);
-  if (n_keys < 1 || split >= n_splits) return;
-  const int per_split = attention_keys_per_split(n_keys);
-  const int k_begin = split * per_split, k_end = min(k_begin + per_split, n_keys);
+  DecodeBlock db;
+  if (!decode_block(b, head_chunks, db)) return;
+  const int s = db.s, t = db.t, kv_head = db.kv_head, chunk = db.chunk, split = db.split, n_splits = db.n_splits;
+  const int k_begin = db.k_begin, k_end = db.k_end;
   const int chunk_heads = (group + head_chunks - 1) / head_chunks;  // <= 16 (the launcher's chunking)
   const int h0 = kv_head * group + chunk * chunk_heads;
   const int heads = min(chunk_heads, group - chunk * chunk_heads);
