@@ -403,7 +403,10 @@ void CudaBackend::guarded(F&& step) {
   try {
     step();
   } catch (...) {
-    if (step_profiled_) profiler_.release(), step_profiled_ = false;
+    if (step_profiled_) {  // let the hold go: the step's queued work must not wait for a release that never comes
+      profiler_.release();
+      step_profiled_ = false;
+    }
     // A launch or copy error may be the sign of a fault that poisoned the context: ask the stream.
     const cudaError_t e = cudaStreamSynchronize(stream_);
     if (cuda_error_is_sticky(e)) fatal_ = std::string(cudaGetErrorName(e)) + " (" + cudaGetErrorString(e) + ")";
