@@ -22,6 +22,7 @@ using flint::cuda::wgmma_commit;
 using flint::cuda::wgmma_desc_sw128;
 using flint::cuda::wgmma_fence;
 using flint::cuda::wgmma_m64n128k16;
+using flint::cuda::wgmma_m64n64k16;
 using flint::cuda::wgmma_wait;
 
 uint16_t to_bf16(float f) {
@@ -102,56 +103,97 @@ TEST(CudaEmu, MmaAndLdmatrixFollowThePtxLayouts) {
     }
 }
 
-// ---- wgmma: one warpgroup, A (64 × 32, row-major) from registers in the mma.sync A layout, B (32 k × 128
+// ---- wgmma: one warpgroup, A (64 × 32, row-major) from registers in the mma.sync A layout, B (32 k × kN
 // columns, given column by column) in shared memory K-major with the 128-byte swizzle, two k16 steps through the
-// descriptor's k offset (0 and 32 bytes). The result is D = 1 + A·B with each k16 step rounded once, as mma.sync's
-// emulation rounds; read before the wait, the accumulators still hold their old values.
+// descriptor's k offset (0 and 32 bytes); m64n128k16 and m64n64k16. The result is D = 1 + A·B with each k16 step
+// rounded once, as mma.sync's emulation rounds; read before the wait, the accumulators still hold their old values.
+template <int kN>
 __global__ void wgmma_tile(const uint16_t* a, const uint16_t* b_nk, float* d_out, float* d_early) {
-  extern __shared__ uint8_t wg_tile[];  // 128 rows of 128 bytes; k 0..31 of each row used
-  for (int i = threadIdx.x; i < 128 * 32; i += 128) {
+  extern __shared__ uint8_t wg_tile[];  // kN rows of 128 bytes; k 0..31 of each row used
+  for (int i = threadIdx.x; i < kN * 32; i += 128) {
     const int n = i / 32, byte = 2 * (i % 32);
     std::memcpy(wg_tile + n * 128 + ((byte / 16) ^ (n % 8)) * 16 + byte % 16, &b_nk[i], 2);
   }
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, r = 16 * warp + g;
   auto pair = [](const uint16_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 16; };
-  float d[64];
+  float d[kN / 2];
   for (float& x : d) x = 1.0f;
   wgmma_fence();
-  for (int h = 0; h < 2; ++h)
-    wgmma_m64n128k16(d, pair(&a[r * 32 + 16 * h + 2 * t]), pair(&a[(r + 8) * 32 + 16 * h + 2 * t]),
-                     pair(&a[r * 32 + 16 * h + 2 * t + 8]), pair(&a[(r + 8) * 32 + 16 * h + 2 * t + 8]),
-                     wgmma_desc_sw128(wg_tile, 32 * h));
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t a0 = pair(&a[r * 32 + 16 * h + 2 * t]), a1 = pair(&a[(r + 8) * 32 + 16 * h + 2 * t]);
+    const uint32_t a2 = pair(&a[r * 32 + 16 * h + 2 * t + 8]), a3 = pair(&a[(r + 8) * 32 + 16 * h + 2 * t + 8]);
+    if constexpr (kN == 128)
+      wgmma_m64n128k16(d, a0, a1, a2, a3, wgmma_desc_sw128(wg_tile, 32 * h));
+    else
+      wgmma_m64n64k16(d, a0, a1, a2, a3, wgmma_desc_sw128(wg_tile, 32 * h));
+  }
   wgmma_commit();
   auto store = [&](float* out) {
-    for (int j = 0; j < 16; ++j)
-      for (int q = 0; q < 4; ++q) out[(r + (q >= 2 ? 8 : 0)) * 128 + 8 * j + 2 * t + (q & 1)] = d[4 * j + q];
+    for (int j = 0; j < kN / 8; ++j)
+      for (int q = 0; q < 4; ++q) out[(r + (q >= 2 ? 8 : 0)) * kN + 8 * j + 2 * t + (q & 1)] = d[4 * j + q];
   };
   store(d_early);
   wgmma_wait<0>();
   store(d_out);
 }
 
-TEST(CudaEmu, WgmmaFollowsThePtxLayoutsAndRunsAtItsWait) {
-  std::mt19937 rng(9);
+template <int kN>
+void check_wgmma_tile() {
+  std::mt19937 rng(9 + kN);
   std::uniform_real_distribution<float> u(-2, 2);
-  std::vector<uint16_t> a(64 * 32), b(128 * 32);
+  std::vector<uint16_t> a(64 * 32), b(kN * 32);
   for (auto& x : a) x = to_bf16(u(rng));
   for (auto& x : b) x = to_bf16(u(rng));
   Dev<uint16_t> da(a), db(b);
-  Dev<float> out(64 * 128), early(64 * 128);
-  wgmma_tile<<<1, 128, 128 * 128>>>(da.p, db.p, out.p, early.p);
+  Dev<float> out(64 * kN), early(64 * kN);
+  wgmma_tile<kN><<<1, 128, kN * 128>>>(da.p, db.p, out.p, early.p);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   const std::vector<float> got = out.get(), before = early.get();
   for (int m = 0; m < 64; ++m)
-    for (int n = 0; n < 128; ++n) {
+    for (int n = 0; n < kN; ++n) {
       double s = 1.0;
       for (int k = 0; k < 16; ++k) s += double(from_bf16(a[m * 32 + k])) * from_bf16(b[n * 32 + k]);
       s = float(s);
       for (int k = 16; k < 32; ++k) s += double(from_bf16(a[m * 32 + k])) * from_bf16(b[n * 32 + k]);
-      ASSERT_EQ(got[m * 128 + n], float(s)) << m << "," << n;
-      ASSERT_EQ(before[m * 128 + n], 1.0f) << "read before wgmma.wait_group saw the result";
+      ASSERT_EQ(got[m * kN + n], float(s)) << "n" << kN << " " << m << "," << n;
+      ASSERT_EQ(before[m * kN + n], 1.0f) << "read before wgmma.wait_group saw the result";
     }
+}
+
+TEST(CudaEmu, WgmmaFollowsThePtxLayoutsAndRunsAtItsWait) {
+  check_wgmma_tile<128>();
+  check_wgmma_tile<64>();
+}
+
+__global__ void block_sum_for_events(int* out) {
+  if (threadIdx.x == 0) out[blockIdx.x] = int(blockIdx.x);
+}
+
+// ---- Events: a record takes the host clock in stream order; elapsed time between two records, an error for an
+// event never recorded.
+TEST(CudaEmu, EventsTimeStreamWorkAndRefuseAnUnrecordedOne) {
+  cudaEvent_t a = nullptr, b = nullptr, never = nullptr;
+  ASSERT_EQ(cudaEventCreate(&a), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&b), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&never), cudaSuccess);
+  Dev<int> out(3);
+  ASSERT_EQ(cudaEventRecord(a), cudaSuccess);
+  block_sum_for_events<<<3, 64>>>(out.p);
+  ASSERT_EQ(cudaEventRecord(b), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(b), cudaSuccess);
+  float ms = -1;
+  ASSERT_EQ(cudaEventElapsedTime(&ms, a, b), cudaSuccess);
+  EXPECT_GE(ms, 0.0f);
+  EXPECT_NE(cudaEventElapsedTime(&ms, a, never), cudaSuccess);
+  (void)cudaGetLastError();  // the refusal is a launch-style error: clear it
+  int* host = nullptr;
+  int* mapped = nullptr;
+  ASSERT_EQ(cudaHostAlloc(&host, sizeof(int), cudaHostAllocMapped), cudaSuccess);
+  ASSERT_EQ(cudaHostGetDevicePointer(&mapped, host, 0), cudaSuccess);
+  EXPECT_EQ(mapped, host);  // host memory is the device's here
+  cudaFreeHost(host);
+  cudaEventDestroy(a), cudaEventDestroy(b), cudaEventDestroy(never);
 }
 
 // ---- Shuffles.
