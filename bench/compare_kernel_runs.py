@@ -47,6 +47,42 @@ def print_matmul(la, lb, ra, rb, common):
     return rows
 
 
+def print_attention(la, lb, ra, rb, common):
+    print(f"## attention A/B: {la} (A) vs {lb} (B), median µs; speedup = B µs / A µs")
+    print(f"{'model':<14}{'mode':>8}{'batch':>6}{'ctx':>7}{'us ' + la:>14}{'us ' + lb:>14}"
+          f"{'GB/s|TF ' + la:>16}{'GB/s|TF ' + lb:>16}{'%copy ' + la:>12}{'%copy ' + lb:>12}{'speedup':>9}")
+    rows = []
+    for key in common:
+        a, b = ra[key], rb[key]
+        speedup = b["us_median"] / a["us_median"]
+        decode = key[1] == "decode"
+        fig = "gbps" if decode else "tflops"
+        pa, pb = (a.get("pct_copy"), b.get("pct_copy")) if decode else (None, None)
+        print(f"{key[0]:<14}{key[1]:>8}{key[2]:>6}{key[3]:>7}{a['us_median']:>14.2f}{b['us_median']:>14.2f}"
+              f"{a.get(fig, 0):>16.1f}{b.get(fig, 0):>16.1f}"
+              f"{(f'{pa:.1f}' if pa is not None else '-'):>12}{(f'{pb:.1f}' if pb is not None else '-'):>12}"
+              f"{speedup:>9.3f}")
+        rows.append({"model": key[0], "mode": key[1], "batch": key[2], "ctx": key[3],
+                     la + "_us": a["us_median"], lb + "_us": b["us_median"], la + "_" + fig: a.get(fig),
+                     lb + "_" + fig: b.get(fig), la + "_pct_copy": pa, lb + "_pct_copy": pb, "speedup": speedup,
+                     la + "_target_met": a.get("target_met"), lb + "_target_met": b.get("target_met")})
+    return rows
+
+
+def summarise_attention(la, lb, rows):
+    """The decode speedups at context >= 4096 and issue 5's decode target per run."""
+    long_decode = [r["speedup"] for r in rows if r["mode"] == "decode" and r["ctx"] >= 4096]
+    targets = [r for r in rows if r.get(la + "_target_met") is not None]
+    met_a = sum(bool(r[la + "_target_met"]) for r in targets)
+    met_b = sum(bool(r[lb + "_target_met"]) for r in targets)
+    if long_decode:
+        print(f"decode at ctx >= 4096: speedup {min(long_decode):.3f} .. {max(long_decode):.3f} "
+              f"over {len(long_decode)} shapes")
+    if targets:
+        print(f"decode target (>= 80% of copy, ctx >= 4096): {la} {met_a}/{len(targets)}, "
+              f"{lb} {met_b}/{len(targets)}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a")
@@ -67,57 +103,17 @@ def main():
     if not common:
         print(f"compare_kernel_runs: no shape ran in both {args.a} and {args.b}")
         return 1
-    if ka == "matmul":
-        rows = print_matmul(la, lb, ra, rb, common)
-        faster = sum(r["speedup"] > 1.02 for r in rows)
-        slower = sum(r["speedup"] < 0.98 for r in rows)
-        print(f"\n## summary compare_kernel_runs (matmul) {la} vs {lb}")
-        print(f"shapes in both: {len(rows)}; {la} faster by > 2%: {faster}; slower by > 2%: {slower}; "
-              f"within 2%: {len(rows) - faster - slower}")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"kind": "matmul", "labels": [la, lb], "faster": faster, "slower": slower, "rows": rows},
-                          f, indent=1)
-        return 0
-
-    print(f"## attention A/B: {la} (A) vs {lb} (B), median µs; speedup = B µs / A µs")
-    print(f"{'model':<14}{'mode':>8}{'batch':>6}{'ctx':>7}{'us ' + la:>14}{'us ' + lb:>14}"
-          f"{'GB/s|TF ' + la:>16}{'GB/s|TF ' + lb:>16}{'%copy ' + la:>12}{'%copy ' + lb:>12}{'speedup':>9}")
-    rows = []
-    for key in common:
-        a, b = ra[key], rb[key]
-        speedup = b["us_median"] / a["us_median"]
-        decode = key[1] == "decode"
-        fig = "gbps" if decode else "tflops"
-        pa, pb = (a.get("pct_copy"), b.get("pct_copy")) if decode else (None, None)
-        print(f"{key[0]:<14}{key[1]:>8}{key[2]:>6}{key[3]:>7}{a['us_median']:>14.2f}{b['us_median']:>14.2f}"
-              f"{a.get(fig, 0):>16.1f}{b.get(fig, 0):>16.1f}"
-              f"{(f'{pa:.1f}' if pa is not None else '-'):>12}{(f'{pb:.1f}' if pb is not None else '-'):>12}"
-              f"{speedup:>9.3f}")
-        rows.append({"model": key[0], "mode": key[1], "batch": key[2], "ctx": key[3],
-                     la + "_us": a["us_median"], lb + "_us": b["us_median"], la + "_" + fig: a.get(fig),
-                     lb + "_" + fig: b.get(fig), la + "_pct_copy": pa, lb + "_pct_copy": pb, "speedup": speedup,
-                     la + "_target_met": a.get("target_met"), lb + "_target_met": b.get("target_met")})
-
+    rows = (print_matmul if ka == "matmul" else print_attention)(la, lb, ra, rb, common)
     faster = sum(r["speedup"] > 1.02 for r in rows)
     slower = sum(r["speedup"] < 0.98 for r in rows)
-    long_decode = [r["speedup"] for r in rows if r["mode"] == "decode" and r["ctx"] >= 4096]
-    targets = [r for r in rows if r.get(la + "_target_met") is not None]
-    met_a = sum(bool(r[la + "_target_met"]) for r in targets)
-    met_b = sum(bool(r[lb + "_target_met"]) for r in targets)
-    print(f"\n## summary compare_kernel_runs (attention) {la} vs {lb}")
+    print(f"\n## summary compare_kernel_runs ({ka}) {la} vs {lb}")
     print(f"shapes in both: {len(rows)}; {la} faster by > 2%: {faster}; slower by > 2%: {slower}; "
           f"within 2%: {len(rows) - faster - slower}")
-    if long_decode:
-        print(f"decode at ctx >= 4096: speedup {min(long_decode):.3f} .. {max(long_decode):.3f} "
-              f"over {len(long_decode)} shapes")
-    if targets:
-        print(f"decode target (>= 80% of copy, ctx >= 4096): {la} {met_a}/{len(targets)}, "
-              f"{lb} {met_b}/{len(targets)}")
+    if ka == "attention":
+        summarise_attention(la, lb, rows)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"kind": "attention", "labels": [la, lb], "faster": faster, "slower": slower, "rows": rows},
-                      f, indent=1)
+            json.dump({"kind": ka, "labels": [la, lb], "faster": faster, "slower": slower, "rows": rows}, f, indent=1)
     return 0
 
 

@@ -19,15 +19,21 @@ def run(script, *args):
     return p.returncode, p.stdout + p.stderr
 
 
+def split_run(doc, d, key_a, key_b):
+    """Writes two steps of a recorded run to files in d: (A path, B path, a path for the comparison's JSON)."""
+    a, b = os.path.join(d, key_a + ".json"), os.path.join(d, key_b + ".json")
+    json.dump(doc[key_a], open(a, "w"))
+    json.dump(doc[key_b], open(b, "w"))
+    return a, b, os.path.join(d, "cmp.json")
+
+
 def main():
     bench, run3, recorded, run8 = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     script = os.path.join(bench, "compare_kernel_runs.py")
     with open(recorded) as f:
         doc = json.load(f)
     with tempfile.TemporaryDirectory() as d:
-        a, b, out = os.path.join(d, "staged.json"), os.path.join(d, "plain.json"), os.path.join(d, "cmp.json")
-        json.dump(doc["attention_bench_staged"], open(a, "w"))
-        json.dump(doc["attention_bench"], open(b, "w"))
+        a, b, out = split_run(doc, d, "attention_bench_staged", "attention_bench")
         rc, text = run(script, a, b, "--labels", "staged,plain", "--json", out)
         assert rc == 0, text
         res = json.load(open(out))
@@ -64,9 +70,7 @@ def check_matmul_runs(script, run3, run5):
     with open(run3) as f:
         doc = json.load(f)
     with tempfile.TemporaryDirectory() as d:
-        a, b, out = os.path.join(d, "steps8.json"), os.path.join(d, "steps4.json"), os.path.join(d, "cmp.json")
-        json.dump(doc["matmul_bench"], open(a, "w"))
-        json.dump(doc["matmul_bench_unroll4"], open(b, "w"))
+        a, b, out = split_run(doc, d, "matmul_bench", "matmul_bench_unroll4")
         rc, text = run(script, a, b, "--labels", "steps8,steps4", "--json", out)
         assert rc == 0, text
         res = json.load(open(out))
@@ -88,9 +92,7 @@ def check_engine_runs(script, recorded):
     with open(recorded) as f:
         doc = json.load(f)
     with tempfile.TemporaryDirectory() as d:
-        a, b, out = os.path.join(d, "hybrid.json"), os.path.join(d, "flint.json"), os.path.join(d, "cmp.json")
-        json.dump(doc["engine_bench_hybrid"], open(a, "w"))
-        json.dump(doc["engine_bench"], open(b, "w"))
+        a, b, out = split_run(doc, d, "engine_bench_hybrid", "engine_bench")
         rc, text = run(script, a, b, "--labels", "hybrid,flint", "--json", out)
         assert rc == 0, text
         res = json.load(open(out))
