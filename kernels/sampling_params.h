@@ -68,6 +68,12 @@ struct SampleParams {
   const int32_t* freq_counts = nullptr;
   int32_t* token_ids = nullptr;          // (num_rows) out
   float* maybe_logprobs = nullptr;       // (num_rows) out, or null
+  // The CUDA sampler only (the twin ignores these). Device scratch that lets it split a row over several blocks
+  // when the batch is small (cuda::sample_workspace_bytes; null: a block per row), and host copies of the rows'
+  // parameters, which let it queue only the stages they need (null: as many as any row can need).
+  void* maybe_workspace = nullptr;
+  size_t workspace_bytes = 0;
+  const SampleRow* maybe_host_rows = nullptr;  // (num_rows)
 };
 
 constexpr int kSampleThreads = 1024;      // threads per row (one block per row)

@@ -248,6 +248,10 @@ inline float max(float a, float b) { return std::fmax(a, b); }
 
 template <class T>
 inline T __ldg(const T* p) { return *p; }
+template <class T>
+inline T __ldcg(const T* p) { return *p; }
+// Blocks run one after another, each to its end: a block's writes are seen by every later one without a fence.
+inline void __threadfence() {}
 
 // Fibers never run at the same time, so a read-modify-write is atomic as it stands.
 template <class T>

@@ -256,8 +256,34 @@ SampleRow row_params(int r, std::mt19937& rng) {
   return s;
 }
 
-void run_sample(int rows, int vocab, bool ties, uint32_t seed) {
-  const std::string what = "rows " + std::to_string(rows) + " vocab " + std::to_string(vocab) + (ties ? " ties" : "");
+// The split sampler on (smallest slice `ids`) for the guard's life, or off (0).
+class SplitSampler {
+ public:
+  explicit SplitSampler(int ids) : saved_(sample_split_min_slice()) { set_sample_split_min_slice(ids); }
+  ~SplitSampler() { set_sample_split_min_slice(saved_); }
+  SplitSampler(const SplitSampler&) = delete;
+  SplitSampler& operator=(const SplitSampler&) = delete;
+
+ private:
+  int saved_;
+};
+
+// How the kernel is asked to sample: a block per row, or split (slices of at least `split_slice` ids) with or
+// without the host copies of the rows' parameters.
+struct SampleMode {
+  int split_slice = 0;
+  bool host_rows = false;
+};
+
+void run_sample(int rows, int vocab, bool ties, uint32_t seed, SampleMode mode = {}) {
+  const SplitSampler split(mode.split_slice);
+  const int blocks = sample_blocks_per_row(rows, vocab);
+  const std::string what = "rows " + std::to_string(rows) + " vocab " + std::to_string(vocab) + (ties ? " ties" : "") +
+                           (mode.split_slice ? " split " + std::to_string(blocks) + " blocks a row" : "") +
+                           (mode.host_rows ? " (host rows)" : "");
+  if (mode.split_slice) {
+    EXPECT_GE(blocks, vocab >= 2 * mode.split_slice ? 2 : 1) << what;
+  }
   std::mt19937 rng(seed);
   const int64_t ld = vocab + (vocab % 2);
   auto logits = random_f32(size_t(rows) * ld, seed, 3.0f);
@@ -308,6 +334,9 @@ void run_sample(int rows, int vocab, bool ties, uint32_t seed) {
   p.maybe_rep_offsets = d_rep_off.as<int32_t>(), p.rep_ids = d_rep.as<int32_t>();
   p.maybe_freq_offsets = d_freq_off.as<int32_t>(), p.freq_ids = d_freq.as<int32_t>(), p.freq_counts = d_cnt.as<int32_t>();
   p.token_ids = d_tokens.as<int32_t>(), p.maybe_logprobs = d_logprobs.as<float>();
+  DeviceBuffer workspace(std::max<size_t>(sample_workspace_bytes(rows), 16));
+  if (mode.split_slice) workspace.poison(), p.maybe_workspace = workspace.as<void>(), p.workspace_bytes = workspace.bytes();
+  if (mode.host_rows) p.maybe_host_rows = params.data();
   std::string why;
   ASSERT_EQ(sample(p, nullptr, &why), cudaSuccess) << why;
   CUDA_CHECK(cudaDeviceSynchronize());
@@ -339,6 +368,23 @@ TEST(OpsGpu, SampleMatchesTwinToken) {
   run_sample(64, 151936, false, seed++);
 }
 
+// The split sampler: a row over several blocks, one stage a launch (kernels/cuda/sampling_split.cu). The same
+// tokens, penalised logits and logprobs as the twin, bit for bit. Slices far below the production 2048 ids split
+// the small vocabularies too (slices of 4 and 3 ids at vocab 7); the emulator and the device differ in SM count,
+// so in blocks per row. Rows of 16-byte-aligned and of misaligned starts (odd vocab: every other row).
+TEST(OpsGpu, SplitSamplerMatchesTwinToken) {
+  REQUIRE_GPU();
+  uint32_t seed = 1900;
+  run_sample(2, 7, false, seed++, {4, false});
+  run_sample(3, 1000, false, seed++, {64, true});
+  run_sample(8, 1001, true, seed++, {16, false});      // ties, misaligned rows, every parameter mix
+  run_sample(8, 32000, false, seed++, {256, true});
+  run_sample(1, 49152, false, seed++, {2048, false});  // the production slice
+  run_sample(8, 49152, true, seed++, {2048, true});    // ties: selects that run down to the ids' digits
+  run_sample(8, 151936, false, seed++, {2048, false});
+  run_sample(16, 151936, false, seed++, {2048, true});
+}
+
 // A temperature so small that 1 / T overflows (1e-40, inside the API's [0, 100]): every weight is 0, the kept total
 // is 0, and kernel and twin both pick the top token (kernels/sampling_params.h, step 5); the logprob is NaN in both,
 // so only the tokens are compared.
@@ -358,20 +404,26 @@ TEST(OpsGpu, SampleWithAllWeightsZeroPicksTheTopTokenAsTheTwin) {
   p.num_rows = rows, p.vocab = vocab, p.ld_logits = vocab, p.logits = host.data(), p.rows = params.data();
   p.token_ids = want.data();
   cpu::sample(p);
-  DeviceBuffer d_logits(logits.size() * 4), d_rows(params.size() * sizeof(SampleRow)), d_tokens(size_t(rows) * 4);
-  d_logits.upload(logits), d_rows.upload(params), d_tokens.poison();
-  p.logits = d_logits.as<float>(), p.rows = d_rows.as<SampleRow>(), p.token_ids = d_tokens.as<int32_t>();
-  std::string why;
-  ASSERT_EQ(sample(p, nullptr, &why), cudaSuccess) << why;
-  CUDA_CHECK(cudaDeviceSynchronize());
-  const std::vector<int32_t> got = d_tokens.download<int32_t>(size_t(rows));
-  for (int r = 0; r < rows; ++r) {
-    const float* row = logits.data() + int64_t(r) * vocab;
-    const int32_t top = int32_t(std::max_element(row, row + vocab) - row);
-    EXPECT_EQ(want[size_t(r)], top) << "twin, row " << r;
-    EXPECT_EQ(got[size_t(r)], top) << "kernel, row " << r;
+  for (int split_slice : {0, 64}) {  // a block per row; split
+    const SplitSampler split(split_slice);
+    DeviceBuffer d_logits(logits.size() * 4), d_rows(params.size() * sizeof(SampleRow)), d_tokens(size_t(rows) * 4);
+    DeviceBuffer workspace(sample_workspace_bytes(rows));
+    d_logits.upload(logits), d_rows.upload(params), d_tokens.poison();
+    p.logits = d_logits.as<float>(), p.rows = d_rows.as<SampleRow>(), p.token_ids = d_tokens.as<int32_t>();
+    p.maybe_workspace = workspace.as<void>(), p.workspace_bytes = workspace.bytes();
+    std::string why;
+    ASSERT_EQ(sample(p, nullptr, &why), cudaSuccess) << why;
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<int32_t> got = d_tokens.download<int32_t>(size_t(rows));
+    for (int r = 0; r < rows; ++r) {
+      const float* row = logits.data() + int64_t(r) * vocab;
+      const int32_t top = int32_t(std::max_element(row, row + vocab) - row);
+      EXPECT_EQ(want[size_t(r)], top) << "twin, row " << r;
+      EXPECT_EQ(got[size_t(r)], top) << "kernel, row " << r << ", " << sample_blocks_per_row(rows, vocab)
+                                     << " blocks a row";
+    }
+    summary_add("sample.zero_weights", got == want ? 0.0 : INFINITY, 0);
   }
-  summary_add("sample.zero_weights", got == want ? 0.0 : INFINITY, 0);
 }
 
 // ---- argument checks: the launchers refuse before touching the device, so these run anywhere ---------------------
@@ -421,6 +473,13 @@ TEST(OpsGpu, LaunchersRejectBadArgumentsWithTheFieldsName) {
   s.num_rows = 1, s.vocab = 100, s.ld_logits = 50;
   EXPECT_EQ(sample(s, nullptr, &why), cudaErrorInvalidValue);
   EXPECT_NE(why.find("ld_logits"), std::string::npos) << why;
+  // A misaligned workspace (the pointers are never dereferenced: the check comes first).
+  alignas(16) static unsigned char scratch[64];
+  s.ld_logits = 100, s.logits = reinterpret_cast<float*>(scratch), s.token_ids = reinterpret_cast<int32_t*>(scratch);
+  s.rows = reinterpret_cast<const SampleRow*>(scratch);
+  s.maybe_workspace = scratch + 4, s.workspace_bytes = 16;
+  EXPECT_EQ(sample(s, nullptr, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("workspace"), std::string::npos) << why;
   // Zero rows: nothing queued, success, whatever the pointers.
   AddRmsNormParams none;
   none.hidden = 8, none.ldx = 8, none.ld_out = 8;
