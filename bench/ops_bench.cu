@@ -5,6 +5,8 @@
 //   sample       µs per call and per row at vocab 49152 and 151936, batch 1, 32, 256, four parameter mixes:
 //                greedy; top-k 50 + top-p 0.9 (typical chat); top-p 0.95 alone; untruncated T = 1. Logits are
 //                normal with sd 3 (a few hundred tokens hold most of the mass; flat logits make top-p slower).
+//                Each shape twice where the batch splits: a block per row ("sample") and the split sampler
+//                ("sample.split", slices of at least 2048 ids), whose tokens must equal the first's.
 //                Batch 1 at vocab 49152 (192 KB) stays in L2 between calls, as it does after the LM head.
 //   dequantize   a 4096 × 4096 weight per type, at load: GB/s of source read + bf16 written.
 // Every timed call is checked afterwards: token ids in [0, vocab), norm outputs finite.
@@ -67,6 +69,7 @@ struct Row {
   std::string op, shape, mix;
   double us = 0, us_per_row = 0, gbps = 0, pct_copy = 0;
   bool ok = true;
+  int blocks = 0;  // sample: blocks per row
 };
 
 }  // namespace
@@ -135,9 +138,10 @@ int main(int argc, char** argv) {
       CUDA_CHECK(cudaFree(x)); CUDA_CHECK(cudaFree(delta)); CUDA_CHECK(cudaFree(out)); CUDA_CHECK(cudaFree(w));
     }
 
-  // ---- sample
+  // ---- sample: each shape a block per row ("sample", the default) and split over several blocks ("sample.split",
+  // FLINT_SAMPLE=split's slices of at least 2048 ids, where the batch splits), the same tokens checked.
   const char* mixes[] = {"greedy", "topk50+topp0.9", "topp0.95", "T=1"};
-  std::printf("%-12s %-18s %-15s %9s %9s %s\n", "op", "batch x vocab", "params", "us", "us/row", "check");
+  std::printf("%-12s %-18s %-15s %9s %9s %7s %s\n", "op", "batch x vocab", "params", "us", "us/row", "blocks", "check");
   for (int vocab : {49152, 151936})
     for (int batch : {1, 32, 256})
       for (int mix = 0; mix < 4; ++mix) {
@@ -145,10 +149,13 @@ int main(int argc, char** argv) {
         SampleRow* d_rows = nullptr;
         int32_t* tokens = nullptr;
         float* logprobs = nullptr;
+        void* workspace = nullptr;
+        const size_t workspace_bytes = flint::cuda::sample_workspace_bytes(batch);
         CUDA_CHECK(cudaMalloc(&logits, size_t(batch) * vocab * 4));
         CUDA_CHECK(cudaMalloc(&d_rows, size_t(batch) * sizeof(SampleRow)));
         CUDA_CHECK(cudaMalloc(&tokens, size_t(batch) * 4));
         CUDA_CHECK(cudaMalloc(&logprobs, size_t(batch) * 4));
+        CUDA_CHECK(cudaMalloc(&workspace, std::max<size_t>(workspace_bytes, 16)));
         fill_normal_f32<<<card.sms * 8, 256, 0, stream>>>(logits, size_t(batch) * vocab, 21 + vocab + batch, 3.0f);
         LAUNCH_CHECK();
         std::vector<SampleRow> host_rows(static_cast<size_t>(batch));
@@ -163,17 +170,32 @@ int main(int argc, char** argv) {
         SampleParams p;
         p.num_rows = batch, p.vocab = vocab, p.logits = logits, p.ld_logits = vocab, p.rows = d_rows;
         p.token_ids = tokens, p.maybe_logprobs = logprobs;
-        const auto us = timer.run(opt.warmup(), opt.reps(), [&](int) {
-          check_launch(flint::cuda::sample(p, stream, &why), why, "sample");
-        });
-        const unsigned long long bad = device_count(
-            [&](unsigned long long* c) { count_bad_tokens<<<1, 256, 0, stream>>>(tokens, batch, vocab, c); }, stream);
-        Row r{"sample", std::to_string(batch) + "x" + std::to_string(vocab), mixes[mix], median(us), 0, 0, 0, bad == 0};
-        r.us_per_row = r.us / batch;
-        std::printf("%-12s %-18s %-15s %9.1f %9.2f %s\n", r.op.c_str(), r.shape.c_str(), r.mix.c_str(), r.us,
-                    r.us_per_row, r.ok ? "ok" : "FAIL");
-        rows.push_back(r);
+        p.maybe_workspace = workspace, p.workspace_bytes = workspace_bytes, p.maybe_host_rows = host_rows.data();
+        std::vector<int32_t> block_tokens;
+        for (int split : {0, 1}) {
+          flint::cuda::set_sample_split_min_slice(split ? 2048 : 0);
+          const int blocks = flint::cuda::sample_blocks_per_row(batch, vocab);
+          if (split && blocks < 2) continue;  // this batch is not split: the row above is the same launch
+          CUDA_CHECK(cudaMemsetAsync(tokens, 0xFF, size_t(batch) * 4, stream));
+          const auto us = timer.run(opt.warmup(), opt.reps(), [&](int) {
+            check_launch(flint::cuda::sample(p, stream, &why), why, "sample");
+          });
+          const unsigned long long bad = device_count(
+              [&](unsigned long long* c) { count_bad_tokens<<<1, 256, 0, stream>>>(tokens, batch, vocab, c); }, stream);
+          std::vector<int32_t> got(static_cast<size_t>(batch));
+          CUDA_CHECK(cudaMemcpy(got.data(), tokens, got.size() * 4, cudaMemcpyDeviceToHost));
+          if (!split) block_tokens = got;
+          const bool same = !split || got == block_tokens;  // the split sampler's tokens are the block kernel's
+          Row r{split ? "sample.split" : "sample", std::to_string(batch) + "x" + std::to_string(vocab), mixes[mix],
+                median(us), 0, 0, 0, bad == 0 && same};
+          r.us_per_row = r.us / batch, r.blocks = blocks;
+          std::printf("%-12s %-18s %-15s %9.1f %9.2f %7d %s%s\n", r.op.c_str(), r.shape.c_str(), r.mix.c_str(), r.us,
+                      r.us_per_row, blocks, r.ok ? "ok" : "FAIL", same ? "" : " (tokens differ from the block kernel's)");
+          rows.push_back(r);
+        }
+        flint::cuda::set_sample_split_min_slice(0);
         CUDA_CHECK(cudaFree(logits)); CUDA_CHECK(cudaFree(d_rows)); CUDA_CHECK(cudaFree(tokens)); CUDA_CHECK(cudaFree(logprobs));
+        CUDA_CHECK(cudaFree(workspace));
       }
 
   // ---- dequantize: random bytes with the scales made finite (fp16 0x2000 ≈ 0.0078) so outputs are finite.
@@ -219,11 +241,17 @@ int main(int argc, char** argv) {
   std::printf("\n## summary ops_bench\n%s: copy ceiling %.0f GB/s%s\n", card.name.c_str(), copy.gbps(),
               timer.hold_timed_out ? "; WARNING: hold timed out" : "");
   for (const Row& r : rows) {
-    if (r.op == "sample" && (r.shape.find("x151936") == std::string::npos)) continue;  // the big vocab only
+    const bool sample = r.op.rfind("sample", 0) == 0;
+    if (sample && (r.shape.find("x151936") == std::string::npos)) continue;  // the big vocab only
     if (r.op == "add_rmsnorm" && r.shape.rfind("1x", 0) != 0 && r.shape.rfind("2048x", 0) != 0) continue;
-    if (r.op == "sample")
-      std::printf("%-12s %-13s %-15s %8.1f us %8.2f us/row %s\n", r.op.c_str(), r.shape.c_str(), r.mix.c_str(), r.us,
-                  r.us_per_row, r.ok ? "ok" : "FAIL");
+    if (sample) {
+      double speedup = 0;  // sample.split against the block kernel on the same shape and mix
+      for (const Row& o : rows)
+        if (r.op == "sample.split" && o.op == "sample" && o.shape == r.shape && o.mix == r.mix) speedup = o.us / r.us;
+      std::printf("%-12s %-13s %-15s %8.1f us %8.2f us/row %3d blocks/row%s %s\n", r.op.c_str(), r.shape.c_str(),
+                  r.mix.c_str(), r.us, r.us_per_row, r.blocks,
+                  speedup > 0 ? (" " + std::to_string(speedup).substr(0, 5) + "x").c_str() : "", r.ok ? "ok" : "FAIL");
+    }
     else
       std::printf("%-12s %-13s %8.2f us %6.0f GB/s %5.1f%% copy %s\n", r.op.c_str(), r.shape.c_str(), r.us, r.gbps,
                   r.pct_copy, r.ok ? "ok" : "FAIL");
@@ -235,7 +263,7 @@ int main(int argc, char** argv) {
     j.boolean("quick", opt.quick).num("copy_gbps", copy.gbps()).open("results", '[');
     for (const Row& r : rows)
       j.open(nullptr, '{').text("op", r.op).text("shape", r.shape).text("params", r.mix).num("us", r.us)
-          .num("us_per_row", r.us_per_row).num("gbps", r.gbps).num("pct_copy", r.pct_copy).boolean("ok", r.ok).close('}');
+          .num("us_per_row", r.us_per_row).num("blocks_per_row", r.blocks).num("gbps", r.gbps).num("pct_copy", r.pct_copy).boolean("ok", r.ok).close('}');
     j.close(']').boolean("pass", pass).close('}');
     FILE* f = std::fopen(opt.json_path.c_str(), "w");
     const bool written = f && std::fputs(j.str().c_str(), f) >= 0 && std::fputc('\n', f) != EOF;

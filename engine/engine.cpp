@@ -278,7 +278,9 @@ std::vector<SampleResult> Engine::forward_sample_on_device(const ScheduledStep& 
   sampled_logprobs_.resize(rows);
   std::vector<SampleResult> samples(rows);
   if (!want_top) {
-    backend_.forward_sample(step.plan, sample_batch_, sampled_ids_.data(), sampled_logprobs_.data());
+    // No row reports logprobs (num_logprobs is 0 on every row): the device skips the chosen token's.
+    std::fill(sampled_logprobs_.begin(), sampled_logprobs_.end(), 0.0f);
+    backend_.forward_sample(step.plan, sample_batch_, sampled_ids_.data(), nullptr);
   } else {
     // Top logprobs need the logits: they come back, and the twin samples them on the host as the device would.
     logits_.resize(rows * size_t(vocab));

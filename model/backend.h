@@ -30,7 +30,8 @@ class Backend {
   virtual bool samples_on_device() const { return false; }
   // forward(plan) without the logits coming back: logit row i is sampled under batch row i on the device
   // (kernels/sampling_params.h: the tokens cpu::sample would pick from the same logits); token_ids and logprobs
-  // (the chosen token's) get one entry per logit row.
+  // (the chosen token's) get one entry per logit row. logprobs may be null: not wanted (the device then skips the
+  // sum over the vocabulary that only the logprob needs).
   virtual void forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids, float* logprobs) {
     (void)plan, (void)batch, (void)token_ids, (void)logprobs;
     fail("this backend does not sample on its device");

@@ -290,6 +290,11 @@ void CudaBackend::allocate_buffers() {
   sample_out_dev_ = static_cast<int32_t*>(device_alloc(size_t(R) * 8, "the sampled tokens"));
   grow_sample_staging(cuda_sample_layout(int32_t(R), size_t(R) * 256, size_t(R) * 256).total);
   buffer_bytes_ += uint64_t(R) * 8 + sample_capacity_;
+  if (cuda::sample_split_min_slice() > 0) {  // FLINT_SAMPLE=split: small batches' rows over several blocks
+    sample_workspace_bytes_ = cuda::sample_workspace_bytes(int(R));
+    sample_workspace_ = device_alloc(sample_workspace_bytes_, "the split sampler's workspace");
+    buffer_bytes_ += sample_workspace_bytes_;
+  }
 }
 
 void CudaBackend::allocate_kv_cache(const CudaBackendOptions& options) {
@@ -460,8 +465,10 @@ void CudaBackend::forward_and_sample(const StepPlan& plan, const cpu::SampleBatc
   check(cudaMemcpyAsync(sample_dev_, sample_host_, layout.total, cudaMemcpyHostToDevice, stream_),
         "uploading the sampling batch");
   // Logit row i is at row i of the logits buffer, as forward() copies them back; the penalties apply in place.
-  const SampleParams p = cuda_sample_params(layout, rows, sample_dev_, B_.logits, config_.vocab_size, sample_out_dev_,
-                                            reinterpret_cast<float*>(sample_out_dev_ + max_logit_rows_));
+  SampleParams p = cuda_sample_params(layout, rows, sample_dev_, B_.logits, config_.vocab_size, sample_out_dev_,
+                                      logprobs ? reinterpret_cast<float*>(sample_out_dev_ + max_logit_rows_) : nullptr);
+  p.maybe_workspace = sample_workspace_, p.workspace_bytes = sample_workspace_bytes_;
+  p.maybe_host_rows = reinterpret_cast<const SampleRow*>(sample_host_ + layout.rows);
   std::string why;
   if (step_profiled_) profiler_.op_begin("sampling", stream_);
   check_op(cuda::sample(p, stream_, &why), "sampling", why);
@@ -472,7 +479,7 @@ void CudaBackend::forward_and_sample(const StepPlan& plan, const cpu::SampleBatc
   check(cudaStreamSynchronize(stream_), "the forward step and its sampling");
   profile_collect();
   std::copy_n(sample_out_host_, rows, token_ids);
-  std::memcpy(logprobs, sample_out_host_ + max_logit_rows_, size_t(rows) * sizeof(float));
+  if (logprobs) std::memcpy(logprobs, sample_out_host_ + max_logit_rows_, size_t(rows) * sizeof(float));
 }
 
 void CudaBackend::profile_end_step() {

@@ -131,6 +131,8 @@ class CudaBackend : public Backend {
   size_t sample_capacity_ = 0;
   int32_t* sample_out_host_ = nullptr;  // pinned
   int32_t* sample_out_dev_ = nullptr;
+  void* sample_workspace_ = nullptr;    // the split sampler's (when it is on: cuda::sample_split_min_slice)
+  size_t sample_workspace_bytes_ = 0;
 
   std::vector<int32_t> buckets_;         // decode graphs' batch sizes (cuda_graph_buckets)
   std::vector<int32_t> widths_;          // and block-table widths (cuda_graph_widths)

@@ -181,9 +181,17 @@ SplitSampleShape split_shape(int rows, int vocab, int min_slice) {
 int sample_split_min_slice() {
   int ids = split_min_slice().load(std::memory_order_relaxed);
   if (ids < 0) {
+    // "split", or "split:N" for slices of at least N ids (tests on small vocabularies, measuring); else off.
     const char* v = std::getenv("FLINT_SAMPLE");
+    int want = 0;
+    if (v && std::strcmp(v, "split") == 0) want = kDefaultSplitSlice;
+    if (v && std::strncmp(v, "split:", 6) == 0) {
+      char* end = nullptr;
+      const long n = std::strtol(v + 6, &end, 10);
+      if (end != v + 6 && *end == '\0' && n >= 1 && n <= (1 << 24)) want = (int(n) + 3) / 4 * 4;
+    }
     int expected = -1;
-    split_min_slice().compare_exchange_strong(expected, v && std::strcmp(v, "split") == 0 ? kDefaultSplitSlice : 0);
+    split_min_slice().compare_exchange_strong(expected, want);
     ids = split_min_slice().load(std::memory_order_relaxed);
   }
   return ids;
@@ -193,7 +201,9 @@ void set_sample_split_min_slice(int ids) {
   split_min_slice().store(ids <= 0 ? 0 : (ids + 3) / 4 * 4, std::memory_order_relaxed);
 }
 
-size_t sample_workspace_bytes(int num_rows) { return split_sample_workspace_bytes(num_rows); }
+size_t sample_workspace_bytes(int num_rows) {  // a batch of 2 · SMs rows or more is never split
+  return split_sample_workspace_bytes(std::min(num_rows, 2 * multiprocessors() - 1));
+}
 
 int sample_blocks_per_row(int num_rows, int vocab) {
   const int min_slice = sample_split_min_slice();
@@ -211,7 +221,7 @@ cudaError_t sample(const SampleParams& p, cudaStream_t stream, std::string* erro
     return cudaErrorInvalidValue;
   }
   if (const int min_slice = sample_split_min_slice();
-      min_slice > 0 && p.maybe_workspace && p.workspace_bytes >= sample_workspace_bytes(p.num_rows)) {
+      min_slice > 0 && p.maybe_workspace && p.workspace_bytes >= split_sample_workspace_bytes(p.num_rows)) {
     if (const SplitSampleShape shape = split_shape(p.num_rows, p.vocab, min_slice); shape.blocks >= 2)
       return launch_split_sample(p, shape, stream);
   }

@@ -31,11 +31,13 @@ namespace flint::cuda {
 // (kernels/cuda/sampling_split.cu): the same tokens and logprobs, bit for bit.
 cudaError_t sample(const SampleParams& p, cudaStream_t stream, std::string* error = nullptr);
 
-// The workspace the split sampler needs for num_rows rows (about 36 KB a row).
+// The workspace the split sampler needs for batches of up to num_rows rows (about 36 KB a row; batches of two rows
+// per SM or more are never split, so it stops growing there).
 size_t sample_workspace_bytes(int num_rows);
 
 // The split sampler's smallest slice, in ids (0: off, every row one block). FLINT_SAMPLE=split turns it on with
-// slices of at least 2048 ids; read once per process. Off by default until a device has measured it (docs/perf.md).
+// slices of at least 2048 ids, FLINT_SAMPLE=split:N with slices of at least N (rounded up to a multiple of 4); read
+// once per process. Off by default until a device has measured it (docs/perf.md).
 int sample_split_min_slice();
 // Overrides FLINT_SAMPLE (tests and benchmarks): 0 off, else the smallest slice, rounded up to a multiple of 4.
 void set_sample_split_min_slice(int ids);

@@ -26,6 +26,7 @@
 
 #include "kernels/cpu/sampling.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/sampling.h"
 #include "model/backend_diff.h"
 #include "model/cpu_backend.h"
 #include "model/cuda_backend.h"
@@ -367,8 +368,8 @@ TEST(CudaBackend, CapturesWithPlainLaunchesWhenCaptureRefusesPdl) {
 
 // Sampling on the device (forward_sample) against the twin (cpu::sample) on the logits of the same step: the same
 // tokens and the same logprob bits, for greedy, temperature, top-k, top-p, min-p and penalties, eager (prefill) and
-// through a graph (decode). Each step runs twice, forward then forward_sample: it rewrites its own KV slots with the
-// same values, so both see the same logits.
+// through a graph (decode); and the same tokens again without logprobs. Each step runs three times, forward then
+// forward_sample twice: it rewrites its own KV slots with the same values, so all see the same logits.
 TEST(CudaBackend, DeviceSamplingPicksTheTwinsTokensFromTheSameLogits) {
   REQUIRE_GPU();
   REQUIRE_MODEL();
@@ -376,6 +377,11 @@ TEST(CudaBackend, DeviceSamplingPicksTheTwinsTokensFromTheSameLogits) {
   const int32_t vocab = model.config.vocab_size, per_seq = 8, seqs = 5;
   CudaBackend gpu(model.config, model.weights,
                   {.num_kv_blocks = seqs * per_seq, .max_tokens_per_step = 128, .max_seqs_per_step = 8});
+  // Under FLINT_SAMPLE=split (CTest cuda_emu.backend_sample_split) the rows are split over several blocks.
+  if (cuda::sample_split_min_slice() > 0) {
+    EXPECT_GE(cuda::sample_blocks_per_row(1, vocab), 2);
+    EXPECT_GE(cuda::sample_blocks_per_row(seqs, vocab), 2);
+  }
   std::vector<std::vector<int32_t>> history;
   std::vector<SampleRow> params(static_cast<size_t>(seqs));
   params[0].temperature = 0.0f;
@@ -408,6 +414,10 @@ TEST(CudaBackend, DeviceSamplingPicksTheTwinsTokensFromTheSameLogits) {
       EXPECT_EQ(got[i], want[i]) << what << " row " << i;
       EXPECT_EQ(got_lp[i], want_lp[i]) << what << " row " << i;
     }
+    // Without logprobs (the engine's case: the sampler skips their sum): the same tokens.
+    std::vector<int32_t> again(rows.size(), -3);
+    gpu.forward_sample(plan, batch, again.data(), nullptr);
+    EXPECT_EQ(again, want) << what << ", no logprobs";
     return got;
   };
   for (int32_t s = 0; s < seqs; ++s) {  // prefill, one sequence a step: eager
