@@ -2,8 +2,9 @@
 // the copy ceiling measured in the same run:
 //   add_rmsnorm  rows × hidden (delta present): GB/s and % of copy. Bytes counted: x read and written and delta
 //                read (fp32), out written (bf16), w read once: rows·hidden·14 + hidden·2.
-//   sample       µs per call and per row at vocab 49152 and 151936, batch 1, 32, 256, four parameter mixes:
-//                greedy; top-k 50 + top-p 0.9 (typical chat); top-p 0.95 alone; untruncated T = 1. Logits are
+//   sample       µs per call and per row at vocab 49152 and 151936, batch 1, 32, 256, five parameter mixes:
+//                greedy; top-k 50 + top-p 0.9 (typical chat); top-p 0.95 alone; untruncated T = 1; each with the
+//                chosen token's logprob; and greedy without it (the engine's device path asks for none). Logits are
 //                normal with sd 3 (a few hundred tokens hold most of the mass; flat logits make top-p slower).
 //                Each shape twice where the batch splits: a block per row ("sample") and the split sampler
 //                ("sample.split", slices of at least 2048 ids), whose tokens must equal the first's.
@@ -140,11 +141,11 @@ int main(int argc, char** argv) {
 
   // ---- sample: each shape a block per row ("sample", the default) and split over several blocks ("sample.split",
   // FLINT_SAMPLE=split's slices of at least 2048 ids, where the batch splits), the same tokens checked.
-  const char* mixes[] = {"greedy", "topk50+topp0.9", "topp0.95", "T=1"};
+  const char* mixes[] = {"greedy", "topk50+topp0.9", "topp0.95", "T=1", "greedy,no-lp"};
   std::printf("%-12s %-18s %-15s %9s %9s %7s %s\n", "op", "batch x vocab", "params", "us", "us/row", "blocks", "check");
   for (int vocab : {49152, 151936})
     for (int batch : {1, 32, 256})
-      for (int mix = 0; mix < 4; ++mix) {
+      for (int mix = 0; mix < 5; ++mix) {
         float* logits = nullptr;
         SampleRow* d_rows = nullptr;
         int32_t* tokens = nullptr;
@@ -162,14 +163,14 @@ int main(int argc, char** argv) {
         for (int r = 0; r < batch; ++r) {
           SampleRow& s = host_rows[size_t(r)];
           s.seed = uint64_t(r) * 7919, s.step = 3;
-          if (mix == 0) s.temperature = 0.0f;
+          if (mix == 0 || mix == 4) s.temperature = 0.0f;
           if (mix == 1) s.temperature = 0.7f, s.top_k = 50, s.top_p = 0.9f;
           if (mix == 2) s.temperature = 0.8f, s.top_p = 0.95f;
         }
         CUDA_CHECK(cudaMemcpy(d_rows, host_rows.data(), host_rows.size() * sizeof(SampleRow), cudaMemcpyHostToDevice));
         SampleParams p;
         p.num_rows = batch, p.vocab = vocab, p.logits = logits, p.ld_logits = vocab, p.rows = d_rows;
-        p.token_ids = tokens, p.maybe_logprobs = logprobs;
+        p.token_ids = tokens, p.maybe_logprobs = mix == 4 ? nullptr : logprobs;  // the engine asks for none
         p.maybe_workspace = workspace, p.workspace_bytes = workspace_bytes, p.maybe_host_rows = host_rows.data();
         std::vector<int32_t> block_tokens;
         for (int split : {0, 1}) {
