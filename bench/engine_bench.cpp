@@ -6,9 +6,10 @@
 //
 //   engine_bench [--device auto|cpu|cuda] [--models LIST] [--layers N] [--batches LIST] [--prefill LIST]
 //                [--decode-steps N] [--prompt N] [--threads N] [--max-context N] [--seed S] [--json PATH] [--quick]
-//                [--profile]
+//                [--profile] [--sampling greedy|chat]
 //
-// Decode: B requests (distinct random prompts of --prompt tokens, greedy, ignore_eos) go to one Engine at once. A
+// Decode: B requests (distinct random prompts of --prompt tokens, greedy, or --sampling chat: temperature 0.7, top-k
+// 50, top-p 0.9, each request its own seed; ignore_eos) go to one Engine at once. A
 // wrapper around the backend stamps every step (forward entry and exit, sequences, tokens, summed kv_len); after
 // the requests end, the window is N steps of the longest run in which all B sequences decode one token each (so
 // every step of it is a pure batch-B decode), skipping the first 4. Time = entry of step k+N - entry of step k:
@@ -83,7 +84,14 @@ struct Options {
   std::string json_path;
   bool quick = false;
   bool profile = false;
+  std::string sampling = "greedy";  // --sampling: greedy, or chat (temperature 0.7, top-k 50, top-p 0.9, seeded)
 };
+
+// A decode request's sampling under --sampling (the prefill runs stay greedy: one token each).
+void set_sampling(flint::EngineRequest& r, const Options& opt, uint64_t seed) {
+  r.sampling.temperature = 0;
+  if (opt.sampling == "chat") r.sampling.temperature = 0.7f, r.sampling.top_k = 50, r.sampling.top_p = 0.9f, r.sampling.seed = seed;
+}
 
 // What one step of the engine ran and when: stamped by StepRecorder on the engine thread.
 struct StepRecord {
@@ -281,7 +289,7 @@ DecodeResult measure_decode(flint::Engine& engine, StepRecorder& rec, const flin
   for (int32_t i = 0; i < batch; ++i) {
     auto& r = requests[size_t(i)];
     r.prompt_token_ids = random_prompt(opt.prompt, config.vocab_size, prompt_seed + uint64_t(i));
-    r.sampling.temperature = 0;
+    set_sampling(r, opt, prompt_seed + uint64_t(i));
     r.stopping.max_tokens = max_tokens;
     r.stopping.ignore_eos = true;
   }
@@ -375,11 +383,12 @@ int32_t parse_count(const std::string& flag, const std::string& s) { return spli
 constexpr const char* kUsage =
     "usage: engine_bench [--device auto|cpu|cuda] [--models LIST] [--layers N] [--batches LIST] [--prefill LIST]\n"
     "                    [--decode-steps N] [--prompt N] [--threads N] [--max-context N] [--seed S] [--json PATH]\n"
-    "                    [--quick] [--profile]\n"
+    "                    [--quick] [--profile] [--sampling greedy|chat]\n"
     "  --models: comma-separated shape names (flint-run --list-shapes); default the four of issue 6\n"
     "  --max-context: tokens per sequence, as flintd's flag (default 8192; 0: the model's own)\n"
     "  --quick: batches 1,8; prefill 512; 16 decode steps; 1 timed prefill run (flags given after it win)\n"
-    "  --profile: CUDA: each decode batch again, op by op (GPU us per step per op)\n";
+    "  --profile: CUDA: each decode batch again, op by op (GPU us per step per op)\n"
+    "  --sampling: decode greedily (default) or as a chat client does: temperature 0.7, top-k 50, top-p 0.9\n";
 
 Options parse_args(int argc, char** argv) {
   Options o;
@@ -404,6 +413,10 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--seed") o.seed = std::strtoull(next().c_str(), nullptr, 0);
     else if (a == "--json") o.json_path = next();
     else if (a == "--profile") o.profile = true;
+    else if (a == "--sampling") {
+      o.sampling = next();
+      if (o.sampling != "greedy" && o.sampling != "chat") fail("--sampling: greedy or chat, not \"", o.sampling, "\"");
+    }
     else if (a == "--quick") {
       o.quick = true;
       o.batches = {1, 8};
@@ -446,7 +459,7 @@ json profile_decode(flint::Engine& engine, StepRecorder& rec, flint::CudaBackend
   for (int32_t i = 0; i < batch; ++i) {
     auto& r = requests[size_t(i)];
     r.prompt_token_ids = random_prompt(opt.prompt, config.vocab_size, prompt_seed + uint64_t(i));
-    r.sampling.temperature = 0;
+    set_sampling(r, opt, prompt_seed + uint64_t(i));
     r.stopping.max_tokens = 12 + (batch * opt.prompt + 2047) / 2048;
     r.stopping.ignore_eos = true;
   }
@@ -674,8 +687,8 @@ int main(int argc, char** argv) {
     std::printf("engine_bench: device %s, bandwidth %.1f GB/s (%s)", ctx.device.c_str(), ctx.gbps,
                 bandwidth_how.c_str());
     if (ctx.device == "cuda") std::printf("; CUDA context made in %.2f s (not in ready_s)", cuda_init_s);
-    std::printf("\ndecode through the Engine (scheduler + backend + sampling), prompt %d, %d timed steps "
-                "after %d\n", opt.prompt, opt.decode_steps, kWarmSteps);
+    std::printf("\ndecode through the Engine (scheduler + backend + sampling, %s), prompt %d, %d timed steps "
+                "after %d\n", opt.sampling.c_str(), opt.prompt, opt.decode_steps, kWarmSteps);
     std::fflush(stdout);
 
     json out = {{"engine", "flint"},
@@ -686,6 +699,7 @@ int main(int argc, char** argv) {
                 {"decode_method", "engine"},
                 {"prompt_tokens", opt.prompt},
                 {"decode_steps", opt.decode_steps},
+                {"sampling", opt.sampling},
                 {"warm_steps", kWarmSteps},
                 {"models", json::array()}};
     for (const std::string& name : opt.models) {

@@ -42,6 +42,7 @@ def main():
         check(positive(e.get("bandwidth_gbps")), f"bandwidth_gbps {e.get('bandwidth_gbps')}")
         check(e.get("cuda_init_s") == 0, f"cuda_init_s {e.get('cuda_init_s')} on the CPU")
         check(e.get("decode_steps") == 6, f"decode_steps {e.get('decode_steps')}")
+        check(e.get("sampling") == "greedy", f"sampling {e.get('sampling')}")
         models = e.get("models", [])
         check(len(models) == 1, f"{len(models)} models, want 1")
         m = models[0]
@@ -114,6 +115,18 @@ def main():
         check("too short" in err["models"][0].get("error", ""), f"model error not recorded: {err['models']}")
         p = subprocess.run([bench, "--batches", "0"], capture_output=True, text=True, timeout=60)
         check(p.returncode == 1 and "--batches" in p.stderr, f"--batches 0: rc {p.returncode}, {p.stderr.strip()}")
+        # --sampling chat: sampled decoding runs and is recorded; an unknown mode is refused.
+        chat_json = os.path.join(tmp, "chat.json")
+        p = subprocess.run([bench, "--device", "cpu", "--models", "smollm2-135m", "--layers", "1", "--quick",
+                            "--batches", "2", "--decode-steps", "4", "--prefill", "16", "--sampling", "chat",
+                            "--json", chat_json], capture_output=True, text=True, timeout=120)
+        check(p.returncode == 0, f"--sampling chat: rc {p.returncode}, {p.stderr.strip()}")
+        with open(chat_json) as f:
+            chat = json.load(f)
+        check(chat.get("sampling") == "chat" and positive(chat["models"][0]["decode"][0].get("tok_s")),
+              f"--sampling chat JSON: {chat.get('sampling')}, {chat['models'][0].get('decode')}")
+        p = subprocess.run([bench, "--sampling", "nucleus"], capture_output=True, text=True, timeout=60)
+        check(p.returncode == 1 and "--sampling" in p.stderr, f"--sampling nucleus: rc {p.returncode}, {p.stderr.strip()}")
         # The op profiler is the CUDA backend's: on the CPU, --profile is refused before anything runs.
         p = subprocess.run([bench, "--device", "cpu", "--models", "smollm2-135m", "--quick", "--profile"],
                            capture_output=True, text=True, timeout=60)
