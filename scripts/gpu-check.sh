@@ -42,7 +42,8 @@ while [ $# -gt 0 ]; do
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
                  ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,engine_bench_hybrid,hybrid_gain,engine_overhead,"
-                 ONLY+="engine_profile,"
+                 ONLY+="engine_profile,gpu_model_tests_sample_split,engine_bench_chat,engine_bench_chat_split,"
+                 ONLY+="sample_split_engine_gain,"
                  ONLY+="torch_baselines,engine_vs_hf,"
                  TORCH_PLAN_ARGS="--skip-sdpa" ;;
         *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
@@ -471,6 +472,10 @@ main_steps() {
   # "## target" line), graph decode bit-identical to eager decode, the per-layer diff (~1.5 min: most of it is
   # the CPU backend and the twin).
   run_step gpu_model_tests 300 env FLINT_REQUIRE_GPU=1 "$GPU_MODEL_TESTS" --gtest_output="json:$WORK/gpu_model_tests.json"
+  # gpu_model_tests_sample_split: device sampling through the backend (eager and after graph replays, against the
+  # twin) with the split sampler, FLINT_SAMPLE=split (kernels/cuda/sampling_split.cu). A few seconds.
+  run_step gpu_model_tests_sample_split 120 env FLINT_REQUIRE_GPU=1 FLINT_SAMPLE=split "$GPU_MODEL_TESTS" \
+    --gtest_filter='CudaBackend.DeviceSampling*'
   # flint-run --device cuda end to end (load, dequantize, graphs, generate), beside --device cpu.
   run_inline flint_run_cuda flint_run_cuda show
   # The per-layer diff table; fails when an intermediate is over the bound.
@@ -512,6 +517,17 @@ main_steps() {
     --json "$WORK/engine_bench_hybrid.json"
   run_step hybrid_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_hybrid.json" \
     "$WORK/engine_bench.json" --labels hybrid,flint --json "$WORK/hybrid_gain.json"
+  # engine_bench_chat, engine_bench_chat_split, sample_split_engine_gain: decode sampled as a chat client does
+  # (--sampling chat: temperature 0.7, top-k 50, top-p 0.9) at batch 1, 8 and 32, with a block per row and with the
+  # split sampler (FLINT_SAMPLE=split), side by side: what sampling costs a step, and what splitting a row over
+  # several blocks gains. Estimate (not measured): ~40 s each.
+  run_step engine_bench_chat 180 "$ENGINE_BENCH" --device cuda --models llama-3.2-1b,qwen2.5-1.5b --batches 1,8,32 \
+    --prefill 512 --sampling chat --json "$WORK/engine_bench_chat.json"
+  run_step engine_bench_chat_split 180 env FLINT_SAMPLE=split "$ENGINE_BENCH" --device cuda \
+    --models llama-3.2-1b,qwen2.5-1.5b --batches 1,8,32 --prefill 512 --sampling chat \
+    --json "$WORK/engine_bench_chat_split.json"
+  run_step sample_split_engine_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_chat_split.json" \
+    "$WORK/engine_bench_chat.json" --labels split,block --json "$WORK/sample_split_engine_gain.json"
   # engine_overhead: the engine's host time per decode step on this machine's CPU with no device work (a backend
   # that computes nothing): the part of engine_bench's step time no kernel can hide. A few seconds.
   run_step engine_overhead 60 "$BUILD/bench/engine_overhead_bench" --json "$WORK/engine_overhead.json"
