@@ -57,6 +57,13 @@ struct MatmulParams {
   // delta_splits (epilogue None, no bias, fp32) and rope_write_kv's qkv partials (Qkv). One launch fewer. The
   // launcher reports S (0: y written as usual). Not for SiluMul. The CPU twin always writes y.
   bool leave_partials = false;
+  // A hint that changes no result: device memory the decode kernel (M <= 64) asks L2 to fetch while it runs, split
+  // over its blocks (sm_90's bulk prefetch) - the next matmul's weights, so that a small matrix after this one reads
+  // from L2 instead of waiting on HBM. Memory nothing writes during the step (launch.cuh's weights-first rule):
+  // prefetched before the kernel's pdl_begin. 16-byte aligned; l2_prefetch_bytes a multiple of 16. The other
+  // kernels and the CPU twin ignore it.
+  const void* maybe_l2_prefetch = nullptr;
+  int64_t l2_prefetch_bytes = 0;
 };
 
 // K values per 32-wide step of the kernels; splits are whole steps.
@@ -139,6 +146,10 @@ inline std::string matmul_params_error(const MatmulParams& p, bool check_workspa
     return "matmul: unknown out_type " + std::to_string(int(p.out_type)) + " (supported: BF16, F32)";
   if (p.leave_partials && p.epilogue == MatmulEpilogue::SiluMul)
     return "matmul: leave_partials is for epilogues None and Qkv (SiluMul's consumer is another matmul)";
+  if (p.maybe_l2_prefetch && (reinterpret_cast<uintptr_t>(p.maybe_l2_prefetch) % 16 != 0 || p.l2_prefetch_bytes < 16 ||
+                              p.l2_prefetch_bytes % 16 != 0))
+    return "matmul: maybe_l2_prefetch must be 16-byte aligned and l2_prefetch_bytes a positive multiple of 16 (got " +
+           std::to_string(p.l2_prefetch_bytes) + ")";
   const size_t need = check_workspace ? matmul_workspace_bytes(p.M, p.N, p.K) : 0;
   if (need && (!p.workspace || p.workspace_bytes < need))
     return "matmul: K = " + std::to_string(p.K) + " is split " + std::to_string(matmul_num_splits(p.N, p.K)) +

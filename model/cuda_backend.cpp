@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/error.h"
@@ -106,6 +107,14 @@ void CudaBackend::initialize(const ModelWeights& weights, const CudaBackendOptio
   check(cudaGetDeviceProperties(&prop, options.device), "cudaGetDeviceProperties");
   device_name_ = prop.name;
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  try {
+    B_.l2_prefetch_budget = cuda_l2_prefetch_budget(std::getenv("FLINT_L2_PREFETCH"), prop.l2CacheSize);
+  } catch (const Error& err) {
+    fail("cuda backend: ", err.what());
+  }
+  if (options.log && B_.l2_prefetch_budget > 0)
+    std::fprintf(stderr, "cuda backend: L2 prefetch of the next matmul's weights where the pair fits %.1f MiB (L2 %.1f MiB)\n",
+                 double(B_.l2_prefetch_budget) / 1048576.0, double(prop.l2CacheSize) / 1048576.0);
 
   if (options.log) std::fprintf(stderr, "cuda backend: %s, %s\n", device_name_.c_str(), config_.describe().c_str());
   upload_weights(weights);

@@ -67,6 +67,11 @@ StepMaxima cuda_fill_staging(const StepPlan& plan, const StepLayout& layout, int
 StepShape cuda_prepare_step(const StepPlan& plan, int32_t bucket_size, int32_t table_width, int32_t block_size,
                             int32_t* staging, int64_t* elems);
 
+// ---- The L2 prefetch budget (ForwardBuffers::l2_prefetch_budget) from FLINT_L2_PREFETCH (`env`, may be null):
+// unset, "off" or "0": 0 (off); "on": three quarters of the device's L2 (l2_bytes); "N" (1 to 4096): N MiB.
+// Anything else throws, naming the variable and what it takes.
+int64_t cuda_l2_prefetch_budget(const char* env, int64_t l2_bytes);
+
 // ---- A step's sampling batch (cpu::SampleBatch) in one buffer, for one copy to the device: the rows, then the
 // penalty lists' arrays, each at a 16-byte aligned byte offset.
 struct CudaSampleLayout {

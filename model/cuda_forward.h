@@ -13,6 +13,7 @@
 //   rows that sample: gather x and proj rows; add_rmsnorm(+, output_norm); logits = matmul(Wout) in fp32
 #pragma once
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,9 @@ struct ForwardBuffers {  // activations (max tokens rows) and the logit rows' bu
   const int32_t* staging = nullptr;  // the step's index arrays (cuda_step_layout)
   const bf16_bits *tok_embd = nullptr, *output = nullptr, *output_norm = nullptr;
   const float* inv_freq = nullptr;
+  // L2 prefetch of the next matmul's weights (MatmulParams::maybe_l2_prefetch): a matmul asks for its successor's
+  // weights when the two weights together are at most this many bytes (0: never; cuda_l2_prefetch_budget).
+  int64_t l2_prefetch_budget = 0;
 };
 
 // What one forward pass covers: where its index arrays are in the staging buffer, and the attention maxima.
@@ -115,6 +119,14 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
     p.workspace_bytes = B.matmul_ws_bytes;
     return ops.matmul(p, what);
   };
+  // The matmul's weights prefetched into L2 by the matmul before it, when both fit the budget together: at batch 1
+  // a small matrix (QKV, O) then reads from L2 while the larger one before it streams from HBM.
+  auto prefetch_next = [&](MatmulParams& p, const bf16_bits* next_w, int64_t next_rows, int64_t next_cols) {
+    const int64_t bytes = next_rows * next_cols * 2 / 16 * 16, own = int64_t(p.N) * p.K * 2;
+    if (B.l2_prefetch_budget <= 0 || bytes < 16 || own + bytes > B.l2_prefetch_budget) return;
+    if (reinterpret_cast<uintptr_t>(next_w) % 16 != 0) return;
+    p.maybe_l2_prefetch = next_w, p.l2_prefetch_bytes = bytes;
+  };
   // A projection into the residual (hidden columns, fp32): its partial sums may stay in the workspace for the next
   // norm to add, except the last layer's, whose rows the logits gather from B.proj.
   auto project = [&](MatmulParams p, bool may_leave_partials, const char* what) {
@@ -138,6 +150,7 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
     qkv.y = B.q, qkv.ldy = nq, qkv.num_q = nq, qkv.num_kv = nkv;
     qkv.k_out = B.k, qkv.ld_k = nkv, qkv.v_out = B.v, qkv.ld_v = nkv;
     qkv.leave_partials = true;  // when K is split, rope_write_kv adds the partial sums (and the bias)
+    prefetch_next(qkv, L.wo, hidden, nq);
     const int qkv_splits = matmul(qkv, "qkv matmul");
 
     RopeKvParams rope;
@@ -175,6 +188,7 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
     MatmulParams wo;
     wo.M = n, wo.N = hidden, wo.K = nq;
     wo.x = B.attn, wo.ldx = nq, wo.w = L.wo, wo.ldw = nq;
+    prefetch_next(wo, L.gate_up, 2 * int64_t(ffn), hidden);
     proj = project(wo, true, "attention output matmul");
 
     // x += proj fused with the MLP norm; then silu(gate) · up in the gate+up matmul's epilogue.
@@ -185,10 +199,13 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
     gu.x = B.h, gu.ldx = hidden, gu.w = L.gate_up, gu.ldw = hidden;
     gu.epilogue = MatmulEpilogue::SiluMul;
     gu.y = B.act, gu.ldy = ffn;
+    prefetch_next(gu, L.down, hidden, ffn);
     matmul(gu, "gate+up matmul");
     MatmulParams down;
     down.M = n, down.N = hidden, down.K = ffn;
     down.x = B.act, down.ldx = ffn, down.w = L.down, down.ldw = ffn;
+    if (l + 1 < c.num_layers) prefetch_next(down, layers[size_t(l) + 1].qkv, nq + 2 * int64_t(nkv), hidden);
+    else if (sh.num_logit_rows > 0) prefetch_next(down, B.output, c.vocab_size, hidden);
     proj = project(down, l + 1 < c.num_layers, "down matmul");
   }
   if (ops.observing()) ops.observe_sum(lname(c.num_layers - 1, "out"), B.x, B.proj, n, hidden);

@@ -54,6 +54,17 @@ __device__ __forceinline__ void cp_async4(void* smem_dst, const void* src, bool 
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
 }
 
+// Asks L2 to fetch [p, p + bytes) from device memory in the background, by the copy engine of the SM (sm_90's bulk
+// prefetch): a hint, nothing waits for it and no result changes. p 16-byte aligned, bytes a multiple of 16. A no-op
+// below sm_90.
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
 // Makes this thread's completed writes to shared memory (stores, finished cp.async copies) visible to the async
 // proxy, through which wgmma reads its shared-memory operands.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }

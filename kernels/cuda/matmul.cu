@@ -212,9 +212,21 @@ __device__ __forceinline__ void decode_warp(const MatmulParams& p, int split_len
   for (int j = 0; j < kTokenGroups; ++j) finish_tile(p, n0, j * 8, split, num_splits, acc[j], lane);
 }
 
+// This block's share of p.maybe_l2_prefetch, by thread 0 in one bulk prefetch: the region's 16-byte units split
+// evenly over the grid's blocks. Weights only (the weights-first rule), so it may run before pdl_begin.
+__device__ __forceinline__ void l2_prefetch_share(const MatmulParams& p) {
+  if (!p.maybe_l2_prefetch || threadIdx.x != 0) return;
+  const int64_t blocks = int64_t(gridDim.x) * gridDim.y, b = blockIdx.x + int64_t(gridDim.x) * blockIdx.y;
+  const int64_t units = p.l2_prefetch_bytes / 16, per = (units + blocks - 1) / blocks;
+  const int64_t begin = min(units, b * per), end = min(units, begin + per);
+  if (end > begin)
+    prefetch_l2(static_cast<const uint8_t*>(p.maybe_l2_prefetch) + begin * 16, uint32_t((end - begin) * 16));
+}
+
 template <int kTokenGroups, bool kVec>
 __global__ void __launch_bounds__(kDecodeWarps * 32) matmul_decode(const MatmulParams p, int split_len, int num_splits) {
   pdl_weights_first();
+  l2_prefetch_share(p);
   if constexpr (kTokenGroups <= 2) {
     decode_warp<kTokenGroups, kVec, true>(p, split_len, num_splits);  // calls pdl_begin() itself
   } else {

@@ -1,6 +1,7 @@
 // kernels/cuda/device_util.cuh's helpers for the CUDA emulator: the same signatures, implemented as the PTX ISA
 // defines the instructions (mma.sync.m16n8k16 bf16 fragments, ldmatrix.x4 with and without .trans, cp.async with
-// its commit and wait groups, wgmma m64n128k16 and m64n64k16 with their commit and wait groups). Included by device_util.cuh when
+// its commit and wait groups, wgmma m64n128k16 and m64n64k16 with their commit and wait groups; the L2 bulk prefetch
+// as a check of its range, as it does nothing else here). Included by device_util.cuh when
 // FLINT_CUDA_EMU is defined.
 #pragma once
 #include <cstdint>
@@ -19,6 +20,7 @@ void wgmma_commit();
 void wgmma_wait(int pending);
 void cp_async_commit();
 void cp_async_wait(int pending);
+void prefetch_l2(const void* p, uint32_t bytes);  // checks the range: aligned, inside one device allocation
 }  // namespace cuda_emu
 
 namespace flint::cuda {
@@ -27,6 +29,7 @@ inline void mma_m16n8k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, u
 }
 inline void cp_async16(void* smem_dst, const void* src, bool fill) { cuda_emu::cp_async16(smem_dst, src, fill); }
 inline void cp_async4(void* smem_dst, const void* src, bool fill) { cuda_emu::cp_async4(smem_dst, src, fill); }
+inline void prefetch_l2(const void* p, uint32_t bytes) { cuda_emu::prefetch_l2(p, bytes); }
 inline uint32_t shared_address(const void* p) { return cuda_emu::shared_offset(p); }
 inline void wgmma_fence() {}
 inline void fence_proxy_async() {}

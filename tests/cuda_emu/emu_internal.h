@@ -12,4 +12,6 @@ namespace cuda_emu {
 bool run_block(const dim3& grid, const dim3& block, const uint3& block_idx, const std::function<void()>& body,
                void* dynamic_smem, std::string* fault, uint3* fault_thread);
 int max_threads_per_block();
+// Whether [p, p + n) lies inside one device allocation (runtime.cpp).
+bool device_range(const void* p, size_t n);
 }  // namespace cuda_emu

@@ -17,6 +17,7 @@ using flint::cuda::cp_async16;
 using flint::cuda::cp_async_commit;
 using flint::cuda::cp_async_wait;
 using flint::cuda::ldmatrix_x4;
+using flint::cuda::prefetch_l2;
 using flint::cuda::mma_m16n8k16;
 using flint::cuda::wgmma_commit;
 using flint::cuda::wgmma_desc_sw128;
@@ -343,6 +344,10 @@ __global__ void mismatched_collectives(int* out) {
   else __syncwarp();
 }
 
+// d is a 64-int allocation: the last 16 bytes are inside it, 32 bytes from there are not.
+__global__ void prefetch_past_the_allocation(int* d) { prefetch_l2(d + 60, 32); }
+__global__ void misaligned_prefetch(int* d) { prefetch_l2(d + 1, 16); }
+
 void expect_fault(void (*launch)(int*), const char* message) {
   EXPECT_EXIT(
       {
@@ -361,6 +366,19 @@ TEST(CudaEmuDeathTest, FaultsEndTheKernelStickAndSayWhy) {
   expect_fault([](int* d) { lane_exits_before_shuffle<<<1, 32>>>(d); }, "lane_exits_before_shuffle.*deadlock");
   expect_fault([](int*) { misaligned_ldmatrix<<<1, 32>>>(); }, "ldmatrix: a row address not 16-byte aligned");
   expect_fault([](int* d) { mismatched_collectives<<<1, 32>>>(d); }, "warp collectives do not match");
+  expect_fault([](int* d) { prefetch_past_the_allocation<<<1, 32>>>(d); }, "prefetch.L2: the range is not inside");
+  expect_fault([](int* d) { misaligned_prefetch<<<1, 32>>>(d); }, "prefetch.L2: address or size not a multiple of 16");
+}
+
+__global__ void prefetch_inside(int* d) { prefetch_l2(d + 48, 64); }
+
+TEST(CudaEmu, AnL2PrefetchInsideAnAllocationRunsAndChangesNothing) {
+  int* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 64 * sizeof(int)), cudaSuccess);
+  prefetch_inside<<<1, 32>>>(d);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaFree(d);
 }
 
 }  // namespace

@@ -196,6 +196,12 @@ void launch_body(const LaunchConfig& c, const char* name, const void* func, std:
   submit(s, c.stream, std::move(n));
 }
 
+bool device_range(const void* p, size_t n) {
+  State& s = st();
+  std::lock_guard lock(s.mu);  // recursive: a kernel runs under its launch's lock, on this thread
+  return inside(s, p, n, true);
+}
+
 }  // namespace cuda_emu
 
 using cuda_emu::fail;

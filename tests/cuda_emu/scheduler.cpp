@@ -485,6 +485,12 @@ void cp_async4(void* smem_dst, const void* src, bool fill) {
   cur().copies.open.push_back({smem_dst, src, fill, 4});
 }
 
+void prefetch_l2(const void* p, uint32_t bytes) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0 || bytes % 16 != 0)
+    device_fault("cp.async.bulk.prefetch.L2: address or size not a multiple of 16");
+  if (!device_range(p, bytes)) device_fault("cp.async.bulk.prefetch.L2: the range is not inside one device allocation");
+}
+
 void cp_async_commit() { cur().copies.commit(); }
 
 void cp_async_wait(int pending) { cur().copies.wait(pending, [](const Copy& c) { perform(c); }); }

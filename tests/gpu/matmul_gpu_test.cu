@@ -456,6 +456,33 @@ TEST(MatmulGpu, LeftQkvPartialsFinishToTheEpiloguesBits) {
 }
 
 // The launcher's checks run before anything touches the GPU, so this runs everywhere.
+// The L2 prefetch hint (MatmulParams::maybe_l2_prefetch, the next matmul's weights) changes no bit of the decode
+// kernel's output: unsplit and split-K shapes, a region of 16 bytes (fewer units than the grid has blocks) and of
+// several MiB. On the emulator the prefetch also checks its range (inside one allocation, 16-byte units).
+TEST(MatmulGpu, L2PrefetchChangesNoBits) {
+  REQUIRE_GPU();
+  struct Case {
+    int M, N, K;
+    int64_t prefetch_bytes;
+  };
+  for (const Case c : {Case{1, 3072, 2048, int64_t(2048) * 2048 * 2}, Case{8, 2048, 8192, 16},
+                       Case{3, 576, 1536, int64_t(576) * 576 * 2}}) {
+    const std::string what = shape_name("l2_prefetch", c.M, c.N, c.K);
+    const Problem pb(c.M, c.N, c.K, true, 4100 + uint32_t(c.N));
+    DeviceBuffer next(size_t(c.prefetch_bytes));
+    MatmulParams p = pb.base();
+    p.out_type = MatmulOut::F32;
+    const GpuOut plain = run_gpu(pb, p, MatmulKernel::Decode);
+    p.maybe_l2_prefetch = next.as<void>(), p.l2_prefetch_bytes = c.prefetch_bytes;
+    const GpuOut hinted = run_gpu(pb, p, MatmulKernel::Decode);
+    ASSERT_EQ(hinted.y.size(), plain.y.size()) << what;
+    size_t bad = 0;
+    for (size_t i = 0; i < plain.y.size(); ++i) bad += std::memcmp(&hinted.y[i], &plain.y[i], 4) != 0;
+    gpu_test::summary_add("l2_prefetch", bad ? INFINITY : 0.0, bad ? INFINITY : 0.0);
+    EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << plain.y.size() << " outputs differ with the prefetch";
+  }
+}
+
 TEST(MatmulGpu, LauncherRejectsBadParamsWithAReason) {
   MatmulParams p;
   p.M = 65, p.N = 16, p.K = 32;
@@ -487,6 +514,13 @@ TEST(MatmulGpu, LauncherRejectsBadParamsWithAReason) {
   EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Auto, &why, &left), cudaErrorInvalidValue);
   EXPECT_NE(why.find("SiluMul"), std::string::npos) << why;
   EXPECT_EQ(left, 0);
+  p.epilogue = MatmulEpilogue::None, p.leave_partials = false;
+  p.maybe_l2_prefetch = reinterpret_cast<const void*>(0x3004), p.l2_prefetch_bytes = 64;  // not 16-byte aligned
+  EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Decode, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("maybe_l2_prefetch"), std::string::npos) << why;
+  p.maybe_l2_prefetch = reinterpret_cast<const void*>(0x3000), p.l2_prefetch_bytes = 40;  // not whole 16-byte units
+  EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Decode, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("l2_prefetch_bytes"), std::string::npos) << why;
 }
 
 }  // namespace

@@ -42,6 +42,19 @@ TEST(CudaKvBudget, DefaultIsFortyPercentOfFree) {
   EXPECT_EQ(cuda_default_kv_budget(0), 0u);
 }
 
+TEST(CudaL2Prefetch, BudgetFromTheEnvironment) {
+  const int64_t l2 = int64_t(60) << 20;
+  EXPECT_EQ(cuda_l2_prefetch_budget(nullptr, l2), 0);
+  EXPECT_EQ(cuda_l2_prefetch_budget("", l2), 0);
+  EXPECT_EQ(cuda_l2_prefetch_budget("off", l2), 0);
+  EXPECT_EQ(cuda_l2_prefetch_budget("0", l2), 0);
+  EXPECT_EQ(cuda_l2_prefetch_budget("on", l2), int64_t(45) << 20);  // three quarters of L2
+  EXPECT_EQ(cuda_l2_prefetch_budget("on", 0), 0);
+  EXPECT_EQ(cuda_l2_prefetch_budget("24", l2), int64_t(24) << 20);   // MiB, whatever the L2
+  for (const char* bad : {"yes", "24MB", "-3", "5000", " 8"})
+    test::expect_error([&] { cuda_l2_prefetch_budget(bad, l2); }, {"FLINT_L2_PREFETCH", bad});
+}
+
 TEST(CudaGraphBuckets, PowersOfTwoUpToTheMaxAndTheMaxItself) {
   EXPECT_EQ(cuda_graph_buckets(1), (std::vector<int32_t>{1}));
   EXPECT_EQ(cuda_graph_buckets(64), (std::vector<int32_t>{1, 2, 4, 8, 16, 32, 64}));
