@@ -38,7 +38,7 @@ class NullDeviceBackend : public flint::Backend {
     if (count_ < stamps_.size()) stamps_[count_++] = {Clock::now().time_since_epoch().count(), plan.num_tokens()};
     for (size_t i = 0; i < plan.logit_rows.size(); ++i) {
       token_ids[i] = int32_t(1000 + i % 1000);  // never an end-of-generation id: max_tokens ends each request
-      logprobs[i] = -0.5f;
+      if (logprobs) logprobs[i] = -0.5f;  // null: not wanted (the engine asks for none when no row reports them)
     }
   }
   const flint::ModelConfig& config() const override { return config_; }
