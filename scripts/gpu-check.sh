@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
                  ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,engine_bench_hybrid,hybrid_gain,engine_overhead,"
                  ONLY+="engine_profile,gpu_model_tests_sample_split,engine_bench_chat,engine_bench_chat_split,"
-                 ONLY+="sample_split_engine_gain,"
+                 ONLY+="sample_split_engine_gain,gpu_model_tests_l2pf,engine_bench_l2pf,l2pf_gain,"
                  ONLY+="torch_baselines,engine_vs_hf,"
                  TORCH_PLAN_ARGS="--skip-sdpa" ;;
         *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
@@ -476,6 +476,10 @@ main_steps() {
   # twin) with the split sampler, FLINT_SAMPLE=split (kernels/cuda/sampling_split.cu). A few seconds.
   run_step gpu_model_tests_sample_split 120 env FLINT_REQUIRE_GPU=1 FLINT_SAMPLE=split "$GPU_MODEL_TESTS" \
     --gtest_filter='CudaBackend.DeviceSampling*'
+  # gpu_model_tests_l2pf: prefill logits, graph replays and device sampling with FLINT_L2_PREFETCH=on (the prefetch
+  # is a hint: everything as without it). A few seconds.
+  run_step gpu_model_tests_l2pf 120 env FLINT_REQUIRE_GPU=1 FLINT_L2_PREFETCH=on "$GPU_MODEL_TESTS" \
+    --gtest_filter='CudaBackend.PrefillLogits*:CudaBackend.GraphDecode*:CudaBackend.DeviceSampling*'
   # flint-run --device cuda end to end (load, dequantize, graphs, generate), beside --device cpu.
   run_inline flint_run_cuda flint_run_cuda show
   # The per-layer diff table; fails when an intermediate is over the bound.
@@ -517,6 +521,13 @@ main_steps() {
     --json "$WORK/engine_bench_hybrid.json"
   run_step hybrid_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_hybrid.json" \
     "$WORK/engine_bench.json" --labels hybrid,flint --json "$WORK/hybrid_gain.json"
+  # engine_bench_l2pf, l2pf_gain: batch 1 and 8 with FLINT_L2_PREFETCH=on (each matmul bulk-prefetches the next
+  # matmul's weights into L2 when the two fit three quarters of it: on Llama-3.2-1B the QKV matmul prefetches O's,
+  # on SmolLM2-135M every matmul its successor's), beside engine_bench's rows. Estimate (not measured): ~40 s.
+  run_step engine_bench_l2pf 180 env FLINT_L2_PREFETCH=on "$ENGINE_BENCH" --device cuda \
+    --models smollm2-135m,llama-3.2-1b,qwen2.5-1.5b --batches 1,8 --prefill 512 --json "$WORK/engine_bench_l2pf.json"
+  run_step l2pf_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_l2pf.json" \
+    "$WORK/engine_bench.json" --labels l2pf,default --json "$WORK/l2pf_gain.json"
   # engine_bench_chat, engine_bench_chat_split, sample_split_engine_gain: decode sampled as a chat client does
   # (--sampling chat: temperature 0.7, top-k 50, top-p 0.9) at batch 1, 8 and 32, with a block per row and with the
   # split sampler (FLINT_SAMPLE=split), side by side: what sampling costs a step, and what splitting a row over

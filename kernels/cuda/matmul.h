@@ -4,7 +4,8 @@
 //           straight from global memory into tensor-core fragments with 16-byte loads, 4 to 8 32-value steps
 //           (128 to 256 bytes) in flight per lane; K is split (matmul_num_splits) when N alone gives too few warps.
 //           For M <= 16 its first weight loads are issued before it waits for the kernel before it (PDL,
-//           launch.cuh): w must not be written by a kernel of the same step.
+//           launch.cuh): w must not be written by a kernel of the same step. With maybe_l2_prefetch set its blocks
+//           also ask L2 for the next matmul's weights, before that wait (a hint: no result changes).
 //   Prefill (any M, picked for M > 64): 128 weight rows × 128 tokens per block, 32-value k steps through shared
 //           memory in a 4-stage cp.async pipeline, the same fragments and the same mma chain per output. When K is
 //           split and the M × N tiles alone fill the card, a block runs every split itself and adds the splits'
