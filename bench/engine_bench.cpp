@@ -47,6 +47,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/op_bytes.h"
 #include "common/error.h"
 #include "engine/engine.h"
 #include "model/backend_factory.h"
@@ -450,8 +451,10 @@ struct RunContext {
 // --profile: `batch` requests decoding together once more, every pure batch-B decode step profiled op by op; the
 // means per step, printed (largest first) and returned as JSON.
 json profile_decode(flint::Engine& engine, StepRecorder& rec, flint::CudaBackend& cuda,
-                    const flint::ModelConfig& config, int32_t batch, const Options& opt, uint64_t prompt_seed) {
+                    const flint::ModelConfig& config, int32_t batch, const Options& opt, uint64_t prompt_seed,
+                    double gbps) {
   cuda.reset_op_profile();
+  rec.reset();
   rec.before_step = [&cuda, batch](const flint::StepPlan& plan) {
     cuda.set_op_profiling(plan.num_seqs() == batch && plan.num_tokens() == batch);
   };
@@ -479,17 +482,30 @@ json profile_decode(flint::Engine& engine, StepRecorder& rec, flint::CudaBackend
   const double n = double(p.steps), step_us = p.step_ms * 1e3 / n;
   double sum_us = 0;
   for (const flint::OpTime& o : ops) sum_us += o.ms * 1e3 / n;
+  // The profiled steps' mean Σ kv_len (the steps in which all `batch` sequences decoded), for attention's bytes.
+  double kv_sum = 0, kv_steps = 0;
+  for (const StepRecord& r : rec.records())
+    if (r.num_seqs == batch && r.num_tokens == batch) kv_sum += double(r.sum_kv_len), kv_steps += 1;
+  const double mean_kv = kv_steps > 0 ? kv_sum / kv_steps : 0;
   std::printf("  profile batch %3d: %lld eager steps, held until queued, events around each op: GPU %.1f us per "
               "step, ops %.1f us, the rest (copies, gaps) %.1f us\n",
               batch, static_cast<long long>(p.steps), step_us, sum_us, step_us - sum_us);
-  std::printf("    %-28s %10s %10s %8s\n", "op", "calls/step", "us/step", "% step");
+  std::printf("    %-28s %10s %10s %8s %9s %8s %7s\n", "op", "calls/step", "us/step", "% step", "MB/step", "GB/s",
+              "% copy");
   json rows = json::array();
   for (const flint::OpTime& o : ops) {
-    const double us = o.ms * 1e3 / n;
-    std::printf("    %-28s %10.1f %10.1f %7.1f%%\n", o.op.c_str(), double(o.calls) / n, us, 100.0 * us / step_us);
-    rows.push_back({{"op", o.op}, {"calls_per_step", double(o.calls) / n}, {"us_per_step", us}});
+    const double us = o.ms * 1e3 / n, bytes = flint::bench::op_floor_bytes(o.op, config, mean_kv);
+    json row = {{"op", o.op}, {"calls_per_step", double(o.calls) / n}, {"us_per_step", us}};
+    std::printf("    %-28s %10.1f %10.1f %7.1f%%", o.op.c_str(), double(o.calls) / n, us, 100.0 * us / step_us);
+    if (bytes > 0 && us > 0) {  // the floor's bytes over the op's time: how near the op runs to the copy bandwidth
+      const double op_gbps = bytes / (us * 1e3);
+      std::printf(" %9.1f %8.0f %6.1f%%", bytes / 1e6, op_gbps, 100.0 * op_gbps / gbps);
+      row["floor_bytes"] = bytes, row["gbps"] = op_gbps, row["pct_copy"] = 100.0 * op_gbps / gbps;
+    }
+    std::printf("\n");
+    rows.push_back(row);
   }
-  return {{"steps", p.steps}, {"step_us", step_us}, {"ops_us", sum_us}, {"ops", rows}};
+  return {{"steps", p.steps}, {"step_us", step_us}, {"ops_us", sum_us}, {"mean_sum_kv_len", mean_kv}, {"ops", rows}};
 }
 #endif
 
@@ -575,7 +591,7 @@ json bench_model(const std::string& name, RunContext& ctx) {
         auto* cuda = dynamic_cast<flint::CudaBackend*>(made.backend.get());
         if (!cuda) fail("--profile needs the CUDA backend");
         ctx.prompt_seed += uint64_t(b);
-        m["decode"].back()["profile"] = profile_decode(engine, rec, *cuda, model.config, b, opt, ctx.prompt_seed);
+        m["decode"].back()["profile"] = profile_decode(engine, rec, *cuda, model.config, b, opt, ctx.prompt_seed, ctx.gbps);
       }
 #endif
     } catch (const std::exception& e) {
