@@ -37,13 +37,15 @@ while [ $# -gt 0 ]; do
     --plan)
       case "${2:-}" in
         kernels) ONLY=",loads,card,gpu_tests,gpu_tests_attn_mma,gpu_tests_wgmma64,gpu_baselines,matmul_bench,"
-                 ONLY+="matmul_bench_mma,matmul_bench_wgmma64,matmul_wgmma64_gain,ops_bench,"
+                 ONLY+="matmul_bench_mma,matmul_bench_wgmma64,matmul_wgmma64_gain,matmul_bench_mid,matmul_mid_gain,"
+                 ONLY+="ops_bench,"
                  ONLY+="attention_bench,attention_bench_tc,attention_tc_gain,torch_baselines,"
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
                  ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,engine_bench_hybrid,hybrid_gain,engine_overhead,"
                  ONLY+="engine_profile,gpu_model_tests_sample_split,engine_bench_chat,engine_bench_chat_split,"
-                 ONLY+="sample_split_engine_gain,gpu_model_tests_l2pf,engine_bench_l2pf,l2pf_gain,"
+                 ONLY+="sample_split_engine_gain,gpu_model_tests_l2pf,engine_bench_l2pf,l2pf_gain,engine_bench_mid,"
+                 ONLY+="mid_engine_gain,"
                  ONLY+="torch_baselines,engine_vs_hf,"
                  TORCH_PLAN_ARGS="--skip-sdpa" ;;
         *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
@@ -433,6 +435,16 @@ main_steps() {
     run_step matmul_wgmma64_gain 30 "$PY" bench/compare_kernel_runs.py "$WORK/matmul_bench_wgmma64.json" \
       "$WORK/matmul_bench.json" --labels wgmma64,default --json "$WORK/matmul_wgmma64_gain.json"
   fi
+  # matmul_bench_mid, matmul_mid_gain (in --plan kernels, or when named): FLINT_MATMUL=mid, the decode kernel's warps
+  # with the tokens staged in shared memory for 16 < M <= 128 (matmul_bench's M = 32 and 128 rows), beside
+  # matmul_bench's rows (speedup = the default's µs / mid's). Estimate (not measured): ~1 min.
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",matmul_bench_mid,"* ]]; then
+    run_step matmul_bench_mid 120 env FLINT_MATMUL=mid "$MATMUL_BENCH" --json "$WORK/matmul_bench_mid.json" $QUICK
+  fi
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",matmul_mid_gain,"* ]]; then
+    run_step matmul_mid_gain 30 "$PY" bench/compare_kernel_runs.py "$WORK/matmul_bench_mid.json" \
+      "$WORK/matmul_bench.json" --labels mid,default --json "$WORK/matmul_mid_gain.json"
+  fi
   # ops_bench: add_rmsnorm GB/s, sampling µs per row (vocab 49152 and 151936, batch 1/32/256), dequantisation at
   # load, with the copy ceiling measured again (~20 s on an H100, estimated).
   run_step ops_bench 180 "$OPS_BENCH" --json "$WORK/ops_bench.json" $QUICK
@@ -521,6 +533,12 @@ main_steps() {
     --json "$WORK/engine_bench_hybrid.json"
   run_step hybrid_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_hybrid.json" \
     "$WORK/engine_bench.json" --labels hybrid,flint --json "$WORK/hybrid_gain.json"
+  # engine_bench_mid, mid_engine_gain: decode at batch 32 and 128 with FLINT_MATMUL=mid (the mid kernel for
+  # 16 < M <= 128), beside engine_bench's rows. Estimate (not measured): ~40 s.
+  run_step engine_bench_mid 180 env FLINT_MATMUL=mid "$ENGINE_BENCH" --device cuda \
+    --models llama-3.2-1b,qwen2.5-1.5b --batches 32,128 --prefill 512 --json "$WORK/engine_bench_mid.json"
+  run_step mid_engine_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_mid.json" \
+    "$WORK/engine_bench.json" --labels mid,default --json "$WORK/mid_engine_gain.json"
   # engine_bench_l2pf, l2pf_gain: batch 1 and 8 with FLINT_L2_PREFETCH=on (each matmul bulk-prefetches the next
   # matmul's weights into L2 when the two fit three quarters of it: on Llama-3.2-1B the QKV matmul prefetches O's,
   # on SmolLM2-135M every matmul its successor's), beside engine_bench's rows. Estimate (not measured): ~40 s.

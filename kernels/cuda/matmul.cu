@@ -235,6 +235,95 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) matmul_decode(const MatmulP
   }
 }
 
+// ---- Mid: 16 < M <= 128 (FLINT_MATMUL=mid; any M up to 128 when asked for by name). The decode kernel's warps, 16
+// weight rows each with the weights straight from global memory into mma fragments, a 4-step chunk in flight while
+// the one before it computes, and the tokens staged in shared memory: the block's kMidWarps warps copy each
+// 128-value chunk of x (every token) once, by cp.async, double-buffered, and read their fragments from there. The
+// decode kernel has each warp load x itself, which at M = 32 is twice its weights' bytes per warp and at M = 64 four
+// times. Per output the same 32-value steps in the same order, zeros where the decode kernel has zeros, the same
+// epilogue: the same bits.
+constexpr int kMidWarps = 8, kMidChunk = 32 * kUnroll;  // 128 k values a chunk
+// A token's chunk in shared memory: 256 bytes, padded to 320 so that the 8 lanes of a 16-byte load phase (two
+// tokens × 4 k offsets) fall in 8 different 16-byte bank groups.
+constexpr int kMidRowBytes = kMidChunk * 2 + 64;
+
+template <int kTokenGroups>
+constexpr size_t mid_smem_bytes() { return size_t(2) * kTokenGroups * 8 * kMidRowBytes; }
+
+template <int kTokenGroups>
+__global__ void __launch_bounds__(kMidWarps * 32) matmul_mid(const MatmulParams p, int split_len, int num_splits) {
+  pdl_weights_first();
+  l2_prefetch_share(p);
+  extern __shared__ __align__(16) uint8_t mid_smem[];
+  constexpr int kRows = kTokenGroups * 8;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int n0 = (blockIdx.x * kMidWarps + warp) * 16;
+  const bool active = n0 < p.N;  // a warp past N still copies x and meets the barriers
+  const int split = blockIdx.y;
+  const int k_begin = split * split_len, k_end = min(p.K, k_begin + split_len);
+  const int n_chunks = k_end > k_begin ? (k_end - k_begin + kMidChunk - 1) / kMidChunk : 0;
+  const bool lo_ok = active && n0 + g < p.N, hi_ok = active && n0 + g + 8 < p.N;
+  const bf16_bits* w_lo = p.w + int64_t(lo_ok ? n0 + g : 0) * p.ldw;
+  const bf16_bits* w_hi = p.w + int64_t(hi_ok ? n0 + g + 8 : 0) * p.ldw;
+  uint4 lo[kUnroll], hi[kUnroll];
+  auto load_w = [&](uint4 (&l)[kUnroll], uint4 (&h)[kUnroll], int at) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      l[u] = load8<true>(w_lo, at + 32 * u + 8 * t, k_end, lo_ok);
+      h[u] = load8<true>(w_hi, at + 32 * u + 8 * t, k_end, hi_ok);
+    }
+  };
+  // Chunk c of x into buffer c % 2: token r's values from k = k_begin + c · kMidChunk on, in 16-byte pieces; zeros
+  // past k_end and for tokens r >= M (as the decode kernel's loads give).
+  auto load_x = [&](int c) {
+    const int k = k_begin + c * kMidChunk;
+    uint8_t* buf = mid_smem + (c & 1) * kRows * kMidRowBytes;
+    for (int i = threadIdx.x; i < kRows * (kMidChunk / 8); i += kMidWarps * 32) {
+      const int r = i / (kMidChunk / 8), q = i % (kMidChunk / 8), kk = k + 8 * q;
+      const bool fill = r < p.M && kk < k_end;
+      cp_async16(buf + r * kMidRowBytes + q * 16, p.x + (fill ? int64_t(r) * p.ldx + kk : 0), fill);
+    }
+    cp_async_commit();
+  };
+  if (n_chunks > 0) load_w(lo, hi, k_begin);  // weights only before pdl_begin: nothing writes them in a step
+  pdl_begin();
+  float acc[kTokenGroups][4] = {};
+  if (n_chunks > 0) load_x(0);
+  for (int c = 0; c < n_chunks; ++c) {
+    const int k = k_begin + c * kMidChunk;
+    const bool more = c + 1 < n_chunks;
+    uint4 next_lo[kUnroll], next_hi[kUnroll];
+    if (more) {
+      load_x(c + 1);
+      load_w(next_lo, next_hi, k + kMidChunk);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // chunk c's x has landed, every thread's copies
+    if (active) {
+      const uint8_t* buf = mid_smem + (c & 1) * kRows * kMidRowBytes;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (k + 32 * u >= k_end) break;  // a split's last chunk may hold fewer steps: the decode kernel runs no more
+#pragma unroll
+        for (int j = 0; j < kTokenGroups; ++j) {
+          const uint4 xv = *reinterpret_cast<const uint4*>(buf + (j * 8 + g) * kMidRowBytes + (32 * u + 8 * t) * 2);
+          mma_step32(acc[j], lo[u], hi[u], xv);
+        }
+      }
+    }
+    __syncthreads();  // buffer c % 2 is refilled by chunk c + 2's copy, queued next round
+    if (more) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) lo[u] = next_lo[u], hi[u] = next_hi[u];
+    }
+  }
+  if (!active) return;
+#pragma unroll
+  for (int j = 0; j < kTokenGroups; ++j) finish_tile(p, n0, j * 8, split, num_splits, acc[j], lane);
+}
+
 // ---- Prefill: any M. Block = 8 warps on 128 weight rows × 128 tokens; warp (wn = warp % 4, wm = warp / 4) owns
 // rows 32·wn .. +31 (two 16-row groups) and tokens 64·wm .. +63 (eight groups of 8). Each 32-value k step is
 // copied to shared memory by cp.async (16 bytes per copy, zero-filled past the matrix) kPrefillStages - 1 steps
@@ -498,6 +587,27 @@ cudaError_t launch_decode(const MatmulParams& p, int split_len, int num_splits, 
   return launch_kernel(matmul_decode<8, kVec>, grid, block, 0, stream, p, split_len, num_splits);
 }
 
+// The mid kernel's instances: token groups of 8 rounded up to 2, 4, 8, 12 or 16 (16-byte loads only).
+template <int kTokenGroups>
+cudaError_t launch_mid_groups(const MatmulParams& p, int split_len, int num_splits, cudaStream_t stream) {
+  static const cudaError_t attr = cudaFuncSetAttribute(matmul_mid<kTokenGroups>,
+                                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                       int(mid_smem_bytes<kTokenGroups>()));
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid((p.N + 16 * kMidWarps - 1) / (16 * kMidWarps), num_splits);
+  return launch_kernel(matmul_mid<kTokenGroups>, grid, dim3(kMidWarps * 32), mid_smem_bytes<kTokenGroups>(), stream,
+                       p, split_len, num_splits);
+}
+
+cudaError_t launch_mid(const MatmulParams& p, int split_len, int num_splits, cudaStream_t stream) {
+  const int groups = (p.M + 7) / 8;
+  if (groups <= 2) return launch_mid_groups<2>(p, split_len, num_splits, stream);
+  if (groups <= 4) return launch_mid_groups<4>(p, split_len, num_splits, stream);
+  if (groups <= 8) return launch_mid_groups<8>(p, split_len, num_splits, stream);
+  if (groups <= 12) return launch_mid_groups<12>(p, split_len, num_splits, stream);
+  return launch_mid_groups<16>(p, split_len, num_splits, stream);
+}
+
 int multiprocessor_count() {  // of the device current at the first call
   static const int sms = [] {
     int dev = 0, n = 0;
@@ -595,7 +705,7 @@ cudaError_t launch_cublas(const MatmulParams& p, cudaStream_t stream, std::strin
 }
 
 struct EnvChoice {
-  bool valid = true, cublas = false, hybrid = false, mma = false, wgmma64 = false;
+  bool valid = true, cublas = false, hybrid = false, mma = false, wgmma64 = false, mid = false;
   std::string value;
 };
 const EnvChoice& env_choice() {
@@ -607,6 +717,7 @@ const EnvChoice& env_choice() {
     else if (c.value == "hybrid") c.hybrid = true;
     else if (c.value == "mma") c.mma = true;
     else if (c.value == "wgmma64") c.wgmma64 = true;
+    else if (c.value == "mid") c.mid = true;
     else if (!c.value.empty() && c.value != "flint") c.valid = false;
     return c;
   }();
@@ -621,6 +732,7 @@ const char* matmul_kernel_name(MatmulKernel k) {
     case MatmulKernel::Decode: return "decode";
     case MatmulKernel::Prefill: return "prefill";
     case MatmulKernel::PrefillWgmma: return "prefill_wgmma";
+    case MatmulKernel::Mid: return "mid";
     case MatmulKernel::Cublas: return "cublas";
   }
   return "?";
@@ -636,6 +748,7 @@ bool matmul_wgmma_available() { return false; }
 
 MatmulKernel matmul_pick(int M) {
   if (env_choice().cublas) return MatmulKernel::Cublas;
+  if (env_choice().mid && M > 16 && M <= kMidMaxRows) return MatmulKernel::Mid;
   if (M <= kDecodeMaxRows) return MatmulKernel::Decode;
   if (env_choice().hybrid) return MatmulKernel::Cublas;
   return matmul_wgmma_available() && !env_choice().mma ? MatmulKernel::PrefillWgmma : MatmulKernel::Prefill;
@@ -645,6 +758,7 @@ size_t matmul_workspace_bytes(int M, int N, int K, MatmulKernel kernel) {
   const size_t ours = flint::matmul_workspace_bytes(M, N, K), cublas = size_t(M) * size_t(N) * sizeof(float);
   switch (kernel) {
     case MatmulKernel::Decode:
+    case MatmulKernel::Mid:
     case MatmulKernel::Prefill:
     case MatmulKernel::PrefillWgmma: return ours;
     case MatmulKernel::Cublas: return cublas;
@@ -670,7 +784,7 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
   if (p.leave_partials && !partials_left) return invalid("matmul: leave_partials needs partials_left (how many)");
   if (!env_choice().valid)
     return invalid("FLINT_MATMUL=" + env_choice().value +
-                   ": expected 'flint' (the default), 'mma', 'wgmma64', 'hybrid' or 'cublas'");
+                   ": expected 'flint' (the default), 'mma', 'wgmma64', 'mid', 'hybrid' or 'cublas'");
   if (kernel == MatmulKernel::Auto) kernel = matmul_pick(p.M);
   if (std::string e = matmul_params_error(p, kernel != MatmulKernel::Cublas); !e.empty()) return invalid(e);
   if (kernel == MatmulKernel::Cublas) {
@@ -685,11 +799,18 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
   if (kernel == MatmulKernel::Decode && p.M > kDecodeMaxRows)
     return invalid("matmul (decode): M = " + std::to_string(p.M) + " rows, the decode kernel takes at most " +
                    std::to_string(kDecodeMaxRows));
+  if (kernel == MatmulKernel::Mid && p.M > kMidMaxRows)
+    return invalid("matmul (mid): M = " + std::to_string(p.M) + " rows, the mid kernel takes at most " +
+                   std::to_string(kMidMaxRows));
   const int num_splits = matmul_num_splits(p.N, p.K), split_len = matmul_split_len(p.N, p.K);
   const bool vec = vector_loads_ok(p);
   cudaError_t e;
   bool folded = false;
-  if (kernel == MatmulKernel::Decode)
+  if (kernel == MatmulKernel::Mid && !vec)  // no 16-byte loads: the decode kernel (M <= 64) or Prefill, same bits
+    kernel = p.M <= kDecodeMaxRows ? MatmulKernel::Decode : MatmulKernel::Prefill;
+  if (kernel == MatmulKernel::Mid)
+    e = launch_mid(p, split_len, num_splits, stream);
+  else if (kernel == MatmulKernel::Decode)
     e = vec ? launch_decode<true>(p, split_len, num_splits, stream) : launch_decode<false>(p, split_len, num_splits, stream);
   else if (kernel == MatmulKernel::PrefillWgmma && vec)
     e = env_choice().wgmma64 ? launch_prefill_wgmma<1>(p, split_len, num_splits, stream, &folded)

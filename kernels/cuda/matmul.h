@@ -15,6 +15,9 @@
 //           steps as wgmma m64n128k16 (weights from registers, tokens from shared memory placed in the m16n8k16
 //           steps' k order). Shapes without 16-byte loads run Prefill. FLINT_MATMUL=wgmma64 runs it on 64-row
 //           weight tiles (one warpgroup a block, two blocks an SM): the same bits, twice the blocks.
+//   Mid     (M <= 128; picked only under FLINT_MATMUL=mid, for 16 < M <= 128): Decode's warps (8 a block) with the
+//           tokens staged in shared memory, each 128-value chunk of x copied once per block by cp.async instead of
+//           once per warp; 16-byte loads only (other shapes run Decode or Prefill).
 //   Cublas: cuBLASLt into fp32, then the same epilogue: the measured baseline, and a fallback. It does NOT keep a
 //           row's bits independent of M (cuBLASLt picks its algorithm by shape).
 // Decode and Prefill run the same arithmetic for every output (same split, same two m16n8k16 steps per 32 values
@@ -31,7 +34,7 @@
 
 namespace flint::cuda {
 
-enum class MatmulKernel : uint8_t { Auto, Decode, Prefill, PrefillWgmma, Cublas };
+enum class MatmulKernel : uint8_t { Auto, Decode, Prefill, PrefillWgmma, Cublas, Mid };
 const char* matmul_kernel_name(MatmulKernel k);
 
 // Whether PrefillWgmma can run: the build has sm_90a code (CMake's default target) and the current device (at the
@@ -39,11 +42,13 @@ const char* matmul_kernel_name(MatmulKernel k);
 bool matmul_wgmma_available();
 
 constexpr int kDecodeMaxRows = 64;  // the decode kernel keeps all M tokens in every warp's registers
+constexpr int kMidMaxRows = 128;    // the mid kernel's tokens: all of them staged in shared memory
 
 // What Auto runs for M rows: Cublas when the environment has FLINT_MATMUL=cublas (read once), else Decode for
 // M <= kDecodeMaxRows and above it PrefillWgmma on Hopper (Prefill elsewhere), or Cublas with FLINT_MATMUL=hybrid (Flint's decode kernel for decode
 // steps, cuBLASLt for prefill and large batches: faster there today, but a row's bits then depend on M).
 // FLINT_MATMUL=mma keeps Prefill (mma.sync) on Hopper too; FLINT_MATMUL=wgmma64 picks as the default does;
+// FLINT_MATMUL=mid picks Mid for 16 < M <= kMidMaxRows (not yet measured on a device);
 // FLINT_MATMUL=flint (or unset) is the default.
 MatmulKernel matmul_pick(int M);
 

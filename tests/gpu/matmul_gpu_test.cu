@@ -169,6 +169,7 @@ void expect_close(const std::string& what, const std::string& kernel, const std:
 std::vector<MatmulKernel> kernels_for(int M) {
   std::vector<MatmulKernel> ks = {MatmulKernel::Auto, MatmulKernel::Prefill, MatmulKernel::Cublas};
   if (M <= kDecodeMaxRows) ks.push_back(MatmulKernel::Decode);
+  if (M <= kMidMaxRows) ks.push_back(MatmulKernel::Mid);
   if (matmul_wgmma_available()) ks.push_back(MatmulKernel::PrefillWgmma);
   return ks;
 }
@@ -333,9 +334,10 @@ TEST(MatmulGpu, RowBitsDoNotDependOnMOrKernel) {
     const size_t row_bytes = size_t(cols) * esz;
     for (int M : kRows) {
       if (M > max_M) break;
-      for (MatmulKernel kernel :
-           {MatmulKernel::Auto, MatmulKernel::Decode, MatmulKernel::Prefill, MatmulKernel::PrefillWgmma}) {
+      for (MatmulKernel kernel : {MatmulKernel::Auto, MatmulKernel::Decode, MatmulKernel::Mid, MatmulKernel::Prefill,
+                                  MatmulKernel::PrefillWgmma}) {
         if (kernel == MatmulKernel::Decode && M > kDecodeMaxRows) continue;
+        if (kernel == MatmulKernel::Mid && M > kMidMaxRows) continue;
         if (kernel == MatmulKernel::PrefillWgmma && !matmul_wgmma_available()) continue;
         if (kernel == MatmulKernel::Auto && matmul_pick(M) == MatmulKernel::Cublas) continue;  // FLINT_MATMUL=cublas
         const std::vector<uint8_t> got = run(M, kernel);
@@ -347,7 +349,7 @@ TEST(MatmulGpu, RowBitsDoNotDependOnMOrKernel) {
                                 << " rows differ from the M=" << max_M << " prefill run, first row " << first;
       }
     }
-    std::printf("  %-44s batch invariant over M in {1..%d} and decode/prefill/prefill_wgmma/auto\n", s.tag, max_M);
+    std::printf("  %-44s batch invariant over M in {1..%d} and decode/mid/prefill/prefill_wgmma/auto\n", s.tag, max_M);
   }
 }
 
@@ -360,6 +362,46 @@ void expect_bits_equal(const char* check, const std::vector<float>& got, const s
   gpu_test::summary_add("leave_partials", bad ? INFINITY : 0.0, bad ? INFINITY : 0.0);
   EXPECT_EQ(bad, 0u) << what << " " << check << ": " << bad << " of " << got.size() << " differ, first at " << first
                      << " (" << got[first] << " vs " << want[first] << ")";
+}
+
+// The mid kernel (FLINT_MATMUL=mid) at the row counts the shared tests do not reach (its 12- and 16-group instances):
+// every row bit for bit the prefill kernel's, unsplit, split-K, SiluMul and through the split partials' reduction.
+TEST(MatmulGpu, MidKernelGivesThePrefillKernelsBitsUpTo128Rows) {
+  REQUIRE_GPU();
+  struct Case {
+    const char* tag;
+    int N, K;
+    MatmulEpilogue epilogue;
+  };
+  for (const Case& c : {Case{"smollm2.o", 576, 576, MatmulEpilogue::None}, Case{"odd.fold", 704, 520, MatmulEpilogue::None},
+                        Case{"smollm2.down", 576, 1536, MatmulEpilogue::None},
+                        Case{"smollm2.gate_up", 3072, 576, MatmulEpilogue::SiluMul}}) {
+    if (gpu_test::emu_skips(double(3 * 128 + 100 + 33) * c.N * c.K)) continue;
+    const int cols = c.epilogue == MatmulEpilogue::SiluMul ? c.N / 2 : c.N;
+    const std::vector<bf16_bits> x = random_bf16(size_t(128) * c.K, 91), w = random_bf16(size_t(c.N) * c.K, 92);
+    DeviceBuffer dx(x.size() * 2), dw(w.size() * 2);
+    dx.upload(x), dw.upload(w);
+    auto run = [&](int M, MatmulKernel kernel) {
+      DeviceBuffer y(size_t(M) * cols * 4), ws(std::max<size_t>(matmul_workspace_bytes(M, c.N, c.K, kernel), 16));
+      y.poison(), ws.poison();
+      MatmulParams p;
+      p.M = M, p.N = c.N, p.K = c.K, p.x = dx.as<bf16_bits>(), p.ldx = c.K, p.w = dw.as<bf16_bits>(), p.ldw = c.K;
+      p.epilogue = c.epilogue, p.out_type = MatmulOut::F32, p.y = y.as<void>(), p.ldy = cols;
+      p.workspace = ws.as<void>(), p.workspace_bytes = ws.bytes();
+      std::string why;
+      EXPECT_EQ(matmul(p, nullptr, kernel, &why), cudaSuccess) << why;
+      return y.download<float>(size_t(M) * cols);
+    };
+    const std::vector<float> want = run(128, MatmulKernel::Prefill);
+    for (int M : {33, 100, 128}) {
+      const std::vector<float> got = run(M, MatmulKernel::Mid);
+      size_t bad = 0;
+      for (size_t i = 0; i < got.size(); ++i) bad += std::memcmp(&got[i], &want[i], 4) != 0;
+      gpu_test::summary_add("mid_bits", bad ? INFINITY : 0.0, bad ? INFINITY : 0.0);
+      EXPECT_EQ(bad, 0u) << shape_name(c.tag, M, c.N, c.K) << ": " << bad << " of " << got.size()
+                         << " mid outputs differ from the prefill kernel's";
+    }
+  }
 }
 
 // leave_partials (the O and down projections, whose reduction add_rmsnorm does): the launcher reports the splits it
@@ -491,6 +533,10 @@ TEST(MatmulGpu, LauncherRejectsBadParamsWithAReason) {
   std::string why;
   EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Decode, &why), cudaErrorInvalidValue);
   EXPECT_NE(why.find("at most 64"), std::string::npos) << why;
+  p.M = 129;
+  EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Mid, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("at most 128"), std::string::npos) << why;
+  p.M = 65;
   p.M = 4, p.ldw = 16;
   EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Prefill, &why), cudaErrorInvalidValue);
   EXPECT_NE(why.find("ldw"), std::string::npos) << why;
