@@ -273,6 +273,7 @@ class SplitSampler {
 struct SampleMode {
   int split_slice = 0;
   bool host_rows = false;
+  bool flat = false;  // every logit of a row equal (before penalties): every order decided by the ids alone
 };
 
 void run_sample(int rows, int vocab, bool ties, uint32_t seed, SampleMode mode = {}) {
@@ -280,7 +281,7 @@ void run_sample(int rows, int vocab, bool ties, uint32_t seed, SampleMode mode =
   const int blocks = sample_blocks_per_row(rows, vocab);
   const std::string what = "rows " + std::to_string(rows) + " vocab " + std::to_string(vocab) + (ties ? " ties" : "") +
                            (mode.split_slice ? " split " + std::to_string(blocks) + " blocks a row" : "") +
-                           (mode.host_rows ? " (host rows)" : "");
+                           (mode.host_rows ? " (host rows)" : "") + (mode.flat ? " flat" : "");
   if (mode.split_slice) {
     EXPECT_GE(blocks, vocab >= 2 * mode.split_slice ? 2 : 1) << what;
   }
@@ -288,6 +289,7 @@ void run_sample(int rows, int vocab, bool ties, uint32_t seed, SampleMode mode =
   const int64_t ld = vocab + (vocab % 2);
   auto logits = random_f32(size_t(rows) * ld, seed, 3.0f);
   if (ties) for (float& x : logits) x = std::round(x * 2.0f) / 2.0f;
+  if (mode.flat) for (float& x : logits) x = 1.25f;
   std::vector<SampleRow> params;
   cpu::PenaltyLists pen;
   for (int r = 0; r < rows; ++r) {
@@ -383,6 +385,10 @@ TEST(OpsGpu, SplitSamplerMatchesTwinToken) {
   run_sample(8, 49152, true, seed++, {2048, true});    // ties: selects that run down to the ids' digits
   run_sample(8, 151936, false, seed++, {2048, false});
   run_sample(16, 151936, false, seed++, {2048, true});
+  // Flat rows (every logit equal but the penalised ones): the max ties across slices, and top-k and top-p select by
+  // id digits through the candidate list, split and not.
+  run_sample(8, 49152, false, seed++, {0, false, true});
+  run_sample(8, 49152, false, seed++, {2048, true, true});
 }
 
 // A temperature so small that 1 / T overflows (1e-40, inside the API's [0, 100]): every weight is 0, the kept total
