@@ -169,8 +169,9 @@ void expect_close(const std::string& what, const std::string& kernel, const std:
 std::vector<MatmulKernel> kernels_for(int M) {
   std::vector<MatmulKernel> ks = {MatmulKernel::Auto, MatmulKernel::Prefill, MatmulKernel::Cublas};
   if (M <= kDecodeMaxRows) ks.push_back(MatmulKernel::Decode);
-  if (M <= kMidMaxRows) ks.push_back(MatmulKernel::Mid);
   if (matmul_wgmma_available()) ks.push_back(MatmulKernel::PrefillWgmma);
+  // Mid is not here: RowBitsDoNotDependOnMOrKernel and MidKernelGivesThePrefillKernelsBitsUpTo128Rows hold it to the
+  // prefill kernel's bits, row for row, and that kernel is held to the twin here.
   return ks;
 }
 
