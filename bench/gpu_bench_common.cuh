@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -296,6 +297,43 @@ static std::vector<MatrixShape> matrices_of(const ModelShape& m) {  // the layer
           {"gate_up", 2 * m.ffn, m.hidden},
           {"down", m.hidden, m.ffn},
           {"lm_head", m.vocab, m.hidden}};
+}
+
+// ---- Picking shapes for a profiler (`--only`, `--reps`, `--no-ceilings`): a benchmark run under Nsight Compute
+// should launch only the kernels worth reading, a few times each. `--only` takes comma-separated keys of
+// colon-separated fields, the first a model's name (any case: llama-3.2-1b); each bench says what the rest are.
+inline std::string lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+inline std::vector<std::string> split_on(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  for (;;) {
+    const size_t end = s.find(sep, at);
+    out.push_back(s.substr(at, end == std::string::npos ? std::string::npos : end - at));
+    if (end == std::string::npos) return out;
+    at = end + 1;
+  }
+}
+// A positive integer field, else -1.
+inline int positive_field(const std::string& s) {
+  if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos) return -1;
+  const int v = std::atoi(s.c_str());
+  return v > 0 ? v : -1;
+}
+inline const ModelShape* model_named(const std::string& name) {
+  for (const ModelShape& m : kModels)
+    if (lower(m.name) == lower(name)) return &m;
+  return nullptr;
+}
+// "W,R": warm-up and timed calls per shape (W >= 0, R >= 1); false when malformed.
+inline bool parse_reps(const std::string& s, int& warmup, int& reps) {
+  const std::vector<std::string> f = split_on(s, ',');
+  if (f.size() != 2) return false;
+  warmup = f[0] == "0" ? 0 : positive_field(f[0]);
+  reps = positive_field(f[1]);
+  return warmup >= 0 && reps >= 1;
 }
 
 // ---- Reporting.

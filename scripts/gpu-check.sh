@@ -17,7 +17,7 @@
 # To add a step: write it as a command (run_step NAME TIMEOUT_S CMD...) in main_steps below; a step that writes
 # JSON writes $WORK/NAME.json and it is merged into results.json under NAME; a step whose log has a line starting
 # "## summary" has everything from that line on repeated in the final summary. $OUT brings back at most 8 files:
-# this script writes three (gpu-check.log, results.json, summary.txt), whatever the number of steps.
+# this script writes three (gpu-check.log, results.json, summary.txt), and ncu_kernels two more (its raw CSVs).
 set -u
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
       case "${2:-}" in
         kernels) ONLY=",loads,card,gpu_tests,gpu_tests_attn_mma,gpu_tests_wgmma64,gpu_baselines,matmul_bench,"
                  ONLY+="matmul_bench_mma,matmul_bench_wgmma64,matmul_wgmma64_gain,matmul_bench_mid,matmul_mid_gain,"
-                 ONLY+="ops_bench,"
+                 ONLY+="ops_bench,ncu_kernels,"
                  ONLY+="attention_bench,attention_bench_tc,attention_tc_gain,torch_baselines,"
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
@@ -444,6 +444,16 @@ main_steps() {
   if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",matmul_mid_gain,"* ]]; then
     run_step matmul_mid_gain 30 "$PY" bench/compare_kernel_runs.py "$WORK/matmul_bench_mid.json" \
       "$WORK/matmul_bench.json" --labels mid,default --json "$WORK/matmul_mid_gain.json"
+  fi
+  # ncu_kernels (in --plan kernels, or when named): Nsight Compute on a few shapes of the matmul and attention
+  # benches, Flint's kernels and cuBLASLt's (scripts/ncu-kernels.sh): DRAM and SM throughput, tensor pipes,
+  # occupancy and stall reasons per kernel, in its "## summary ncu" block; the raw CSVs come back as
+  # ncu_matmul.csv and ncu_attention.csv. Estimate (not measured): ~1 min, ~45 kernels of ~40 replay passes each.
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",ncu_kernels,"* ]]; then
+    NCU_JSON="$WORK/ncu_kernels.json" run_step ncu_kernels 240 scripts/ncu-kernels.sh "$WORK/ncu"
+    if [ "$LIST" -eq 0 ]; then
+      for f in matmul attention; do [ -s "$WORK/ncu/$f.csv" ] && cp "$WORK/ncu/$f.csv" "$OUT_DIR/ncu_$f.csv"; done
+    fi
   fi
   # ops_bench: add_rmsnorm GB/s, sampling µs per row (vocab 49152 and 151936, batch 1/32/256), dequantisation at
   # load, with the copy ceiling measured again (~20 s on an H100, estimated).
