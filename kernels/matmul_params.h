@@ -64,6 +64,11 @@ struct MatmulParams {
   // kernels and the CPU twin ignore it.
   const void* maybe_l2_prefetch = nullptr;
   int64_t l2_prefetch_bytes = 0;
+  // A hint that changes no result: at M <= 16 (the decode kernel's weights-first loads, launch.cuh) each warp also
+  // asks L2 for the start of the rest of its own weights before pdl_begin, l2_ahead_bytes over the whole weight
+  // (the same share of every row's split), so that under PDL the weights stream while the kernel before runs.
+  // 0: none. The CUDA dispatcher sets it from FLINT_MATMUL_AHEAD when the caller left it 0 (kernels/cuda/matmul.h).
+  int64_t l2_ahead_bytes = 0;
 };
 
 // K values per 32-wide step of the kernels; splits are whole steps.
@@ -150,6 +155,7 @@ inline std::string matmul_params_error(const MatmulParams& p, bool check_workspa
                               p.l2_prefetch_bytes % 16 != 0))
     return "matmul: maybe_l2_prefetch must be 16-byte aligned and l2_prefetch_bytes a positive multiple of 16 (got " +
            std::to_string(p.l2_prefetch_bytes) + ")";
+  if (p.l2_ahead_bytes < 0) return "matmul: l2_ahead_bytes is " + std::to_string(p.l2_ahead_bytes) + " (0: none)";
   const size_t need = check_workspace ? matmul_workspace_bytes(p.M, p.N, p.K) : 0;
   if (need && (!p.workspace || p.workspace_bytes < need))
     return "matmul: K = " + std::to_string(p.K) + " is split " + std::to_string(matmul_num_splits(p.N, p.K)) +

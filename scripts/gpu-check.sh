@@ -38,14 +38,14 @@ while [ $# -gt 0 ]; do
       case "${2:-}" in
         kernels) ONLY=",loads,card,gpu_tests,gpu_tests_attn_mma,gpu_tests_wgmma64,gpu_baselines,matmul_bench,"
                  ONLY+="matmul_bench_mma,matmul_bench_wgmma64,matmul_wgmma64_gain,matmul_bench_mid,matmul_mid_gain,"
-                 ONLY+="ops_bench,ncu_kernels,"
+                 ONLY+="matmul_bench_ahead,matmul_ahead_gain,ops_bench,ncu_kernels,"
                  ONLY+="attention_bench,attention_bench_tc,attention_tc_gain,torch_baselines,"
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
                  ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,engine_bench_hybrid,hybrid_gain,engine_overhead,"
                  ONLY+="engine_profile,gpu_model_tests_sample_split,engine_bench_chat,engine_bench_chat_split,"
                  ONLY+="sample_split_engine_gain,gpu_model_tests_l2pf,engine_bench_l2pf,l2pf_gain,engine_bench_mid,"
-                 ONLY+="mid_engine_gain,"
+                 ONLY+="mid_engine_gain,engine_bench_ahead,ahead_gain,engine_bench_ahead_l2pf,ahead_l2pf_gain,"
                  ONLY+="torch_baselines,engine_vs_hf,"
                  TORCH_PLAN_ARGS="--skip-sdpa" ;;
         *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
@@ -445,6 +445,18 @@ main_steps() {
     run_step matmul_mid_gain 30 "$PY" bench/compare_kernel_runs.py "$WORK/matmul_bench_mid.json" \
       "$WORK/matmul_bench.json" --labels mid,default --json "$WORK/matmul_mid_gain.json"
   fi
+  # matmul_bench_ahead, matmul_ahead_gain (in --plan kernels, or when named): FLINT_MATMUL_AHEAD=on, each decode
+  # warp (M <= 16) asking L2 for the start of its own weights before the PDL wait (half of L2 over the call), beside
+  # matmul_bench's rows (speedup = the default's µs / ahead's). Back-to-back calls overlap under PDL here too, but
+  # with a matmul before, not a norm: the engine A/B (engine_bench_ahead) is the one that decides. ~10 s, estimated.
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",matmul_bench_ahead,"* ]]; then
+    run_step matmul_bench_ahead 120 env FLINT_MATMUL_AHEAD=on "$MATMUL_BENCH" --json "$WORK/matmul_bench_ahead.json" \
+      $QUICK
+  fi
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",matmul_ahead_gain,"* ]]; then
+    run_step matmul_ahead_gain 30 "$PY" bench/compare_kernel_runs.py "$WORK/matmul_bench_ahead.json" \
+      "$WORK/matmul_bench.json" --labels ahead,default --json "$WORK/matmul_ahead_gain.json"
+  fi
   # ncu_kernels (in --plan kernels, or when named): Nsight Compute on a few shapes of the matmul and attention
   # benches, Flint's kernels and cuBLASLt's (scripts/ncu-kernels.sh): DRAM and SM throughput, tensor pipes,
   # occupancy and stall reasons per kernel, in its "## summary ncu" block; the raw CSVs come back as
@@ -498,9 +510,10 @@ main_steps() {
   # twin) with the split sampler, FLINT_SAMPLE=split (kernels/cuda/sampling_split.cu). A few seconds.
   run_step gpu_model_tests_sample_split 120 env FLINT_REQUIRE_GPU=1 FLINT_SAMPLE=split "$GPU_MODEL_TESTS" \
     --gtest_filter='CudaBackend.DeviceSampling*'
-  # gpu_model_tests_l2pf: prefill logits, graph replays and device sampling with FLINT_L2_PREFETCH=on (the prefetch
-  # is a hint: everything as without it). A few seconds.
-  run_step gpu_model_tests_l2pf 120 env FLINT_REQUIRE_GPU=1 FLINT_L2_PREFETCH=on "$GPU_MODEL_TESTS" \
+  # gpu_model_tests_l2pf: prefill logits, graph replays and device sampling with FLINT_L2_PREFETCH=on and
+  # FLINT_MATMUL_AHEAD=on (the prefetches are hints: everything as without them). A few seconds.
+  run_step gpu_model_tests_l2pf 120 env FLINT_REQUIRE_GPU=1 FLINT_L2_PREFETCH=on FLINT_MATMUL_AHEAD=on \
+    "$GPU_MODEL_TESTS" \
     --gtest_filter='CudaBackend.PrefillLogits*:CudaBackend.GraphDecode*:CudaBackend.DeviceSampling*'
   # flint-run --device cuda end to end (load, dequantize, graphs, generate), beside --device cpu.
   run_inline flint_run_cuda flint_run_cuda show
@@ -556,6 +569,19 @@ main_steps() {
     --models smollm2-135m,llama-3.2-1b,qwen2.5-1.5b --batches 1,8 --prefill 512 --json "$WORK/engine_bench_l2pf.json"
   run_step l2pf_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_l2pf.json" \
     "$WORK/engine_bench.json" --labels l2pf,default --json "$WORK/l2pf_gain.json"
+  # engine_bench_ahead, ahead_gain: batch 1 and 8 with FLINT_MATMUL_AHEAD=on (each decode warp asks L2 for the start
+  # of its own weights before the PDL wait, so they stream while the norm, RoPE or attention before it runs);
+  # engine_bench_ahead_l2pf, ahead_l2pf_gain: with FLINT_L2_PREFETCH=on as well. Each beside engine_bench's rows.
+  # Estimate (not measured): ~40 s each.
+  run_step engine_bench_ahead 180 env FLINT_MATMUL_AHEAD=on "$ENGINE_BENCH" --device cuda \
+    --models smollm2-135m,llama-3.2-1b,qwen2.5-1.5b --batches 1,8 --prefill 512 --json "$WORK/engine_bench_ahead.json"
+  run_step ahead_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_ahead.json" \
+    "$WORK/engine_bench.json" --labels ahead,default --json "$WORK/ahead_gain.json"
+  run_step engine_bench_ahead_l2pf 180 env FLINT_MATMUL_AHEAD=on FLINT_L2_PREFETCH=on "$ENGINE_BENCH" --device cuda \
+    --models smollm2-135m,llama-3.2-1b,qwen2.5-1.5b --batches 1,8 --prefill 512 \
+    --json "$WORK/engine_bench_ahead_l2pf.json"
+  run_step ahead_l2pf_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_ahead_l2pf.json" \
+    "$WORK/engine_bench.json" --labels ahead_l2pf,default --json "$WORK/ahead_l2pf_gain.json"
   # engine_bench_chat, engine_bench_chat_split, sample_split_engine_gain: decode sampled as a chat client does
   # (--sampling chat: temperature 0.7, top-k 50, top-p 0.9) at batch 1, 8 and 32, with a block per row and with the
   # split sampler (FLINT_SAMPLE=split), side by side: what sampling costs a step, and what splitting a row over

@@ -130,6 +130,34 @@ const EnvChoice& env_choice() {
   return choice;
 }
 
+// FLINT_MATMUL_AHEAD (read once): the l2_ahead_bytes the dispatcher gives decode calls of M <= 16 whose caller left
+// it 0. Unset, "off" or "0": none; "on": half the L2 of the device current at the first call; N: N MiB (1..4096).
+struct AheadChoice {
+  bool valid = true;
+  int64_t bytes = 0;
+  std::string value;
+};
+const AheadChoice& ahead_choice() {
+  static const AheadChoice choice = [] {
+    AheadChoice c;
+    const char* v = std::getenv("FLINT_MATMUL_AHEAD");
+    c.value = v ? v : "";
+    if (c.value.empty() || c.value == "off" || c.value == "0") return c;
+    if (c.value == "on") {
+      int dev = 0, l2 = 0;
+      if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev) == cudaSuccess)
+        c.bytes = int64_t(l2) / 2;
+      return c;
+    }
+    char* end = nullptr;
+    const long mib = std::strtol(c.value.c_str(), &end, 10);
+    if (end && *end == '\0' && mib >= 1 && mib <= 4096) c.bytes = int64_t(mib) << 20;
+    else c.valid = false;
+    return c;
+  }();
+  return choice;
+}
+
 }  // namespace
 
 const char* matmul_kernel_name(MatmulKernel k) {
@@ -191,6 +219,8 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
   if (!env_choice().valid)
     return invalid("FLINT_MATMUL=" + env_choice().value +
                    ": expected 'flint' (the default), 'mma', 'wgmma64', 'mid', 'hybrid' or 'cublas'");
+  if (!ahead_choice().valid)
+    return invalid("FLINT_MATMUL_AHEAD=" + ahead_choice().value + ": expected 'off' (the default), 'on' or MiB (1..4096)");
   if (kernel == MatmulKernel::Auto) kernel = matmul_pick(p.M);
   if (std::string e = matmul_params_error(p, kernel != MatmulKernel::Cublas); !e.empty()) return invalid(e);
   if (kernel == MatmulKernel::Cublas) {
@@ -216,7 +246,12 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
     kernel = p.M <= kDecodeMaxRows ? MatmulKernel::Decode : MatmulKernel::Prefill;
   if (kernel == MatmulKernel::Mid)
     e = launch_mid(p, split_len, num_splits, stream);
-  else if (kernel == MatmulKernel::Decode)
+  else if (kernel == MatmulKernel::Decode && p.M <= kDecodeWeightsFirstRows && p.l2_ahead_bytes == 0 &&
+           ahead_choice().bytes > 0) {
+    MatmulParams q = p;
+    q.l2_ahead_bytes = ahead_choice().bytes;
+    e = launch_decode(q, vec, split_len, num_splits, stream);
+  } else if (kernel == MatmulKernel::Decode)
     e = launch_decode(p, vec, split_len, num_splits, stream);
   else if (kernel == MatmulKernel::PrefillWgmma && vec)
     e = launch_prefill_wgmma(p, env_choice().wgmma64 ? 1 : 2, split_len, num_splits, stream, &folded);

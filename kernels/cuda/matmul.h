@@ -5,7 +5,9 @@
 //           (128 to 256 bytes) in flight per lane; K is split (matmul_num_splits) when N alone gives too few warps.
 //           For M <= 16 its first weight loads are issued before it waits for the kernel before it (PDL,
 //           launch.cuh): w must not be written by a kernel of the same step. With maybe_l2_prefetch set its blocks
-//           also ask L2 for the next matmul's weights, before that wait (a hint: no result changes).
+//           also ask L2 for the next matmul's weights, before that wait (a hint: no result changes); with
+//           l2_ahead_bytes (FLINT_MATMUL_AHEAD=on|MiB, off by default; not yet measured on a device) each warp asks
+//           L2 for the start of the rest of its own weights there too.
 //   Prefill (any M, picked for M > 64): 128 weight rows × 128 tokens per block, 32-value k steps through shared
 //           memory in a 4-stage cp.async pipeline, the same fragments and the same mma chain per output. When K is
 //           split and the M × N tiles alone fill the card, a block runs every split itself and adds the splits'
@@ -42,6 +44,7 @@ const char* matmul_kernel_name(MatmulKernel k);
 bool matmul_wgmma_available();
 
 constexpr int kDecodeMaxRows = 64;  // the decode kernel keeps all M tokens in every warp's registers
+constexpr int kDecodeWeightsFirstRows = 16;  // up to here it loads its first weights before the PDL wait
 constexpr int kMidMaxRows = 128;    // the mid kernel's tokens: all of them staged in shared memory
 
 // What Auto runs for M rows: Cublas when the environment has FLINT_MATMUL=cublas (read once), else Decode for
@@ -49,7 +52,8 @@ constexpr int kMidMaxRows = 128;    // the mid kernel's tokens: all of them stag
 // steps, cuBLASLt for prefill and large batches: faster there today, but a row's bits then depend on M).
 // FLINT_MATMUL=mma keeps Prefill (mma.sync) on Hopper too; FLINT_MATMUL=wgmma64 picks as the default does;
 // FLINT_MATMUL=mid picks Mid for 16 < M <= kMidMaxRows (not yet measured on a device);
-// FLINT_MATMUL=flint (or unset) is the default.
+// FLINT_MATMUL=flint (or unset) is the default. FLINT_MATMUL_AHEAD (off, on = half of L2, or MiB) is the
+// l2_ahead_bytes matmul() gives a Decode call of M <= kDecodeWeightsFirstRows that left it 0.
 MatmulKernel matmul_pick(int M);
 
 // Workspace `kernel` needs for this shape (Auto: what the kernel matmul_pick chooses needs, FLINT_MATMUL

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/matmul.h"
 #include "kernels/cuda/matmul_common.cuh"
 #include "kernels/cuda/matmul_kernels.h"
 
@@ -24,6 +25,19 @@ namespace {
 // gate+up 72.5 µs against 57.3 µs), so there it waits first and its code is what it was before. (8-step chunks were
 // measured too and dropped: 4-35% slower at M = 1 and 8.)
 constexpr int kDecodeWarps = 4, kUnroll = 4;
+
+// FLINT_MATMUL_AHEAD (MatmulParams::l2_ahead_bytes): one row's share of the warp's weights asked of L2 before
+// pdl_begin, by one bulk prefetch: the first l2_ahead_bytes / (N·K·2) of the split's bytes [k_begin, k_end), from
+// `from` (past the chunk already loaded into registers), whole 16-byte units. Under PDL the kernel's blocks are
+// resident while the kernel before runs (a norm, RoPE, attention: little HBM traffic), so the weights stream then.
+__device__ __forceinline__ void ahead_prefetch(const MatmulParams& p, const bf16_bits* row, bool ok, int from,
+                                               int k_begin, int k_end) {
+  if (!ok) return;
+  const float share = fminf(1.0f, float(p.l2_ahead_bytes) / (2.0f * float(p.N) * float(p.K)));
+  const int64_t end = min(int64_t(k_begin) * 2 + int64_t(share * float(k_end - k_begin) * 2.0f), int64_t(k_end) * 2);
+  const int64_t begin = int64_t(from) * 2, bytes = (end - begin) / 16 * 16;  // from: a multiple of 8 values
+  if (bytes >= 16) prefetch_l2(reinterpret_cast<const uint8_t*>(row) + begin, uint32_t(bytes));
+}
 
 // One warp's 16 weight rows × all M tokens over one K split. kWeightsFirst (M <= 16): the first chunk's weights are
 // loaded, then pdl_begin, then the rest; else (M > 16) the kernel has waited (pdl_begin) before this runs.
@@ -54,6 +68,8 @@ __device__ __forceinline__ void decode_warp(const MatmulParams& p, int split_len
   if constexpr (kWeightsFirst) {
     chunked = k + kChunk <= k_end;
     if (chunked) load_chunk(lo, hi, k);  // weights only before pdl_begin: nothing writes them in a step
+    if (kVec && p.l2_ahead_bytes > 0 && t < 2)  // lane t = 0 its row g, t = 1 its row g + 8
+      ahead_prefetch(p, t == 0 ? w_lo : w_hi, t == 0 ? lo_ok : hi_ok, chunked ? k + kChunk : k, k_begin, k_end);
     pdl_begin();
   }
   const bf16_bits* x_row[kTokenGroups];
@@ -107,6 +123,7 @@ template <int kTokenGroups, bool kVec>
 __global__ void __launch_bounds__(kDecodeWarps * 32) matmul_decode(const MatmulParams p, int split_len, int num_splits) {
   pdl_weights_first();
   l2_prefetch_share(p);
+  static_assert(kDecodeWeightsFirstRows == 16, "the weights-first form is the 1- and 2-group instances");
   if constexpr (kTokenGroups <= 2) {
     decode_warp<kTokenGroups, kVec, true>(p, split_len, num_splits);  // calls pdl_begin() itself
   } else {

@@ -51,6 +51,7 @@ struct Stream {
 namespace {
 
 constexpr size_t kSmemDefault = size_t(48) << 10, kSmemOptinMax = 232448;  // H100 / H200: 227 KiB per block
+constexpr size_t kL2Bytes = size_t(50) << 20;  // an H100's
 // Streaming multiprocessors: FLINT_CUDA_EMU_SMS, default 16, fewer than a device's 132 so that the matmul's
 // folded-split path (taken when a call's tiles alone fill the card) runs at the sizes the emulator can afford.
 int sms() {
@@ -231,15 +232,16 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->memoryBusWidth = 5120;
   prop->memoryClockRate = 2619000;
   prop->clockRate = 1980000;
-  prop->l2CacheSize = size_t(50) << 20;
+  prop->l2CacheSize = cuda_emu::kL2Bytes;
   return cudaSuccess;
 }
-cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {  // the properties' values
   if (device != 0) return fail(cudaErrorInvalidDevice);
   switch (attr) {
     case cudaDevAttrMultiProcessorCount: *value = cuda_emu::sms(); return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(cuda_emu::kSmemOptinMax); return cudaSuccess;
     case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
+    case cudaDevAttrL2CacheSize: *value = int(cuda_emu::kL2Bytes); return cudaSuccess;
   }
   return fail(cudaErrorInvalidValue);
 }

@@ -517,12 +517,22 @@ TEST(MatmulGpu, L2PrefetchChangesNoBits) {
     p.out_type = MatmulOut::F32;
     const GpuOut plain = run_gpu(pb, p, MatmulKernel::Decode);
     p.maybe_l2_prefetch = next.as<void>(), p.l2_prefetch_bytes = c.prefetch_bytes;
-    const GpuOut hinted = run_gpu(pb, p, MatmulKernel::Decode);
-    ASSERT_EQ(hinted.y.size(), plain.y.size()) << what;
-    size_t bad = 0;
-    for (size_t i = 0; i < plain.y.size(); ++i) bad += std::memcmp(&hinted.y[i], &plain.y[i], 4) != 0;
-    gpu_test::summary_add("l2_prefetch", bad ? INFINITY : 0.0, bad ? INFINITY : 0.0);
-    EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << plain.y.size() << " outputs differ with the prefetch";
+    auto expect_same = [&](const GpuOut& hinted, const std::string& how) {
+      ASSERT_EQ(hinted.y.size(), plain.y.size()) << what << how;
+      size_t bad = 0;
+      for (size_t i = 0; i < plain.y.size(); ++i) bad += std::memcmp(&hinted.y[i], &plain.y[i], 4) != 0;
+      gpu_test::summary_add("l2_prefetch", bad ? INFINITY : 0.0, bad ? INFINITY : 0.0);
+      EXPECT_EQ(bad, 0u) << what << how << ": " << bad << " of " << plain.y.size() << " outputs differ";
+    };
+    expect_same(run_gpu(pb, p, MatmulKernel::Decode), " with the next weights prefetched");
+    // Each warp's own weights ahead (FLINT_MATMUL_AHEAD): all of them, a third (a share of every row's split that
+    // does not end on a 16-byte unit), too few bytes for one unit. The emulator checks every prefetch's range.
+    const int64_t weight_bytes = int64_t(c.N) * c.K * 2;
+    for (const int64_t ahead : {weight_bytes, weight_bytes / 3 + 7, int64_t(16)}) {
+      MatmulParams q = pb.base();
+      q.out_type = MatmulOut::F32, q.l2_ahead_bytes = ahead;
+      expect_same(run_gpu(pb, q, MatmulKernel::Decode), " with " + std::to_string(ahead) + " bytes ahead");
+    }
   }
 }
 
@@ -562,6 +572,10 @@ TEST(MatmulGpu, LauncherRejectsBadParamsWithAReason) {
   EXPECT_NE(why.find("SiluMul"), std::string::npos) << why;
   EXPECT_EQ(left, 0);
   p.epilogue = MatmulEpilogue::None, p.leave_partials = false;
+  p.l2_ahead_bytes = -1;
+  EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Decode, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("l2_ahead_bytes"), std::string::npos) << why;
+  p.l2_ahead_bytes = 0;
   p.maybe_l2_prefetch = reinterpret_cast<const void*>(0x3004), p.l2_prefetch_bytes = 64;  // not 16-byte aligned
   EXPECT_EQ(matmul(p, nullptr, MatmulKernel::Decode, &why), cudaErrorInvalidValue);
   EXPECT_NE(why.find("maybe_l2_prefetch"), std::string::npos) << why;
