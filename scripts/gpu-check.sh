@@ -45,7 +45,8 @@ while [ $# -gt 0 ]; do
                  ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,engine_bench_hybrid,hybrid_gain,engine_overhead,"
                  ONLY+="engine_profile,gpu_model_tests_sample_split,engine_bench_chat,engine_bench_chat_split,"
                  ONLY+="sample_split_engine_gain,gpu_model_tests_l2pf,engine_bench_l2pf,l2pf_gain,engine_bench_mid,"
-                 ONLY+="mid_engine_gain,engine_bench_ahead,ahead_gain,engine_bench_ahead_l2pf,ahead_l2pf_gain,"
+                 ONLY+="mid_engine_gain,engine_bench_ahead,ahead_gain,engine_bench_ahead8,ahead8_gain,"
+                 ONLY+="engine_bench_ahead_l2pf,ahead_l2pf_gain,"
                  ONLY+="torch_baselines,engine_vs_hf,"
                  TORCH_PLAN_ARGS="--skip-sdpa" ;;
         *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
@@ -571,12 +572,17 @@ main_steps() {
     "$WORK/engine_bench.json" --labels l2pf,default --json "$WORK/l2pf_gain.json"
   # engine_bench_ahead, ahead_gain: batch 1 and 8 with FLINT_MATMUL_AHEAD=on (each decode warp asks L2 for the start
   # of its own weights before the PDL wait, so they stream while the norm, RoPE or attention before it runs);
-  # engine_bench_ahead_l2pf, ahead_l2pf_gain: with FLINT_L2_PREFETCH=on as well. Each beside engine_bench's rows.
-  # Estimate (not measured): ~40 s each.
+  # engine_bench_ahead8, ahead8_gain: the same with 8 MiB over a call instead of half of L2 (less to evict what the
+  # matmul before still streams); engine_bench_ahead_l2pf, ahead_l2pf_gain: half of L2 with FLINT_L2_PREFETCH=on as
+  # well. Each beside engine_bench's rows. Estimate (not measured): ~40 s each.
   run_step engine_bench_ahead 180 env FLINT_MATMUL_AHEAD=on "$ENGINE_BENCH" --device cuda \
     --models smollm2-135m,llama-3.2-1b,qwen2.5-1.5b --batches 1,8 --prefill 512 --json "$WORK/engine_bench_ahead.json"
   run_step ahead_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_ahead.json" \
     "$WORK/engine_bench.json" --labels ahead,default --json "$WORK/ahead_gain.json"
+  run_step engine_bench_ahead8 180 env FLINT_MATMUL_AHEAD=8 "$ENGINE_BENCH" --device cuda \
+    --models smollm2-135m,llama-3.2-1b,qwen2.5-1.5b --batches 1,8 --prefill 512 --json "$WORK/engine_bench_ahead8.json"
+  run_step ahead8_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_ahead8.json" \
+    "$WORK/engine_bench.json" --labels ahead8,default --json "$WORK/ahead8_gain.json"
   run_step engine_bench_ahead_l2pf 180 env FLINT_MATMUL_AHEAD=on FLINT_L2_PREFETCH=on "$ENGINE_BENCH" --device cuda \
     --models smollm2-135m,llama-3.2-1b,qwen2.5-1.5b --batches 1,8 --prefill 512 \
     --json "$WORK/engine_bench_ahead_l2pf.json"
