@@ -37,11 +37,16 @@ struct EmbeddingParams {
 //                   left in its workspace: MatmulParams::leave_partials), exactly as its reduction adds them
 //   out[r, :] = bf16( x[r, i] * inv_rms * float(w[i]) )      inv_rms = 1 / sqrt(Σ_i x[r, i]² / hidden + eps)
 // with x · inv_rms · w evaluated left to right, as kernels/cpu/ops.cpp rms_norm does. maybe_delta null: plain
-// RMSNorm, x only read (the final norm on the gathered rows; the first layer, whose x is the embedding).
+// RMSNorm, x only read (the first layer, whose x is the embedding).
+// maybe_row_ids (the final norm, on the rows that sample): out row r is the norm of x and delta row row_ids[r] of
+// num_src_rows (x + delta summed as above, the same bits, but not written back: x is only read), zeros for an index
+// outside [0, num_src_rows); the gather before the norm, in the same launch.
 struct AddRmsNormParams {
   int num_rows = 0, hidden = 0;
   float* x = nullptr;                      // (num_rows, hidden) fp32, rows ldx apart; written only with a delta
-  int64_t ldx = 0;
+  int64_t ldx = 0;                         // and no row ids ((num_src_rows, hidden) with row ids)
+  const int32_t* maybe_row_ids = nullptr;  // (num_rows): the x and delta row each out row reads, or null (row r)
+  int num_src_rows = 0;                    // x's and delta's rows, with row ids
   const float* maybe_delta = nullptr;      // (num_rows, hidden) fp32, rows ld_delta apart, or null (a matmul's
                                            // fp32 output: the residual adds what the matmul summed, unrounded)
   int64_t ld_delta = 0;
@@ -51,20 +56,6 @@ struct AddRmsNormParams {
   bf16_bits* out = nullptr;                // (num_rows, hidden) bf16, rows ld_out apart; may not alias x or delta
   int64_t ld_out = 0;
   float eps = 1e-6f;                       // from the model's config (rms_norm_eps)
-};
-
-// dst[i, :] = src[row_ids[i], :] for i < num_rows: the rows that sample (plan.logit_rows), gathered before the
-// final norm so the LM head runs only for them. An index outside [0, num_src_rows) writes zeros.
-struct GatherRowsParams {
-  int num_rows = 0;
-  const int32_t* row_ids = nullptr;  // (num_rows)
-  int num_src_rows = 0;
-  int row_elems = 0;                 // values per row
-  ActType type = ActType::F32;       // of src and dst
-  const void* src = nullptr;         // (num_src_rows, row_elems), rows ld_src elements apart
-  int64_t ld_src = 0;
-  void* dst = nullptr;               // (num_rows, row_elems), rows ld_dst elements apart; may not alias src
-  int64_t ld_dst = 0;
 };
 
 // A GGUF weight (num_rows, row_elems) of type `type`, rows src_row_bytes apart, into bf16:
@@ -109,25 +100,13 @@ inline std::string add_rmsnorm_params_error(const AddRmsNormParams& p) {
   if (p.ldx < p.hidden) return field("add_rmsnorm", "ldx", p.ldx, "is less than hidden");
   if (p.maybe_delta && p.ld_delta < p.hidden) return field("add_rmsnorm", "ld_delta", p.ld_delta, "is less than hidden");
   if (p.delta_splits < 1) return field("add_rmsnorm", "delta_splits", p.delta_splits, "must be >= 1");
-  if (p.maybe_delta && p.delta_splits > 1 && p.num_rows > 0 && p.ld_split < (p.num_rows - 1) * p.ld_delta + p.hidden)
-    return field("add_rmsnorm", "ld_split", p.ld_split, "is less than one slice of num_rows rows");
+  if (p.maybe_row_ids && p.num_src_rows < 0) return field("add_rmsnorm", "num_src_rows", p.num_src_rows, "must be >= 0");
+  const int src_rows = p.maybe_row_ids ? p.num_src_rows : p.num_rows;  // the rows of x and of each delta slice
+  if (p.maybe_delta && p.delta_splits > 1 && src_rows > 0 && p.ld_split < (src_rows - 1) * p.ld_delta + p.hidden)
+    return field("add_rmsnorm", "ld_split", p.ld_split, "is less than one slice of its rows");
   if (p.ld_out < p.hidden) return field("add_rmsnorm", "ld_out", p.ld_out, "is less than hidden");
   if (!(p.eps > 0.0f) || !(p.eps < 1.0f)) return "add_rmsnorm: eps = " + std::to_string(p.eps) + " must be in (0, 1)";
   if (p.num_rows > 0 && (!p.x || !p.w || !p.out)) return "add_rmsnorm: x, w and out must not be null";
-  return {};
-}
-
-inline std::string gather_rows_params_error(const GatherRowsParams& p) {
-  using detail::field;
-  if (p.num_rows < 0) return field("gather_rows", "num_rows", p.num_rows, "must be >= 0");
-  if (p.num_src_rows < 0) return field("gather_rows", "num_src_rows", p.num_src_rows, "must be >= 0");
-  if (p.row_elems < 1) return field("gather_rows", "row_elems", p.row_elems, "must be >= 1");
-  if (p.ld_src < p.row_elems) return field("gather_rows", "ld_src", p.ld_src, "is less than row_elems");
-  if (p.ld_dst < p.row_elems) return field("gather_rows", "ld_dst", p.ld_dst, "is less than row_elems");
-  if (p.type != ActType::BF16 && p.type != ActType::F32)
-    return field("gather_rows", "type", int(p.type), "is unknown (supported: BF16, F32)");
-  if (p.num_rows > 0 && (!p.row_ids || !p.dst || (p.num_src_rows > 0 && !p.src)))
-    return "gather_rows: row_ids, src and dst must not be null";
   return {};
 }
 

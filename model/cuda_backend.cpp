@@ -271,8 +271,6 @@ void CudaBackend::allocate_buffers() {
   B_.attn = bf16_buf(T * nq, "the attention output");
   B_.proj = f32_buf(T * hidden, "the projection output");
   B_.act = bf16_buf(T * ffn, "the MLP activation");
-  B_.gx = f32_buf(R * hidden, "the gathered residual rows");
-  B_.gp = f32_buf(R * hidden, "the gathered projection rows");
   B_.gh = bf16_buf(R * hidden, "the final norm rows");
   B_.logits = f32_buf(R * int64_t(c.vocab_size), "the logits");
   // Workspaces for the largest step: split-K partial sums grow with M, so the largest M of each shape decides.
@@ -579,9 +577,6 @@ struct CudaOps {
   }
   void paged_attention(const AttentionParams& p, const char* what) {
     op(what, [&] { return cuda::paged_attention(p, b.stream_, &why); });
-  }
-  void gather_rows(const GatherRowsParams& p, const char* what) {
-    op(what, [&] { return cuda::gather_rows(p, b.stream_, &why); });
   }
   bool observing() const { return bool(b.observer_); }
 

@@ -10,7 +10,7 @@
 //               (or the QKV matmul's split-K partial sums, which rope_write_kv finishes: sum, bias, bf16)
 //               attn = paged_attention(q);  proj = matmul(Wo, attn)
 //               h = add_rmsnorm(x += proj, ffn_norm);  act = matmul(Wgate|up, h) (SiluMul);  proj = matmul(Wdown, act)
-//   rows that sample: gather x and proj rows; add_rmsnorm(+, output_norm); logits = matmul(Wout) in fp32
+//   rows that sample: add_rmsnorm(x + proj, output_norm) on those rows (row ids); logits = matmul(Wout) in fp32
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -33,8 +33,7 @@ struct ForwardBuffers {  // activations (max tokens rows) and the logit rows' bu
   float* x = nullptr;
   bf16_bits *h = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr, *act = nullptr;
   float* proj = nullptr;
-  float *gx = nullptr, *gp = nullptr;
-  bf16_bits* gh = nullptr;
+  bf16_bits* gh = nullptr;  // the final norm's rows (max logit rows)
   float* logits = nullptr;
   void* matmul_ws = nullptr;
   size_t matmul_ws_bytes = 0;
@@ -56,7 +55,7 @@ struct StepShape {
 };
 
 // Ops provides: embedding, add_rmsnorm, matmul (returning how many partial sums it left in the workspace for a
-// leave_partials call, 0 when it wrote y), rope_write_kv, paged_attention, gather_rows (each taking the
+// leave_partials call, 0 when it wrote y), rope_write_kv, paged_attention (each taking the
 // param struct and a name for errors); observing(); observe(name, ptr, is_bf16, rows, cols);
 // observe_kv(name, layer, is_v); observe_sum(name, x_f32, delta_f32, rows, cols) (x + delta, the last
 // layer's out, which the fused norm never materialises).
@@ -210,22 +209,15 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
   }
   if (ops.observing()) ops.observe_sum(lname(c.num_layers - 1, "out"), B.x, B.proj, n, hidden);
 
-  // Logits only for the rows that sample: gather x and the last projection, add + final norm, LM head.
+  // Logits only for the rows that sample: the final norm of x + the last projection on those rows (gathered by the
+  // norm itself), then the LM head.
   const int32_t rows = sh.num_logit_rows;
   if (rows == 0) return;
-  GatherRowsParams g;
-  g.num_rows = rows;
-  g.row_ids = d + sh.logit_rows;
-  g.num_src_rows = n;
-  g.row_elems = hidden;
-  g.type = ActType::F32, g.src = B.x, g.ld_src = hidden, g.dst = B.gx, g.ld_dst = hidden;
-  ops.gather_rows(g, "gather_rows (residual)");
-  g.src = B.proj, g.dst = B.gp;  // fp32 too
-  ops.gather_rows(g, "gather_rows (projection)");
   AddRmsNormParams fn;
   fn.num_rows = rows;
   fn.hidden = hidden;
-  fn.x = B.gx, fn.ldx = hidden, fn.maybe_delta = B.gp, fn.ld_delta = hidden;
+  fn.maybe_row_ids = d + sh.logit_rows, fn.num_src_rows = n;
+  fn.x = B.x, fn.ldx = hidden, fn.maybe_delta = B.proj, fn.ld_delta = hidden;
   fn.w = B.output_norm, fn.out = B.gh, fn.ld_out = hidden, fn.eps = c.rms_eps;
   ops.add_rmsnorm(fn, "final norm");
   if (ops.observing()) ops.observe("final_norm", B.gh, true, rows, hidden);

@@ -23,7 +23,6 @@ struct TwinOps {
   }
   void rope_write_kv(const RopeKvParams& p, const char*) { cpu::rope_write_kv_bf16(p); }
   void paged_attention(const AttentionParams& p, const char*) { cpu::paged_attention_bf16(p); }
-  void gather_rows(const GatherRowsParams& p, const char*) { cpu::gather_rows(p); }
   bool observing() const { return bool(b.observer_); }
   void observe(const std::string& name, const void* data, bool bf16, int64_t rows, int64_t cols) {
     std::vector<float> host(size_t(rows) * size_t(cols));
@@ -108,10 +107,9 @@ TwinBackend::TwinBackend(const ModelConfig& config, const ModelWeights& weights,
   auto f32 = [&](int i, int64_t n) { f32_buffers_[i].assign(size_t(n), 0.0f); return f32_buffers_[i].data(); };
   auto bf = [&](int i, int64_t n) { bf16_buffers_[i].assign(size_t(n), 0); return bf16_buffers_[i].data(); };
   B_.x = f32(0, T * hidden);
-  B_.gx = f32(1, R * hidden);
-  B_.logits = f32(2, R * c.vocab_size);
+  B_.logits = f32(1, R * c.vocab_size);
   B_.h = bf(0, T * hidden), B_.q = bf(1, T * nq), B_.k = bf(2, T * nkv), B_.v = bf(3, T * nkv);
-  B_.proj = f32(3, T * hidden), B_.gp = f32(4, R * hidden);
+  B_.proj = f32(2, T * hidden);
   B_.attn = bf(4, T * nq), B_.act = bf(5, T * c.ffn_size), B_.gh = bf(6, R * hidden);
   B_.attn_ws_bytes = attention_workspace_bytes(int32_t(R), c.num_qo_heads, c.head_dim, table_width_ * block_size_);
   attn_ws_.resize(B_.attn_ws_bytes);

@@ -44,7 +44,7 @@ class TwinBackend : public Backend {
   int32_t block_size_ = 0, num_blocks_ = 0, table_width_ = 0, last_bucket_ = 0, last_width_ = 0;
   std::vector<std::vector<bf16_bits>> weights_;  // every packed weight
   std::vector<bf16_bits> kv_;
-  std::vector<float> inv_freq_, f32_buffers_[5];
+  std::vector<float> inv_freq_, f32_buffers_[3];
   std::vector<bf16_bits> bf16_buffers_[7];
   std::vector<uint8_t> matmul_ws_, attn_ws_;
   std::vector<int32_t> staging_;

@@ -3,6 +3,7 @@
 // (CMake): every product and sum rounds once, as the kernels' __f*_rn intrinsics do.
 #include "kernels/cpu/ops_bf16.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -47,10 +48,22 @@ void embedding_bf16(const EmbeddingParams& p) {
 void add_rmsnorm(const AddRmsNormParams& p) {
   check(add_rmsnorm_params_error(p));
   const int num_chunks = (p.hidden + 7) / 8;
+  std::vector<float> gathered(p.maybe_row_ids ? size_t(p.hidden) : 0);
   for (int r = 0; r < p.num_rows; ++r) {
-    float* x = p.x + int64_t(r) * p.ldx;
+    const int32_t src = p.maybe_row_ids ? p.maybe_row_ids[r] : r;
+    bf16_bits* o = p.out + int64_t(r) * p.ld_out;
+    if (p.maybe_row_ids && (src < 0 || src >= p.num_src_rows)) {  // a bad index: a row of zeros
+      std::fill_n(o, p.hidden, bf16_bits(0));
+      continue;
+    }
+    // x: the row itself (written back), or with row ids a copy (x is only read then).
+    float* x = p.x + int64_t(src) * p.ldx;
+    if (p.maybe_row_ids) {
+      std::copy_n(x, p.hidden, gathered.data());
+      x = gathered.data();
+    }
     if (p.maybe_delta) {
-      const float* d = p.maybe_delta + int64_t(r) * p.ld_delta;
+      const float* d = p.maybe_delta + int64_t(src) * p.ld_delta;
       for (int i = 0; i < p.hidden; ++i) {
         float sum = d[i];
         for (int s = 1; s < p.delta_splits; ++s) sum = sum + d[s * p.ld_split + i];
@@ -73,22 +86,7 @@ void add_rmsnorm(const AddRmsNormParams& p) {
     for (int w = 0; w < kNormThreads / 32; ++w) warps[w] = warp_sum(partial + 32 * w);
     const float ss = warp_sum(warps);
     const float inv = 1.0f / std::sqrt(ss / float(p.hidden) + p.eps);
-    bf16_bits* o = p.out + int64_t(r) * p.ld_out;
     for (int i = 0; i < p.hidden; ++i) o[i] = f32_to_bf16(x[i] * inv * bf16_to_f32(p.w[i]));
-  }
-}
-
-void gather_rows(const GatherRowsParams& p) {
-  check(gather_rows_params_error(p));
-  const size_t elem = p.type == ActType::F32 ? 4 : 2;
-  for (int i = 0; i < p.num_rows; ++i) {
-    const int32_t s = p.row_ids[i];
-    auto* dst = static_cast<uint8_t*>(p.dst) + size_t(i) * size_t(p.ld_dst) * elem;
-    if (s < 0 || s >= p.num_src_rows) {
-      std::memset(dst, 0, size_t(p.row_elems) * elem);
-      continue;
-    }
-    std::memcpy(dst, static_cast<const uint8_t*>(p.src) + size_t(s) * size_t(p.ld_src) * elem, size_t(p.row_elems) * elem);
   }
 }
 

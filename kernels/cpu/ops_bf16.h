@@ -11,7 +11,6 @@ void embedding_bf16(const EmbeddingParams& p);
 // Σx² is summed in fp32 in the kernel's order (thread t of 256 takes values 8·(t + 256·j) .. +7, then the warp
 // shuffle tree), and inv_rms = 1 / sqrt(Σx² / hidden + eps) rounds each step as the kernel does: equal bits.
 void add_rmsnorm(const AddRmsNormParams& p);
-void gather_rows(const GatherRowsParams& p);
 // f32_to_bf16(dequantize_row(...)) row by row: the definition the GPU kernel matches bit for bit.
 void dequantize_bf16(const DequantParams& p);
 

@@ -82,23 +82,35 @@ template <bool kVec>
 __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_kernel(AddRmsNormParams p) {
   pdl_begin();
   const int r = blockIdx.x;
-  float* x = p.x + int64_t(r) * p.ldx;
-  const float* delta = p.maybe_delta ? p.maybe_delta + int64_t(r) * p.ld_delta : nullptr;
+  const int src = p.maybe_row_ids ? p.maybe_row_ids[r] : r;  // the x and delta row (the gather, with row ids)
+  uint16_t* out = p.out + int64_t(r) * p.ld_out;
   const int num_chunks = (p.hidden + 7) / 8;
-  // Pass 1: x += delta (written back), Σ x² per thread over its chunks in increasing order.
+  if (p.maybe_row_ids && (src < 0 || src >= p.num_src_rows)) {  // a bad index: a row of zeros
+    for (int i = threadIdx.x; i < p.hidden; i += kNormThreads) out[i] = 0;
+    return;
+  }
+  float* x = p.x + int64_t(src) * p.ldx;
+  const float* delta = p.maybe_delta ? p.maybe_delta + int64_t(src) * p.ld_delta : nullptr;
+  // x + delta for chunk c of the row: the splits in the matmul reduction's order (split 0, += 1, += 2, ...).
+  auto load_sum = [&](int c, int n, float (&v)[8]) {
+    load8_f32<kVec>(x, c, n, v);
+    if (!delta) return;
+    float d[8], e[8];
+    load8_f32<kVec>(delta, c, n, d);
+    for (int s = 1; s < p.delta_splits; ++s) {
+      load8_f32<kVec>(delta + s * p.ld_split, c, n, e);
+      for (int i = 0; i < 8; ++i) d[i] = __fadd_rn(d[i], e[i]);
+    }
+    for (int i = 0; i < 8; ++i) v[i] = __fadd_rn(v[i], d[i]);
+  };
+  // Pass 1: x += delta (written back, unless the rows are gathered), Σ x² per thread over its chunks in increasing
+  // order.
   float acc = 0.0f;
   for (int c = threadIdx.x; c < num_chunks; c += kNormThreads) {
     const int n = min(8, p.hidden - 8 * c);
     float v[8];
-    load8_f32<kVec>(x, c, n, v);
-    if (delta) {
-      float d[8], e[8];
-      load8_f32<kVec>(delta, c, n, d);
-      for (int s = 1; s < p.delta_splits; ++s) {  // the matmul reduction's order: split 0, += 1, += 2, ...
-        load8_f32<kVec>(delta + s * p.ld_split, c, n, e);
-        for (int i = 0; i < 8; ++i) d[i] = __fadd_rn(d[i], e[i]);
-      }
-      for (int i = 0; i < 8; ++i) v[i] = __fadd_rn(v[i], d[i]);
+    load_sum(c, n, v);
+    if (delta && !p.maybe_row_ids) {
       if constexpr (kVec) {
         reinterpret_cast<float4*>(x)[2 * c] = make_float4(v[0], v[1], v[2], v[3]);
         reinterpret_cast<float4*>(x)[2 * c + 1] = make_float4(v[4], v[5], v[6], v[7]);
@@ -121,12 +133,13 @@ __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_kernel(AddRmsNormPar
   }
   __syncthreads();
   const float inv = inv_rms;
-  // Pass 2: out = bf16(x · inv · w), x re-read (this thread's own chunks, just written or read).
-  uint16_t* out = p.out + int64_t(r) * p.ld_out;
+  // Pass 2: out = bf16(x · inv · w), x re-read (this thread's own chunks, just written or read; gathered rows add
+  // their delta again, the same additions).
   for (int c = threadIdx.x; c < num_chunks; c += kNormThreads) {
     const int n = min(8, p.hidden - 8 * c);
     float v[8], w[8];
-    load8_f32<kVec>(x, c, n, v);
+    if (p.maybe_row_ids) load_sum(c, n, v);
+    else load8_f32<kVec>(x, c, n, v);
     load8_bf16<kVec>(p.w, c, n, w);
     uint16_t o[8];
     for (int i = 0; i < 8; ++i) o[i] = f32_to_bf16(__fmul_rn(__fmul_rn(v[i], inv), w[i]));
@@ -137,22 +150,6 @@ __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_kernel(AddRmsNormPar
       for (int i = 0; i < n; ++i) out[8 * c + i] = o[i];
     }
   }
-}
-
-// ---- gather: one block of 128 threads per gathered row --------------------------------------------------------
-
-constexpr int kGatherThreads = 128;
-
-template <class T>
-__global__ void __launch_bounds__(kGatherThreads) gather_rows_kernel(GatherRowsParams p, int64_t units_per_row,
-                                                                     int64_t ld_src_units, int64_t ld_dst_units) {
-  pdl_begin();
-  const int i = blockIdx.x;
-  const int32_t s = p.row_ids[i];
-  const bool valid = s >= 0 && s < p.num_src_rows;  // a bad index reads nothing and writes zeros
-  const T* src = static_cast<const T*>(p.src) + int64_t(valid ? s : 0) * ld_src_units;
-  T* dst = static_cast<T*>(p.dst) + int64_t(i) * ld_dst_units;
-  for (int64_t u = threadIdx.x; u < units_per_row; u += kGatherThreads) dst[u] = valid ? src[u] : T{};
 }
 
 // ---- hold_stream: one thread spinning on a host flag -------------------------------------------------------
@@ -200,19 +197,6 @@ cudaError_t add_rmsnorm(const AddRmsNormParams& p, cudaStream_t stream, std::str
   const dim3 grid(unsigned(p.num_rows)), block(kNormThreads);
   return vec ? launch_kernel(add_rmsnorm_kernel<true>, grid, block, 0, stream, p)
              : launch_kernel(add_rmsnorm_kernel<false>, grid, block, 0, stream, p);
-}
-
-cudaError_t gather_rows(const GatherRowsParams& p, cudaStream_t stream, std::string* error) {
-  if (std::string e = gather_rows_params_error(p); !e.empty()) return invalid(std::move(e), error);
-  if (p.num_rows == 0) return cudaSuccess;
-  const int64_t elem = p.type == ActType::F32 ? 4 : 2;
-  const int64_t row_bytes = p.row_elems * elem, ld_src = p.ld_src * elem, ld_dst = p.ld_dst * elem;
-  const dim3 grid(unsigned(p.num_rows)), block(kGatherThreads);
-  if (row_bytes % 16 == 0 && ld_src % 16 == 0 && ld_dst % 16 == 0 && aligned16(p.src) && aligned16(p.dst))
-    return launch_kernel(gather_rows_kernel<uint4>, grid, block, 0, stream, p, row_bytes / 16, ld_src / 16, ld_dst / 16);
-  if (elem == 4)
-    return launch_kernel(gather_rows_kernel<uint32_t>, grid, block, 0, stream, p, int64_t(p.row_elems), p.ld_src, p.ld_dst);
-  return launch_kernel(gather_rows_kernel<uint16_t>, grid, block, 0, stream, p, int64_t(p.row_elems), p.ld_src, p.ld_dst);
 }
 
 }  // namespace flint::cuda

@@ -20,13 +20,11 @@ namespace flint::cuda {
 cudaError_t embedding(const EmbeddingParams& p, cudaStream_t stream, std::string* error = nullptr);
 
 // One block per row (256 threads), two passes over the row: x (+= delta, written back) and Σx² in fp32, a
-// block-wide sum, then out = bf16(x · inv_rms · w) re-reading x (the row is in L1/L2 by then). 16-byte loads of
+// block-wide sum, then out = bf16(x · inv_rms · w) re-reading x (the row is in L1/L2 by then). With row ids a
+// block reads its row's x and delta (x not written; pass 2 adds the delta again, the same additions). 16-byte loads of
 // x, delta, w and stores of out when hidden and the leading dimensions are multiples of 8 and the pointers 16-byte
 // aligned; else element by element. Any hidden (8192 is 4 chunks of 8 values per thread).
 cudaError_t add_rmsnorm(const AddRmsNormParams& p, cudaStream_t stream, std::string* error = nullptr);
-
-// One block per gathered row, 16-byte copies where the row allows.
-cudaError_t gather_rows(const GatherRowsParams& p, cudaStream_t stream, std::string* error = nullptr);
 
 // One thread per 32-value block (Q4_0, Q4_1, Q8_0), per 32 values of a 256-value super-block (Q4_K, Q6_K), or
 // per value (F32, F16, BF16). Bit-for-bit equal to f32_to_bf16 ∘ cpu::dequantize_row (see DequantParams).

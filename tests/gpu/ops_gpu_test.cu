@@ -149,37 +149,44 @@ TEST(OpsGpu, AddRmsNormMatchesTwinBitForBit) {
     }
 }
 
-// ---- gather ------------------------------------------------------------------------------------------------------
+// ---- the final norm's gather (row ids) ---------------------------------------------------------------------------
 
-TEST(OpsGpu, GatherRowsMatchesTwin) {
+TEST(OpsGpu, AddRmsNormWithRowIdsMatchesTwinBitForBit) {
   REQUIRE_GPU();
-  struct Shape { ActType type; int src_rows, elems, ld_src, ld_dst; };
-  const Shape shapes[] = {{ActType::F32, 300, 4096, 4096, 4096}, {ActType::F32, 99, 111, 113, 111},
-                          {ActType::BF16, 300, 576, 576, 584}, {ActType::BF16, 19, 37, 41, 39}};
+  struct Shape { int src_rows, hidden, pad, splits; };
+  const Shape shapes[] = {{300, 2048, 0, 1}, {300, 576, 8, 0}, {64, 1536, 0, 3}, {99, 111, 3, 1}, {19, 37, 5, 2}};
   uint32_t seed = 7;
-  for (const Shape& s : shapes) {
-    const size_t esz = s.type == ActType::F32 ? 4 : 2;
-    std::vector<uint8_t> src(size_t(s.src_rows) * s.ld_src * esz);
-    std::mt19937 rng(seed++);
-    for (auto& b : src) b = uint8_t(rng());
-    std::vector<int32_t> ids = {s.src_rows - 1, 0, 5, 5, -1, s.src_rows, 2};
-    for (int i = 0; i < 40; ++i) ids.push_back(int32_t(rng() % uint32_t(s.src_rows)));
-    GatherRowsParams p;
-    p.num_rows = int(ids.size()), p.num_src_rows = s.src_rows, p.row_elems = s.elems, p.type = s.type;
-    p.ld_src = s.ld_src, p.ld_dst = s.ld_dst;
-    const size_t n = ids.size() * size_t(s.ld_dst) * esz;
-    std::vector<uint8_t> want(n, 0xFF);
-    GatherRowsParams h = p;
-    h.row_ids = ids.data(), h.src = src.data(), h.dst = want.data();
-    cpu::gather_rows(h);
-    DeviceBuffer d_src(src.size()), d_ids(ids.size() * 4), d_dst(n);
-    d_src.upload(src), d_ids.upload(ids);
-    d_dst.poison();
-    p.row_ids = d_ids.as<int32_t>(), p.src = d_src.as<void>(), p.dst = d_dst.as<void>();
+  for (const Shape& sh : shapes) {
+    const std::string what = "src rows " + std::to_string(sh.src_rows) + " hidden " + std::to_string(sh.hidden) +
+                             " splits " + std::to_string(sh.splits);
+    const int ld = sh.hidden + sh.pad;
+    const int64_t ld_split = int64_t(sh.src_rows) * ld;
+    std::mt19937 rng(seed);
+    std::vector<int32_t> ids = {sh.src_rows - 1, 0, 5, 5, -1, sh.src_rows, 2};
+    for (int i = 0; i < 40; ++i) ids.push_back(int32_t(rng() % uint32_t(sh.src_rows)));
+    const auto x = random_f32(size_t(sh.src_rows) * ld, seed++, 3.0f);
+    const auto delta = random_f32(size_t(std::max(sh.splits, 1)) * size_t(ld_split), seed++, 2.0f);
+    const auto w = random_bf16(size_t(sh.hidden), seed++, 0.2f, 2.0f);
+    AddRmsNormParams p;
+    p.num_rows = int(ids.size()), p.hidden = sh.hidden, p.num_src_rows = sh.src_rows, p.ldx = ld, p.ld_delta = ld;
+    p.delta_splits = std::max(sh.splits, 1), p.ld_split = ld_split, p.ld_out = ld, p.eps = 1e-6f;
+    auto want_x = x;
+    std::vector<bf16_bits> want(ids.size() * size_t(ld), 0xFFFF);
+    AddRmsNormParams h = p;
+    h.maybe_row_ids = ids.data(), h.x = want_x.data(), h.maybe_delta = sh.splits ? delta.data() : nullptr;
+    h.w = w.data(), h.out = want.data();
+    cpu::add_rmsnorm(h);
+    DeviceBuffer d_x(x.size() * 4), d_delta(delta.size() * 4), d_w(w.size() * 2), d_ids(ids.size() * 4),
+        d_out(want.size() * 2);
+    d_x.upload(x), d_delta.upload(delta), d_w.upload(w), d_ids.upload(ids);
+    d_out.poison();
+    p.maybe_row_ids = d_ids.as<int32_t>(), p.x = d_x.as<float>();
+    p.maybe_delta = sh.splits ? d_delta.as<float>() : nullptr, p.w = d_w.as<bf16_bits>(), p.out = d_out.as<bf16_bits>();
     std::string why;
-    ASSERT_EQ(gather_rows(p, nullptr, &why), cudaSuccess) << why;
+    ASSERT_EQ(add_rmsnorm(p, nullptr, &why), cudaSuccess) << why;
     CUDA_CHECK(cudaDeviceSynchronize());
-    expect_same_bits("gather_rows", d_dst.download<uint8_t>(n), want, "elems " + std::to_string(s.elems));
+    expect_same_bits("add_rmsnorm.row_ids", d_out.download<bf16_bits>(want.size()), want, what);
+    expect_same_bits("add_rmsnorm.row_ids.x", d_x.download<float>(x.size()), x, what + " (x is only read)");
   }
 }
 
@@ -467,10 +474,10 @@ TEST(OpsGpu, LaunchersRejectBadArgumentsWithTheFieldsName) {
   n.num_rows = 1, n.hidden = 8, n.ldx = 8, n.ld_out = 8, n.eps = -1.0f;
   EXPECT_EQ(add_rmsnorm(n, nullptr, &why), cudaErrorInvalidValue);
   EXPECT_NE(why.find("eps"), std::string::npos) << why;
-  GatherRowsParams g;
-  g.num_rows = 1, g.row_elems = 0;
-  EXPECT_EQ(gather_rows(g, nullptr, &why), cudaErrorInvalidValue);
-  EXPECT_NE(why.find("row_elems"), std::string::npos) << why;
+  static const int32_t row_id = 0;
+  n.eps = 1e-6f, n.maybe_row_ids = &row_id, n.num_src_rows = -2;
+  EXPECT_EQ(add_rmsnorm(n, nullptr, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("num_src_rows"), std::string::npos) << why;
   DequantParams d;
   d.type = DType::Q6_K, d.num_rows = 1, d.row_elems = 100;
   EXPECT_EQ(dequantize(d, nullptr, &why), cudaErrorInvalidValue);

@@ -178,48 +178,64 @@ TEST(OpsTwin, AddRmsNormRejectsBadArguments) {
   expect_error([&] { add_rmsnorm(bad); }, {"must not be null"});
 }
 
-// ---- gather ------------------------------------------------------------------------------------------------------
+// ---- the final norm's gather (row ids) ---------------------------------------------------------------------------
 
-TEST(OpsTwin, GatherRowsCopiesTheChosenRowsAndZeroesBadIndices) {
-  const int src_rows = 19, elems = 37, ld_src = 40, ld_dst = 38;
+// Out row i with row ids is the norm of x + delta row ids[i], bit for bit what the norm of a copy of that row gives;
+// x is only read; an index outside [0, src_rows) gives a row of zeros; a repeated index, the same row twice.
+TEST(OpsTwin, AddRmsNormWithRowIdsIsTheNormOfTheGatheredRowsBitForBit) {
+  const int src_rows = 19, hidden = 37, ld = 40, ld_out = 38;
   const std::vector<int32_t> ids = {18, 0, 7, 7, -3, 19, 2};
-  const auto src_f = random_f32(size_t(src_rows) * ld_src, 5);
-  const auto src_b = random_bf16(size_t(src_rows) * ld_src, 6);
-  for (ActType type : {ActType::F32, ActType::BF16}) {
-    const size_t elem = type == ActType::F32 ? 4 : 2;
-    std::vector<uint8_t> dst(ids.size() * ld_dst * elem, 0xAB);
-    GatherRowsParams p;
-    p.num_rows = int(ids.size()), p.row_ids = ids.data(), p.num_src_rows = src_rows, p.row_elems = elems;
-    p.type = type, p.src = type == ActType::F32 ? static_cast<const void*>(src_f.data()) : src_b.data();
-    p.ld_src = ld_src, p.dst = dst.data(), p.ld_dst = ld_dst;
-    gather_rows(p);
-    const auto* src = static_cast<const uint8_t*>(p.src);
+  uint32_t seed = 50;
+  for (int splits : {0, 1, 3}) {
+    const int64_t ld_split = int64_t(src_rows) * ld;
+    const auto x = random_f32(size_t(src_rows) * ld, seed++);
+    const auto delta = random_f32(size_t(std::max(splits, 1)) * size_t(ld_split), seed++);
+    const auto w = random_bf16(size_t(hidden), seed++, 0.5f, 1.5f);
+    auto x_in = x;
+    std::vector<bf16_bits> out(ids.size() * ld_out, 0x7FC1);
+    AddRmsNormParams p;
+    p.num_rows = int(ids.size()), p.hidden = hidden, p.maybe_row_ids = ids.data(), p.num_src_rows = src_rows;
+    p.x = x_in.data(), p.ldx = ld, p.maybe_delta = splits ? delta.data() : nullptr, p.ld_delta = ld;
+    p.delta_splits = std::max(splits, 1), p.ld_split = ld_split;
+    p.w = w.data(), p.out = out.data(), p.ld_out = ld_out, p.eps = 1e-5f;
+    add_rmsnorm(p);
+    ASSERT_EQ(std::memcmp(x_in.data(), x.data(), x.size() * 4), 0) << "x written with row ids";
     for (size_t i = 0; i < ids.size(); ++i) {
-      const uint8_t* got = dst.data() + i * ld_dst * elem;
+      const bf16_bits* got = out.data() + i * ld_out;
+      for (int c = hidden; c < ld_out; ++c) ASSERT_EQ(got[c], 0x7FC1) << "padding of row " << i;
       if (ids[i] < 0 || ids[i] >= src_rows) {
-        for (size_t b = 0; b < elems * elem; ++b) ASSERT_EQ(got[b], 0) << i;
-      } else {
-        ASSERT_EQ(std::memcmp(got, src + size_t(ids[i]) * ld_src * elem, elems * elem), 0) << i;
+        for (int c = 0; c < hidden; ++c) ASSERT_EQ(got[c], 0) << "row " << i << " (index " << ids[i] << ")";
+        continue;
       }
-      for (size_t b = elems * elem; b < ld_dst * elem; ++b) ASSERT_EQ(got[b], 0xAB) << "padding of row " << i;
+      // The row alone: its x and delta slices copied out, normed without row ids.
+      std::vector<float> xr(x.begin() + ids[i] * ld, x.begin() + ids[i] * ld + hidden), dr;
+      for (int s = 0; s < std::max(splits, 1); ++s)
+        dr.insert(dr.end(), delta.begin() + s * ld_split + ids[i] * ld, delta.begin() + s * ld_split + ids[i] * ld + hidden);
+      std::vector<bf16_bits> want(static_cast<size_t>(hidden));
+      AddRmsNormParams one;
+      one.num_rows = 1, one.hidden = hidden, one.x = xr.data(), one.ldx = hidden;
+      one.maybe_delta = splits ? dr.data() : nullptr, one.ld_delta = hidden;
+      one.delta_splits = std::max(splits, 1), one.ld_split = hidden;
+      one.w = w.data(), one.out = want.data(), one.ld_out = hidden, one.eps = 1e-5f;
+      add_rmsnorm(one);
+      ASSERT_EQ(std::memcmp(got, want.data(), size_t(hidden) * 2), 0) << "row " << i << " splits " << splits;
     }
   }
 }
 
-TEST(OpsTwin, GatherRowsRejectsBadArguments) {
-  std::vector<float> src(8), dst(8);
-  int32_t id = 0;
-  GatherRowsParams p;
-  p.num_rows = 1, p.row_ids = &id, p.num_src_rows = 1, p.row_elems = 8, p.src = src.data(), p.ld_src = 8;
-  p.dst = dst.data(), p.ld_dst = 8;
-  gather_rows(p);
+TEST(OpsTwin, AddRmsNormWithRowIdsRejectsBadArguments) {
+  std::vector<float> x(32);
+  std::vector<bf16_bits> w(16), out(16);
+  int32_t id = 1;
+  AddRmsNormParams p;
+  p.num_rows = 1, p.hidden = 16, p.x = x.data(), p.ldx = 16, p.w = w.data(), p.out = out.data(), p.ld_out = 16;
+  p.maybe_row_ids = &id, p.num_src_rows = 2;
+  add_rmsnorm(p);
   auto bad = p;
-  bad.ld_dst = 4;
-  expect_error([&] { gather_rows(bad); }, {"gather_rows", "ld_dst = 4"});
-  bad = p, bad.row_elems = 0;
-  expect_error([&] { gather_rows(bad); }, {"row_elems = 0"});
-  bad = p, bad.row_ids = nullptr;
-  expect_error([&] { gather_rows(bad); }, {"must not be null"});
+  bad.num_src_rows = -1;
+  expect_error([&] { add_rmsnorm(bad); }, {"add_rmsnorm", "num_src_rows = -1"});
+  bad = p, bad.maybe_delta = x.data(), bad.ld_delta = 16, bad.delta_splits = 2, bad.ld_split = 16;  // 2 rows a slice
+  expect_error([&] { add_rmsnorm(bad); }, {"ld_split = 16", "slice"});
 }
 
 // ---- dequantisation --------------------------------------------------------------------------------------------
