@@ -10,7 +10,8 @@
 //               (or the QKV matmul's split-K partial sums, which rope_write_kv finishes: sum, bias, bf16)
 //               attn = paged_attention(q);  proj = matmul(Wo, attn)
 //               h = add_rmsnorm(x += proj, ffn_norm);  act = matmul(Wgate|up, h) (SiluMul);  proj = matmul(Wdown, act)
-//   rows that sample: add_rmsnorm(x + proj, output_norm) on those rows (row ids); logits = matmul(Wout) in fp32
+//   rows that sample: add_rmsnorm(x + proj, output_norm) on those rows (row ids; proj may be the down matmul's
+//               partial sums); logits = matmul(Wout) in fp32
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -127,7 +128,7 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
     p.maybe_l2_prefetch = next_w, p.l2_prefetch_bytes = bytes;
   };
   // A projection into the residual (hidden columns, fp32): its partial sums may stay in the workspace for the next
-  // norm to add, except the last layer's, whose rows the logits gather from B.proj.
+  // norm to add (the last layer's: the final norm, on the rows that sample).
   auto project = [&](MatmulParams p, bool may_leave_partials, const char* what) {
     p.out_type = MatmulOut::F32;
     p.y = B.proj, p.ldy = hidden;
@@ -205,7 +206,9 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
     down.x = B.act, down.ldx = ffn, down.w = L.down, down.ldw = ffn;
     if (l + 1 < c.num_layers) prefetch_next(down, layers[size_t(l) + 1].qkv, nq + 2 * int64_t(nkv), hidden);
     else if (sh.num_logit_rows > 0) prefetch_next(down, B.output, c.vocab_size, hidden);
-    proj = project(down, l + 1 < c.num_layers, "down matmul");
+    // The last layer's partial sums stay in the workspace too (the final norm adds them for the rows that sample),
+    // except when observing: the per-layer diff reads the last layer's output from B.proj.
+    proj = project(down, l + 1 < c.num_layers || !ops.observing(), "down matmul");
   }
   if (ops.observing()) ops.observe_sum(lname(c.num_layers - 1, "out"), B.x, B.proj, n, hidden);
 
@@ -217,7 +220,8 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
   fn.num_rows = rows;
   fn.hidden = hidden;
   fn.maybe_row_ids = d + sh.logit_rows, fn.num_src_rows = n;
-  fn.x = B.x, fn.ldx = hidden, fn.maybe_delta = B.proj, fn.ld_delta = hidden;
+  fn.x = B.x, fn.ldx = hidden, fn.maybe_delta = proj.data, fn.ld_delta = hidden;
+  fn.delta_splits = proj.splits, fn.ld_split = int64_t(n) * hidden;
   fn.w = B.output_norm, fn.out = B.gh, fn.ld_out = hidden, fn.eps = c.rms_eps;
   ops.add_rmsnorm(fn, "final norm");
   if (ops.observing()) ops.observe("final_norm", B.gh, true, rows, hidden);
