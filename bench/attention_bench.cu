@@ -4,7 +4,7 @@
 // issue 5's decode target as PASS/MISS per shape, and JSON with --json; the prefill target (>= 1.0x torch SDPA) is
 // judged by bench/attention_vs_torch.py from this JSON and torch_baselines.py's, both written by scripts/gpu-check.sh.
 //
-// What is timed: `paged_attention(p, stream)` as the engine will call it: the decode kernel and its split merge
+// What is timed: `paged_attention(p, stream)` as the engine will call it: the decode kernel (which merges its splits)
 // (one query token per sequence), or the prefill kernel (batch 1, causal, the whole prompt). The cache is bf16 in
 // make_paged_kv_cache's layout, block size 16, each sequence's blocks at random places (a shuffled permutation, as
 // a cache looks after churn). Inputs random in [-1, 1); outputs poisoned before the first call and checked finite.
@@ -121,7 +121,9 @@ class AttentionBench {
     size_t free_bytes = 0, total = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
     const double budget = opt_.mem_fraction * double(free_bytes);
-    const size_t fixed = align_up(q_bytes) + align_up(ws_bytes) + 4 * align_up(size_t(tokens + batch + 1) * 4);
+    const size_t counters = flint::attention_split_counters(batch, m.num_heads, ctx);
+    const size_t fixed =
+        align_up(q_bytes) + align_up(ws_bytes) + 4 * align_up(size_t(tokens + batch + 1) * 4) + align_up(counters * 4);
     if (double(copies * per_copy + fixed) > budget) copies = 1;
     if (double(per_copy + fixed) > budget) {
       char why[96];
@@ -145,6 +147,8 @@ class AttentionBench {
     int32_t* kv_lens = cu + align_up(size_t(tokens + batch + 1) * 4) / 4;
     int32_t* positions = kv_lens + align_up(size_t(tokens + batch + 1) * 4) / 4;
     void* workspace = positions + align_up(size_t(tokens + batch + 1) * 4) / 4;
+    int32_t* split_counters = reinterpret_cast<int32_t*>(static_cast<char*>(workspace) + align_up(ws_bytes));
+    CUDA_CHECK(cudaMemsetAsync(split_counters, 0, counters * 4, stream_));  // zero once; each call leaves them zero
 
     std::vector<int32_t> h_cu(size_t(batch) + 1), h_kv(size_t(batch), ctx), h_pos(static_cast<size_t>(tokens));
     for (int s = 0; s <= batch; ++s) h_cu[size_t(s)] = s * q_len;
@@ -176,6 +180,7 @@ class AttentionBench {
       p.out = reinterpret_cast<bf16_bits*>(out), p.ld_out = p.ld_q;
       p.num_qo_heads = m.num_heads, p.scale = 1.0f / std::sqrt(float(hd));
       p.workspace = workspace, p.workspace_bytes = ws_bytes;
+      p.split_counters = split_counters, p.num_split_counters = counters;
       return p;
     };
     auto run = [&](size_t c) {

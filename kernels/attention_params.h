@@ -174,7 +174,18 @@ struct AttentionParams {
   // fp32 partial results of the decode kernel's splits (attention_workspace_bytes); device memory.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // The CUDA decode kernel's arrival counters (attention_split_counters of them; device memory, zero before the
+  // first call, and each call leaves them zero): the last block of a sequence's KV head to finish its split merges
+  // the splits. Needed where the workspace is; the CPU twin does not use them.
+  int32_t* split_counters = nullptr;
+  size_t num_split_counters = 0;
 };
+
+// Arrival counters the CUDA decode kernel needs: one per (sequence, query head) bounds its (sequence, KV head, head
+// chunk) blocks; none when no sequence can have two splits.
+inline size_t attention_split_counters(int32_t num_seqs, int32_t num_qo_heads, int32_t max_kv_len) {
+  return attention_max_splits(max_kv_len) > 1 ? size_t(num_seqs) * size_t(num_qo_heads) : 0;
+}
 
 // Head dims the kernels are built for.
 inline bool attention_head_dim_supported(int32_t head_dim) { return head_dim == 64 || head_dim == 128; }

@@ -282,7 +282,12 @@ void CudaBackend::allocate_buffers() {
   if (B_.matmul_ws_bytes) B_.matmul_ws = device_alloc(B_.matmul_ws_bytes, "the matmul workspace");
   B_.attn_ws_bytes = attention_workspace_bytes(max_seqs_, c.num_qo_heads, c.head_dim, table_width_ * block_size_);
   if (B_.attn_ws_bytes) B_.attn_ws = device_alloc(B_.attn_ws_bytes, "the attention workspace");
-  buffer_bytes_ += B_.matmul_ws_bytes + B_.attn_ws_bytes;
+  B_.num_attn_counters = attention_split_counters(max_seqs_, c.num_qo_heads, table_width_ * block_size_);
+  if (B_.num_attn_counters) {  // zero once; every decode call leaves them zero
+    B_.attn_counters = static_cast<int32_t*>(device_alloc(B_.num_attn_counters * 4, "the attention split counters"));
+    check(cudaMemset(B_.attn_counters, 0, B_.num_attn_counters * 4), "zeroing the attention split counters");
+  }
+  buffer_bytes_ += B_.matmul_ws_bytes + B_.attn_ws_bytes + B_.num_attn_counters * 4;
   // The index arrays of the largest step (a graph bucket's layout is never larger: b <= max_seqs <= max_tokens).
   staging_elems_ = cuda_step_layout(max_tokens_, max_seqs_, table_width_, max_logit_rows_).total;
   check(cudaHostAlloc(reinterpret_cast<void**>(&staging_host_), size_t(staging_elems_) * 4, cudaHostAllocDefault),

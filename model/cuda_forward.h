@@ -40,6 +40,8 @@ struct ForwardBuffers {  // activations (max tokens rows) and the logit rows' bu
   size_t matmul_ws_bytes = 0;
   void* attn_ws = nullptr;
   size_t attn_ws_bytes = 0;
+  int32_t* attn_counters = nullptr;  // the decode kernel's split counters (AttentionParams::split_counters)
+  size_t num_attn_counters = 0;
   const int32_t* staging = nullptr;  // the step's index arrays (cuda_step_layout)
   const bf16_bits *tok_embd = nullptr, *output = nullptr, *output_norm = nullptr;
   const float* inv_freq = nullptr;
@@ -182,6 +184,7 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
     attn.num_qo_heads = c.num_qo_heads;
     attn.scale = 1.0f / std::sqrt(float(hd));
     attn.workspace = B.attn_ws, attn.workspace_bytes = B.attn_ws_bytes;
+    attn.split_counters = B.attn_counters, attn.num_split_counters = B.num_attn_counters;
     ops.paged_attention(attn, "paged_attention");
     if (ops.observing()) ops.observe(lname(l, "attn"), B.attn, true, n, nq);
 

@@ -12,8 +12,9 @@
 # (--no-ceilings); ncu profiles Flint's matmul and attention kernels and cuBLASLt's on the same shapes (one replay
 # each, clocks left alone as docs/perf.md's figures were taken), and bench/ncu_summary.py prints a line per kernel
 # in launch order: per matmul shape Flint's plain product (the check), cuBLASLt's (check, then timed), Flint's fused
-# product (timed), each followed by its split-K reduction where K is split; per attention shape the kernel and its
-# split merge, twice. Exit: 0 when both profiles were read, 3 when there is no ncu, else the failing part's status.
+# product (timed), each followed by its split-K reduction where K is split; per attention shape its kernel, twice
+# (the check, then timed). Exit: 0 when both profiles were read, 3 when there is no ncu, else the failing part's
+# status.
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 2
@@ -44,7 +45,7 @@ MATMUL_SHAPES=${NCU_MATMUL_SHAPES:-llama-3.2-1b:gate_up:1,llama-3.2-1b:down:1,ll
 ATTENTION_SHAPES=${NCU_ATTENTION_SHAPES:-llama-3.2-1b:decode:1:4096,llama-3.2-1b:decode:64:4096,qwen2.5-1.5b:decode:64:4096,llama-3.2-1b:prefill:2048}
 # Flint's kernels by function name, and cuBLASLt's (gemm / nvjet / cutlass / xmma in theirs); not the benches' own
 # fill, check and stream-hold kernels.
-KERNELS='regex:^(matmul_|reduce_splits|decode_kernel|decode_mma_kernel|merge_splits_kernel|prefill_kernel)|gemm|nvjet|cutlass|xmma'
+KERNELS='regex:^(matmul_|reduce_splits|decode_kernel|decode_mma_kernel|prefill_kernel)|gemm|nvjet|cutlass|xmma'
 SECTIONS=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
           --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis)
 

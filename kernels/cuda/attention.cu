@@ -190,6 +190,11 @@ cudaError_t paged_attention(const AttentionParams& p, cudaStream_t stream, std::
     return invalid(error, "attention: q, out, the cache's k and v and the workspace must be 16-byte aligned");
   if (p.batch.num_seqs > 65535)
     return invalid(error, "attention: at most 65535 sequences per call (got " + std::to_string(p.batch.num_seqs) + ")");
+  const size_t counters = attention_split_counters(p.batch.num_seqs, p.num_qo_heads, p.batch.max_kv_len);
+  if (counters && (!p.split_counters || p.num_split_counters < counters))
+    return invalid(error, "attention: max_kv_len " + std::to_string(p.batch.max_kv_len) + " needs " +
+                              std::to_string(counters) + " split counters (zeroed once), got " +
+                              std::to_string(p.split_counters ? p.num_split_counters : 0));
   const int group = p.num_qo_heads / p.cache.num_kv_heads;
   return launch_attention(p, group, stream);
 }

@@ -7,8 +7,9 @@
 //           of the GQA group share the block's one pass over its K/V, read with 16-byte loads (a warp covers 2
 //           keys of head_dim 128 or 4 of 64 per load, 4 such loads of K and 4 of V in flight per lane); online
 //           softmax in fp32 (exp2, scale folded into log2 e), the warps merged through shared memory. A
-//           sequence with more than one split writes (sum, max, partial output) per split to the workspace and
-//           a merge kernel adds the splits in split order. FLINT_ATTN_DECODE=mma runs the tensor-core decode kernel
+//           sequence with more than one split writes (sum, max, partial output) per split to the workspace, and
+//           the last of its blocks to finish (an arrival counter per sequence and KV head) adds the splits in
+//           split order. FLINT_ATTN_DECODE=mma runs the tensor-core decode kernel
 //           instead (attention_decode.cu): the same splits and partials, the group's query heads as the 16 rows of
 //           an mma.sync tile, each warp streaming 16-key tiles through shared memory with cp.async.
 //   Prefill (sequences with more than one query token): flash-attention-2 tiles on the tensor cores (mma.sync
@@ -34,9 +35,10 @@ namespace flint::cuda {
 // cudaErrorInvalidValue and, when `error` is given, says why; otherwise the launch's error.
 cudaError_t rope_write_kv(const RopeKvParams& p, cudaStream_t stream, std::string* error = nullptr);
 
-// Queues attention on `stream`: the decode kernel (and its merge) for the sequences with one query token, the
-// prefill kernel for the others (both launched when max_q_len > 1; each skips the other's sequences). p.workspace
-// must hold attention_workspace_bytes(...) when max_kv_len > kAttnKeysPerSplit. Errors as rope_write_kv.
+// Queues attention on `stream`: the decode kernel (which merges its splits) for the sequences with one query token,
+// the prefill kernel for the others (both launched when max_q_len > 1; each skips the other's sequences).
+// p.workspace must hold attention_workspace_bytes(...) and p.split_counters attention_split_counters(...) zeroed
+// counters when max_kv_len > kAttnKeysPerSplit. Errors as rope_write_kv.
 cudaError_t paged_attention(const AttentionParams& p, cudaStream_t stream, std::string* error = nullptr);
 
 // Which kernels paged_attention runs. Each process starts from its environment, read at the first call:

@@ -49,9 +49,33 @@ struct DecodeShape {
   static constexpr int kKeysPerRound = kKeysPerWarpRound * kDecodeWarps;
 };
 
+// A decode sequence's splits added in split order, for its query heads h0 .. h0 + heads - 1: out = Σ o_i 2^(m_i - M)
+// / Σ l_i 2^(m_i - M). Run by the last block of the sequence's (KV head, head chunk) to finish; the other blocks'
+// partials are read through L2 (__ldcg), after the arrival counter said they are all there.
+template <int kHeadDim, int kThreads>
+__device__ __forceinline__ void merge_splits(const AttentionParams& p, int s, int t, int h0, int heads, int n_splits,
+                                             int max_splits) {
+  for (int idx = threadIdx.x; idx < heads * kHeadDim; idx += kThreads) {
+    const int h = h0 + idx / kHeadDim, d = idx % kHeadDim;
+    const float* ws = static_cast<const float*>(p.workspace) + (int64_t(s) * p.num_qo_heads + h) * max_splits * (kHeadDim + 2);
+    float mx = -INFINITY;
+    for (int i = 0; i < n_splits; ++i) mx = fmaxf(mx, __ldcg(ws + i * (kHeadDim + 2) + kHeadDim));
+    float sum = 0.0f, o = 0.0f;
+    for (int i = 0; i < n_splits; ++i) {
+      const float* part = ws + i * (kHeadDim + 2);
+      const float wt = exp2f(__ldcg(part + kHeadDim) - mx);
+      sum += __ldcg(part + kHeadDim + 1) * wt;
+      o += __ldcg(part + d) * wt;
+    }
+    p.out[int64_t(t) * p.ld_out + int64_t(h) * kHeadDim + d] = f32_to_bf16(o / sum);
+  }
+}
+
 // The end of both decode kernels: the block's warps merged in warp order (their running max, sum and output of each
 // row r < heads, query head h0 + r, through m_of(w, r), l_of(w, r), acc_of(w, r, d)), then the output (one split)
-// or the split's partials in the workspace for merge_splits_kernel.
+// or the split's partials in the workspace; the last block of the sequence's (KV head, head chunk) to arrive then
+// merges the splits (merge_splits). Its counter, p.split_counters[s · gridDim.y + blockIdx.y], counts the
+// arrivals and is left at zero for the next call.
 template <int kHeadDim, int kWarps, class M, class L, class Acc>
 __device__ __forceinline__ void merge_warps_and_store(const AttentionParams& p, int s, int t, int h0, int heads,
                                                       int split, int n_splits, int max_splits, M m_of, L l_of,
@@ -81,6 +105,19 @@ __device__ __forceinline__ void merge_warps_and_store(const AttentionParams& p, 
       }
     }
   }
+  if (n_splits == 1) return;
+  __shared__ int last_to_arrive;
+  __threadfence();  // this block's partials, visible to whichever block merges
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t* counter = p.split_counters + int64_t(s) * gridDim.y + blockIdx.y;
+    last_to_arrive = atomicAdd(counter, 1) == n_splits - 1;
+    if (last_to_arrive) *counter = 0;  // every other block of the sequence's head chunk has arrived
+  }
+  __syncthreads();
+  if (!last_to_arrive) return;
+  __threadfence();
+  merge_splits<kHeadDim, kWarps * 32>(p, s, t, h0, heads, n_splits, max_splits);
 }
 
 // Where a decode block works: its sequence s (query token t), KV head, head chunk and split, and the split's keys
@@ -234,7 +271,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 // (tiles warp, warp + 4, ...) through a private ring of kStages tiles in shared memory (cp.async, one tile ahead,
 // rows padded by 16 bytes so ldmatrix's rows fall in different banks) with its own online softmax; the warps merge
 // through shared memory at the end in warp order, and write the output or the split's partials exactly as the SIMT
-// kernel does (merge_splits_kernel adds them).
+// kernel does (the last block to finish merges them).
 //
 // Precision as the SIMT kernel's (the decode tolerance of tests/gpu/attention_gpu_test.cu): q and k are bf16 in
 // both, the products exact and summed in fp32; the scale is applied to the fp32 score; P (fp32) goes into the
@@ -428,31 +465,6 @@ __global__ void __launch_bounds__(kMmaDecodeWarps * 32)
       [&](int w, int r, int d) { return sm_acc[(w * kMmaDecodeRows + r) * S::kAccLd + d]; });
 }
 
-// Adds a decode sequence's splits in split order: out = Σ o_i 2^(m_i - M) / Σ l_i 2^(m_i - M). A block per
-// (sequence, query head), a thread per value.
-template <int kHeadDim>
-__global__ void __launch_bounds__(kHeadDim) merge_splits_kernel(const AttentionParams p, int max_splits) {
-  pdl_begin();
-  const AttentionBatch& b = p.batch;
-  const int s = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
-  const int t = b.cu_seqlens[s];
-  if (b.cu_seqlens[s + 1] - t != 1) return;
-  const int n_keys = visible_keys(b, s, t);
-  const int n = attention_num_splits(n_keys);
-  if (n_keys < 1 || n <= 1) return;
-  const float* ws = static_cast<const float*>(p.workspace) + (int64_t(s) * p.num_qo_heads + h) * max_splits * (kHeadDim + 2);
-  float mx = -INFINITY;
-  for (int i = 0; i < n; ++i) mx = fmaxf(mx, ws[i * (kHeadDim + 2) + kHeadDim]);
-  float sum = 0.0f, o = 0.0f;
-  for (int i = 0; i < n; ++i) {
-    const float* part = ws + i * (kHeadDim + 2);
-    const float wt = exp2f(part[kHeadDim] - mx);
-    sum += part[kHeadDim + 1] * wt;
-    o += part[d] * wt;
-  }
-  p.out[int64_t(t) * p.ld_out + int64_t(h) * kHeadDim + d] = f32_to_bf16(o / sum);
-}
-
 template <int kHeadDim, int kHeads>
 cudaError_t launch_decode_simt(const AttentionParams& p, int group, int head_chunks, int max_splits, float scale_log2,
                    cudaStream_t stream) {
@@ -498,11 +510,8 @@ cudaError_t launch_decode_mma(const AttentionParams& p, int group, int max_split
 template <int kHeadDim>
 cudaError_t launch_decode(const AttentionParams& p, int group, int max_splits, float scale_log2, bool mma,
                           cudaStream_t stream) {
-  const cudaError_t e = mma ? launch_decode_mma<kHeadDim>(p, group, max_splits, scale_log2, stream)
-                            : launch_decode_simt_heads<kHeadDim>(p, group, max_splits, scale_log2, stream);
-  if (e != cudaSuccess || max_splits <= 1) return e;
-  const dim3 grid(unsigned(p.batch.num_seqs), unsigned(p.num_qo_heads));
-  return launch_kernel(merge_splits_kernel<kHeadDim>, grid, dim3(kHeadDim), 0, stream, p, max_splits);
+  return mma ? launch_decode_mma<kHeadDim>(p, group, max_splits, scale_log2, stream)
+             : launch_decode_simt_heads<kHeadDim>(p, group, max_splits, scale_log2, stream);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <new>
@@ -61,6 +62,18 @@ int sms() {
     return v > 0 ? v : 16;
   }();
   return n;
+}
+
+// The order a grid's blocks run in: x fastest, then y, then z (the default), or with FLINT_CUDA_EMU_BLOCK_ORDER=reverse
+// the other way round, last block first. A device promises no order, so a kernel whose blocks meet through memory
+// (a last-block-arrives counter) must give the same results both ways; a block that assumes it runs after another
+// shows up in one of them.
+bool reverse_blocks() {
+  static const bool reverse = [] {
+    const char* e = std::getenv("FLINT_CUDA_EMU_BLOCK_ORDER");
+    return e && std::strcmp(e, "reverse") == 0;
+  }();
+  return reverse;
 }
 
 struct Alloc {
@@ -129,20 +142,22 @@ bool valid_stream(State& s, cudaStream_t stream) { return !stream || s.streams.c
 
 void run_kernel(State& s, const LaunchConfig& c, const std::string& name, const std::function<void()>& body) {
   std::vector<unsigned char> smem(c.smem);
-  for (unsigned z = 0; z < c.grid.z; ++z)
-    for (unsigned y = 0; y < c.grid.y; ++y)
-      for (unsigned x = 0; x < c.grid.x; ++x) {
-        // Shared memory starts as garbage on the device; 0xFF bytes are NaN in bf16 and fp32.
-        if (!smem.empty()) std::memset(smem.data(), 0xFF, smem.size());
-        std::string fault;
-        uint3 thread{};
-        if (!run_block(c.grid, c.block, {x, y, z}, body, smem.empty() ? nullptr : smem.data(), &fault, &thread)) {
-          std::fprintf(stderr, "cuda_emu: kernel %s, block (%u,%u,%u), thread (%u,%u,%u): %s\n", name.c_str(), x, y, z,
-                       thread.x, thread.y, thread.z, fault.c_str());
-          s.sticky = cudaErrorLaunchFailure;
-          return;
-        }
-      }
+  const uint64_t blocks = uint64_t(c.grid.x) * c.grid.y * c.grid.z;
+  for (uint64_t i = 0; i < blocks; ++i) {
+    const uint64_t b = reverse_blocks() ? blocks - 1 - i : i;
+    const unsigned x = unsigned(b % c.grid.x), y = unsigned(b / c.grid.x % c.grid.y),
+                   z = unsigned(b / c.grid.x / c.grid.y);
+    // Shared memory starts as garbage on the device; 0xFF bytes are NaN in bf16 and fp32.
+    if (!smem.empty()) std::memset(smem.data(), 0xFF, smem.size());
+    std::string fault;
+    uint3 thread{};
+    if (!run_block(c.grid, c.block, {x, y, z}, body, smem.empty() ? nullptr : smem.data(), &fault, &thread)) {
+      std::fprintf(stderr, "cuda_emu: kernel %s, block (%u,%u,%u), thread (%u,%u,%u): %s\n", name.c_str(), x, y, z,
+                   thread.x, thread.y, thread.z, fault.c_str());
+      s.sticky = cudaErrorLaunchFailure;
+      return;
+    }
+  }
 }
 
 void run_node(State& s, const Node& n) {

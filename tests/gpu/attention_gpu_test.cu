@@ -58,9 +58,27 @@ struct DeviceCopy : DeviceBuffer {
   }
 };
 
+// Zeroed split counters for calls up to num_seqs sequences of num_qo_heads heads with these many keys.
+struct SplitCounters : DeviceBuffer {
+  SplitCounters(int32_t num_seqs, int32_t num_qo_heads, int32_t max_kv_len)
+      : DeviceBuffer(attention_split_counters(num_seqs, num_qo_heads, max_kv_len) * 4),
+        count(attention_split_counters(num_seqs, num_qo_heads, max_kv_len)) {
+    if (bytes()) CUDA_CHECK(cudaMemset(as<void>(), 0, bytes()));
+  }
+  size_t count;
+  // How many are not zero (each call must leave them zero).
+  size_t nonzero() const {
+    size_t n = 0;
+    for (int32_t c : download<int32_t>(count)) n += c != 0;
+    return n;
+  }
+};
+
 // The kernels' output for p (host arrays copied to the device; out and workspace poisoned first). The batch's
-// maxima can be raised to upper bounds, as a CUDA graph replayed with new inputs gives them.
-std::vector<bf16_bits> run_gpu(Problem& p, int32_t max_q_len_bound = 0, int32_t max_kv_len_bound = 0) {
+// maxima can be raised to upper bounds, as a CUDA graph replayed with new inputs gives them. The split counters
+// are new ones unless given (then they must hold enough for the call).
+std::vector<bf16_bits> run_gpu(Problem& p, int32_t max_q_len_bound = 0, int32_t max_kv_len_bound = 0,
+                               SplitCounters* counters = nullptr) {
   DeviceCopy k(p.k), v(p.v), q(p.q), cu(p.cu_seqlens), kv_lens(p.kv_lens), table(p.block_table), pos(p.positions);
   DeviceBuffer out(size_t(p.num_tokens) * p.ld_out * 2);
   AttentionParams a = attn_test::attention_params(p, out.as<bf16_bits>(), nullptr, 0);
@@ -71,11 +89,15 @@ std::vector<bf16_bits> run_gpu(Problem& p, int32_t max_q_len_bound = 0, int32_t 
   if (max_kv_len_bound) a.batch.max_kv_len = max_kv_len_bound;
   DeviceBuffer ws(attention_workspace_bytes(a.batch.num_seqs, a.num_qo_heads, a.cache.head_dim, a.batch.max_kv_len));
   a.workspace = ws.as<void>(), a.workspace_bytes = ws.bytes();
+  SplitCounters own(a.batch.num_seqs, a.num_qo_heads, a.batch.max_kv_len);
+  SplitCounters& c = counters ? *counters : own;
+  a.split_counters = c.as<int32_t>(), a.num_split_counters = c.count;
   out.poison(), ws.poison();
   std::string why;
   const cudaError_t e = paged_attention(a, nullptr, &why);
   EXPECT_EQ(e, cudaSuccess) << cudaGetErrorName(e) << ": " << why;
   CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(c.nonzero(), 0u) << "split counters left non-zero";
   return out.download<bf16_bits>(size_t(p.num_tokens) * p.ld_out);
 }
 
@@ -174,6 +196,28 @@ TEST(AttentionGpu, LongContextsPastTheSplitCapMatchTheTwin) {
     check_against_twin("decode past the split cap " + describe(sh), p);
     const std::vector<bf16_bits> twin = attn_test::run_twin(p), bounded = run_gpu(p, 0, 65536);
     expect_close_to_twin("decode past the split cap, max_kv_len 65536 " + describe(sh), p, bounded, twin);
+  }
+}
+
+// One set of split counters for call after call (as a CUDA graph replays with new inputs): the last block of each
+// sequence's head chunk merges its splits and leaves its counter at zero (run_gpu checks), so the next call, with
+// other split counts and grids, merges right too.
+TEST(AttentionGpu, DecodeSplitCountersServeCallAfterCall) {
+  REQUIRE_GPU();
+  for (int32_t hd : {64, 128}) {
+    const Shape sh = gqa_shape(hd, 7, 16);  // 7 query heads a KV head: one head chunk (SIMT), one (mma)
+    SplitCounters counters(3, sh.num_qo_heads, 65536);
+    Problem a = make_problem(sh, {{1, 300}, {1, 1000}, {1, 129}}, 1700 + hd);
+    Problem b = make_problem(sh, {{1, 5000}}, 1710 + hd);
+    Problem c = make_problem(gqa_shape(hd, 1, 16), {{1, 2000}, {1, 17}}, 1720 + hd);  // other heads, other grid
+    for (int round = 0; round < 2; ++round) {
+      const std::string r = " (round " + std::to_string(round) + ") " + describe(sh);
+      expect_close_to_twin("split counters, 3 sequences" + r, a, run_gpu(a, 0, 0, &counters), attn_test::run_twin(a));
+      expect_close_to_twin("split counters, 1 sequence" + r, b, run_gpu(b, 0, 0, &counters), attn_test::run_twin(b));
+      expect_close_to_twin("split counters, bound 65536" + r, a, run_gpu(a, 0, 65536, &counters),
+                           attn_test::run_twin(a));
+      expect_close_to_twin("split counters, GQA 1" + r, c, run_gpu(c, 0, 0, &counters), attn_test::run_twin(c));
+    }
   }
 }
 
@@ -311,7 +355,9 @@ TEST(AttentionGpu, ExplicitCacheStridesMatchTheTwin) {
   DeviceCopy dk(k), dv(v), q(p.q), cu(p.cu_seqlens), kv_lens(p.kv_lens), table(p.block_table), pos(p.positions);
   DeviceBuffer out(size_t(p.num_tokens) * p.ld_out * 2);
   DeviceBuffer ws(attention_workspace_bytes(int32_t(p.seqs.size()), sh.num_qo_heads, sh.head_dim, p.max_kv_len));
+  SplitCounters counters(int32_t(p.seqs.size()), sh.num_qo_heads, p.max_kv_len);
   AttentionParams a = attn_test::attention_params(p, out.as<bf16_bits>(), ws.as<void>(), ws.bytes());
+  a.split_counters = counters.as<int32_t>(), a.num_split_counters = counters.count;
   a.cache = odd, a.cache.k = dk.as<bf16_bits>(), a.cache.v = dv.as<bf16_bits>(), a.q = q.as<bf16_bits>();
   a.batch.cu_seqlens = cu.as<int32_t>(), a.batch.kv_lens = kv_lens.as<int32_t>();
   a.batch.block_table = table.as<int32_t>(), a.batch.positions = pos.as<int32_t>();
@@ -485,6 +531,12 @@ TEST(AttentionGpu, LaunchersRejectBadParamsWithAReason) {
   EXPECT_NE(why.find("positive multiple of num_kv_heads"), std::string::npos) << why;
   // The launcher's own limits, past the shared validation.
   a.num_qo_heads = 8, a.workspace_bytes = size_t(1) << 40;
+  EXPECT_EQ(paged_attention(a, nullptr, &why), cudaErrorInvalidValue);  // 300 keys: split counters too
+  EXPECT_NE(why.find("needs 16 split counters"), std::string::npos) << why;
+  a.split_counters = reinterpret_cast<int32_t*>(0x4000), a.num_split_counters = 15;
+  EXPECT_EQ(paged_attention(a, nullptr, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("got 15"), std::string::npos) << why;
+  a.num_split_counters = 16;
   const AttentionParams valid = a;
   a.q = p.q.data() + 1;  // 2 bytes off
   EXPECT_EQ(paged_attention(a, nullptr, &why), cudaErrorInvalidValue);
