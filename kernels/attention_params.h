@@ -179,6 +179,10 @@ struct AttentionParams {
   // the splits. Needed where the workspace is; the CPU twin does not use them.
   int32_t* split_counters = nullptr;
   size_t num_split_counters = 0;
+  // A hint that changes no result: when num_seqs · max_kv_len keys' K and V fit this many bytes, each CUDA decode
+  // block asks L2 for its split's K and V pages (its KV head's part of each) before it waits on the kernel before
+  // it (PDL). 0: never. The CUDA launcher sets it from FLINT_ATTN_AHEAD when the caller left it 0.
+  int64_t l2_ahead_bytes = 0;
 };
 
 // Arrival counters the CUDA decode kernel needs: one per (sequence, query head) bounds its (sequence, KV head, head

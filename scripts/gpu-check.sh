@@ -39,14 +39,16 @@ while [ $# -gt 0 ]; do
         kernels) ONLY=",loads,card,gpu_tests,gpu_tests_attn_mma,gpu_tests_wgmma64,gpu_baselines,matmul_bench,"
                  ONLY+="matmul_bench_mma,matmul_bench_wgmma64,matmul_wgmma64_gain,matmul_bench_mid,matmul_mid_gain,"
                  ONLY+="matmul_bench_ahead,matmul_ahead_gain,ops_bench,ncu_kernels,"
-                 ONLY+="attention_bench,attention_bench_tc,attention_tc_gain,torch_baselines,"
+                 ONLY+="attention_bench,attention_bench_tc,attention_tc_gain,attention_bench_ahead,"
+                 ONLY+="attention_ahead_gain,torch_baselines,"
                  ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
                  ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,engine_bench_hybrid,hybrid_gain,engine_overhead,"
                  ONLY+="engine_profile,gpu_model_tests_sample_split,engine_bench_chat,engine_bench_chat_split,"
                  ONLY+="sample_split_engine_gain,gpu_model_tests_l2pf,engine_bench_l2pf,l2pf_gain,engine_bench_mid,"
                  ONLY+="mid_engine_gain,engine_bench_ahead,ahead_gain,engine_bench_ahead8,ahead8_gain,"
-                 ONLY+="engine_bench_ahead_l2pf,ahead_l2pf_gain,"
+                 ONLY+="engine_bench_ahead_l2pf,ahead_l2pf_gain,engine_bench_long1,engine_bench_long1_ahead,"
+                 ONLY+="attn_ahead_engine_gain,"
                  ONLY+="torch_baselines,engine_vs_hf,"
                  TORCH_PLAN_ARGS="--skip-sdpa" ;;
         *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
@@ -490,6 +492,17 @@ main_steps() {
     run_step attention_bench_tc 180 env FLINT_ATTN_DECODE=mma FLINT_ATTN_PREFILL=wgmma "$ATTENTION_BENCH" \
       --json "$WORK/attention_bench_tc.json" $QUICK
   fi
+  # attention_bench_ahead, attention_ahead_gain (in --plan kernels, or when named): FLINT_ATTN_AHEAD=on beside the
+  # default (the decode blocks' K/V pages asked of L2 before the PDL wait, where a call's K/V fit half of L2: batch 1
+  # at every context, batch 16 at 512 keys). ~5 s.
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attention_bench_ahead,"* ]]; then
+    run_step attention_bench_ahead 180 env FLINT_ATTN_AHEAD=on "$ATTENTION_BENCH" \
+      --json "$WORK/attention_bench_ahead.json" $QUICK
+  fi
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attention_ahead_gain,"* ]]; then
+    run_step attention_ahead_gain 30 "$PY" bench/compare_kernel_runs.py "$WORK/attention_bench_ahead.json" \
+      "$WORK/attention_bench.json" --labels ahead,default --json "$WORK/attention_ahead_gain.json"
+  fi
   if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attention_tc_gain,"* ]]; then
     run_step attention_tc_gain 30 "$PY" bench/compare_kernel_runs.py "$WORK/attention_bench_tc.json" \
       "$WORK/attention_bench.json" --labels tc,default --json "$WORK/attention_tc_gain.json"
@@ -634,6 +647,23 @@ main_steps() {
   if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attn_tc_engine_gain,"* ]]; then
     run_step attn_tc_engine_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_long_tc.json" \
       "$WORK/engine_bench_long.json" --labels tc,default --json "$WORK/attn_tc_engine_gain.json"
+  fi
+  # engine_bench_long1, engine_bench_long1_ahead, attn_ahead_engine_gain (in --plan backend, or when named): batch 1
+  # and 8 on Llama-3.2-1B with 4000-token prompts, without and with FLINT_ATTN_AHEAD=on (each decode attention block
+  # asks L2 for its split's K/V pages before the PDL wait when num_seqs x max_kv_len keys fit half of L2: with the
+  # decode graph's 8192-key bound, 16.8 MB at batch 1, so on; 134 MB at batch 8, so off there: batch 8 is the
+  # control), side by side. Estimate (not measured): ~30 s each.
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",engine_bench_long1,"* ]]; then
+    run_step engine_bench_long1 150 "$ENGINE_BENCH" --device cuda --models llama-3.2-1b --batches 1,8 --prompt 4000 \
+      --prefill 4096 --json "$WORK/engine_bench_long1.json"
+  fi
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",engine_bench_long1_ahead,"* ]]; then
+    run_step engine_bench_long1_ahead 150 env FLINT_ATTN_AHEAD=on "$ENGINE_BENCH" --device cuda --models llama-3.2-1b \
+      --batches 1,8 --prompt 4000 --prefill 4096 --json "$WORK/engine_bench_long1_ahead.json"
+  fi
+  if [ "$LIST" -eq 1 ] || [[ "$ONLY" == *",attn_ahead_engine_gain,"* ]]; then
+    run_step attn_ahead_engine_gain 30 "$PY" bench/compare_engine_runs.py "$WORK/engine_bench_long1_ahead.json" \
+      "$WORK/engine_bench_long1.json" --labels ahead,default --json "$WORK/attn_ahead_engine_gain.json"
   fi
   # engine_vs_hf: engine_bench's decode beside transformers' generate() (torch_baselines above) at the same shape and
   # batch, issue 6's decode targets as PASS/MISS. Needs both steps in the same run (with --only, name all three).

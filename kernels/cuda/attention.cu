@@ -142,11 +142,41 @@ std::atomic<int>& kernel_choice() {
 
 AttentionKernels kernels_from(int bits) { return {(bits & 1) != 0, (bits & 2) != 0}; }
 
+// FLINT_ATTN_AHEAD (read once): the l2_ahead_bytes the launcher gives a call that left it 0. Unset, "off" or "0":
+// none; "on": half the L2 of the device current at the first call; N: N MiB (1..4096).
+struct AheadChoice {
+  bool valid = true;
+  int64_t bytes = 0;
+  std::string value;
+};
+const AheadChoice& ahead_choice() {
+  static const AheadChoice choice = [] {
+    AheadChoice c;
+    const char* v = std::getenv("FLINT_ATTN_AHEAD");
+    c.value = v ? v : "";
+    if (c.value.empty() || c.value == "off" || c.value == "0") return c;
+    if (c.value == "on") {
+      int dev = 0, l2 = 0;
+      if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev) == cudaSuccess)
+        c.bytes = int64_t(l2) / 2;
+      return c;
+    }
+    char* end = nullptr;
+    const long mib = std::strtol(c.value.c_str(), &end, 10);
+    if (end && *end == '\0' && mib >= 1 && mib <= 4096) c.bytes = int64_t(mib) << 20;
+    else c.valid = false;
+    return c;
+  }();
+  return choice;
+}
+
 cudaError_t launch_attention(const AttentionParams& p, int group, cudaStream_t stream) {
   const AttentionKernels k = attention_kernels();
   const float scale_log2 = p.scale * kLog2e;
   const int max_splits = attention_max_splits(p.batch.max_kv_len);
-  if (cudaError_t e = attn::launch_decode_attention(p, group, max_splits, scale_log2, k.decode_mma, stream);
+  AttentionParams d = p;
+  if (d.l2_ahead_bytes == 0) d.l2_ahead_bytes = ahead_choice().bytes;
+  if (cudaError_t e = attn::launch_decode_attention(d, group, max_splits, scale_log2, k.decode_mma, stream);
       e != cudaSuccess)
     return e;
   if (p.batch.max_q_len > 1)
@@ -188,6 +218,10 @@ cudaError_t paged_attention(const AttentionParams& p, cudaStream_t stream, std::
   if (!aligned16(p.q) || !aligned16(p.out) || !aligned16(p.cache.k) || !aligned16(p.cache.v) ||
       (p.workspace && !aligned16(p.workspace)))
     return invalid(error, "attention: q, out, the cache's k and v and the workspace must be 16-byte aligned");
+  if (!ahead_choice().valid)
+    return invalid(error, "FLINT_ATTN_AHEAD=" + ahead_choice().value + ": expected 'off' (the default), 'on' or MiB "
+                          "(1..4096)");
+  if (p.l2_ahead_bytes < 0) return invalid(error, "attention: l2_ahead_bytes is " + std::to_string(p.l2_ahead_bytes));
   if (p.batch.num_seqs > 65535)
     return invalid(error, "attention: at most 65535 sequences per call (got " + std::to_string(p.batch.num_seqs) + ")");
   const size_t counters = attention_split_counters(p.batch.num_seqs, p.num_qo_heads, p.batch.max_kv_len);

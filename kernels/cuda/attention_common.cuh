@@ -28,8 +28,8 @@ __device__ __forceinline__ int64_t key_offset(const PagedKvCache& c, const int32
   return c.offset(table[j / c.block_size], j % c.block_size, kv_head);
 }
 
-// Queues the decode kernel (and, when a sequence can have more than one split, the merge) for the sequences of p
-// with one query token; the others are skipped. group = query heads per KV head; max_splits =
+// Queues the decode kernel (which merges a sequence's splits in its last block) for the sequences of p with one
+// query token; the others are skipped. group = query heads per KV head; max_splits =
 // attention_max_splits(p.batch.max_kv_len); scores are q·k · scale_log2 in log2 units; mma picks the tensor-core
 // kernel. attention_decode.cu.
 cudaError_t launch_decode_attention(const AttentionParams& p, int group, int max_splits, float scale_log2, bool mma,

@@ -140,9 +140,33 @@ __device__ __forceinline__ bool decode_block(const AttentionBatch& b, int head_c
   return true;
 }
 
+// FLINT_ATTN_AHEAD (AttentionParams::l2_ahead_bytes): before the PDL wait, the first head chunk's block of each
+// (sequence, KV head, split) asks L2 for the split's pages, this KV head's slots of each in K and in V, one bulk
+// prefetch each, when the whole call's K and V (num_seqs · max_kv_len keys) fit the budget. Only a hint: what it
+// reads (the step's index arrays, from the host before the step's first kernel) steers the prefetch and nothing
+// else (the kernel reads them again after the wait), and every block id is clamped into the cache, so a stale or
+// bad value can only fetch the wrong lines (launch.cuh).
+__device__ __forceinline__ void kv_ahead(const AttentionParams& p, int head_chunks) {
+  const AttentionBatch& b = p.batch;
+  const PagedKvCache& c = p.cache;
+  const int64_t key_bytes = int64_t(4) * c.num_kv_heads * c.head_dim;  // K and V, bf16
+  if (p.l2_ahead_bytes <= 0 || int64_t(b.num_seqs) * b.max_kv_len * key_bytes > p.l2_ahead_bytes) return;
+  DecodeBlock db;
+  if (!decode_block(b, head_chunks, db) || db.chunk != 0) return;
+  const int first = db.k_begin / c.block_size, pages = (db.k_end - 1) / c.block_size - first + 1;
+  const uint32_t bytes = uint32_t((int64_t(c.block_size - 1) * c.slot_stride + c.head_dim) * 2);  // 16-byte units
+  const int32_t* table = b.block_table + int64_t(db.s) * b.max_blocks_per_seq;
+  for (int i = threadIdx.x; i < 2 * pages; i += blockDim.x) {
+    const int32_t block = min(max(table[first + i / 2], 0), c.num_blocks - 1);
+    prefetch_l2((i % 2 ? c.v : c.k) + c.offset(block, 0, db.kv_head), bytes);
+  }
+}
+
 template <int kHeadDim, int kHeads>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_kernel(const AttentionParams p, int group, int head_chunks, int max_splits, float scale_log2) {
+  pdl_weights_first();
+  kv_ahead(p, head_chunks);
   pdl_begin();
   using S = DecodeShape<kHeadDim, kHeads>;
   const AttentionBatch& b = p.batch;
@@ -300,6 +324,8 @@ __device__ __forceinline__ void split_bf16x2(float x0, float x1, uint32_t& hi, u
 template <int kHeadDim>
 __global__ void __launch_bounds__(kMmaDecodeWarps * 32)
     decode_mma_kernel(const AttentionParams p, int group, int head_chunks, int max_splits, float scale_log2) {
+  pdl_weights_first();
+  kv_ahead(p, head_chunks);
   pdl_begin();
   using S = MmaDecodeShape<kHeadDim>;
   constexpr int kChunks = kHeadDim / 8;  // 16-byte pieces per row

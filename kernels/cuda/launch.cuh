@@ -6,8 +6,11 @@
 // The rule that keeps this correct: every kernel's first statement is pdl_begin(). Its griddepcontrol.wait
 // returns once the kernel before it on the stream has completed and its writes are visible (at once when the
 // kernel was not launched with PDL), so no global memory access of a kernel, read or write, overlaps the kernel
-// before it; then griddepcontrol.launch_dependents lets the next kernel start launching. The one exception is
-// weights (pdl_weights_first below): memory nothing writes during a step may be read before pdl_begin().
+// before it; then griddepcontrol.launch_dependents lets the next kernel start launching. The exceptions follow
+// pdl_weights_first() (below): memory nothing writes during a step (the weights) may be read before pdl_begin(), and
+// so may L2 prefetches be issued (prefetch_l2: hints, no result depends on them) with the addresses computed from
+// anything, as long as what was read for them is not used after the wait (read it again) and every address is kept
+// inside its allocation.
 // scripts/check-kernels.py (CTest lint.kernels) checks the rule on every __global__ function in kernels/cuda/: it
 // starts with pdl_begin(), or with pdl_weights_first() and calls pdl_begin().
 //

@@ -78,7 +78,7 @@ struct SplitCounters : DeviceBuffer {
 // maxima can be raised to upper bounds, as a CUDA graph replayed with new inputs gives them. The split counters
 // are new ones unless given (then they must hold enough for the call).
 std::vector<bf16_bits> run_gpu(Problem& p, int32_t max_q_len_bound = 0, int32_t max_kv_len_bound = 0,
-                               SplitCounters* counters = nullptr) {
+                               SplitCounters* counters = nullptr, int64_t l2_ahead_bytes = 0) {
   DeviceCopy k(p.k), v(p.v), q(p.q), cu(p.cu_seqlens), kv_lens(p.kv_lens), table(p.block_table), pos(p.positions);
   DeviceBuffer out(size_t(p.num_tokens) * p.ld_out * 2);
   AttentionParams a = attn_test::attention_params(p, out.as<bf16_bits>(), nullptr, 0);
@@ -92,6 +92,7 @@ std::vector<bf16_bits> run_gpu(Problem& p, int32_t max_q_len_bound = 0, int32_t 
   SplitCounters own(a.batch.num_seqs, a.num_qo_heads, a.batch.max_kv_len);
   SplitCounters& c = counters ? *counters : own;
   a.split_counters = c.as<int32_t>(), a.num_split_counters = c.count;
+  a.l2_ahead_bytes = l2_ahead_bytes;
   out.poison(), ws.poison();
   std::string why;
   const cudaError_t e = paged_attention(a, nullptr, &why);
@@ -219,6 +220,24 @@ TEST(AttentionGpu, DecodeSplitCountersServeCallAfterCall) {
       expect_close_to_twin("split counters, GQA 1" + r, c, run_gpu(c, 0, 0, &counters), attn_test::run_twin(c));
     }
   }
+}
+
+// The K/V pages asked of L2 before the PDL wait (FLINT_ATTN_AHEAD) are a hint: the same bits with them, at both head
+// dims, block sizes that are and are not a multiple of 16, a mixed batch and a graph's raised bounds. The emulator
+// checks every prefetch's range (inside the cache, whole 16-byte units).
+TEST(AttentionGpu, DecodeKvAheadChangesNoBits) {
+  REQUIRE_GPU();
+  uint32_t seed = 1800;
+  for (int32_t hd : {64, 128})
+    for (int32_t bs : {16, 24}) {
+      const Shape sh = gqa_shape(hd, 4, bs);
+      Problem p = make_problem(sh, {{1, 1000}, {1, 17}, {5, 5}, {1, 4096}, {0, 0}}, seed += 10);
+      const std::vector<bf16_bits> plain = run_gpu(p), ahead = run_gpu(p, 0, 0, nullptr, int64_t(1) << 40);
+      const std::vector<bf16_bits> bounded = run_gpu(p, 0, 8192, nullptr, int64_t(1) << 40);
+      size_t differ = 0;
+      for (size_t i = 0; i < plain.size(); ++i) differ += (ahead[i] != plain[i]) + (bounded[i] != plain[i]);
+      EXPECT_EQ(differ, 0u) << describe(sh) << ": outputs differ with the K/V prefetched";
+    }
 }
 
 TEST(AttentionGpu, PrefillMatchesTheTwinOverHeadDimsRatiosLengthsAndBlockSizes) {
@@ -537,6 +556,10 @@ TEST(AttentionGpu, LaunchersRejectBadParamsWithAReason) {
   EXPECT_EQ(paged_attention(a, nullptr, &why), cudaErrorInvalidValue);
   EXPECT_NE(why.find("got 15"), std::string::npos) << why;
   a.num_split_counters = 16;
+  a.l2_ahead_bytes = -1;
+  EXPECT_EQ(paged_attention(a, nullptr, &why), cudaErrorInvalidValue);
+  EXPECT_NE(why.find("l2_ahead_bytes"), std::string::npos) << why;
+  a.l2_ahead_bytes = 0;
   const AttentionParams valid = a;
   a.q = p.q.data() + 1;  // 2 bytes off
   EXPECT_EQ(paged_attention(a, nullptr, &why), cudaErrorInvalidValue);
