@@ -28,11 +28,9 @@ struct Options {
   std::string json_path;
   bool quick = false;
   double mem_fraction = 0.6;  // shapes whose buffers pass this share of free memory are skipped
-  std::string only;               // --only model:decode:batch:ctx,model:prefill:L,... (else every shape)
-  int warmup_n = -1, reps_n = -1;  // --reps W,R
-  bool no_ceilings = false;
-  int warmup() const { return warmup_n >= 0 ? warmup_n : quick ? 2 : 5; }
-  int reps() const { return reps_n >= 1 ? reps_n : quick ? 10 : 40; }
+  ProfileOptions profile;  // --only keys: model:decode:batch:ctx, model:prefill:L (else every shape)
+  int warmup() const { return profile.warmup_n >= 0 ? profile.warmup_n : quick ? 2 : 5; }
+  int reps() const { return profile.reps_n >= 1 ? profile.reps_n : quick ? 10 : 40; }
 };
 
 constexpr int kDecodeBatches[] = {1, 16, 64, 256};
@@ -234,26 +232,16 @@ int main(int argc, char** argv) {
       opt.quick = true;
     } else if (a == "--json" && i + 1 < argc) {
       opt.json_path = argv[++i];
-    } else if (a == "--only" && i + 1 < argc) {
-      opt.only = argv[++i];
-    } else if (a == "--reps" && i + 1 < argc) {
-      if (!parse_reps(argv[++i], opt.warmup_n, opt.reps_n)) {
-        std::fprintf(stderr, "--reps: W,R (warm-up calls >= 0, timed calls >= 1), not \"%s\"\n", argv[i]);
-        return 2;
-      }
-    } else if (a == "--no-ceilings") {
-      opt.no_ceilings = true;
+    } else if (bool bad = false; opt.profile.parse(argc, argv, i, bad)) {
+      if (bad) return 2;
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--quick] [--json PATH] [--only MODEL:decode:BATCH:CTX|MODEL:prefill:L,...] [--reps W,R] "
-                   "[--no-ceilings]\n"
-                   "  --only, --reps, --no-ceilings: a few shapes, a few calls, no ceiling kernels (for a profiler)\n",
-                   argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--json PATH] [--only MODEL:decode:BATCH:CTX|MODEL:prefill:L,...] [--reps W,R] [--no-ceilings]\n%s",
+                   argv[0], ProfileOptions::kUsage);
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
   std::vector<Pick> picks;
-  if (std::string why; !pick_shapes(opt.only, picks, why)) {
+  if (std::string why; !pick_shapes(opt.profile.only, picks, why)) {
     std::fprintf(stderr, "%s\n", why.c_str());
     return 2;
   }
@@ -263,9 +251,9 @@ int main(int argc, char** argv) {
               card.driver, card.runtime, opt.quick ? "  (quick)" : "");
   std::fflush(stdout);
   AttentionBench bench(opt, card);
-  if (!opt.no_ceilings) bench.measure_ceiling();
+  if (!opt.profile.no_ceilings) bench.measure_ceiling();
   const double copy_gbps = bench.copy.gbps();
-  if (opt.no_ceilings)
+  if (opt.profile.no_ceilings)
     std::printf("== copy ceiling not measured (--no-ceilings): %%copy reads 0\n");
   else
     std::printf("== copy ceiling %.0f GB/s (memcpy %.0f, copy16 %.0f)%s\n", copy_gbps, bench.copy.memcpy_gbps,

@@ -327,14 +327,34 @@ inline const ModelShape* model_named(const std::string& name) {
     if (lower(m.name) == lower(name)) return &m;
   return nullptr;
 }
-// "W,R": warm-up and timed calls per shape (W >= 0, R >= 1); false when malformed.
-inline bool parse_reps(const std::string& s, int& warmup, int& reps) {
-  const std::vector<std::string> f = split_on(s, ',');
-  if (f.size() != 2) return false;
-  warmup = f[0] == "0" ? 0 : positive_field(f[0]);
-  reps = positive_field(f[1]);
-  return warmup >= 0 && reps >= 1;
-}
+// --only KEYS, --reps W,R (warm-up and timed calls per shape: W >= 0, R >= 1), --no-ceilings.
+struct ProfileOptions {
+  std::string only;
+  int warmup_n = -1, reps_n = -1;  // -1: the bench's own
+  bool no_ceilings = false;
+  // True when argv[i] is one of these flags (i then past its value); `bad` set, with a line on stderr, when its
+  // value is malformed.
+  bool parse(int argc, char** argv, int& i, bool& bad) {
+    const std::string a = argv[i];
+    if (a == "--no-ceilings") return no_ceilings = true;
+    if ((a != "--only" && a != "--reps") || i + 1 >= argc) return false;
+    const std::string v = argv[++i];
+    if (a == "--only") {
+      only = v;
+      return true;
+    }
+    const std::vector<std::string> f = split_on(v, ',');
+    warmup_n = f.size() == 2 ? (f[0] == "0" ? 0 : positive_field(f[0])) : -1;
+    reps_n = f.size() == 2 ? positive_field(f[1]) : -1;
+    if (warmup_n < 0 || reps_n < 1) {
+      std::fprintf(stderr, "--reps: W,R (warm-up calls >= 0, timed calls >= 1), not \"%s\"\n", v.c_str());
+      bad = true;
+    }
+    return true;
+  }
+  static constexpr const char* kUsage =
+      "  --only, --reps W,R, --no-ceilings: a few shapes, a few calls, no ceiling kernels (for a profiler)\n";
+};
 
 // ---- Reporting.
 

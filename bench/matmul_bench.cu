@@ -22,11 +22,9 @@ using flint::cuda::MatmulKernel;
 struct Options {
   std::string json_path;
   bool quick = false;
-  std::string only;  // --only model:matrix:M,... (else every model, matrix and kBatchSizes)
-  int warmup_n = -1, reps_n = -1;  // --reps W,R
-  bool no_ceilings = false;
-  int warmup() const { return warmup_n >= 0 ? warmup_n : quick ? 2 : 5; }
-  int reps() const { return reps_n >= 1 ? reps_n : quick ? 10 : 40; }
+  ProfileOptions profile;  // --only keys: model:matrix:M (else every model, matrix and kBatchSizes)
+  int warmup() const { return profile.warmup_n >= 0 ? profile.warmup_n : quick ? 2 : 5; }
+  int reps() const { return profile.reps_n >= 1 ? profile.reps_n : quick ? 10 : 40; }
 };
 
 struct Pick {
@@ -281,25 +279,16 @@ int main(int argc, char** argv) {
       opt.quick = true;
     } else if (a == "--json" && i + 1 < argc) {
       opt.json_path = argv[++i];
-    } else if (a == "--only" && i + 1 < argc) {
-      opt.only = argv[++i];
-    } else if (a == "--reps" && i + 1 < argc) {
-      if (!parse_reps(argv[++i], opt.warmup_n, opt.reps_n)) {
-        std::fprintf(stderr, "--reps: W,R (warm-up calls >= 0, timed calls >= 1), not \"%s\"\n", argv[i]);
-        return 2;
-      }
-    } else if (a == "--no-ceilings") {
-      opt.no_ceilings = true;
+    } else if (bool bad = false; opt.profile.parse(argc, argv, i, bad)) {
+      if (bad) return 2;
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--quick] [--json PATH] [--only MODEL:MATRIX:M,...] [--reps W,R] [--no-ceilings]\n"
-                   "  --only, --reps, --no-ceilings: a few shapes, a few calls, no ceiling kernels (for a profiler)\n",
-                   argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--json PATH] [--only MODEL:MATRIX:M,...] [--reps W,R] [--no-ceilings]\n%s",
+                   argv[0], ProfileOptions::kUsage);
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
   std::vector<Pick> shapes;
-  if (std::string why; !pick_shapes(opt.only, shapes, why)) {
+  if (std::string why; !pick_shapes(opt.profile.only, shapes, why)) {
     std::fprintf(stderr, "%s\n", why.c_str());
     return 2;
   }
@@ -312,9 +301,9 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   MatmulBench bench(opt, card);
-  if (!opt.no_ceilings) bench.measure_ceilings();
+  if (!opt.profile.no_ceilings) bench.measure_ceilings();
   const double copy_gbps = bench.copy.gbps(), mm_tflops = bench.mm_ceiling_tflops;
-  if (opt.no_ceilings)
+  if (opt.profile.no_ceilings)
     std::printf("== ceilings not measured (--no-ceilings): %%copy and %%mm read 0\n");
   else
     std::printf("== ceilings: copy %.0f GB/s (memcpy %.0f, copy16 %.0f)%s; cuBLASLt bf16 8192^3 %.0f TFLOP/s\n",
@@ -347,7 +336,7 @@ int main(int argc, char** argv) {
     checked_ok += r.check_pass;
     if (std::strcmp(target_of(r), "-") != 0) ++targets, met += meets(r, copy_gbps);
   }
-  const bool pass = (opt.no_ceilings || (bench.copy.ok && mm_tflops > 0)) && checked_ok == int(results.size());
+  const bool pass = (opt.profile.no_ceilings || (bench.copy.ok && mm_tflops > 0)) && checked_ok == int(results.size());
   std::printf("\n## summary matmul_bench\n%s: copy ceiling %.0f GB/s, matmul ceiling %.0f TFLOP/s; %d/%zu shapes "
               "match cuBLASLt%s\nissue 4 targets: decode = M<=16 on W>=16MB: >=85%% of copy and <= cuBLAS time; "
               "prefill = M>=512: >=90%% of cuBLAS throughput\n%-13s %-8s %5s %-7s %6s %7s %s\n",

@@ -1,12 +1,12 @@
 #include "model/cuda_backend_host.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "common/error.h"
+#include "kernels/l2_budget.h"
 
 namespace flint {
 
@@ -114,13 +114,9 @@ CudaSampleLayout cuda_pack_sample_batch(const cpu::SampleBatch& batch, uint8_t* 
 }
 
 int64_t cuda_l2_prefetch_budget(const char* env, int64_t l2_bytes) {
-  if (!env || !*env || std::strcmp(env, "off") == 0 || std::strcmp(env, "0") == 0) return 0;
-  if (std::strcmp(env, "on") == 0) return std::max<int64_t>(l2_bytes, 0) / 4 * 3;
-  char* end = nullptr;
-  const long long mib = std::strtoll(env, &end, 10);
-  if (!std::isdigit(static_cast<unsigned char>(env[0])) || *end != '\0' || mib < 1 || mib > 4096)
-    fail("FLINT_L2_PREFETCH = \"", env, "\": expected on, off, or a budget in MiB from 1 to 4096");
-  return int64_t(mib) << 20;
+  const std::optional<int64_t> budget = parse_l2_budget(env, std::max<int64_t>(l2_bytes, 0) / 4 * 3);
+  if (!budget) fail("FLINT_L2_PREFETCH = \"", env, "\": expected on, off, or a budget in MiB from 1 to 4096");
+  return *budget;
 }
 
 SampleParams cuda_sample_params(const CudaSampleLayout& layout, int32_t num_rows, uint8_t* base, float* logits,

@@ -147,7 +147,7 @@ for p in "${phases[@]}"; do
     # allocations make visible. Small cases (work bound 1e7), no fake stacks (slow with the emulator's fibers), and
     # not the death tests (a fault abandons a fiber, which ASan warns about).
     emu_filter='MatmulGpu.EveryKernel*:MatmulGpu.Launcher*:AttentionGpu.Rope*:AttentionGpu.OneHot*:AttentionGpu.Explicit*'
-    emu_filter+=':AttentionGpu.Launchers*:OpsGpu.*'
+    emu_filter+=':AttentionGpu.Launchers*:AttentionGpu.DecodeSplitCounters*:AttentionGpu.DecodeKvAhead*:OpsGpu.*'
     run "asan: cuda emulator" env ASAN_OPTIONS="$ASAN_OPTIONS:detect_stack_use_after_return=0" \
       FLINT_CUDA_EMU_MAX_WORK=1e7 bash -c "$dir/tests/cuda_emu/flint_cuda_emu_tests --gtest_filter=-*DeathTest* \
         && $dir/tests/cuda_emu/flint_gpu_tests_emu --gtest_filter='$emu_filter'"

@@ -13,6 +13,7 @@
 
 #include "kernels/cuda/attention_common.cuh"
 #include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/l2_budget.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/matmul.h"
 
@@ -144,29 +145,8 @@ AttentionKernels kernels_from(int bits) { return {(bits & 1) != 0, (bits & 2) !=
 
 // FLINT_ATTN_AHEAD (read once): the l2_ahead_bytes the launcher gives a call that left it 0. Unset, "off" or "0":
 // none; "on": half the L2 of the device current at the first call; N: N MiB (1..4096).
-struct AheadChoice {
-  bool valid = true;
-  int64_t bytes = 0;
-  std::string value;
-};
-const AheadChoice& ahead_choice() {
-  static const AheadChoice choice = [] {
-    AheadChoice c;
-    const char* v = std::getenv("FLINT_ATTN_AHEAD");
-    c.value = v ? v : "";
-    if (c.value.empty() || c.value == "off" || c.value == "0") return c;
-    if (c.value == "on") {
-      int dev = 0, l2 = 0;
-      if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev) == cudaSuccess)
-        c.bytes = int64_t(l2) / 2;
-      return c;
-    }
-    char* end = nullptr;
-    const long mib = std::strtol(c.value.c_str(), &end, 10);
-    if (end && *end == '\0' && mib >= 1 && mib <= 4096) c.bytes = int64_t(mib) << 20;
-    else c.valid = false;
-    return c;
-  }();
+const EnvL2Budget& ahead_choice() {
+  static const EnvL2Budget choice = env_l2_budget("FLINT_ATTN_AHEAD");
   return choice;
 }
 
