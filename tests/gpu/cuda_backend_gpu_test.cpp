@@ -290,13 +290,15 @@ TEST(CudaBackend, GraphDecodeEqualsEagerDecodeBitForBitAndTracksTheCpu) {
   REQUIRE_MODEL();
   const LoadedModel model = load_model(model_path());
   const int32_t vocab = model.config.vocab_size, per_seq = 16;
-  const std::vector<int32_t> lens = {7, 19, 33, 64, 100};
+  // The last past 128 keys: its decode attention runs two splits, merged by the last block through the backend's
+  // split counters, in the graphs and eagerly.
+  const std::vector<int32_t> lens = {7, 19, 33, 64, 200};
   const int32_t seqs = int32_t(lens.size());
   CpuBackend cpu(model.config, model.weights, {.num_kv_blocks = seqs * per_seq});
   CudaBackend graphs(model.config, model.weights,
-                     {.num_kv_blocks = seqs * per_seq, .max_tokens_per_step = 128, .max_seqs_per_step = 16});
+                     {.num_kv_blocks = seqs * per_seq, .max_tokens_per_step = 256, .max_seqs_per_step = 16});
   CudaBackend eager(model.config, model.weights,
-                    {.num_kv_blocks = seqs * per_seq, .max_tokens_per_step = 128, .max_seqs_per_step = 16,
+                    {.num_kv_blocks = seqs * per_seq, .max_tokens_per_step = 256, .max_seqs_per_step = 16,
                      .cuda_graphs = false});
   ASSERT_EQ(graphs.graph_buckets().back(), 16);
   std::vector<std::vector<int32_t>> tokens;
