@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
                  ONLY+="matmul_bench_ahead,matmul_ahead_gain,ops_bench,ncu_kernels,"
                  ONLY+="attention_bench,attention_bench_tc,attention_tc_gain,attention_bench_ahead,"
                  ONLY+="attention_ahead_gain,torch_baselines,"
-                 ONLY+="attention_vs_torch,"; TORCH_PLAN_ARGS="--skip-generate" ;;
+                 ONLY+="attention_vs_torch,ab_summary,"; TORCH_PLAN_ARGS="--skip-generate" ;;
         backend) ONLY=",loads,card,model,gpu_model_tests,flint_run_cuda,diff_backends,flintd_cuda,e2e_cuda,hf_logits,"
                  ONLY+="engine_bench,engine_bench_pdl_off,pdl_gain,engine_bench_hybrid,hybrid_gain,engine_overhead,"
                  ONLY+="engine_profile,gpu_model_tests_sample_split,engine_bench_chat,engine_bench_chat_split,"
@@ -49,7 +49,7 @@ while [ $# -gt 0 ]; do
                  ONLY+="mid_engine_gain,engine_bench_ahead,ahead_gain,engine_bench_ahead8,ahead8_gain,"
                  ONLY+="engine_bench_ahead_l2pf,ahead_l2pf_gain,engine_bench_long1,engine_bench_long1_ahead,"
                  ONLY+="attn_ahead_engine_gain,"
-                 ONLY+="torch_baselines,engine_vs_hf,"
+                 ONLY+="torch_baselines,engine_vs_hf,ab_summary,"
                  TORCH_PLAN_ARGS="--skip-sdpa" ;;
         *) echo "gpu-check: --plan kernels or --plan backend" >&2; exit 2 ;;
       esac
@@ -669,6 +669,16 @@ main_steps() {
   # batch, issue 6's decode targets as PASS/MISS. Needs both steps in the same run (with --only, name all three).
   run_step engine_vs_hf 60 "$PY" bench/engine_vs_hf.py "$WORK/engine_bench.json" "$WORK/torch_baselines.json" \
     --json "$WORK/engine_vs_hf.json"
+  # ab_summary (last, in both plans): one line per A/B that ran (every *_gain step's JSON): rows, geometric-mean
+  # speedup, slowest and fastest row, wins and losses, so that the end of the output, which is what comes back when
+  # it is long, says which candidate paid.
+  if [ "$LIST" -eq 1 ]; then
+    run_step ab_summary 30 "$PY" bench/ab_summary.py "$WORK/*_gain.json"
+  else
+    gains=()
+    for f in "$WORK"/*_gain.json; do [ -e "$f" ] && gains+=("$f"); done
+    if [ "${#gains[@]}" -gt 0 ]; then run_step ab_summary 30 "$PY" bench/ab_summary.py "${gains[@]}"; else wanted ab_summary; fi
+  fi
 }
 
 # scripts/gpu-build.sh packs the build folder's binaries, libraries and e2e files into one archive: unpack it first.

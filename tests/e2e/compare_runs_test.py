@@ -8,6 +8,7 @@ runs with no shape in common, or an attention run against a matmul one exit 1. T
 default): decode and prefill rows with their speedups.
 Usage: compare_runs_test.py BENCH_DIR RUN3_JSON RUN5_JSON RUN8_JSON"""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -62,8 +63,49 @@ def main():
         assert rc == 1 and "no shape ran in both" in text, text
     check_matmul_runs(script, run3, recorded)
     check_engine_runs(os.path.join(bench, "compare_engine_runs.py"), run8)
-    print("compare_kernel_runs, compare_engine_runs: ok")
+    check_ab_summary(bench, run3, recorded, run8)
+    print("compare_kernel_runs, compare_engine_runs, ab_summary: ok")
     return 0
+
+
+def check_ab_summary(bench, run3, run5, run8):
+    """bench/ab_summary.py on the three recorded A/Bs' comparison JSONs: a line each with its row count, the
+    geometric mean of the rows' speedups, the slowest and fastest rows and the wins and losses beyond 1%; an
+    unreadable file is a line saying so, and with nothing readable it exits 1."""
+    kernel, engine = os.path.join(bench, "compare_kernel_runs.py"), os.path.join(bench, "compare_engine_runs.py")
+    with tempfile.TemporaryDirectory() as d:
+        gains = []
+        for script, run_json, a_key, b_key, labels, name in (
+                (kernel, run5, "attention_bench_staged", "attention_bench", "staged,plain", "staged_gain"),
+                (kernel, run3, "matmul_bench", "matmul_bench_unroll4", "steps8,steps4", "unroll_gain"),
+                (engine, run8, "engine_bench_hybrid", "engine_bench", "hybrid,flint", "hybrid_gain")):
+            with open(run_json) as f:
+                doc = json.load(f)
+            a, b, _ = split_run(doc, d, a_key, b_key)
+            out = os.path.join(d, name + ".json")
+            rc, text = run(script, a, b, "--labels", labels, "--json", out)
+            assert rc == 0, text
+            gains.append(out)
+        rc, text = run(os.path.join(bench, "ab_summary.py"), *gains, os.path.join(d, "missing_gain.json"))
+        assert rc == 0, text
+        lines = {l.split()[0]: l for l in text.splitlines() if l and not l.startswith(("#", "A/B"))}
+        for out in gains:
+            name = os.path.basename(out)[:-5]
+            doc = json.load(open(out))
+            rows = doc["rows"] + doc.get("prefill", [])
+            speedups = [r["speedup"] for r in rows]
+            geomean = math.exp(sum(math.log(x) for x in speedups) / len(speedups))
+            fields = lines[name].split()
+            assert int(fields[4]) == len(rows), (lines[name], len(rows))
+            assert abs(float(fields[5]) - geomean) < 6e-4, (lines[name], geomean)
+            assert int(fields[6]) == sum(x > 1.01 for x in speedups) and int(fields[7]) == sum(x < 0.99 for x in speedups)
+            assert f"{min(speedups):.3f} (" in lines[name] and f"{max(speedups):.3f} (" in lines[name], lines[name]
+        # run 8: hybrid's fastest row is Qwen2.5-7B's prefill at 512 tokens (3.83x; docs/perf.md)
+        fastest = lines["hybrid_gain"].split(";")[1]
+        assert "hybrid vs flint" in lines["hybrid_gain"] and "qwen2.5-7b prefill 512" in fastest, lines["hybrid_gain"]
+        assert "missing_gain" in lines and "unreadable" in lines["missing_gain"], text
+        rc, text = run(os.path.join(bench, "ab_summary.py"), os.path.join(d, "missing_gain.json"))
+        assert rc == 1 and "unreadable" in text, text
 
 
 def check_matmul_runs(script, run3, run5):
