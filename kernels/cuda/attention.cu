@@ -199,8 +199,7 @@ cudaError_t paged_attention(const AttentionParams& p, cudaStream_t stream, std::
       (p.workspace && !aligned16(p.workspace)))
     return invalid(error, "attention: q, out, the cache's k and v and the workspace must be 16-byte aligned");
   if (!ahead_choice().valid)
-    return invalid(error, "FLINT_ATTN_AHEAD=" + ahead_choice().value + ": expected 'off' (the default), 'on' or MiB "
-                          "(1..4096)");
+    return invalid(error, ahead_choice().why("FLINT_ATTN_AHEAD"));
   if (p.l2_ahead_bytes < 0) return invalid(error, "attention: l2_ahead_bytes is " + std::to_string(p.l2_ahead_bytes));
   if (p.batch.num_seqs > 65535)
     return invalid(error, "attention: at most 65535 sequences per call (got " + std::to_string(p.batch.num_seqs) + ")");

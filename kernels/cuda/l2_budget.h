@@ -12,8 +12,6 @@
 
 namespace flint::cuda {
 
-using flint::parse_l2_budget;
-
 // L2 of the device current now (0 when it cannot be read).
 inline int64_t current_device_l2_bytes() {
   int dev = 0, l2 = 0;
@@ -29,6 +27,10 @@ struct EnvL2Budget {
   bool valid = true;
   int64_t bytes = 0;
   std::string value;
+  // What a call refused for a malformed value says.
+  std::string why(const char* name) const {
+    return std::string(name) + "=" + value + ": expected 'off' (the default), 'on' or MiB (1..4096)";
+  }
 };
 inline EnvL2Budget env_l2_budget(const char* name) {
   EnvL2Budget b;

@@ -200,7 +200,7 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
     return invalid("FLINT_MATMUL=" + env_choice().value +
                    ": expected 'flint' (the default), 'mma', 'wgmma64', 'mid', 'hybrid' or 'cublas'");
   if (!ahead_choice().valid)
-    return invalid("FLINT_MATMUL_AHEAD=" + ahead_choice().value + ": expected 'off' (the default), 'on' or MiB (1..4096)");
+    return invalid(ahead_choice().why("FLINT_MATMUL_AHEAD"));
   if (kernel == MatmulKernel::Auto) kernel = matmul_pick(p.M);
   if (std::string e = matmul_params_error(p, kernel != MatmulKernel::Cublas); !e.empty()) return invalid(e);
   if (kernel == MatmulKernel::Cublas) {
@@ -226,14 +226,11 @@ cudaError_t matmul(const MatmulParams& p, cudaStream_t stream, MatmulKernel kern
     kernel = p.M <= kDecodeMaxRows ? MatmulKernel::Decode : MatmulKernel::Prefill;
   if (kernel == MatmulKernel::Mid)
     e = launch_mid(p, split_len, num_splits, stream);
-  else if (kernel == MatmulKernel::Decode && p.M <= kDecodeWeightsFirstRows && p.l2_ahead_bytes == 0 &&
-           ahead_choice().bytes > 0) {
-    MatmulParams q = p;
-    q.l2_ahead_bytes = ahead_choice().bytes;
+  else if (kernel == MatmulKernel::Decode) {
+    MatmulParams q = p;  // FLINT_MATMUL_AHEAD's budget for the weights-first rows, unless the caller gave one
+    if (q.M <= kDecodeWeightsFirstRows && q.l2_ahead_bytes == 0) q.l2_ahead_bytes = ahead_choice().bytes;
     e = launch_decode(q, vec, split_len, num_splits, stream);
-  } else if (kernel == MatmulKernel::Decode)
-    e = launch_decode(p, vec, split_len, num_splits, stream);
-  else if (kernel == MatmulKernel::PrefillWgmma && vec)
+  } else if (kernel == MatmulKernel::PrefillWgmma && vec)
     e = launch_prefill_wgmma(p, env_choice().wgmma64 ? 1 : 2, split_len, num_splits, stream, &folded);
   else  // Prefill, or PrefillWgmma on a shape without 16-byte loads: the mma.sync kernel, the same bits
     e = launch_prefill(p, vec, split_len, num_splits, stream, &folded);
