@@ -151,6 +151,11 @@ ScheduledStep Scheduler::schedule() {
     token_budget -= n;
   }
   step.num_preempted += num_growth_preempted;
+  // Phase 1's sequences are the decodes; everything after is a prefill chunk, even of one token (a prompt's last
+  // token after a prefix-cache hit, or cut off by the budget), so the backend runs it as the rest of its prompt.
+  // (One case stays a decode: engine-appended tokens cut by the budget down to a last piece of one token, which
+  // needs a budget below the running sequences plus the appended tokens.)
+  step.plan.num_decode_seqs = int32_t(step.seq_ids.size());
 
   // 2. Prefill chunks of admitted sequences (their slots were allocated at admission).
   for (size_t i = 0; i < running_.size() && has_room(); ++i) {

@@ -15,9 +15,13 @@
 // batch-size bucket fills its unused sequences this way.
 //
 // Batch invariance: a sequence's output depends on its own queries and cache only, never on the other sequences
-// in the call. Which kernel runs a sequence depends on its own query length only (1: decode, more: prefill), and
-// the decode kernel cuts a sequence's keys into splits whose size is a function of the sequence's own kv length
-// (attention_keys_per_split), so the merge order of the splits is too.
+// in the call. Which kernel runs a sequence depends on what its tokens are, not on how the step was cut
+// (attention_is_decode): a decode (one query token, the sequence's last sampled one) takes the decode kernel, a
+// prefill chunk (prompt tokens, or a preempted sequence's recompute) the prefill kernel whatever its length, one
+// token included: a prompt's last token gets the same bits whether the prefix cache or the token budget left it
+// alone in its chunk or not (the prefill kernel's key tiles start at key 0, so its rows do not depend on where a
+// chunk starts). The decode kernel cuts a sequence's keys into splits whose size is a function of the sequence's
+// own kv length (attention_keys_per_split), so the merge order of the splits is too.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -80,7 +84,21 @@ struct AttentionBatch {
   int32_t num_tokens = 0;
   int32_t max_q_len = 0;   // >= every sequence's query length (1 for a decode-only batch)
   int32_t max_kv_len = 0;  // >= every kv_lens[s]
+  // Sequences [0, decode_seqs) are the step's decodes where they have one query token; every sequence from
+  // decode_seqs on is a prefill chunk, one query token included (StepPlan::num_decode_seqs). -1: every sequence with
+  // one query token is a decode (a batch whose prefill chunks all have two or more).
+  int32_t decode_seqs = -1;
 };
+
+// Whether sequence s of b, with q_len query tokens, is a decode (the decode kernel's) or a prefill chunk (the
+// prefill kernel's). The kernels and the twin all ask this.
+FLINT_HOST_DEVICE inline bool attention_is_decode(const AttentionBatch& b, int32_t s, int32_t q_len) {
+  return q_len == 1 && (b.decode_seqs < 0 || s < b.decode_seqs);
+}
+// Whether b has a prefill chunk to run: a sequence longer than one token, or one from decode_seqs on.
+FLINT_HOST_DEVICE inline bool attention_has_prefill(const AttentionBatch& b) {
+  return b.max_q_len > 1 || (b.decode_seqs >= 0 && b.decode_seqs < b.num_seqs);
+}
 
 // Keys per tile of the prefill kernel's online softmax: each tile's probabilities are taken against the running
 // maximum and rounded to bf16 for the P·V step (the twin does the same, tile by tile, so the two agree closely).
@@ -229,6 +247,9 @@ inline std::string attention_batch_error(const AttentionBatch& b) {
     return w + "max_q_len " + std::to_string(b.max_q_len) + " must be in [1, num_tokens = " +
            std::to_string(b.num_tokens) + "]";
   if (b.max_kv_len < 1) return w + "max_kv_len must be >= 1";
+  if (b.decode_seqs < -1 || b.decode_seqs > b.num_seqs)
+    return w + "decode_seqs " + std::to_string(b.decode_seqs) + " must be in [-1, num_seqs = " +
+           std::to_string(b.num_seqs) + "]";
   return {};
 }
 

@@ -49,6 +49,7 @@ std::vector<int32_t> cuda_graph_widths(int32_t table_width, int32_t block_size) 
 
 bool is_decode_only(const StepPlan& plan) {
   if (plan.num_seqs() == 0 || plan.num_tokens() != plan.num_seqs()) return false;
+  if (plan.num_decode_seqs >= 0 && plan.num_decode_seqs < plan.num_seqs()) return false;  // one-token prefill chunks
   if (plan.logit_rows.size() != size_t(plan.num_seqs())) return false;
   for (int32_t s = 0; s < plan.num_seqs(); ++s)
     if (plan.cu_seqlens[size_t(s) + 1] - plan.cu_seqlens[size_t(s)] != 1) return false;
@@ -197,6 +198,7 @@ StepShape cuda_prepare_step(const StepPlan& plan, int32_t bucket_size, int32_t t
     sh.table_width = width;
     sh.max_q_len = m.max_q_len;
     sh.max_kv_len = m.max_kv_len;
+    sh.num_decode_seqs = plan.num_decode_seqs;
   }
   sh.token_ids = layout.token_ids, sh.positions = layout.positions, sh.cu_seqlens = layout.cu_seqlens;
   sh.kv_lens = layout.kv_lens, sh.block_table = layout.block_table, sh.logit_rows = layout.logit_rows;

@@ -38,7 +38,8 @@ int32_t cuda_pick_graph_bucket(const std::vector<int32_t>& buckets, int32_t num_
 // (width · block_size keys a sequence, one split per 128), so a step of short sequences replays a graph that
 // launches for its contexts, not for the model's whole context.
 std::vector<int32_t> cuda_graph_widths(int32_t table_width, int32_t block_size);
-// A decode-only step: every sequence feeds exactly one token and wants its logits (the case graphs replay).
+// A decode-only step: every sequence is a decode (StepPlan::num_decode_seqs), feeds exactly one token and wants its
+// logits (the case graphs replay).
 bool is_decode_only(const StepPlan& plan);
 
 // ---- One step's index arrays in the pinned staging buffer and its device mirror (int32 elements), laid end to

@@ -54,6 +54,7 @@ struct ForwardBuffers {  // activations (max tokens rows) and the logit rows' bu
 struct StepShape {
   int32_t num_tokens = 0, num_seqs = 0, num_logit_rows = 0, table_width = 0;
   int32_t max_q_len = 0, max_kv_len = 0;
+  int32_t num_decode_seqs = -1;  // StepPlan::num_decode_seqs (-1 in a graph: every sequence a decode)
   int64_t token_ids = 0, positions = 0, cu_seqlens = 0, kv_lens = 0, block_table = 0, logit_rows = 0;
 };
 
@@ -93,6 +94,7 @@ void run_forward(const ModelConfig& c, const std::vector<ForwardLayer>& layers, 
   batch.num_tokens = n;
   batch.max_q_len = sh.max_q_len;
   batch.max_kv_len = sh.max_kv_len;
+  batch.decode_seqs = sh.num_decode_seqs;
 
   // The residual's delta: nothing (layer 0), or the last O / down projection: B.proj, or the `splits` partial sums
   // its matmul left in the workspace (the reduction fused into the norm).

@@ -50,6 +50,8 @@ void StepPlan::validate(int32_t block_size, int32_t num_blocks) const {
       if (blk < 0 || blk >= num_blocks) fail("step plan: sequence ", s, ": block id ", blk, " outside [0, ", num_blocks, ")");
     }
   }
+  if (num_decode_seqs < -1 || num_decode_seqs > num_seqs())
+    fail("step plan: num_decode_seqs ", num_decode_seqs, " outside [-1, ", num_seqs(), "]");
   for (size_t i = 0; i < logit_rows.size(); ++i) {
     if (logit_rows[i] < 0 || logit_rows[i] >= int32_t(n) || (i > 0 && logit_rows[i] <= logit_rows[i - 1]))
       fail("step plan: logit row ", logit_rows[i], " invalid");

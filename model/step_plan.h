@@ -16,6 +16,13 @@ struct StepPlan {
   std::vector<int32_t> block_table;
   int32_t max_blocks_per_seq = 0;
   std::vector<int32_t> logit_rows;   // token indices whose logits are returned, ascending
+  // The step's growing sequences come first: sequences [0, num_decode_seqs) feed the tokens after their last
+  // computed one (a decode: the one token sampled last); every sequence from num_decode_seqs on is a prefill chunk
+  // (prompt tokens, or a preempted sequence's recompute), one token included. A backend whose attention differs
+  // between the two (the CUDA kernels) picks by it, so a prompt token gets the same arithmetic however the
+  // scheduler cut the prompt and whatever the prefix cache held (kernels/attention_params.h, attention_is_decode).
+  // -1: every one-token sequence is a decode (plans that never cut a prompt down to one token).
+  int32_t num_decode_seqs = -1;
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
   int32_t num_seqs() const { return static_cast<int32_t>(kv_lens.size()); }

@@ -43,6 +43,7 @@ struct Problem {
   Shape shape{};
   std::vector<Seq> seqs;
   int32_t num_blocks = 0, max_blocks_per_seq = 0, num_tokens = 0, max_q_len = 0, max_kv_len = 0;
+  int32_t decode_seqs = -1;  // AttentionBatch::decode_seqs: from it on, one-token sequences are prefill chunks
   int64_t ld_q = 0, ld_out = 0;
   std::vector<bf16_bits> k, v;  // the cache, every block random (unused ones too: reading one shows)
   std::vector<bf16_bits> q;     // (num_tokens, ld_q)
@@ -57,8 +58,11 @@ struct Problem {
     b.cu_seqlens = cu_seqlens.data(), b.kv_lens = kv_lens.data(), b.block_table = block_table.data();
     b.max_blocks_per_seq = max_blocks_per_seq, b.positions = positions.data();
     b.num_seqs = int32_t(seqs.size()), b.num_tokens = num_tokens, b.max_q_len = max_q_len, b.max_kv_len = max_kv_len;
+    b.decode_seqs = decode_seqs;
     return b;
   }
+  // Whether sequence s is a decode (the decode kernel's arithmetic) rather than a prefill chunk.
+  bool is_decode(int32_t s) const { return attention_is_decode(batch(), s, seqs[size_t(s)].q_len); }
   // Offset of (sequence s, key j, kv head h, dim 0) in k and v.
   int64_t kv_offset(int32_t s, int32_t j, int32_t h) const {
     const PagedKvCache c = const_cast<Problem*>(this)->cache();
@@ -148,6 +152,7 @@ inline std::vector<bf16_bits> run_twin(Problem& p, int threads = 0) {
       a.batch.block_table = &p.block_table[size_t(it.s) * p.max_blocks_per_seq];
       a.batch.positions = &p.positions[size_t(it.t0)];
       a.batch.num_seqs = 1, a.batch.num_tokens = it.n, a.batch.max_q_len = it.n;
+      a.batch.decode_seqs = p.is_decode(it.s) ? -1 : 0;  // a prefill chunk's one-token item keeps prefill arithmetic
       a.batch.max_kv_len = std::max(1, p.kv_lens[size_t(it.s)]);  // a padding sequence has kv_len 0
       std::vector<char> ws(attention_workspace_bytes(1, p.shape.num_qo_heads, p.shape.head_dim, a.batch.max_kv_len));
       a.workspace = ws.data(), a.workspace_bytes = ws.size();

@@ -136,7 +136,7 @@ void paged_attention_bf16(const AttentionParams& p) {
         const bf16_bits* v = c.v + c.offset(block_of(c, b, s, j), j % c.block_size, kvh);
         for (int32_t i = 0; i < hd; ++i) acc[size_t(i)] += w * bf16_bits_to_f32(v[i]);
       };
-      if (b.cu_seqlens[s + 1] - b.cu_seqlens[s] > 1) {
+      if (!attention_is_decode(b, s, b.cu_seqlens[s + 1] - b.cu_seqlens[s])) {
         // A prefill sequence, as the prefill kernel computes it: base-2 online softmax over tiles of
         // kAttnPrefillKeyTile keys, each tile's weights against the running maximum, rounded to bf16 for P·V (the
         // sum takes them unrounded), earlier tiles rescaled when the maximum grows.

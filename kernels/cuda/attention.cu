@@ -159,7 +159,7 @@ cudaError_t launch_attention(const AttentionParams& p, int group, cudaStream_t s
   if (cudaError_t e = attn::launch_decode_attention(d, group, max_splits, scale_log2, k.decode_mma, stream);
       e != cudaSuccess)
     return e;
-  if (p.batch.max_q_len > 1)
+  if (attention_has_prefill(p.batch))
     return attn::launch_prefill_attention(p, group, scale_log2, k.prefill_wgmma && attention_prefill_wgmma_available(),
                                           stream);
   return cudaSuccess;

@@ -35,8 +35,9 @@ namespace flint::cuda {
 // cudaErrorInvalidValue and, when `error` is given, says why; otherwise the launch's error.
 cudaError_t rope_write_kv(const RopeKvParams& p, cudaStream_t stream, std::string* error = nullptr);
 
-// Queues attention on `stream`: the decode kernel (which merges its splits) for the sequences with one query token,
-// the prefill kernel for the others (both launched when max_q_len > 1; each skips the other's sequences).
+// Queues attention on `stream`: the decode kernel (which merges its splits) for the decodes, the prefill kernel for
+// the prefill chunks (attention_is_decode: by p.batch.decode_seqs and query length; the prefill kernel is launched
+// when the batch has one, attention_has_prefill; each skips the other's sequences).
 // p.workspace must hold attention_workspace_bytes(...) and p.split_counters attention_split_counters(...) zeroed
 // counters when max_kv_len > kAttnKeysPerSplit. Errors as rope_write_kv.
 cudaError_t paged_attention(const AttentionParams& p, cudaStream_t stream, std::string* error = nullptr);

@@ -121,8 +121,8 @@ __device__ __forceinline__ void merge_warps_and_store(const AttentionParams& p, 
 }
 
 // Where a decode block works: its sequence s (query token t), KV head, head chunk and split, and the split's keys
-// [k_begin, k_end) of the n_keys the token sees. False when the block has nothing to do (a prefill sequence, or a
-// split past the sequence's: the grid is sized for the longest).
+// [k_begin, k_end) of the n_keys the token sees. False when the block has nothing to do (a prefill chunk, one token
+// included: attention_is_decode; or a split past the sequence's: the grid is sized for the longest).
 struct DecodeBlock {
   int s, t, kv_head, chunk, split, n_splits, k_begin, k_end;
 };
@@ -131,7 +131,7 @@ __device__ __forceinline__ bool decode_block(const AttentionBatch& b, int head_c
   db.kv_head = blockIdx.y / head_chunks, db.chunk = blockIdx.y % head_chunks;
   db.split = blockIdx.z;
   db.t = b.cu_seqlens[db.s];
-  if (b.cu_seqlens[db.s + 1] - db.t != 1) return false;  // prefill's sequence
+  if (!attention_is_decode(b, db.s, b.cu_seqlens[db.s + 1] - db.t)) return false;  // a prefill chunk
   const int n_keys = visible_keys(b, db.s, db.t);
   db.n_splits = attention_num_splits(n_keys);
   if (n_keys < 1 || db.split >= db.n_splits) return false;

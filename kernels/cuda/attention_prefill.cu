@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel(const Atten
   const PagedKvCache& c = p.cache;
   const int s = blockIdx.z, kv_head = blockIdx.y;
   const int t0 = b.cu_seqlens[s], q_len = b.cu_seqlens[s + 1] - t0;
-  if (q_len <= 1) return;  // decode's sequence
+  if (q_len < 1 || attention_is_decode(b, s, q_len)) return;  // the decode kernel's sequence
   // kWgmma: the row tiles in reverse, so the causal mask's longest tiles (the last rows see the most keys) start
   // first and the short ones fill the tail of the grid.
   const int tile = kWgmma ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);

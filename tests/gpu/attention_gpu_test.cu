@@ -124,7 +124,7 @@ void expect_close_to_twin(const std::string& what, Problem& p, const std::vector
       for (int64_t i = 0; i < p.ld_out; ++i) bad_pad += got[size_t(t * p.ld_out + i)] != kNanBf16;
       continue;
     }
-    const bool decode = seq.q_len == 1;
+    const bool decode = p.is_decode(p.seq_of_token(t));
     Worst& w = worst[decode ? 0 : 1];
     w.cases = 1;
     const double atol = std::ldexp(max_v, decode ? -14 : -8);
@@ -398,6 +398,41 @@ Problem alone(const Problem& p, int32_t s) {
   one.q.assign(p.q.begin() + t0 * p.ld_q, p.q.begin() + (t0 + seq.q_len) * p.ld_q);
   one.num_tokens = one.max_q_len = seq.q_len, one.max_kv_len = seq.kv_len;
   return one;
+}
+
+// A prompt's last token computed alone, as a one-token prefill chunk over its cached prefix (a prefix-cache hit, or
+// a chunk the token budget cut), gets the bits it gets as the last row of the whole prompt's prefill; beside a decode
+// of one token (decode_seqs = 1), which keeps the decode kernel's bits. Fails if the one-token chunk goes to the
+// decode kernel (whose arithmetic differs: fp32 weights for P·V, split-K over keys).
+TEST(AttentionGpu, OneTokenPrefillChunkGetsTheWholePrefillsBits) {
+  REQUIRE_GPU();
+  for (const Shape sh : {Shape{128, 12, 2, 16}, Shape{64, 32, 8, 16}}) {
+    for (const int32_t len : {17, 200, 1000}) {
+      Problem whole = make_problem(sh, {{len, len}, {1, len}}, 9000 + uint32_t(len) + uint32_t(sh.head_dim));
+      // The whole prompt, then a decode of its own (decode_seqs -1: told apart by query length).
+      Problem chunk = whole;  // the prompt's last token alone, a prefill chunk, then the same decode
+      chunk.seqs = {{1, len}, {1, len}};
+      chunk.cu_seqlens = {0, 1, 2};
+      chunk.positions = {len - 1, len - 1};
+      chunk.q.assign(whole.q.begin() + (len - 1) * whole.ld_q, whole.q.end());
+      chunk.num_tokens = 2, chunk.max_q_len = 1;
+      chunk.decode_seqs = 1;
+      chunk.block_table.assign(whole.block_table.begin(), whole.block_table.end());
+      // Sequence 0 of `chunk` is a prefill chunk, sequence 1 a decode: put the decode first, as a step does.
+      std::swap(chunk.kv_lens[0], chunk.kv_lens[1]);
+      std::rotate(chunk.block_table.begin(), chunk.block_table.begin() + chunk.max_blocks_per_seq, chunk.block_table.end());
+      std::rotate(chunk.q.begin(), chunk.q.begin() + chunk.ld_q, chunk.q.end());
+      const std::vector<bf16_bits> a = run_gpu(whole), b = run_gpu(chunk);
+      const size_t row = size_t(whole.ld_out);
+      const bool prefill_same = std::equal(b.begin() + row, b.begin() + 2 * row, a.begin() + (len - 1) * row);
+      const bool decode_same = std::equal(b.begin(), b.begin() + row, a.begin() + len * row);
+      EXPECT_TRUE(prefill_same) << describe(sh) << " len " << len << ": the one-token chunk differs from the prefill's row";
+      EXPECT_TRUE(decode_same) << describe(sh) << " len " << len << ": the decode differs beside a one-token chunk";
+      summary_add("invariance", prefill_same && decode_same ? 0 : INFINITY, 0);
+      expect_close_to_twin("one-token chunk " + describe(sh) + " len " + std::to_string(len), chunk, b,
+                           attn_test::run_twin(chunk));
+    }
+  }
 }
 
 // Batch invariance, bit for bit: each sequence's output rows alone equal its rows inside the batch, and inside the

@@ -190,6 +190,14 @@ TEST(AttentionBf16Twin, CachedPrefixPlusChunkEqualsAllAtOnce) {
   EXPECT_EQ(split.v, all.v);
   EXPECT_EQ(0, std::memcmp(out_first.data(), out_all.data(), size_t(prefix * w) * 2));
   EXPECT_EQ(0, std::memcmp(out_second.data(), out_all.data() + prefix * w, size_t((len - prefix) * w) * 2));
+  // The last token alone, marked a prefill chunk (decode_seqs 0): the prefill arithmetic, the same bits as in the
+  // whole prompt. As a decode (decode_seqs -1) the twin computes it the decode kernel's way, which differs.
+  Problem last = split;
+  const std::vector<bf16_bits> as_decode = step(last, len - 1, len);
+  last.decode_seqs = 0;
+  const std::vector<bf16_bits> as_chunk = step(last, len - 1, len);
+  EXPECT_EQ(0, std::memcmp(as_chunk.data(), out_all.data() + (len - 1) * w, size_t(w) * 2));
+  EXPECT_NE(0, std::memcmp(as_decode.data(), out_all.data() + (len - 1) * w, size_t(w) * 2));
 }
 
 // RoPE + KV write against ops.h's rms_norm and rope on the same fp32 values: q rotated in place, K normed and

@@ -110,6 +110,11 @@ TEST(CudaStaging, DecodeOnlyIsOneTokenPerSequenceWithItsLogits) {
   no_logits.add_sequence({1}, 4, {0}, false);
   EXPECT_FALSE(is_decode_only(no_logits));
   EXPECT_FALSE(is_decode_only(StepPlan{}));
+  StepPlan one_token_chunk = decode_plan(3);  // the last sequence is a prompt's one-token chunk: no graph
+  one_token_chunk.num_decode_seqs = 2;
+  EXPECT_FALSE(is_decode_only(one_token_chunk));
+  one_token_chunk.num_decode_seqs = 3;
+  EXPECT_TRUE(is_decode_only(one_token_chunk));
 }
 
 TEST(CudaStaging, LayoutIsAlignedAndDisjoint) {

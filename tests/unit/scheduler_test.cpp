@@ -278,6 +278,29 @@ TEST(Scheduler, SecondRequestWithACachedPrefixFeedsOnlyTheRest) {
   EXPECT_EQ(sched.find(b)->num_cached_tokens(), 8);
   EXPECT_EQ(num_new_tokens(step, 1), 3);
   EXPECT_EQ(step.plan.positions[1], 8);
+  EXPECT_EQ(step.plan.num_decode_seqs, 1);  // the first sequence's decode; b's chunk is a prefill
+}
+
+// The plan says which sequences are decodes (phase 1: the one sampled token, or that and appended ones) and which
+// are prefill chunks, so that a prompt's one-token chunk is not taken for a decode (StepPlan::num_decode_seqs).
+TEST(Scheduler, APromptsOneTokenChunkIsMarkedAPrefillNotADecode) {
+  Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 4}, {.num_blocks = 16, .block_size = 4});
+  const SeqId a = sched.add(iota_tokens(0, 3));
+  ScheduledStep step = sched.schedule();
+  EXPECT_EQ(step.plan.num_decode_seqs, 0);  // a's prompt
+  fake_forward(sched, step);
+  const SeqId b = sched.add(iota_tokens(50, 4));
+  step = sched.schedule();  // a's decode takes 1 of the 4 tokens, b's first chunk the other 3
+  ASSERT_EQ(step.seq_ids, (std::vector<SeqId>{a, b}));
+  EXPECT_EQ(num_new_tokens(step, 1), 3);
+  EXPECT_EQ(step.plan.num_decode_seqs, 1);
+  fake_forward(sched, step);
+  step = sched.schedule();  // a's decode, then b's last prompt token alone: a prefill chunk of one token
+  ASSERT_EQ(step.seq_ids, (std::vector<SeqId>{a, b}));
+  EXPECT_EQ(num_new_tokens(step, 0), 1);
+  EXPECT_EQ(num_new_tokens(step, 1), 1);
+  EXPECT_EQ(step.plan.num_decode_seqs, 1);
+  step.plan.validate(4, 16);
 }
 
 TEST(Scheduler, RefusesWhatCanNeverFit) {
