@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -81,6 +82,7 @@ class StepCounter : public Backend {
   bool samples_on_device() const override { return inner_.samples_on_device(); }
   void forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* ids, float* logprobs) override {
     count(plan);
+    ++device_samples;
     inner_.forward_sample(plan, batch, ids, logprobs);
   }
   std::string fatal_error() const override { return inner_.fatal_error(); }
@@ -88,7 +90,7 @@ class StepCounter : public Backend {
   int32_t block_size() const override { return inner_.block_size(); }
   int32_t num_kv_blocks() const override { return inner_.num_kv_blocks(); }
   // Steps with decodes and prefill chunks together; prefill chunks of one token.
-  std::atomic<int> mixed_steps{0}, one_token_chunks{0};
+  std::atomic<int> mixed_steps{0}, one_token_chunks{0}, device_samples{0};
 
  private:
   void count(const StepPlan& plan) {
@@ -182,33 +184,45 @@ std::vector<Output> run_all(Engine& engine, const std::vector<EngineRequest>& re
 const std::vector<int32_t> kPromptLens = {5, 16, 17, 25, 33, 40, 49, 64, 70};
 constexpr int32_t kNewTokens = 12;
 
-std::vector<EngineRequest> requests() {
+// Greedy with the chosen token's logprob (logits come back to the host: the bits of every sampled row show), or
+// seeded sampling on the device (temperature, top-k, top-p, penalties; only ids come back: the draw's key is the
+// request's seed and the output position, so the tokens must not move either).
+enum class Mode { Greedy, Seeded };
+
+std::vector<EngineRequest> requests(Mode mode = Mode::Greedy) {
   std::vector<EngineRequest> r;
-  for (size_t i = 0; i < kPromptLens.size(); ++i) r.push_back(greedy(prompt_of(kPromptLens[i], int32_t(i)), kNewTokens));
+  for (size_t i = 0; i < kPromptLens.size(); ++i) {
+    EngineRequest q = greedy(prompt_of(kPromptLens[i], int32_t(i)), kNewTokens);
+    if (mode == Mode::Seeded) {
+      q.sampling.temperature = 0.9f, q.sampling.top_k = 40, q.sampling.top_p = 0.95f;
+      q.sampling.repetition_penalty = 1.1f, q.sampling.presence_penalty = 0.3f;
+      q.sampling.seed = 1000 + i, q.sampling.num_logprobs = 0;
+    }
+    r.push_back(std::move(q));
+  }
   return r;
 }
 
 // Each request alone, on a fresh backend and engine (an empty prefix cache), one step budget big enough for any
 // prompt.
-std::vector<Output> solo_outputs() {
-  static const std::vector<Output> solo = [] {
-    std::vector<Output> out;
-    for (const EngineRequest& r : requests()) {
-      auto backend = make_backend(64, 128, 8);
-      Engine engine(*backend, nullptr, engine_config(128, 8));
-      out.push_back(run_all(engine, {r})[0]);
-    }
-    return out;
-  }();
-  return solo;
+std::vector<Output> solo_outputs(Mode mode = Mode::Greedy) {
+  static std::map<Mode, std::vector<Output>> cache;
+  if (auto it = cache.find(mode); it != cache.end()) return it->second;
+  std::vector<Output> out;
+  for (const EngineRequest& r : requests(mode)) {
+    auto backend = make_backend(64, 128, 8);
+    Engine engine(*backend, nullptr, engine_config(128, 8));
+    out.push_back(run_all(engine, {r})[0]);
+  }
+  return cache[mode] = out;
 }
 
-void expect_solo(const std::vector<Output>& got, const char* how) {
-  const std::vector<Output>& solo = solo_outputs();
+void expect_solo(const std::vector<Output>& got, const char* how, Mode mode = Mode::Greedy) {
+  const std::vector<Output> solo = solo_outputs(mode);
   ASSERT_EQ(got.size(), solo.size());
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_EQ(solo[i].ids.size(), size_t(kNewTokens));
-    EXPECT_EQ(solo[i].logprob_bits.size(), size_t(kNewTokens));
+    EXPECT_EQ(solo[i].logprob_bits.size(), mode == Mode::Greedy ? size_t(kNewTokens) : 0u);
     EXPECT_TRUE(got[i] == solo[i]) << how << ", request " << i << " (prompt " << kPromptLens[i] << " tokens)\n  alone: "
                                   << show(solo[i]) << "\n  here:  " << show(got[i]);
   }
@@ -267,6 +281,19 @@ TEST(CudaEngine, APromptWhosePrefixIsCachedGetsItsColdTokensAndLogprobs) {
   EXPECT_EQ(counter.one_token_chunks.load(), 3);  // the second runs of the 17-, 33- and 49-token prompts
   expect_solo(first, "first run on a shared engine");
   expect_solo(second, "second run, prefix cached");
+}
+
+TEST(CudaEngine, SeededSamplingOnTheDeviceDrawsTheSoloTokensTogetherChunkedAndPrefixCached) {
+  REQUIRE_GPU();
+  REQUIRE_INVARIANT_MATMUL();
+  ASSERT_TRUE(make_backend(8, 16, 2)->samples_on_device());
+  auto backend = make_backend(64, 24, 8);
+  StepCounter counter(*backend);
+  Engine engine(counter, nullptr, engine_config(24, 8));
+  expect_solo(run_all(engine, requests(Mode::Seeded)), "seeded, all at once, 24-token budget", Mode::Seeded);
+  expect_solo(run_all(engine, requests(Mode::Seeded)), "seeded, again: prefixes cached", Mode::Seeded);
+  EXPECT_GT(counter.device_samples.load(), 0);
+  EXPECT_GT(counter.one_token_chunks.load(), 0);
 }
 
 TEST(CudaEngine, PreemptedRequestsStillEndWithTheirFullLength) {
