@@ -115,6 +115,7 @@ class StepRecorder : public flint::Backend {
   // A backend that samples on its device (CUDA) keeps doing so through the recorder: the step is timed with its
   // sampling, and only ids come back, as when flintd serves.
   bool samples_on_device() const override { return inner_.samples_on_device(); }
+  bool decode_matches_prefill() const override { return inner_.decode_matches_prefill(); }
   void forward_sample(const flint::StepPlan& plan, const flint::cpu::SampleBatch& batch, int32_t* token_ids,
                       float* logprobs) override {
     if (before_step) before_step(plan);

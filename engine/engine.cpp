@@ -17,6 +17,13 @@ int32_t capacity_of(const Backend& backend) {
   return n;
 }
 
+// The scheduler as configured, with decode-written blocks kept out of the prefix cache when the backend's decode
+// arithmetic differs from its prefill's (Backend::decode_matches_prefill).
+SchedulerConfig scheduler_config(SchedulerConfig c, const Backend& backend) {
+  c.cache_decoded_blocks = c.cache_decoded_blocks && backend.decode_matches_prefill();
+  return c;
+}
+
 }  // namespace
 
 Engine::Engine(Backend& backend, const Tokenizer* tokenizer, const EngineConfig& config)
@@ -24,7 +31,8 @@ Engine::Engine(Backend& backend, const Tokenizer* tokenizer, const EngineConfig&
       tokenizer_(tokenizer),
       config_(config),
       max_num_tokens_(capacity_of(backend)),
-      scheduler_(config.scheduler, {.num_blocks = backend.num_kv_blocks(), .block_size = backend.block_size()}),
+      scheduler_(scheduler_config(config.scheduler, backend),
+                 {.num_blocks = backend.num_kv_blocks(), .block_size = backend.block_size()}),
       device_sampling_(config.device_sampling && backend.samples_on_device()) {
   publish_stats();
   last_step_ns_ = Clock::now().time_since_epoch().count();

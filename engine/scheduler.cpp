@@ -81,6 +81,7 @@ bool Scheduler::admit_front() {
   if (!num_cached) return false;
   seq.set_num_computed_tokens(*num_cached);
   seq.set_num_cached_tokens(*num_cached);
+  seq.set_num_prefilled_tokens(*num_cached);
   seq.set_status(SequenceStatus::Running);
   std::unique_ptr<Sequence> admitted = std::move(waiting_.front());
   waiting_.erase(waiting_.begin());
@@ -191,8 +192,11 @@ void Scheduler::postprocess(const ScheduledStep& step, std::span<const int32_t> 
     if (seq == nullptr || seq->status() != SequenceStatus::Running) continue;
     const int32_t num_new = step.plan.cu_seqlens[s + 1] - step.plan.cu_seqlens[s];
     seq->set_num_computed_tokens(seq->num_computed_tokens() + num_new);
+    const bool prefill = step.plan.num_decode_seqs >= 0 && int32_t(s) >= step.plan.num_decode_seqs;
+    if (prefill) seq->set_num_prefilled_tokens(seq->num_computed_tokens());
     if (samples) seq->append_token(sampled);
-    block_manager_.commit(seq->block_table(), seq->token_ids(), seq->num_computed_tokens());
+    block_manager_.commit(seq->block_table(), seq->token_ids(),
+                          config_.cache_decoded_blocks ? seq->num_computed_tokens() : seq->num_prefilled_tokens());
   }
 }
 

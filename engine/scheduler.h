@@ -16,6 +16,11 @@ namespace flint {
 struct SchedulerConfig {
   int32_t max_num_seqs = 256;             // sequences in one step
   int32_t max_num_batched_tokens = 2048;  // tokens in one step (decodes count one each)
+  // Whether full blocks whose K/V decode steps wrote (a sequence's output, e.g. a chat's last answer) enter the
+  // prefix cache. Off for a backend whose decode arithmetic differs from its prefill's (the CUDA kernels:
+  // Backend::decode_matches_prefill): a later prompt that holds those tokens then computes them as prefill, so its
+  // bits never depend on whether the blocks were still cached. Blocks written by prefill chunks are cached either way.
+  bool cache_decoded_blocks = true;
 };
 
 // One step's work: the plan a Backend runs and whose rows belong to whom.

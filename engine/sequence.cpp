@@ -24,6 +24,7 @@ void Sequence::preempt() {
   block_table_.reset();
   num_computed_tokens_ = 0;
   num_cached_tokens_ = 0;
+  num_prefilled_tokens_ = 0;
   status_ = SequenceStatus::Waiting;
   ++num_preemptions_;
 }

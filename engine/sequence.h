@@ -49,6 +49,10 @@ class Sequence {
   // Of the computed tokens, how many came from the prefix cache at admission.
   int32_t num_cached_tokens() const { return num_cached_tokens_; }
   void set_num_cached_tokens(int32_t n) { num_cached_tokens_ = n; }
+  // Tokens [0, num_prefilled_tokens()) had their K/V written by prefill chunks (or came from the prefix cache);
+  // the decodes after them wrote the rest (SchedulerConfig::cache_decoded_blocks).
+  int32_t num_prefilled_tokens() const { return num_prefilled_tokens_; }
+  void set_num_prefilled_tokens(int32_t n) { num_prefilled_tokens_ = n; }
 
   BlockTable& block_table() { return block_table_; }
   const BlockTable& block_table() const { return block_table_; }
@@ -66,6 +70,7 @@ class Sequence {
   int32_t num_prompt_tokens_;
   int32_t num_computed_tokens_ = 0;
   int32_t num_cached_tokens_ = 0;
+  int32_t num_prefilled_tokens_ = 0;
   int32_t num_preemptions_ = 0;
   BlockTable block_table_;
 };

@@ -28,6 +28,10 @@ class Backend {
   virtual int32_t num_kv_blocks() const = 0;
   // Whether forward_sample runs: the backend samples on its device and only token ids and logprobs come back.
   virtual bool samples_on_device() const { return false; }
+  // Whether a decode step computes a token's attention with the same arithmetic as a prefill chunk does (the CPU
+  // backend: one code path). When not (the CUDA kernels), the engine keeps decode-written blocks out of the prefix
+  // cache (SchedulerConfig::cache_decoded_blocks), so a prompt's bits do not depend on what the cache held.
+  virtual bool decode_matches_prefill() const { return true; }
   // forward(plan) without the logits coming back: logit row i is sampled under batch row i on the device
   // (kernels/sampling_params.h: the tokens cpu::sample would pick from the same logits); token_ids and logprobs
   // (the chosen token's) get one entry per logit row. logprobs may be null: not wanted (the device then skips the

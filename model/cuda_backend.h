@@ -54,6 +54,8 @@ class CudaBackend : public Backend {
   void forward(const StepPlan& plan, float* logits) override;
   // Samples on the GPU (kernels/cuda/sampling.h): only the token ids and logprobs come back.
   bool samples_on_device() const override { return true; }
+  // The decode attention kernel (fp32 weights, split over keys) and the prefill one (bf16 P·V in key tiles) differ.
+  bool decode_matches_prefill() const override { return false; }
   void forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids, float* logprobs) override;
   // Set once a step failed with an error that leaves the CUDA context unusable (a kernel fault: illegal address,
   // launch failure, ...); every later step is refused with it.

@@ -28,6 +28,7 @@ class FatalFaultBackend : public Backend {
   void forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids,
                       float* logprobs) override;
   bool samples_on_device() const override { return inner_->samples_on_device(); }
+  bool decode_matches_prefill() const override { return inner_->decode_matches_prefill(); }
   const ModelConfig& config() const override { return inner_->config(); }
   int32_t block_size() const override { return inner_->block_size(); }
   int32_t num_kv_blocks() const override { return inner_->num_kv_blocks(); }

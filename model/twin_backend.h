@@ -26,6 +26,7 @@ class TwinBackend : public Backend {
   TwinBackend(const ModelConfig& config, const ModelWeights& weights, const TwinBackendOptions& options = {});
   void forward(const StepPlan& plan, float* logits) override;
   bool samples_on_device() const override { return options_.sample_on_device; }
+  bool decode_matches_prefill() const override { return false; }  // the CUDA kernels' twins: as CudaBackend
   void forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* token_ids, float* logprobs) override;
   const ModelConfig& config() const override { return config_; }
   int32_t block_size() const override { return block_size_; }

@@ -80,6 +80,7 @@ class StepCounter : public Backend {
     inner_.forward(plan, logits);
   }
   bool samples_on_device() const override { return inner_.samples_on_device(); }
+  bool decode_matches_prefill() const override { return inner_.decode_matches_prefill(); }
   void forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* ids, float* logprobs) override {
     count(plan);
     ++device_samples;
@@ -281,6 +282,35 @@ TEST(CudaEngine, APromptWhosePrefixIsCachedGetsItsColdTokensAndLogprobs) {
   EXPECT_EQ(counter.one_token_chunks.load(), 3);  // the second runs of the 17-, 33- and 49-token prompts
   expect_solo(first, "first run on a shared engine");
   expect_solo(second, "second run, prefix cached");
+}
+
+// A chat's next turn: the prompt is the last turn's prompt and answer plus new tokens. Its output must be what a
+// cold server gives for the same prompt, whether the last turn's blocks are still in the prefix cache or not.
+TEST(CudaEngine, ANextTurnGetsTheColdBitsWhetherThePreviousAnswerIsCachedOrNot) {
+  REQUIRE_GPU();
+  REQUIRE_INVARIANT_MATMUL();
+  auto backend = make_backend(64, 128, 8);
+  StepCounter counter(*backend);
+  Engine engine(counter, nullptr, engine_config(128, 8));
+  std::vector<EngineRequest> next;
+  for (const EngineRequest& r : requests()) {
+    EngineRequest turn = greedy(r.prompt_token_ids, 40);  // an answer long enough to fill whole blocks
+    const Output answer = run_all(engine, {turn})[0];
+    std::vector<int32_t> prompt = r.prompt_token_ids;
+    prompt.insert(prompt.end(), answer.ids.begin(), answer.ids.end());
+    for (int32_t t : prompt_of(7, 99)) prompt.push_back(t);
+    next.push_back(greedy(prompt, kNewTokens));
+  }
+  const int64_t hits_before = engine.stats().num_prefix_hit_tokens;
+  const std::vector<Output> warm = run_all(engine, next);
+  EXPECT_GT(engine.stats().num_prefix_hit_tokens, hits_before);
+  for (size_t i = 0; i < next.size(); ++i) {
+    auto cold_backend = make_backend(64, 128, 8);
+    Engine cold(*cold_backend, nullptr, engine_config(128, 8));
+    const Output want = run_all(cold, {next[i]})[0];
+    EXPECT_TRUE(warm[i] == want) << "turn 2 of request " << i << "\n  cold: " << show(want) << "\n  warm: "
+                                 << show(warm[i]);
+  }
 }
 
 TEST(CudaEngine, SeededSamplingOnTheDeviceDrawsTheSoloTokensTogetherChunkedAndPrefixCached) {

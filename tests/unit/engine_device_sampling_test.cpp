@@ -69,6 +69,7 @@ class CountingBackend : public Backend {
     inner_.forward(plan, logits);
   }
   bool samples_on_device() const override { return inner_.samples_on_device(); }
+  bool decode_matches_prefill() const override { return inner_.decode_matches_prefill(); }
   void forward_sample(const StepPlan& plan, const cpu::SampleBatch& batch, int32_t* ids, float* logprobs) override {
     ++forward_samples;
     inner_.forward_sample(plan, batch, ids, logprobs);

@@ -65,6 +65,7 @@ class GatedBackend : public Backend {
   const ModelConfig& config() const override { return inner_.config(); }
   int32_t block_size() const override { return inner_.block_size(); }
   int32_t num_kv_blocks() const override { return inner_.num_kv_blocks(); }
+  bool decode_matches_prefill() const override { return inner_.decode_matches_prefill(); }
 
   void set_open(bool open) {
     {

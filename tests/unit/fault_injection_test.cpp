@@ -20,6 +20,7 @@ class CountingBackend : public Backend {
   void forward(const StepPlan&, float*) override { ++forwards; }
   void forward_sample(const StepPlan&, const cpu::SampleBatch&, int32_t*, float*) override { ++samples; }
   bool samples_on_device() const override { return true; }
+  bool decode_matches_prefill() const override { return false; }
   const ModelConfig& config() const override { return config_; }
   int32_t block_size() const override { return 16; }
   int32_t num_kv_blocks() const override { return 7; }
@@ -39,6 +40,7 @@ TEST(FatalFaultBackend, RunsItsGoodStepsThenFailsEveryStepForGood) {
   StepPlan plan;
   cpu::SampleBatch batch;
   EXPECT_TRUE(backend.samples_on_device());
+  EXPECT_FALSE(backend.decode_matches_prefill());
   EXPECT_EQ(backend.block_size(), 16);
   EXPECT_EQ(backend.num_kv_blocks(), 7);
   backend.forward(plan, nullptr);

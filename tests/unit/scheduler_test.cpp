@@ -281,6 +281,26 @@ TEST(Scheduler, SecondRequestWithACachedPrefixFeedsOnlyTheRest) {
   EXPECT_EQ(step.plan.num_decode_seqs, 1);  // the first sequence's decode; b's chunk is a prefill
 }
 
+// A chat's next turn holds the last turn's prompt and answer. Blocks the answer's decodes wrote enter the prefix
+// cache only when the backend's decode arithmetic is its prefill's (cache_decoded_blocks): else the next turn
+// computes the answer again as prefill and hits only the prompt's blocks, which prefill wrote.
+TEST(Scheduler, DecodeWrittenBlocksEnterThePrefixCacheOnlyWhenAsked) {
+  for (const bool cache_decoded : {true, false}) {
+    Scheduler sched({.max_num_seqs = 8, .max_num_batched_tokens = 64, .cache_decoded_blocks = cache_decoded},
+                    {.num_blocks = 16, .block_size = 4});
+    const SeqId a = sched.add(iota_tokens(0, 8));  // two whole prompt blocks
+    for (int i = 0; i < 9; ++i) fake_forward(sched, sched.schedule());  // the prefill, then 8 decodes: 16 computed
+    std::vector<int32_t> next(sched.find(a)->token_ids().begin(), sched.find(a)->token_ids().end());
+    ASSERT_EQ(next.size(), 17u);
+    sched.remove(a);
+    const SeqId b = sched.add(next);
+    ScheduledStep step = sched.schedule();
+    ASSERT_EQ(step.seq_ids, std::vector<SeqId>{b});
+    EXPECT_EQ(sched.find(b)->num_cached_tokens(), cache_decoded ? 16 : 8) << cache_decoded;
+    EXPECT_EQ(step.plan.num_decode_seqs, 0);
+  }
+}
+
 // The plan says which sequences are decodes (phase 1: the one sampled token, or that and appended ones) and which
 // are prefill chunks, so that a prompt's one-token chunk is not taken for a decode (StepPlan::num_decode_seqs).
 TEST(Scheduler, APromptsOneTokenChunkIsMarkedAPrefillNotADecode) {
