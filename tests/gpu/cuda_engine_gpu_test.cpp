@@ -326,6 +326,27 @@ TEST(CudaEngine, SeededSamplingOnTheDeviceDrawsTheSoloTokensTogetherChunkedAndPr
   EXPECT_GT(counter.one_token_chunks.load(), 0);
 }
 
+// Asking for logprobs brings a step's logits back to the host, whose sampler then draws: the same tokens as the
+// device's sampler, greedy (the same argmax, ties included) and seeded (the same draw key and arithmetic).
+TEST(CudaEngine, TheHostAndDeviceSamplersDrawTheSameTokens) {
+  REQUIRE_GPU();
+  REQUIRE_INVARIANT_MATMUL();
+  for (const Mode mode : {Mode::Greedy, Mode::Seeded}) {
+    std::vector<EngineRequest> on_host = requests(mode), on_device = requests(mode);
+    for (EngineRequest& r : on_host) r.sampling.num_logprobs = 2;
+    for (EngineRequest& r : on_device) r.sampling.num_logprobs = 0;
+    auto backend = make_backend(64, 128, 8);
+    StepCounter counter(*backend);
+    Engine engine(counter, nullptr, engine_config(128, 8));
+    const std::vector<Output> host = run_all(engine, on_host);
+    const int device_before = counter.device_samples.load();
+    const std::vector<Output> device = run_all(engine, on_device);
+    EXPECT_GT(counter.device_samples.load(), device_before);
+    for (size_t i = 0; i < host.size(); ++i)
+      EXPECT_EQ(host[i].ids, device[i].ids) << (mode == Mode::Greedy ? "greedy" : "seeded") << " request " << i;
+  }
+}
+
 TEST(CudaEngine, PreemptedRequestsStillEndWithTheirFullLength) {
   REQUIRE_GPU();
   // 7 blocks of 16 slots for 8 requests of up to 82 tokens (6 blocks alone): sequences are preempted and recomputed.
