@@ -378,6 +378,9 @@ namespace cuda_emu {
 // into a capturing stream (invalidating the capture: the CUDA backend's fallback), or anywhere (launch_kernel's).
 void refuse_pdl_in_capture(bool on);
 void refuse_pdl(bool on);
+// Tests of the emulator itself: resume a block's threads in a random order each round (seeded), as
+// FLINT_CUDA_EMU_THREAD_ORDER=random:SEED does for a whole process, or (on = false) by thread index again.
+void set_random_thread_order(bool on, uint64_t seed = 1);
 cudaError_t check_pdl_launch(cudaStream_t stream);
 }  // namespace cuda_emu
 template <class... P, class... A>

@@ -241,6 +241,44 @@ TEST(CudaEmu, SyncthreadsOrdersSharedMemoryAcrossTheBlock) {
   for (int b = 0; b < 3; ++b) EXPECT_EQ(v[b], 255 * 256 / 2 + 256 * b);
 }
 
+// ---- A missing barrier: each thread reads what the thread `back` places before it wrote (32: the warp before,
+// a missing __syncthreads; 1: the lane before, a missing __syncwarp). In thread order the writer always runs first
+// and the race passes unseen; FLINT_CUDA_EMU_THREAD_ORDER=random lets a reader run first.
+template <bool kBarrier>
+__global__ void read_back(int base, int back, int* out) {
+  __shared__ int slots[256];
+  slots[threadIdx.x] = base + int(threadIdx.x);
+  if (kBarrier) __syncthreads();
+  out[threadIdx.x] = int(threadIdx.x) >= back ? slots[int(threadIdx.x) - back] : base + int(threadIdx.x) - back;
+}
+
+// How many of the 256 threads read a value other than base + their index - back (the writer's, this launch).
+template <bool kBarrier>
+int stale_reads(int base, int back) {
+  Dev<int> out(256);
+  read_back<kBarrier><<<1, 256>>>(base, back, out.p);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  int stale = 0;
+  const std::vector<int> v = out.get();
+  for (int t = 0; t < 256; ++t) stale += v[size_t(t)] != base + t - back;
+  return stale;
+}
+
+TEST(CudaEmu, RandomThreadOrderShowsAMissingBarrier) {
+  for (const int back : {32, 1}) {
+    EXPECT_EQ(stale_reads<false>(1000, back), 0);  // thread order: the race goes unseen
+    int caught = 0;
+    for (uint64_t seed = 1; seed <= 4; ++seed) {
+      cuda_emu::set_random_thread_order(true, seed);
+      caught += stale_reads<false>(int(2000 * seed), back) > 0;
+      EXPECT_EQ(stale_reads<true>(int(3000 * seed), back), 0) << "seed " << seed;  // with the barrier: right
+    }
+    cuda_emu::set_random_thread_order(false);
+    EXPECT_EQ(caught, 4) << "back " << back;
+    EXPECT_EQ(stale_reads<false>(5000, back), 0);
+  }
+}
+
 // ---- cp.async: a copy lands when a wait covers it, so a read without its wait sees the old bytes.
 __global__ void cp_async_reads(const uint4* src, uint4* waited, uint4* unwaited) {
   extern __shared__ uint4 buf[];

@@ -7,8 +7,10 @@
 #include <bit>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <memory>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -263,6 +265,30 @@ std::string describe_deadlock() {
   return s;
 }
 
+// The order a block's runnable threads are resumed in, each round of the scheduler: by thread index (the default),
+// or with FLINT_CUDA_EMU_THREAD_ORDER=random[:SEED] warp by warp in a fresh random order of the warps each round
+// (seeded, so a run repeats), each warp run as far as it goes before the next, its lanes in a random order too. A
+// thread runs from one wait to its next, so in index order the warps advance in step and warp 0 always reaches a
+// barrier-free write before warp 1 reaches a read of it; in random order a warp runs ahead of the others to the
+// next __syncthreads, so about half the time a reader runs before its writer, and a missing barrier shows up as a
+// wrong result. (Asynchronous copies and wgmmas then complete at issue: eager_async.)
+struct ThreadOrder {
+  bool random = false;
+  std::mt19937_64 rng;
+};
+ThreadOrder& thread_order() {
+  static ThreadOrder order = [] {
+    ThreadOrder o;
+    const char* e = std::getenv("FLINT_CUDA_EMU_THREAD_ORDER");
+    if (e && std::strncmp(e, "random", 6) == 0 && (e[6] == '\0' || e[6] == ':')) {
+      o.random = true;
+      o.rng.seed(e[6] == ':' ? std::strtoull(e + 7, nullptr, 10) : 1);
+    }
+    return o;
+  }();
+  return order;
+}
+
 }  // namespace
 
 bool run_block(const dim3& grid, const dim3& block, const uint3& block_idx, const std::function<void()>& body,
@@ -296,14 +322,41 @@ bool run_block(const dim3& grid, const dim3& block, const uint3& block_idx, cons
     f.wgmmas.clear();
     f.sp = initial_stack(f.stack);
   }
+  ThreadOrder& order = thread_order();
+  const int num_warps = (n + 31) / 32;
+  std::vector<int> warps(static_cast<size_t>(num_warps));
+  for (int w = 0; w < num_warps; ++w) warps[size_t(w)] = w;
+  std::vector<int> lane_order(32);
+  for (int l = 0; l < 32; ++l) lane_order[size_t(l)] = l;
+  auto runnable = [&](const Fiber& f) { return !f.done && !(f.wait_gen && *f.wait_gen == f.wait_val); };
   while (r.live > 0 && !r.faulted) {
     bool progress = false;
-    for (int i = 0; i < n && !r.faulted; ++i) {
-      Fiber& f = *r.fibers[i];
-      if (f.done || (f.wait_gen && *f.wait_gen == f.wait_val)) continue;
-      f.wait_gen = nullptr;
-      resume(f);
-      progress = true;
+    if (!order.random) {
+      for (int i = 0; i < n && !r.faulted; ++i) {
+        Fiber& f = *r.fibers[size_t(i)];
+        if (!runnable(f)) continue;
+        f.wait_gen = nullptr;
+        resume(f);
+        progress = true;
+      }
+    } else {
+      // Warp by warp in a fresh random order, each as far as it goes (to a barrier, the end, or a wait on another
+      // warp) before the next starts; its lanes in a fresh random order at each pass.
+      std::shuffle(warps.begin(), warps.end(), order.rng);
+      for (int w : warps) {
+        for (bool ran = true; ran && !r.faulted;) {
+          ran = false;
+          const int lanes = std::min(32, n - 32 * w);
+          std::shuffle(lane_order.begin(), lane_order.begin() + lanes, order.rng);
+          for (int k = 0; k < lanes && !r.faulted; ++k) {
+            Fiber& f = *r.fibers[size_t(32 * w + lane_order[size_t(k)])];
+            if (!runnable(f)) continue;
+            f.wait_gen = nullptr;
+            resume(f);
+            ran = progress = true;
+          }
+        }
+      }
     }
     if (!progress && !r.faulted) {
       r.faulted = true;
@@ -318,6 +371,12 @@ bool run_block(const dim3& grid, const dim3& block, const uint3& block_idx, cons
 }
 
 int max_threads_per_block() { return kMaxThreads; }
+
+void set_random_thread_order(bool on, uint64_t seed) {
+  ThreadOrder& order = thread_order();
+  order.random = on;
+  order.rng.seed(seed);
+}
 
 // The faulting thread leaves its fiber at once (its frames are abandoned, as a faulted kernel's are; no exception
 // unwinds across the fiber's stack) and the scheduler ends the block.
@@ -473,16 +532,28 @@ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row, bool trans) {
 // ---- cp.async.cg.shared.global (16 bytes) and its groups. A copy lands at the latest moment the PTX ISA allows:
 // when a cp.async.wait_group that covers it returns (or when its thread exits), so a read that lacks its wait sees
 // the stale bytes.
+// In random thread order (ThreadOrder) the asynchronous operations complete at issue instead: a cp.async lands,
+// and a wgmma reads shared memory and adds into its accumulators, when issued: the earliest moment the PTX ISA
+// allows, where the default is the latest (their wait). So a copy that refills a tile another warp may still be
+// reading (its barrier missing), or a wgmma issued before the barrier that completes its tile, computes wrong
+// numbers there; a read that lacks its wait is the default order's to catch.
+bool eager_async() { return thread_order().random; }
+
+void issue_copy(const Copy& c) {
+  if (eager_async()) perform(c);
+  else cur().copies.open.push_back(c);
+}
+
 void cp_async16(void* smem_dst, const void* src, bool fill) {
   if (reinterpret_cast<uintptr_t>(smem_dst) % 16 != 0 || (fill && reinterpret_cast<uintptr_t>(src) % 16 != 0))
     device_fault("cp.async: a 16-byte copy with an address not 16-byte aligned");
-  cur().copies.open.push_back({smem_dst, src, fill, 16});
+  issue_copy({smem_dst, src, fill, 16});
 }
 
 void cp_async4(void* smem_dst, const void* src, bool fill) {
   if (reinterpret_cast<uintptr_t>(smem_dst) % 4 != 0 || (fill && reinterpret_cast<uintptr_t>(src) % 4 != 0))
     device_fault("cp.async: a 4-byte copy with an address not 4-byte aligned");
-  cur().copies.open.push_back({smem_dst, src, fill, 4});
+  issue_copy({smem_dst, src, fill, 4});
 }
 
 void prefetch_l2(const void* p, uint32_t bytes) {
@@ -543,12 +614,19 @@ void wgmma_complete(unsigned char* slots, unsigned) {
 }
 }  // namespace
 
+namespace {
+void issue_wgmma(const WgmmaOp& op) {  // at its wait, or at once in random thread order (eager_async)
+  if (eager_async()) warp_exchange(kWgmma, 0xFFFFFFFFu, &op, sizeof op, wgmma_complete);
+  else cur().wgmmas.open.push_back(op);
+}
+}  // namespace
+
 void wgmma_bf16_m64n128k16(float (&d)[64], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint64_t desc_b) {
-  cur().wgmmas.open.push_back({{a0, a1, a2, a3}, d, desc_b, 128});
+  issue_wgmma({{a0, a1, a2, a3}, d, desc_b, 128});
 }
 
 void wgmma_bf16_m64n64k16(float (&d)[32], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint64_t desc_b) {
-  cur().wgmmas.open.push_back({{a0, a1, a2, a3}, d, desc_b, 64});
+  issue_wgmma({{a0, a1, a2, a3}, d, desc_b, 64});
 }
 
 void wgmma_commit() { cur().wgmmas.commit(); }
