@@ -32,25 +32,11 @@
 #include "model/cuda_backend.h"
 #include "model/model_loader.h"
 #include "model/twin_backend.h"
+#include "tests/gpu/require_gpu.h"
 
 namespace flint {
 namespace {
 
-const char* gpu_error() {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  return e != cudaSuccess ? cudaGetErrorName(e) : n == 0 ? "no device" : "ok";
-}
-bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-#define REQUIRE_GPU()                                                                                   \
-  do {                                                                                                  \
-    if (have_gpu()) break;                                                                              \
-    if (std::getenv("FLINT_REQUIRE_GPU")) FAIL() << "no usable CUDA device (" << gpu_error() << ")";    \
-    GTEST_SKIP() << "no usable CUDA device (" << gpu_error() << ")";                                    \
-  } while (0)
 
 // The model: $FLINT_GPU_MODEL (scripts/gpu-check.sh sets it: the default GGUF when it is on the GPU machine, else
 // a random-initialised model of SmolLM2-135M's shape it builds with transformers), else the default GGUF.

@@ -27,21 +27,12 @@
 #include "kernels/cuda/matmul.h"
 #include "model/cuda_backend.h"
 #include "model/model_loader.h"
+#include "tests/gpu/require_gpu.h"
 #include "tests/unit/engine_test_util.h"
 
 namespace flint {
 namespace {
 
-bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-#define REQUIRE_GPU()                                                                             \
-  do {                                                                                            \
-    if (have_gpu()) break;                                                                        \
-    if (std::getenv("FLINT_REQUIRE_GPU")) FAIL() << "no usable CUDA device";                      \
-    GTEST_SKIP() << "no usable CUDA device";                                                      \
-  } while (0)
 
 // FLINT_MATMUL=cublas and =hybrid run cuBLASLt, whose bits depend on the number of rows (docs/operations.md): the
 // bit-for-bit tests below do not apply to them.

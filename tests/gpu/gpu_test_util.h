@@ -14,26 +14,10 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_check.h"
+#include "tests/gpu/require_gpu.h"
 
 namespace flint::gpu_test {
 
-inline const char* gpu_error() {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  return e != cudaSuccess ? cudaGetErrorName(e) : n == 0 ? "no device" : "ok";
-}
-inline bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-// No GPU: skip, unless FLINT_REQUIRE_GPU is set (scripts/gpu-check.sh sets it: on the GPU machine a skip would hide
-// a broken driver or runtime behind a green step).
-#define REQUIRE_GPU()                                                                                      \
-  do {                                                                                                     \
-    if (::flint::gpu_test::have_gpu()) break;                                                              \
-    if (std::getenv("FLINT_REQUIRE_GPU")) FAIL() << "no usable CUDA device (" << ::flint::gpu_test::gpu_error() << ")"; \
-    GTEST_SKIP() << "no usable CUDA device (" << ::flint::gpu_test::gpu_error() << ")";                   \
-  } while (0)
 
 // The CUDA emulator (tests/cuda_emu) runs a kernel some thousand times slower than a device, so there a test skips
 // the cases whose work (multiply-adds) is over emu_work_bound(): FLINT_CUDA_EMU_MAX_WORK, default 3e8, about a
