@@ -5,7 +5,8 @@
 // (model/random_weights.h), so a model's speed can be measured without its file.
 // Prefill: one forward pass over N prompt tokens (chunked at 512). Decode: N
 // steps of one token each after that prompt, greedy. The roofline line counts
-// the weight bytes one decode step reads (every matrix once, as stored).
+// the weight bytes one decode step reads (every weight tensor once, as stored:
+// bench/roofline.h).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +17,7 @@
 
 #include "common/error.h"
 #include "engine/offline_runner.h"
+#include "bench/roofline.h"
 #include "model/cpu_backend.h"
 #include "model/model_loader.h"
 #include "model/random_weights.h"
@@ -25,15 +27,6 @@ namespace {
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
-}
-
-uint64_t decode_weight_bytes(const flint::ModelWeights& w) {
-  // A decode step reads every matrix once; of the embedding only one row.
-  uint64_t bytes = w.output->nbytes;
-  for (const auto& l : w.layers)
-    bytes += l.wq->nbytes + l.wk->nbytes + l.wv->nbytes + l.wo->nbytes + l.w_gate->nbytes + l.w_up->nbytes +
-             l.w_down->nbytes;
-  return bytes;
 }
 
 }  // namespace
@@ -103,7 +96,7 @@ int main(int argc, char** argv) {
       decode_s.push_back(std::chrono::duration<double>(t2 - t1).count());
     }
     const double prefill_tps = prompt_len / median(prefill_s), decode_tps = decode_len / median(decode_s);
-    const double gb = double(decode_weight_bytes(model.weights)) / 1e9;
+    const double gb = double(flint::bench::decode_weight_bytes(model.weights)) / 1e9;
     std::printf("model %s\n%s\nthreads %d, prompt %d tokens, decode %d tokens, median of %d runs\n", model_path.c_str(),
                 model.config.describe().c_str(), backend.num_threads(), prompt_len, decode_len, runs);
     std::printf("%-10s %12s %14s\n", "phase", "tok/s", "weights GB/s");
