@@ -36,6 +36,7 @@ void OfflineRunner::run(std::span<const int32_t> tokens, bool all_rows, float* o
     StepPlan plan;
     plan.add_sequence(std::vector<int32_t>(tokens.begin() + long(done), tokens.begin() + long(done + n)),
                       kv_len, blocks, /*want_logits=*/all_rows || done + n == tokens.size());
+    plan.num_decode_seqs = tokens.size() == 1 && length_ > 0 ? 1 : 0;
     if (all_rows) {
       plan.logit_rows.resize(n);
       std::iota(plan.logit_rows.begin(), plan.logit_rows.end(), 0);

@@ -16,7 +16,9 @@ class OfflineRunner {
   explicit OfflineRunner(Backend& backend, int32_t prefill_chunk = 512);
 
   // Appends `tokens` to the sequence and returns the logits (vocab) of the last
-  // one. Throws flint::Error when the sequence would outgrow the KV cache.
+  // one. Throws flint::Error when the sequence would outgrow the KV cache. As the
+  // engine's scheduler does (StepPlan::num_decode_seqs), one token fed after
+  // others is a decode and every other feed a prefill, however it is chunked.
   const std::vector<float>& feed(std::span<const int32_t> tokens);
   // Like feed, but returns the logits of every token fed: (tokens.size(), vocab), row-major. For
   // comparing a whole prompt's logits with a reference (flint-run --dump-logits).

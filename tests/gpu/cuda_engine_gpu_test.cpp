@@ -12,6 +12,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/offline_runner.h"
 #include "kernels/cuda/matmul.h"
 #include "model/cuda_backend.h"
 #include "model/model_loader.h"
@@ -335,6 +337,29 @@ TEST(CudaEngine, TheHostAndDeviceSamplersDrawTheSameTokens) {
     EXPECT_GT(counter.device_samples.load(), device_before);
     for (size_t i = 0; i < host.size(); ++i)
       EXPECT_EQ(host[i].ids, device[i].ids) << (mode == Mode::Greedy ? "greedy" : "seeded") << " request " << i;
+  }
+}
+
+// flint-run's OfflineRunner marks its feeds as the scheduler does: a prompt fed in 24-token chunks (the 25- and
+// 49-token ones end in a chunk of one) gives the logits of one whole chunk, bit for bit, and so do the decodes after.
+TEST(CudaOfflineRunner, APromptFedInChunksGivesTheLogitsOfOneChunkBitForBit) {
+  REQUIRE_GPU();
+  REQUIRE_INVARIANT_MATMUL();
+  auto backend = make_backend(64, 128, 8);
+  for (const EngineRequest& r : requests()) {
+    std::vector<std::vector<float>> rows[2];
+    for (const int32_t chunk : {128, 24}) {
+      OfflineRunner runner(*backend, chunk);
+      std::vector<float> logits = runner.feed(r.prompt_token_ids);
+      for (int i = 0; i < 4; ++i) {
+        rows[chunk == 24].push_back(logits);
+        const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        logits = runner.feed(std::vector<int32_t>{next});
+      }
+    }
+    for (size_t i = 0; i < rows[0].size(); ++i)
+      EXPECT_EQ(0, std::memcmp(rows[0][i].data(), rows[1][i].data(), rows[0][i].size() * sizeof(float)))
+          << "prompt of " << r.prompt_token_ids.size() << " tokens, row " << i;
   }
 }
 
