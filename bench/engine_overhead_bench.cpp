@@ -10,10 +10,12 @@
 //
 // Prints, per batch, the median host microseconds per decode step over the steady middle of the run.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -35,6 +37,7 @@ class NullDeviceBackend : public flint::Backend {
   bool samples_on_device() const override { return true; }
   void forward_sample(const flint::StepPlan& plan, const flint::cpu::SampleBatch&, int32_t* token_ids,
                       float* logprobs) override {
+    while (!open_.load(std::memory_order_acquire)) std::this_thread::yield();  // until every request is in
     if (count_ < stamps_.size()) stamps_[count_++] = {Clock::now().time_since_epoch().count(), plan.num_tokens()};
     for (size_t i = 0; i < plan.logit_rows.size(); ++i) {
       token_ids[i] = int32_t(1000 + i % 1000);  // never an end-of-generation id: max_tokens ends each request
@@ -50,11 +53,15 @@ class NullDeviceBackend : public flint::Backend {
     int32_t tokens;
   };
   std::vector<Stamp> stamps() const { return {stamps_.begin(), stamps_.begin() + ptrdiff_t(count_)}; }
+  // The first step waits for this: on a busy machine the submitting thread may be descheduled long enough for the
+  // first requests to finish before the last arrive, and the batch would never decode together.
+  void open() { open_.store(true, std::memory_order_release); }
 
  private:
   flint::ModelConfig config_;
   std::vector<Stamp> stamps_;
   size_t count_ = 0;  // written on the engine thread, read after the engine is destroyed
+  std::atomic<bool> open_{false};
 };
 
 struct Result {
@@ -79,6 +86,7 @@ Result measure(const flint::ModelConfig& config, int32_t batch, int32_t steps) {
       if (!s.status.ok()) flint::fail("submit: ", s.status.message);
       streams.push_back(s.stream);
     }
+    backend.open();
     for (auto& stream : streams)
       for (;;) {
         std::optional<flint::StreamEvent> e = stream->pop(std::chrono::minutes(1));
