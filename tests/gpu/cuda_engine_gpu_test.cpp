@@ -57,10 +57,13 @@ const LoadedModel& model() {
 }
 
 // A backend sized for the scheduler below: room for every request at once (no preemption) unless `blocks` is small.
-std::unique_ptr<CudaBackend> make_backend(int32_t blocks, int32_t max_tokens, int32_t max_seqs) {
+// The references (a request alone, a cold server) run eagerly (graphs = false): the runs they are compared with
+// replay the decode graphs, so graph replay against eager steps is checked through the engine too.
+std::unique_ptr<CudaBackend> make_backend(int32_t blocks, int32_t max_tokens, int32_t max_seqs, bool graphs = true) {
   return std::make_unique<CudaBackend>(model().config, model().weights,
                                        CudaBackendOptions{.num_kv_blocks = blocks, .max_tokens_per_step = max_tokens,
-                                                          .max_seqs_per_step = max_seqs, .log = false});
+                                                          .max_seqs_per_step = max_seqs, .cuda_graphs = graphs,
+                                                          .log = false});
 }
 
 // Passes every step to the CUDA backend and counts the kinds of step the engine made: what the tests below mean to
@@ -204,7 +207,7 @@ std::vector<Output> solo_outputs(Mode mode = Mode::Greedy) {
   if (auto it = cache.find(mode); it != cache.end()) return it->second;
   std::vector<Output> out;
   for (const EngineRequest& r : requests(mode)) {
-    auto backend = make_backend(64, 128, 8);
+    auto backend = make_backend(64, 128, 8, /*graphs=*/false);
     Engine engine(*backend, nullptr, engine_config(128, 8));
     out.push_back(run_all(engine, {r})[0]);
   }
@@ -298,7 +301,7 @@ TEST(CudaEngine, ANextTurnGetsTheColdBitsWhetherThePreviousAnswerIsCachedOrNot) 
   const std::vector<Output> warm = run_all(engine, next);
   EXPECT_GT(engine.stats().num_prefix_hit_tokens, hits_before);
   for (size_t i = 0; i < next.size(); ++i) {
-    auto cold_backend = make_backend(64, 128, 8);
+    auto cold_backend = make_backend(64, 128, 8, /*graphs=*/false);
     Engine cold(*cold_backend, nullptr, engine_config(128, 8));
     const Output want = run_all(cold, {next[i]})[0];
     EXPECT_TRUE(warm[i] == want) << "turn 2 of request " << i << "\n  cold: " << show(want) << "\n  warm: "
